@@ -1,0 +1,151 @@
+"""PresenceTracker: machine presence and state in, board entries, events and alerts out.
+
+Theory of operation
+-------------------
+A machine connects with a retained will ``{online:false, epoch:E}`` and publishes a retained
+birth ``{online:true, epoch:E}``; E grows on every connection. The tracker keeps the current
+epoch per machine and *fences* any presence whose epoch is older: a late will from a dead
+connection must never turn a live machine offline. States are ordered by (epoch, seq).
+
+The tracker does no I/O. Each handler returns :class:`Effects` (messages to publish, the view
+to persist, an optional history row and alerts); the service publishes and writes them.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+
+from bridge.board import DeviceView
+from bridge.metrics import BridgeMetrics
+from plaza.messages import (
+    AdminAlert,
+    AlertSeverity,
+    BoardStatus,
+    DeviceEventType,
+    DeviceState,
+    DeviceStatusEvent,
+    MachineState,
+    Presence,
+)
+from plaza.topics import Topics
+
+_EVENT_FOR: dict[BoardStatus, DeviceEventType] = {
+    BoardStatus.AVAILABLE: "device_available",
+    BoardStatus.RESERVED: "device_available",
+    BoardStatus.IN_USE: "device_in_use",
+    BoardStatus.OFFLINE: "device_offline",
+    BoardStatus.FAULT: "device_fault",
+    BoardStatus.MAINTENANCE: "device_maintenance",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outbound:
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+
+
+@dataclass
+class Effects:
+    publish: list[Outbound] = field(default_factory=list)
+    view: DeviceView | None = None
+    status_changed: bool = False
+    alerts: list[AdminAlert] = field(default_factory=list)
+
+
+class PresenceTracker:
+    def __init__(
+        self,
+        topics: Topics,
+        views: dict[str, DeviceView],
+        generation: int,
+        metrics: BridgeMetrics,
+    ) -> None:
+        self.topics = topics
+        self.views = views
+        self.generation = generation
+        self.metrics = metrics
+
+    def _view(self, device: str) -> DeviceView:
+        view = self.views.get(device)
+        if view is None:  # a machine provisioned in the broker but not yet in SQL
+            view = DeviceView(id=device, name=device, kind="pc", zone="main")
+            self.views[device] = view
+        return view
+
+    def on_presence(self, device: str, presence: Presence, ts: float) -> Effects:
+        view = self._view(device)
+        if presence.epoch < view.epoch:
+            self.metrics.fenced_presences += 1
+            return Effects()
+        if presence.epoch == view.epoch and presence.online == view.online:
+            return Effects()  # a retained copy we already applied
+        self.metrics.presence_applied += 1
+        return self._advance(view, ts, online=presence.online, epoch=presence.epoch)
+
+    def on_state(self, device: str, state: DeviceState, ts: float) -> Effects:
+        view = self._view(device)
+        if (state.epoch, state.seq) <= (view.state_epoch, view.state_seq):
+            self.metrics.stale_states += 1
+            return Effects()
+        self.metrics.states_applied += 1
+        return self._advance(
+            view,
+            ts,
+            state=state.state,
+            state_epoch=state.epoch,
+            state_seq=state.seq,
+            session=state.session,
+            fault=state.fault if state.state is MachineState.FAULT else None,
+        )
+
+    def set_maintenance(self, device: str, on: bool, ts: float) -> Effects:
+        view = self._view(device)
+        if view.maintenance == on:
+            return Effects()
+        return self._advance(view, ts, maintenance=on)
+
+    def forget(self, device: str) -> list[Outbound]:
+        """Drop a machine and clear its retained topics (empty retained payloads)."""
+        self.views.pop(device, None)
+        return [
+            Outbound(t, b"", retain=True)
+            for t in (
+                self.topics.board(device),
+                self.topics.presence(device),
+                self.topics.state(device),
+            )
+        ]
+
+    def _advance(self, view: DeviceView, ts: float, **changes: object) -> Effects:
+        new = view.advanced(self.generation, ts, **changes)
+        self.views[new.id] = new
+        effects = Effects(view=new, status_changed=new.status is not view.status)
+        effects.publish.append(
+            Outbound(self.topics.board(new.id), new.entry(ts).encode(), retain=True)
+        )
+        came_online = new.online and not view.online
+        if effects.status_changed or came_online:
+            event = DeviceStatusEvent(
+                type="device_online" if came_online else _EVENT_FOR[new.status],
+                device_id=new.id,
+                status=new.status,
+                timestamp=ts,
+                metadata={"epoch": new.epoch, "previous": view.status.value},
+            )
+            effects.publish.append(Outbound(self.topics.device_events, event.encode()))
+        if new.status is BoardStatus.FAULT and view.status is not BoardStatus.FAULT:
+            alert = AdminAlert(
+                id=uuid.uuid4().hex,
+                type="device_fault",
+                severity=AlertSeverity.HIGH,
+                device_id=new.id,
+                message=f"{new.name} ({new.id}) reports a fault: {new.fault or 'unspecified'}",
+                timestamp=ts,
+            )
+            effects.alerts.append(alert)
+            effects.publish.append(Outbound(self.topics.admin_alerts, alert.encode()))
+        return effects

@@ -1,0 +1,178 @@
+"""DeviceStore: the bridge's SQL side for machines: load at start, write behind the publish.
+
+The board is published from memory first and SQL follows in batches (group commit): the ORM,
+not the disk, limits SQLite, and a slow or failing database must not freeze the live board.
+A batch that fails is retried with backoff and counted; nothing is dropped while the bridge
+runs. See bridge.board for why board versions still grow across restarts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bridge.board import DeviceView
+from bridge.metrics import BridgeMetrics
+from plaza.messages import AdminAlert, BoardStatus, MachineState, Session
+from plaza.tables import Alert, BridgeMeta, Device, DeviceStatusChange
+
+log = logging.getLogger(__name__)
+
+
+def _dt(ts: float) -> datetime:
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def view_from_row(row: Device) -> DeviceView:
+    return DeviceView(
+        id=row.id,
+        name=row.name,
+        kind=row.kind,
+        zone=row.zone,
+        maintenance=row.maintenance,
+        online=row.online,
+        state=MachineState(row.state),
+        epoch=row.epoch,
+        state_epoch=row.state_epoch,
+        state_seq=row.state_seq,
+        session=Session.model_validate_json(row.session_json) if row.session_json else None,
+        fault=row.fault,
+        version=row.board_version,
+        status=BoardStatus(row.status),
+        since=row.since.timestamp(),
+    )
+
+
+def _apply(row: Device, view: DeviceView, seen: float) -> None:
+    row.online = view.online
+    row.state = view.state.value
+    row.status = view.status.value
+    row.epoch = view.epoch
+    row.state_epoch = view.state_epoch
+    row.state_seq = view.state_seq
+    row.session_json = view.session.model_dump_json() if view.session else None
+    row.fault = view.fault
+    row.board_version = view.version
+    row.since = _dt(view.since)
+    row.last_seen = _dt(seen)
+
+
+@dataclass(frozen=True, slots=True)
+class _Write:
+    view: DeviceView | None
+    history: bool
+    alerts: tuple[AdminAlert, ...]
+    ts: float
+
+
+class DeviceStore:
+    def __init__(
+        self,
+        sessions: Callable[[], AsyncSession],
+        metrics: BridgeMetrics,
+        max_batch: int = 500,
+    ) -> None:
+        self._sessions = sessions
+        self._metrics = metrics
+        self._queue: asyncio.Queue[_Write] = asyncio.Queue()
+        self._max_batch = max_batch
+
+    async def start_generation(self) -> int:
+        """Bump and commit the bridge generation; call once before publishing anything."""
+        async with self._sessions() as session:
+            meta = await session.get(BridgeMeta, 1)
+            if meta is None:
+                meta = BridgeMeta(id=1, generation=0)
+            meta.generation += 1
+            session.add(meta)
+            await session.commit()
+            return meta.generation
+
+    async def load_views(self) -> dict[str, DeviceView]:
+        async with self._sessions() as session:
+            rows = (await session.exec(select(Device))).all()
+            return {row.id: view_from_row(row) for row in rows}
+
+    def enqueue(
+        self, view: DeviceView | None, history: bool, alerts: list[AdminAlert], ts: float
+    ) -> None:
+        if view is not None or alerts:
+            self._queue.put_nowait(_Write(view, history, tuple(alerts), ts))
+
+    @property
+    def backlog(self) -> int:
+        return self._queue.qsize()
+
+    async def flushed(self) -> None:
+        """Wait until everything enqueued so far is committed."""
+        await self._queue.join()
+
+    async def run(self) -> None:
+        delay = 0.05
+        while True:
+            batch = [await self._queue.get()]
+            while len(batch) < self._max_batch and not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            while True:
+                try:
+                    await self._commit(batch)
+                except Exception:  # the database may be down; keep the batch and retry
+                    self._metrics.db_errors += 1
+                    log.exception("device batch of %d failed; retrying in %.2fs", len(batch), delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 5.0)
+                    continue
+                delay = 0.05
+                self._metrics.db_batches += 1
+                break
+            for _ in batch:
+                self._queue.task_done()
+
+    async def _commit(self, batch: list[_Write]) -> None:
+        latest: dict[str, tuple[DeviceView, float]] = {}
+        for w in batch:
+            if w.view is not None:
+                latest[w.view.id] = (w.view, w.ts)
+        async with self._sessions() as session:
+            if latest:
+                rows = (
+                    await session.exec(select(Device).where(Device.id.in_(latest)))  # type: ignore[attr-defined]
+                ).all()
+                by_id = {r.id: r for r in rows}
+                for device_id, (view, ts) in latest.items():
+                    row = by_id.get(device_id) or Device(
+                        id=view.id, name=view.name, kind=view.kind, zone=view.zone
+                    )
+                    _apply(row, view, ts)
+                    session.add(row)
+                await session.flush()
+            for w in batch:
+                if w.view is not None and w.history:
+                    session.add(
+                        DeviceStatusChange(
+                            device_id=w.view.id,
+                            status=w.view.status.value,
+                            online=w.view.online,
+                            state=w.view.state.value,
+                            epoch=w.view.epoch,
+                            at=_dt(w.ts),
+                        )
+                    )
+                for alert in w.alerts:
+                    session.add(
+                        Alert(
+                            id=alert.id,
+                            type=alert.type,
+                            severity=alert.severity.value,
+                            device_id=alert.device_id,
+                            message=alert.message,
+                            created_at=_dt(alert.timestamp),
+                        )
+                    )
+            await session.commit()

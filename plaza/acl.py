@@ -1,0 +1,112 @@
+"""Broker roles of the venue, as literal ACL entries (pure; no I/O).
+
+Mosquitto 2.0.11's dynamic-security plugin does not expand ``%u``/``%c``, so every machine and
+every player gets a role of its own whose topics are literal. The default ACL denies
+everything but unsubscribing; these roles are the only way in.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from plaza.topics import Topics
+
+AclType = Literal[
+    "publishClientSend",
+    "publishClientReceive",
+    "subscribeLiteral",
+    "subscribePattern",
+    "unsubscribePattern",
+]
+
+DYNSEC_CONTROL = "$CONTROL/dynamic-security/#"
+DYNSEC_COMMAND = "$CONTROL/dynamic-security/v1"
+DYNSEC_RESPONSE = "$CONTROL/dynamic-security/v1/response"
+
+
+@dataclass(frozen=True, slots=True)
+class Acl:
+    acltype: AclType
+    topic: str
+    allow: bool = True
+    priority: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Role:
+    name: str
+    acls: tuple[Acl, ...]
+
+
+def _read(topic_filter: str) -> tuple[Acl, Acl]:
+    return Acl("subscribePattern", topic_filter), Acl("publishClientReceive", topic_filter)
+
+
+def _read_literal(topic: str) -> tuple[Acl, Acl]:
+    return Acl("subscribeLiteral", topic), Acl("publishClientReceive", topic)
+
+
+def device_role_name(device: str) -> str:
+    return f"device-{device}"
+
+
+def player_role_name(user: str) -> str:
+    return f"player-{user}"
+
+
+def device_role(topics: Topics, device: str) -> Role:
+    """A machine writes its presence (birth and will) and state, reads its cmd topic and its
+    own presence (to notice a stale will and re-publish its birth)."""
+    return Role(
+        device_role_name(device),
+        (
+            Acl("publishClientSend", topics.presence(device)),
+            Acl("publishClientSend", topics.state(device)),
+            *_read_literal(topics.cmd(device)),
+            *_read_literal(topics.presence(device)),
+        ),
+    )
+
+
+def player_role(topics: Topics, user: str) -> Role:
+    """A player reads the board, notices, events and their own topics, and writes only
+    reservation requests in their own name."""
+    root = topics.root
+    return Role(
+        player_role_name(user),
+        (
+            *_read(f"{root}/board/#"),
+            *_read(topics.notices),
+            *_read(f"{root}/events/#"),
+            *_read(f"{root}/users/{user}/#"),
+            Acl("publishClientSend", f"{root}/devices/+/requests/{user}"),
+        ),
+    )
+
+
+def bridge_role(topics: Topics) -> Role:
+    """The bridge is the only writer of board, events, replies, notifications and commands."""
+    return Role(
+        "svc-bridge",
+        (Acl("publishClientSend", topics.everything), *_read(topics.everything)),
+    )
+
+
+def api_role(topics: Topics) -> Role:
+    """The api reads everything of the venue, sends requests in its own name, and manages
+    broker identities through the dynamic-security control topic."""
+    return Role(
+        "svc-api",
+        (
+            *_read(topics.everything),
+            Acl("publishClientSend", f"{topics.root}/devices/+/requests/api"),
+            Acl("publishClientSend", DYNSEC_COMMAND),
+            *_read_literal(DYNSEC_RESPONSE),
+        ),
+    )
+
+
+def observer_role(topics: Topics) -> Role:
+    """Staff tools (``mosquitto_sub``) may read everything and write nothing."""
+    return Role("observer", (*_read(topics.everything), *_read("$SYS/#")))

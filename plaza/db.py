@@ -1,0 +1,102 @@
+"""Engine and session factory; SQLite (default, WAL) or PostgreSQL, chosen by URL.
+
+SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout, and the BEGIN IMMEDIATE recipe
+(pysqlite's own transaction handling is switched off and every transaction takes the write
+lock at BEGIN), so check-then-insert cannot interleave between two writers.
+
+Schema: ``create_all`` plus a ``schema_version`` row. A database written by a newer schema is
+refused; an older one is upgraded by the steps in ``_UPGRADES`` (empty at version 1). We chose
+this over Alembic for now because the schema is young and both dialects must stay in lockstep;
+the first change to an existing column is the moment to add Alembic (see docs/operations.md).
+
+Errors::
+
+    DatabaseError (RuntimeError)
+     +-- SchemaTooNew     the database was written by a newer release
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from sqlalchemy import event, text
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlmodel import SQLModel, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from plaza import tables
+from plaza.tables import SCHEMA_VERSION, SchemaVersion
+
+
+class DatabaseError(RuntimeError):
+    """The database cannot be used by this release."""
+
+
+class SchemaTooNew(DatabaseError):
+    pass
+
+
+_UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {}
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite")
+
+
+def make_engine(url: str, **kw: Any) -> AsyncEngine:
+    if is_sqlite(url):
+        engine = create_async_engine(url, connect_args={"timeout": 30}, **kw)
+        _sqlite_recipe(engine)
+        return engine
+    kw.setdefault("pool_size", 10)
+    kw.setdefault("pool_pre_ping", True)
+    return create_async_engine(url, **kw)
+
+
+def _sqlite_recipe(engine: AsyncEngine) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # let BEGIN IMMEDIATE below own transactions
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+
+async def migrate(engine: AsyncEngine) -> int:
+    """Create or upgrade the schema; return the schema version now in force."""
+    assert tables.Device.__tablename__ == "device"
+    async with engine.begin() as conn:
+        await conn.run_sync(SQLModel.metadata.create_all)
+    async with AsyncSession(engine, expire_on_commit=False) as session:
+        row = (await session.exec(select(SchemaVersion))).first()
+        if row is None:
+            session.add(SchemaVersion(version=SCHEMA_VERSION))
+            await session.commit()
+            return SCHEMA_VERSION
+        if row.version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"database schema {row.version} is newer than this release ({SCHEMA_VERSION})"
+            )
+        found = row.version
+    for version in range(found + 1, SCHEMA_VERSION + 1):
+        async with engine.begin() as conn:
+            await _UPGRADES[version](conn)
+            await conn.execute(
+                text("UPDATE schema_version SET version = :v WHERE id = 1"), {"v": version}
+            )
+    return SCHEMA_VERSION
+
+
+def session_factory(engine: AsyncEngine) -> Callable[[], AsyncSession]:
+    def _new() -> AsyncSession:
+        return AsyncSession(engine, expire_on_commit=False)
+
+    return _new

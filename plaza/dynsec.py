@@ -1,0 +1,106 @@
+"""Mosquitto dynamic-security documents and control commands (pure; no I/O).
+
+``document()`` writes the plugin's JSON file directly, so a broker starts already configured
+(no window in which it runs without accounts). Passwords are hashed as the plugin does:
+PBKDF2-HMAC-SHA512 over the decoded salt, base64 encoded.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import secrets
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from plaza.acl import Acl, Role
+
+ITERATIONS = 101
+#: Everything denied by default except unsubscribing.
+DEFAULT_ACL_ACCESS = {
+    "publishClientSend": False,
+    "publishClientReceive": False,
+    "subscribe": False,
+    "unsubscribe": True,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class BrokerClient:
+    username: str
+    password: str
+    roles: tuple[str, ...]
+    textname: str = field(default="")
+
+
+def hash_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
+    salt = salt if salt is not None else secrets.token_bytes(12)
+    digest = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, ITERATIONS)
+    return {
+        "password": base64.b64encode(digest).decode(),
+        "salt": base64.b64encode(salt).decode(),
+        "iterations": ITERATIONS,
+    }
+
+
+def _acl_json(acl: Acl) -> dict[str, Any]:
+    return {
+        "acltype": acl.acltype,
+        "topic": acl.topic,
+        "allow": acl.allow,
+        "priority": acl.priority,
+    }
+
+
+def role_json(role: Role) -> dict[str, Any]:
+    return {"rolename": role.name, "acls": [_acl_json(a) for a in role.acls]}
+
+
+def document(clients: Iterable[BrokerClient], roles: Iterable[Role]) -> dict[str, Any]:
+    """The plugin's whole configuration file."""
+    return {
+        "defaultACLAccess": dict(DEFAULT_ACL_ACCESS),
+        "clients": [
+            {
+                "username": c.username,
+                "textName": c.textname or c.username,
+                **hash_password(c.password),
+                "roles": [{"rolename": r} for r in c.roles],
+            }
+            for c in clients
+        ],
+        "groups": [],
+        "roles": [role_json(r) for r in roles],
+    }
+
+
+# -- control commands (sent to $CONTROL/dynamic-security/v1 by the api) ----------------------
+def create_role(role: Role) -> dict[str, Any]:
+    return {"command": "createRole", **role_json(role)}
+
+
+def delete_role(name: str) -> dict[str, Any]:
+    return {"command": "deleteRole", "rolename": name}
+
+
+def create_client(client: BrokerClient) -> dict[str, Any]:
+    return {
+        "command": "createClient",
+        "username": client.username,
+        "password": client.password,
+        "textname": client.textname or client.username,
+        "roles": [{"rolename": r} for r in client.roles],
+    }
+
+
+def delete_client(username: str) -> dict[str, Any]:
+    return {"command": "deleteClient", "username": username}
+
+
+def set_client_password(username: str, password: str) -> dict[str, Any]:
+    return {"command": "setClientPassword", "username": username, "password": password}
+
+
+def batch(commands: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
+    return {"commands": list(commands)}

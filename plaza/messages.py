@@ -1,0 +1,191 @@
+"""Wire payloads of the venue (JSON, snake_case). The wire format is not the table format.
+
+Every payload is a frozen pydantic model that forbids unknown fields, so a typo on a device
+shows up as a clear error instead of a silently ignored value. Times on the wire are Unix
+seconds as floats (``ts``), which JavaScript and MQTT tools read without a date parser.
+
+Errors::
+
+    PayloadError (ValueError)
+     +-- raised by decode() for oversize, non-JSON or schema-violating payloads
+"""
+
+from __future__ import annotations
+
+import time
+from enum import StrEnum
+from typing import Annotated, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+DEFAULT_MAX_PAYLOAD = 16 * 1024
+
+
+class PayloadError(ValueError):
+    """A payload could not be decoded into its wire model."""
+
+
+class Wire(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    def encode(self) -> bytes:
+        return self.model_dump_json(exclude_none=True).encode()
+
+
+W = TypeVar("W", bound=Wire)
+
+
+def decode(
+    model: type[W], payload: bytes | bytearray | str, max_bytes: int = DEFAULT_MAX_PAYLOAD
+) -> W:
+    """Decode ``payload`` into ``model`` or raise :class:`PayloadError` saying why."""
+    size = len(payload)
+    if size > max_bytes:
+        raise PayloadError(f"payload of {size} bytes exceeds the limit of {max_bytes} bytes")
+    if size == 0:
+        raise PayloadError("empty payload")
+    try:
+        return model.model_validate_json(payload)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(p) for p in first["loc"]) or "payload"
+        raise PayloadError(f"invalid {model.__name__}: {where}: {first['msg']}") from exc
+
+
+def now() -> float:
+    return round(time.time(), 6)
+
+
+Epoch = Annotated[int, Field(ge=0, le=2**53)]
+
+
+# -- device -> broker ------------------------------------------------------------------------
+class Presence(Wire):
+    """``devices/{d}/presence``: the birth ``{online: true, epoch, ts, fw}`` or the will
+    ``{online: false, epoch}``. ``epoch`` grows on every connection of the machine."""
+
+    online: bool
+    epoch: Epoch
+    ts: float | None = None
+    fw: str | None = Field(default=None, max_length=64)
+
+
+class MachineState(StrEnum):
+    IDLE = "idle"
+    IN_USE = "in_use"
+    FAULT = "fault"
+    MAINTENANCE = "maintenance"
+
+
+class Session(Wire):
+    """A play session on a machine."""
+
+    id: str = Field(min_length=1, max_length=64)
+    started_at: float
+    ends_at: float | None = None
+    reservation_code: str | None = Field(default=None, max_length=16)
+
+
+class DeviceState(Wire):
+    """``devices/{d}/state``: ``seq`` grows within one epoch, so (epoch, seq) orders states."""
+
+    state: MachineState
+    epoch: Epoch
+    seq: Annotated[int, Field(ge=0)]
+    session: Session | None = None
+    fault: str | None = Field(default=None, max_length=200)
+    ts: float
+
+
+# -- bridge -> device ------------------------------------------------------------------------
+class CommandName(StrEnum):
+    REBIRTH = "rebirth"
+    LOCK = "lock"
+    UNLOCK = "unlock"
+    START_SESSION = "start_session"
+    END_SESSION = "end_session"
+
+
+class DeviceCommand(Wire):
+    """``devices/{d}/cmd``."""
+
+    cmd: CommandName
+    ts: float
+    session: Session | None = None
+    reason: str | None = Field(default=None, max_length=200)
+
+
+# -- bridge -> everyone ----------------------------------------------------------------------
+class BoardStatus(StrEnum):
+    """What a tile shows; derived from presence, state and reservations."""
+
+    AVAILABLE = "available"
+    IN_USE = "in_use"
+    RESERVED = "reserved"
+    OFFLINE = "offline"
+    FAULT = "fault"
+    MAINTENANCE = "maintenance"
+
+
+class Slot(Wire):
+    reservation_id: str
+    starts_at: float
+    ends_at: float
+    status: str
+
+
+class BoardEntry(Wire):
+    """``board/{d}`` (retained): the merged view of one machine. Clients keep the highest
+    ``version`` they have seen and ignore anything lower."""
+
+    device_id: str
+    name: str
+    kind: str
+    zone: str
+    status: BoardStatus
+    online: bool
+    state: MachineState
+    epoch: int
+    version: int
+    session: Session | None = None
+    current_slot: Slot | None = None
+    next_slot: Slot | None = None
+    since: float
+    ts: float
+
+
+DeviceEventType = Literal[
+    "device_online",
+    "device_offline",
+    "device_in_use",
+    "device_available",
+    "device_fault",
+    "device_maintenance",
+]
+
+
+class DeviceStatusEvent(Wire):
+    """``events/devices``: one per status change of a machine (the seed's DeviceStatusEvent)."""
+
+    type: DeviceEventType
+    device_id: str
+    status: BoardStatus
+    timestamp: float
+    metadata: dict[str, str | int | float | bool | None] = Field(default_factory=dict)
+
+
+class AlertSeverity(StrEnum):
+    HIGH = "high"
+    MEDIUM = "medium"
+    LOW = "low"
+
+
+class AdminAlert(Wire):
+    """``admin/alerts``: something staff should look at."""
+
+    id: str
+    type: str
+    severity: AlertSeverity
+    device_id: str | None = None
+    message: str
+    timestamp: float

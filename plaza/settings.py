@@ -1,0 +1,72 @@
+"""One settings class for every service (env prefix ``PLAZA_``), passed down, never global.
+
+Timings (keepalive, will delay, session expiry, backoff) are settings so that tests set them
+small instead of patching constants. Bad values fail at start-up, not at first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from plaza.topics import valid_id
+
+_PLACEHOLDERS = {"changethis", "changeme", "password", "secret"}
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="PLAZA_", extra="ignore", frozen=True)
+
+    data_dir: Path = Path("var")
+    topic_root: str = "plaza"
+
+    # broker
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    ws_port: int = Field(default=9001, ge=1, le=65535)
+    mqtt_username: str | None = None
+    mqtt_password: SecretStr | None = None
+
+    # http api
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8000, ge=1, le=65535)
+
+    # database: empty means SQLite in WAL mode under data_dir
+    database_url: str = ""
+
+    # presence and sessions (seconds); see docs/operations.md for the trade-offs
+    device_keepalive: int = Field(default=10, ge=1, le=65535)
+    will_delay: int = Field(default=0, ge=0, le=3600)
+    bridge_session_expiry: int = Field(default=3600, ge=0)
+    reconnect_min: float = Field(default=0.2, gt=0)
+    reconnect_max: float = Field(default=15.0, gt=0)
+    max_payload_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+
+    @field_validator("topic_root")
+    @classmethod
+    def _root_is_one_level(cls, value: str) -> str:
+        return valid_id(value, "topic root")
+
+    @field_validator("mqtt_password")
+    @classmethod
+    def _no_placeholder_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and value.get_secret_value().lower() in _PLACEHOLDERS:
+            raise ValueError("PLAZA_MQTT_PASSWORD is a placeholder; set a real secret")
+        return value
+
+    @model_validator(mode="after")
+    def _backoff_order(self) -> Settings:
+        if self.reconnect_min > self.reconnect_max:
+            raise ValueError("reconnect_min must not exceed reconnect_max")
+        return self
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'plaza.db').resolve()}"
+
+    def mqtt_password_value(self) -> str | None:
+        return self.mqtt_password.get_secret_value() if self.mqtt_password else None

@@ -1,0 +1,125 @@
+"""SQLModel tables. Storage is not the wire: see plaza.messages for payloads.
+
+Times are stored as timezone-aware UTC. SQLite hands back naive datetimes, so every datetime
+column goes through :class:`UTCDateTime`, which re-attaches UTC on the way out.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlmodel import Field, SQLModel
+
+SCHEMA_VERSION = 1
+
+
+class UTCDateTime(sa.types.TypeDecorator[datetime]):
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _ts(**kw: Any) -> Any:
+    return Field(sa_type=UTCDateTime, **kw)
+
+
+# -- devices ---------------------------------------------------------------------------------
+class DeviceBase(SQLModel):
+    name: str = Field(max_length=80)
+    kind: str = Field(default="pc", max_length=40)
+    zone: str = Field(default="main", max_length=40)
+    auto_approve: bool = False
+    maintenance: bool = False
+
+
+class Device(DeviceBase, table=True):
+    """One game machine, with the bridge's last known view of it."""
+
+    id: str = Field(primary_key=True, max_length=48)
+    online: bool = False
+    state: str = Field(default="idle", max_length=20)
+    status: str = Field(default="offline", max_length=20)
+    epoch: int = Field(default=-1, sa_type=sa.BigInteger)
+    state_epoch: int = Field(default=-1, sa_type=sa.BigInteger)
+    state_seq: int = Field(default=-1, sa_type=sa.BigInteger)
+    session_json: str | None = None
+    fault: str | None = Field(default=None, max_length=200)
+    board_version: int = Field(default=0, sa_type=sa.BigInteger)
+    since: datetime = _ts(default_factory=utcnow)
+    last_seen: datetime | None = _ts(default=None)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class DeviceStatusChange(SQLModel, table=True):
+    """Append-only history of a machine's board status."""
+
+    __tablename__ = "device_status_change"
+
+    id: int | None = Field(default=None, primary_key=True)
+    device_id: str = Field(foreign_key="device.id", index=True, max_length=48, ondelete="CASCADE")
+    status: str = Field(max_length=20)
+    online: bool
+    state: str = Field(max_length=20)
+    epoch: int = Field(sa_type=sa.BigInteger)
+    at: datetime = _ts(default_factory=utcnow, index=True)
+
+
+class Alert(SQLModel, table=True):
+    """An operator alert, as published on ``admin/alerts``."""
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, primary_key=True, max_length=32)
+    type: str = Field(max_length=40)
+    severity: str = Field(max_length=10)
+    device_id: str | None = Field(default=None, index=True, max_length=48)
+    message: str = Field(max_length=500)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
+    acknowledged_at: datetime | None = _ts(default=None)
+
+
+# -- people ----------------------------------------------------------------------------------
+class User(SQLModel, table=True):
+    """A player or an admin. Passwords are argon2 hashes."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(unique=True, index=True, max_length=48)
+    password_hash: str = Field(max_length=200)
+    role: str = Field(default="player", max_length=10)
+    locale: str = Field(default="ko", max_length=5)
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class SchemaVersion(SQLModel, table=True):
+    __tablename__ = "schema_version"
+
+    id: int = Field(default=1, primary_key=True)
+    version: int
+    applied_at: datetime = _ts(default_factory=utcnow)
+
+
+class BridgeMeta(SQLModel, table=True):
+    """Bridge bookkeeping: ``generation`` is bumped at each bridge start (board versions)."""
+
+    __tablename__ = "bridge_meta"
+
+    id: int = Field(default=1, primary_key=True)
+    generation: int = Field(default=0, sa_type=sa.BigInteger)

@@ -1,0 +1,177 @@
+"""Every MQTT topic of the venue is built and parsed here, and nowhere else.
+
+Theory of operation
+-------------------
+A topic is a small frozen value. ``Topics(root)`` builds the concrete strings for one venue
+(the root is configurable, default ``plaza``) and ``Topics.parse`` turns an incoming topic back
+into a typed value, or raises :class:`TopicError`. Identifiers that appear as topic levels
+(device ids, user names) are validated so that no caller can smuggle ``+``, ``#`` or ``/`` into
+a topic, which would widen an ACL or a subscription.
+
+    plaza/devices/{device}/presence          device birth / broker will (retained)
+    plaza/devices/{device}/state             device state (retained)
+    plaza/devices/{device}/cmd               bridge -> device commands
+    plaza/devices/{device}/requests/{user}   reservation commands (user = MQTT username)
+    plaza/users/{user}/replies               bridge -> user replies (MQTT 3.1.1 clients)
+    plaza/users/{user}/notifications         bridge -> user notifications
+    plaza/board/{device}                     merged board entry (retained, versioned)
+    plaza/events/reservations                ReservationEvent
+    plaza/events/devices                     DeviceStatusEvent
+    plaza/admin/alerts                       operator alerts
+    plaza/notices                            current system notice (retained)
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+_ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
+
+
+class TopicError(ValueError):
+    """A topic or a topic level is not part of the contract."""
+
+
+def valid_id(value: str, what: str = "identifier") -> str:
+    """Return ``value`` if it is usable as one topic level, else raise :class:`TopicError`."""
+    if not _ID.fullmatch(value):
+        raise TopicError(
+            f"invalid {what} {value!r}: use 1-48 of a-z 0-9 _ . - starting with a letter or digit"
+        )
+    return value
+
+
+class DeviceChannel(StrEnum):
+    PRESENCE = "presence"
+    STATE = "state"
+    CMD = "cmd"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceTopic:
+    """``{root}/devices/{device}/{channel}``."""
+
+    device: str
+    channel: DeviceChannel
+
+
+@dataclass(frozen=True, slots=True)
+class RequestTopic:
+    """``{root}/devices/{device}/requests/{user}``."""
+
+    device: str
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
+class BoardTopic:
+    """``{root}/board/{device}``."""
+
+    device: str
+
+
+@dataclass(frozen=True, slots=True)
+class UserTopic:
+    """``{root}/users/{user}/{channel}`` with channel ``replies`` or ``notifications``."""
+
+    user: str
+    channel: str
+
+
+ParsedTopic = DeviceTopic | RequestTopic | BoardTopic | UserTopic
+
+
+@dataclass(frozen=True, slots=True)
+class Topics:
+    """Topic builders and the parser for one venue root."""
+
+    root: str = "plaza"
+
+    def __post_init__(self) -> None:
+        valid_id(self.root, "topic root")
+
+    # -- devices ----------------------------------------------------------------------------
+    def presence(self, device: str) -> str:
+        return f"{self.root}/devices/{valid_id(device, 'device id')}/presence"
+
+    def state(self, device: str) -> str:
+        return f"{self.root}/devices/{valid_id(device, 'device id')}/state"
+
+    def cmd(self, device: str) -> str:
+        return f"{self.root}/devices/{valid_id(device, 'device id')}/cmd"
+
+    def request(self, device: str, user: str) -> str:
+        return (
+            f"{self.root}/devices/{valid_id(device, 'device id')}"
+            f"/requests/{valid_id(user, 'user name')}"
+        )
+
+    # -- users ------------------------------------------------------------------------------
+    def replies(self, user: str) -> str:
+        return f"{self.root}/users/{valid_id(user, 'user name')}/replies"
+
+    def notifications(self, user: str) -> str:
+        return f"{self.root}/users/{valid_id(user, 'user name')}/notifications"
+
+    # -- broadcast --------------------------------------------------------------------------
+    def board(self, device: str) -> str:
+        return f"{self.root}/board/{valid_id(device, 'device id')}"
+
+    @property
+    def reservation_events(self) -> str:
+        return f"{self.root}/events/reservations"
+
+    @property
+    def device_events(self) -> str:
+        return f"{self.root}/events/devices"
+
+    @property
+    def admin_alerts(self) -> str:
+        return f"{self.root}/admin/alerts"
+
+    @property
+    def notices(self) -> str:
+        return f"{self.root}/notices"
+
+    # -- subscription filters (only the bridge, api and observers use wildcards) ------------
+    @property
+    def all_presence(self) -> str:
+        return f"{self.root}/devices/+/presence"
+
+    @property
+    def all_state(self) -> str:
+        return f"{self.root}/devices/+/state"
+
+    @property
+    def all_requests(self) -> str:
+        return f"{self.root}/devices/+/requests/+"
+
+    @property
+    def all_board(self) -> str:
+        return f"{self.root}/board/+"
+
+    @property
+    def everything(self) -> str:
+        return f"{self.root}/#"
+
+    # -- parsing ----------------------------------------------------------------------------
+    def parse(self, topic: str) -> ParsedTopic:
+        """Parse a concrete topic of this venue; raise :class:`TopicError` for anything else."""
+        levels = topic.split("/")
+        if len(levels) < 3 or levels[0] != self.root:
+            raise TopicError(f"unknown topic {topic!r}")
+        kind, rest = levels[1], levels[2:]
+        try:
+            if kind == "devices" and len(rest) == 2:
+                return DeviceTopic(valid_id(rest[0], "device id"), DeviceChannel(rest[1]))
+            if kind == "devices" and len(rest) == 3 and rest[1] == "requests":
+                return RequestTopic(valid_id(rest[0], "device id"), valid_id(rest[2], "user name"))
+            if kind == "board" and len(rest) == 1:
+                return BoardTopic(valid_id(rest[0], "device id"))
+            if kind == "users" and len(rest) == 2 and rest[1] in ("replies", "notifications"):
+                return UserTopic(valid_id(rest[0], "user name"), rest[1])
+        except ValueError as exc:
+            raise TopicError(f"unknown topic {topic!r}: {exc}") from exc
+        raise TopicError(f"unknown topic {topic!r}")

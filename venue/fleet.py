@@ -1,0 +1,116 @@
+"""The demo fleet and the venue's generated secrets (service, machine and demo accounts)."""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from plaza import acl
+from plaza.dynsec import BrokerClient
+from plaza.topics import Topics
+
+# (kind, zone, share of the fleet): a PC-bang is mostly PCs, with a console corner and a few
+# racing and VR rigs.
+_MIX = (
+    ("pc", "pc-zone", 0.6),
+    ("console", "console-corner", 0.2),
+    ("racing", "sim-bay", 0.1),
+    ("vr", "sim-bay", 0.1),
+)
+_NAMES = {"pc": "PC", "console": "Console", "racing": "Racing rig", "vr": "VR booth"}
+
+DEMO_PLAYERS = ("player1", "player2", "player3")
+BRIDGE_USER = "bridge"
+API_USER = "api"
+OBSERVER_USER = "observer"
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceSpec:
+    id: str
+    name: str
+    kind: str
+    zone: str
+
+
+def demo_fleet(count: int) -> list[DeviceSpec]:
+    """``count`` machines, ids like ``pc-07``, in the proportions of ``_MIX``."""
+    kinds: list[str] = []
+    for kind, _zone, share in _MIX:
+        kinds += [kind] * round(count * share)
+    kinds = (kinds + ["pc"] * count)[:count]
+    numbers: dict[str, int] = {}
+    fleet = []
+    width = max(2, len(str(count)))
+    for kind in kinds:
+        numbers[kind] = numbers.get(kind, 0) + 1
+        zone = next(z for k, z, _ in _MIX if k == kind)
+        n = numbers[kind]
+        fleet.append(DeviceSpec(f"{kind}-{n:0{width}d}", f"{_NAMES[kind]} {n}", kind, zone))
+    return fleet
+
+
+def _pw() -> str:
+    return secrets.token_urlsafe(18)
+
+
+@dataclass
+class VenueSecrets:
+    """Everything secret that `plaza up` generates once per data directory."""
+
+    bridge: str = field(default_factory=_pw)
+    api: str = field(default_factory=_pw)
+    observer: str = field(default_factory=_pw)
+    admin: str = field(default_factory=_pw)
+    players: dict[str, str] = field(default_factory=lambda: {p: _pw() for p in DEMO_PLAYERS})
+    devices: dict[str, str] = field(default_factory=dict)
+
+    def ensure_devices(self, device_ids: list[str]) -> None:
+        for device in device_ids:
+            self.devices.setdefault(device, _pw())
+
+    def broker_clients(self) -> list[BrokerClient]:
+        clients = [
+            BrokerClient(BRIDGE_USER, self.bridge, ("svc-bridge",), "bridge service"),
+            BrokerClient(API_USER, self.api, ("svc-api",), "api service"),
+            BrokerClient(OBSERVER_USER, self.observer, ("observer",), "read-only observer"),
+        ]
+        clients += [
+            BrokerClient(d, pw, (acl.device_role_name(d),), f"machine {d}")
+            for d, pw in self.devices.items()
+        ]
+        clients += [
+            BrokerClient(u, pw, (acl.player_role_name(u),), f"player {u}")
+            for u, pw in self.players.items()
+        ]
+        return clients
+
+    def roles(self, topics: Topics) -> list[acl.Role]:
+        roles = [acl.bridge_role(topics), acl.api_role(topics), acl.observer_role(topics)]
+        roles += [acl.device_role(topics, d) for d in self.devices]
+        roles += [acl.player_role(topics, u) for u in self.players]
+        return roles
+
+    def save(self, path: Path) -> None:
+        write_private(path, asdict(self))
+
+    @classmethod
+    def load(cls, path: Path) -> VenueSecrets:
+        return cls(**json.loads(path.read_text()))
+
+    @classmethod
+    def load_or_create(cls, path: Path) -> VenueSecrets:
+        return cls.load(path) if path.exists() else cls()
+
+
+def write_private(path: Path, data: object) -> None:
+    """Write JSON readable by the owner only (secrets never sit world-readable)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(data, fh, indent=2)
+    tmp.replace(path)
