@@ -26,7 +26,7 @@ class PayloadError(ValueError):
 
 
 class Wire(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", strict=True)
 
     def encode(self) -> bytes:
         return self.model_dump_json(exclude_none=True).encode()

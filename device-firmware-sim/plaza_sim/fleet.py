@@ -1,0 +1,159 @@
+"""The simulator process: a fleet of machines, fault injection, progress and a summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import sys
+import time
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+from plaza.messages import MachineState
+from plaza_sim.epochs import EpochStore
+from plaza_sim.machine import Machine, MachineConfig
+
+log = logging.getLogger(__name__)
+FAULT_KINDS = ("crash", "silent", "flap", "fault")
+
+
+@dataclass(frozen=True, slots=True)
+class FaultPlan:
+    kinds: tuple[str, ...] = ()
+    fraction: float = 0.1
+    every: float = 30.0
+    down_for: float = 5.0
+
+    def __post_init__(self) -> None:
+        unknown = set(self.kinds) - set(FAULT_KINDS)
+        if unknown:
+            raise ValueError(f"unknown fault kinds {sorted(unknown)}; use {FAULT_KINDS}")
+        if not 0 <= self.fraction <= 1:
+            raise ValueError("fault fraction must be within 0..1")
+
+
+def load_devices(path: Path, count: int | None = None) -> dict[str, str]:
+    """``{device_id: password}`` from the file `plaza up` writes (DIR/devices.json)."""
+    devices: dict[str, str] = json.loads(path.read_text())
+    items = sorted(devices.items())
+    return dict(items[:count] if count else items)
+
+
+class Fleet:
+    def __init__(
+        self,
+        devices: dict[str, str],
+        *,
+        host: str,
+        port: int,
+        keepalive: int,
+        epochs: EpochStore,
+        autoplay: bool = True,
+        speed: float = 1.0,
+        faults: FaultPlan | None = None,
+        topic_root: str = "plaza",
+        will_delay: int = 0,
+        seed: int | None = None,
+    ) -> None:
+        self.faults = faults or FaultPlan()
+        self.rng = random.Random(seed)
+        relay = "silent" in self.faults.kinds
+        self.machines = [
+            Machine(
+                MachineConfig(device, pw, host, port, keepalive, will_delay, topic_root, relay),
+                epochs,
+                autoplay=autoplay,
+                speed=speed,
+                rng=random.Random(self.rng.random()),
+            )
+            for device, pw in devices.items()
+        ]
+
+    def online(self) -> int:
+        return sum(m.connected.is_set() for m in self.machines)
+
+    def line(self) -> str:
+        states = Counter(m.state.value for m in self.machines if m.connected.is_set())
+        faults: Counter[str] = Counter()
+        for m in self.machines:
+            faults.update(m.stats.faults)
+        fault_text = " ".join(f"{k} {faults[k]}" for k in FAULT_KINDS if faults[k]) or "none"
+        return (
+            f"sim: {self.online()}/{len(self.machines)} online, "
+            f"{states[MachineState.IN_USE.value]} in use, faults injected: {fault_text}"
+        )
+
+    async def run(
+        self,
+        duration: float | None = None,
+        progress_every: float = 10.0,
+        out: TextIO = sys.stdout,
+    ) -> None:
+        started = time.monotonic()
+        async with asyncio.TaskGroup() as tg:
+            tasks = []
+            for i, machine in enumerate(self.machines):
+                tasks.append(tg.create_task(machine.run(), name=machine.device))
+                if i % 50 == 49:
+                    await asyncio.sleep(0.05)  # pace the connect burst (listen backlog is 100)
+            helpers = [tg.create_task(self._progress(progress_every, out))]
+            if self.faults.kinds:
+                helpers.append(tg.create_task(self._inject(tg)))
+            try:
+                if duration is None:
+                    await asyncio.Event().wait()
+                await asyncio.sleep(duration or 0)
+            finally:
+                for machine in self.machines:
+                    await machine.stop()
+                for task in (*tasks, *helpers):
+                    task.cancel()
+                print(self.summary(time.monotonic() - started), file=out, flush=True)
+
+    def summary(self, elapsed: float) -> str:
+        connects = sum(m.stats.connects for m in self.machines)
+        rebirths = sum(m.stats.rebirths for m in self.machines)
+        sessions = sum(m.stats.sessions for m in self.machines)
+        commands = sum(m.stats.commands for m in self.machines)
+        return (
+            f"sim summary after {elapsed:.0f}s: {len(self.machines)} machines, "
+            f"{connects} connections, {rebirths} rebirths, {sessions} walk-in sessions, "
+            f"{commands} commands answered; {self.line()}"
+        )
+
+    async def _progress(self, every: float, out: TextIO) -> None:
+        last = ""
+        while True:
+            await asyncio.sleep(every)
+            line = self.line()
+            if line != last:
+                print(line, file=out, flush=True)
+                last = line
+
+    async def _inject(self, tg: asyncio.TaskGroup) -> None:
+        plan = self.faults
+        while True:
+            await asyncio.sleep(plan.every)
+            healthy = [m for m in self.machines if m.connected.is_set()]
+            count = max(1, round(len(self.machines) * plan.fraction)) if healthy else 0
+            for machine in self.rng.sample(healthy, min(count, len(healthy))):
+                kind = self.rng.choice(plan.kinds)
+                log.info("injecting %s into %s", kind, machine.device)
+                if kind == "crash":
+                    machine.crash(plan.down_for)
+                elif kind == "silent":
+                    tg.create_task(machine.silent_loss(plan.down_for))
+                elif kind == "flap":
+                    tg.create_task(_quiet(machine.flap()))
+                else:
+                    tg.create_task(machine.report_fault("injected hardware fault", plan.down_for))
+
+
+async def _quiet(coro: object) -> None:
+    with contextlib.suppress(TimeoutError):
+        await coro  # type: ignore[misc]

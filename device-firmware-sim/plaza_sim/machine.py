@@ -1,0 +1,317 @@
+"""One simulated game machine: its own MQTT connection, a persisted epoch, sessions, faults.
+
+Connection sequence (each connection gets a new epoch E):
+1. CONNECT with a retained will ``{online:false, epoch:E}`` (MQTT 5, optional will delay);
+2. publish the retained birth ``{online:true, epoch:E}``, then subscribe to its own cmd and
+   presence topics, then publish the retained state (seq restarts at 0 for each epoch);
+3. if the presence topic ever says offline while connected (a late will of an older
+   connection overwrote the retained birth), publish the birth again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import socket
+import struct
+import uuid
+from dataclasses import dataclass, field
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from plaza.messages import (
+    CommandName,
+    DeviceCommand,
+    DeviceState,
+    MachineState,
+    PayloadError,
+    Presence,
+    Session,
+    decode,
+    now,
+)
+from plaza.topics import Topics
+from plaza_sim.epochs import EpochStore
+from plaza_sim.relay import Relay
+
+log = logging.getLogger(__name__)
+NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
+FIRMWARE = "plaza-sim/1.0"
+
+
+@dataclass(frozen=True, slots=True)
+class MachineConfig:
+    device: str
+    password: str
+    host: str = "127.0.0.1"
+    port: int = 1883
+    keepalive: int = 10
+    will_delay: int = 0
+    topic_root: str = "plaza"
+    via_relay: bool = False
+
+
+@dataclass
+class MachineStats:
+    connects: int = 0
+    rebirths: int = 0
+    sessions: int = 0
+    commands: int = 0
+    bad_commands: int = 0
+    faults: dict[str, int] = field(default_factory=dict)
+
+
+class Machine:
+    def __init__(
+        self,
+        config: MachineConfig,
+        epochs: EpochStore,
+        *,
+        autoplay: bool = True,
+        speed: float = 1.0,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.device = config.device
+        self.topics = Topics(config.topic_root)
+        self.epochs = epochs
+        self.autoplay = autoplay
+        self.speed = speed
+        self.rng = rng or random.Random()
+        self.stats = MachineStats()
+        self.connected = asyncio.Event()
+        self.state = MachineState.IDLE
+        self.session: Session | None = None
+        self.fault: str | None = None
+        self.locked = False
+        self.epoch = epochs.current(config.device)
+        self.seq = -1
+        self.relay: Relay | None = None
+        self._client: aiomqtt.Client | None = None
+        self._down_until = 0.0
+        self._stopping = False
+
+    # -- lifecycle ---------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Stay connected forever: reconnect with jitter, a new epoch for every connection."""
+        loop = asyncio.get_running_loop()
+        if self.config.via_relay:
+            self.relay = Relay(self.config.host, self.config.port)
+            await self.relay.start()
+        delay = 0.2
+        try:
+            while not self._stopping:
+                wait = self._down_until - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+                try:
+                    await self._connection()
+                    delay = 0.2
+                except aiomqtt.MqttError as exc:
+                    log.debug("%s: connection ended: %s", self.device, exc)
+                finally:
+                    self.connected.clear()
+                    self._client = None
+                if self._stopping:
+                    break
+                await asyncio.sleep(self.rng.uniform(delay / 2, delay))
+                delay = min(delay * 2, 10.0)
+        finally:
+            if self.relay is not None:
+                await self.relay.close()
+
+    async def stop(self) -> None:
+        """A clean shutdown: DISCONNECT, so the broker does not send the will."""
+        self._stopping = True
+        if self._client is not None:
+            with contextlib.suppress(aiomqtt.MqttError):
+                await self._client.__aexit__(None, None, None)
+
+    def _client_for(self, epoch: int) -> aiomqtt.Client:
+        port = self.relay.port if self.relay is not None else self.config.port
+        will_props = None
+        if self.config.will_delay:
+            will_props = Properties(PacketTypes.WILLMESSAGE)
+            will_props.WillDelayInterval = self.config.will_delay
+        return aiomqtt.Client(
+            self.config.host,
+            port,
+            username=self.device,
+            password=self.config.password,
+            identifier=self.device,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            will=aiomqtt.Will(
+                self.topics.presence(self.device),
+                Presence(online=False, epoch=epoch).encode(),
+                qos=1,
+                retain=True,
+                properties=will_props,
+            ),
+            keepalive=self.config.keepalive,
+            socket_options=NODELAY,
+            timeout=10,
+        )
+
+    async def _connection(self) -> None:
+        epoch = self.epochs.bump(self.device)
+        client = self._client_for(epoch)
+        async with client:
+            self._client = client
+            self.epoch, self.seq = epoch, -1
+            self.stats.connects += 1
+            await self._birth()
+            await client.subscribe(
+                [(self.topics.cmd(self.device), 1), (self.topics.presence(self.device), 1)]
+            )
+            await self._publish_state()
+            self.connected.set()
+            async with asyncio.TaskGroup() as tg:
+                if self.autoplay:
+                    tg.create_task(self._play())
+                await self._listen(client)
+                raise aiomqtt.MqttError("message stream ended")
+
+    async def _birth(self) -> None:
+        assert self._client is not None
+        birth = Presence(online=True, epoch=self.epoch, ts=now(), fw=FIRMWARE)
+        await self._client.publish(
+            self.topics.presence(self.device), birth.encode(), qos=1, retain=True
+        )
+
+    async def _publish_state(self) -> None:
+        if self._client is None:
+            return
+        self.seq += 1
+        msg = DeviceState(
+            state=self.state,
+            epoch=self.epoch,
+            seq=self.seq,
+            session=self.session,
+            fault=self.fault,
+            ts=now(),
+        )
+        await self._client.publish(self.topics.state(self.device), msg.encode(), qos=1, retain=True)
+
+    async def set_state(
+        self, state: MachineState, session: Session | None = None, fault: str | None = None
+    ) -> None:
+        self.state, self.session, self.fault = state, session, fault
+        await self._publish_state()
+
+    # -- incoming ----------------------------------------------------------------------------
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        cmd_topic = self.topics.cmd(self.device)
+        async for message in client.messages:
+            payload = message.payload if isinstance(message.payload, bytes) else b""
+            if message.topic.matches(cmd_topic):
+                await self._on_command(payload)
+            elif payload:
+                await self._on_presence(payload)
+
+    async def _on_presence(self, payload: bytes) -> None:
+        try:
+            presence = decode(Presence, payload)
+        except PayloadError:
+            return
+        if not presence.online:
+            # A late will (or a stale retained birth) overwrote ours while we are connected.
+            self.stats.rebirths += 1
+            log.info(
+                "%s: presence says offline (epoch %d) while connected; rebirth",
+                self.device,
+                presence.epoch,
+            )
+            await self._birth()
+
+    async def _on_command(self, payload: bytes) -> None:
+        try:
+            cmd = decode(DeviceCommand, payload)
+        except PayloadError as exc:
+            self.stats.bad_commands += 1
+            log.warning("%s: ignored bad command: %s", self.device, exc)
+            return
+        self.stats.commands += 1
+        if cmd.cmd is CommandName.REBIRTH:
+            await self._birth()
+            await self._publish_state()
+        elif cmd.cmd is CommandName.LOCK:
+            self.locked = True
+        elif cmd.cmd is CommandName.UNLOCK:
+            self.locked = False
+        elif cmd.cmd is CommandName.START_SESSION:
+            await self.set_state(MachineState.IN_USE, cmd.session or self._new_session(3600))
+        elif cmd.cmd is CommandName.END_SESSION:
+            await self.set_state(MachineState.IDLE)
+
+    # -- behaviour ---------------------------------------------------------------------------
+    def _new_session(self, seconds: float, code: str | None = None) -> Session:
+        start = now()
+        return Session(
+            id=uuid.uuid4().hex[:12],
+            started_at=start,
+            ends_at=round(start + seconds, 3),
+            reservation_code=code,
+        )
+
+    async def _play(self) -> None:
+        """Walk-in play: idle for a while, a session of 20-90 minutes, idle again (scaled)."""
+        while True:
+            await asyncio.sleep(self.rng.uniform(60, 600) / self.speed)
+            if self.locked or self.state is not MachineState.IDLE:
+                continue
+            minutes = self.rng.uniform(20, 90)
+            self.stats.sessions += 1
+            await self.set_state(MachineState.IN_USE, self._new_session(minutes * 60))
+            await asyncio.sleep(minutes * 60 / self.speed)
+            if self.state is MachineState.IN_USE:
+                await self.set_state(MachineState.IDLE)
+
+    async def start_session_with_code(self, code: str, minutes: float = 60) -> None:
+        """A player typed a reservation's short code on the machine."""
+        await self.set_state(MachineState.IN_USE, self._new_session(minutes * 60, code))
+
+    # -- faults ------------------------------------------------------------------------------
+    def _count(self, kind: str) -> None:
+        self.stats.faults[kind] = self.stats.faults.get(kind, 0) + 1
+
+    def crash(self, down_for: float = 0.0) -> None:
+        """Close the socket without DISCONNECT (power cut, process crash); stay down a while."""
+        self._count("crash")
+        self._down_until = asyncio.get_running_loop().time() + down_for
+        client = self._client
+        if client is None:
+            return
+        sock = client._client.socket()
+        if isinstance(sock, socket.socket):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+
+    async def silent_loss(self, down_for: float) -> None:
+        """Stop all traffic without closing anything; the broker notices by keepalive only."""
+        if self.relay is None:
+            raise RuntimeError(f"{self.device} was not started with via_relay=True")
+        self._count("silent")
+        self.relay.blackhole()
+        await asyncio.sleep(down_for)
+        self.relay.restore()
+
+    async def flap(self, times: int = 5, gap: float = 0.3) -> None:
+        """Rapid reconnects: connect, drop, connect, drop..."""
+        self._count("flap")
+        for _ in range(times):
+            await asyncio.wait_for(self.connected.wait(), timeout=30)
+            self.crash()
+            self.stats.faults["crash"] -= 1
+            await asyncio.sleep(gap)
+
+    async def report_fault(self, reason: str, down_for: float) -> None:
+        """A hardware fault the machine itself reports (state ``fault``), repaired later."""
+        self._count("fault")
+        await self.set_state(MachineState.FAULT, fault=reason)
+        await asyncio.sleep(down_for)
+        await self.set_state(MachineState.IDLE)

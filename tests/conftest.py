@@ -1,0 +1,263 @@
+"""Shared fixtures: a real Mosquitto from broker-config/, SQLite and PostgreSQL, the bridge.
+
+Mosquitto runs in a container through testcontainers when a Docker engine answers, else the
+local ``mosquitto`` binary runs the same rendered configuration on free ports. PostgreSQL is a
+testcontainers container when an engine answers, else the local server (127.0.0.1:5432,
+database ``test`` for admin); every test gets a fresh database either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiomqtt
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bridge.service import BridgeService
+from plaza.mqtt import NODELAY
+from plaza.settings import Settings
+from plaza.topics import Topics
+from venue.broker import ContainerBroker, LocalBroker, docker_engine_answers, free_port
+from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets, demo_fleet
+
+DOCKER = docker_engine_answers()
+PG_ADMIN_URL = os.environ.get("PLAZA_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+# -- broker ----------------------------------------------------------------------------------
+@dataclass
+class BrokerHandle:
+    broker: LocalBroker | ContainerBroker
+    secrets: VenueSecrets
+    topics: Topics = field(default_factory=Topics)
+
+    @property
+    def host(self) -> str:
+        return self.broker.host
+
+    @property
+    def port(self) -> int:
+        return self.broker.port
+
+    @property
+    def ws_port(self) -> int:
+        return self.broker.ws_port
+
+    def client(self, username: str | None, password: str | None, **kw: Any) -> aiomqtt.Client:
+        kw.setdefault("protocol", aiomqtt.ProtocolVersion.V5)
+        kw.setdefault("socket_options", NODELAY)
+        kw.setdefault("timeout", 5)
+        return aiomqtt.Client(self.host, self.port, username=username, password=password, **kw)
+
+    def observer(self, **kw: Any) -> aiomqtt.Client:
+        return self.client(OBSERVER_USER, self.secrets.observer, **kw)
+
+    def device_password(self, device: str) -> str:
+        return self.secrets.devices[device]
+
+
+@pytest.fixture
+def fleet_ids() -> list[str]:
+    return [d.id for d in demo_fleet(6)]
+
+
+@pytest.fixture
+def broker(tmp_path: Path, fleet_ids: list[str]) -> Iterator[BrokerHandle]:
+    secrets = VenueSecrets()
+    secrets.ensure_devices(fleet_ids)
+    topics = Topics()
+    data = tmp_path / "broker"
+    if DOCKER:
+        b: LocalBroker | ContainerBroker = ContainerBroker(data)
+    else:
+        b = LocalBroker(data, free_port(), free_port())
+    b.configure(secrets.broker_clients(), secrets.roles(topics))
+    b.start()
+    try:
+        yield BrokerHandle(b, secrets, topics)
+    finally:
+        b.stop()
+
+
+# -- databases -------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def pg_admin_url() -> Iterator[str]:
+    if DOCKER:
+        from testcontainers.postgres import PostgresContainer
+
+        with PostgresContainer("postgres:15", driver="asyncpg") as pg:
+            yield pg.get_connection_url()
+        return
+    yield PG_ADMIN_URL
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'plaza.db'}"
+        return
+    admin_url: str = request.getfixturevalue("pg_admin_url")
+    name = f"plaza_t_{uuid.uuid4().hex[:12]}"
+
+    async def admin(sql: str) -> None:
+        engine = create_async_engine(admin_url, isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    base = admin_url.rsplit("/", 1)[0]
+    try:
+        yield f"{base}/{name}"
+    finally:
+        asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+# -- services --------------------------------------------------------------------------------
+def service_settings(broker: BrokerHandle, db_url: str, tmp_path: Path, user: str) -> Settings:
+    password = broker.secrets.bridge if user == BRIDGE_USER else broker.secrets.api
+    return Settings(
+        data_dir=tmp_path,
+        mqtt_host=broker.host,
+        mqtt_port=broker.port,
+        ws_port=broker.ws_port,
+        mqtt_username=user,
+        mqtt_password=password,  # type: ignore[arg-type]
+        database_url=db_url,
+        device_keepalive=2,
+        reconnect_min=0.05,
+        reconnect_max=0.5,
+    )
+
+
+@pytest.fixture
+def bridge_settings(broker: BrokerHandle, db_url: str, tmp_path: Path) -> Settings:
+    return service_settings(broker, db_url, tmp_path, BRIDGE_USER)
+
+
+@pytest.fixture
+def api_settings(broker: BrokerHandle, db_url: str, tmp_path: Path) -> Settings:
+    return service_settings(broker, db_url, tmp_path, API_USER)
+
+
+class RunningService:
+    """Runs a service's ``run()`` in a task; ``stop()`` cancels it and waits."""
+
+    def __init__(self, make: Callable[[], BridgeService]) -> None:
+        self._make = make
+        self.service = make()
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> BridgeService:
+        self._task = asyncio.get_running_loop().create_task(self.service.run())
+        ready = asyncio.get_running_loop().create_task(self.service.ready.wait())
+        done, _ = await asyncio.wait({self._task, ready}, timeout=15, return_when="FIRST_COMPLETED")
+        if self._task in done:
+            ready.cancel()
+            self._task.result()  # raise the service's own error
+        if ready not in done:
+            ready.cancel()
+            raise TimeoutError("service did not become ready in 15 s")
+        return self.service
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def restart(self) -> BridgeService:
+        await self.stop()
+        self.service = self._make()
+        return await self.start()
+
+
+@pytest.fixture
+async def bridge(bridge_settings: Settings) -> AsyncIterator[RunningService]:
+    running = RunningService(lambda: BridgeService(bridge_settings))
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+# -- observing the broker --------------------------------------------------------------------
+@dataclass(frozen=True)
+class Seen:
+    topic: str
+    payload: bytes
+    retain: bool
+    at: float
+
+
+class Watch:
+    """An observer connection that records every message on some topic filters."""
+
+    def __init__(self, client: aiomqtt.Client, filters: list[str]) -> None:
+        self.client = client
+        self.filters = filters
+        self.seen: list[Seen] = []
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Watch:
+        await self.client.__aenter__()
+        await self.client.subscribe([(f, 1) for f in self.filters])
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._task
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.client.__aexit__(None, None, None)
+
+    async def _pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        async for m in self.client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else b""
+            async with self._changed:
+                self.seen.append(Seen(m.topic.value, payload, bool(m.retain), loop.time()))
+                self._changed.notify_all()
+
+    async def wait_for(
+        self, predicate: Callable[[Seen], bool], timeout: float = 5.0, since: int = 0
+    ) -> Seen:
+        """The first message from index ``since`` on (seen or arriving) matching ``predicate``."""
+        start = since
+
+        async def scan() -> Seen:
+            nonlocal start
+            async with self._changed:
+                while True:
+                    for item in self.seen[start:]:
+                        if predicate(item):
+                            return item
+                    start = len(self.seen)
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(scan(), timeout)
+
+    def mark(self) -> int:
+        """An index to pass as ``since``, so a wait looks only at newer messages."""
+        return len(self.seen)
