@@ -13,6 +13,7 @@ Errors::
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import logging
 import os
@@ -20,6 +21,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -107,10 +109,22 @@ def render_config(
 
 
 def write_dynsec(path: Path, clients: list[BrokerClient], roles: list[Role]) -> None:
+    """Write the plugin's file; when one exists, add only the clients and roles it lacks
+    (accounts the api provisioned at run time are kept, passwords are not reset)."""
+    doc = document(clients, roles)
+    if path.exists():
+        old = json.loads(path.read_text())
+        users = {c["username"] for c in old.get("clients", [])}
+        names = {r["rolename"] for r in old.get("roles", [])}
+        old.setdefault("clients", []).extend(
+            c for c in doc["clients"] if c["username"] not in users
+        )
+        old.setdefault("roles", []).extend(r for r in doc["roles"] if r["rolename"] not in names)
+        doc = old
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as fh:
-        json.dump(document(clients, roles), fh, indent=1)
+        json.dump(doc, fh, indent=1)
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
@@ -120,6 +134,14 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
             return
         time.sleep(0.02)
     raise BrokerError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+
+
+def die_with_parent() -> None:
+    """In a child before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux),
+    so no orphan mosquitto or service outlives `plaza up`."""
+    if sys.platform == "linux":
+        libc = ctypes.CDLL("libc.so.6", use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 class Broker(Protocol):
@@ -153,7 +175,7 @@ class LocalBroker:
         return self.data_dir / "mosquitto.log"
 
     def configure(self, clients: list[BrokerClient], roles: list[Role]) -> None:
-        """Write the rendered config and, on first use of the data dir, the dynsec file."""
+        """Write the rendered config and the dynsec file (see :func:`write_dynsec`)."""
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
@@ -170,14 +192,18 @@ class LocalBroker:
                 run_as_root=os.geteuid() == 0,
             )
         )
-        dynsec = self.data_dir / DYNSEC_FILE
-        if not dynsec.exists():
-            write_dynsec(dynsec, clients, roles)
+        write_dynsec(self.data_dir / DYNSEC_FILE, clients, roles)
 
     def start(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         out = subprocess.DEVNULL if self.log_to_file else None
-        self.proc = subprocess.Popen([binary, "-c", str(self.config_path)], stdout=out, stderr=out)
+        self.proc = subprocess.Popen(
+            [binary, "-c", str(self.config_path)],
+            stdout=out,
+            stderr=out,
+            start_new_session=True,  # a terminal's Ctrl-C goes to the supervisor only
+            preexec_fn=die_with_parent,
+        )
         deadline = time.monotonic() + 10
         try:
             for port in (self.port, self.ws_port):

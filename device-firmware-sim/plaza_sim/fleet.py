@@ -109,11 +109,12 @@ class Fleet:
                     await asyncio.Event().wait()
                 await asyncio.sleep(duration or 0)
             finally:
+                final = self.summary(time.monotonic() - started)
                 for machine in self.machines:
                     await machine.stop()
                 for task in (*tasks, *helpers):
                     task.cancel()
-                print(self.summary(time.monotonic() - started), file=out, flush=True)
+                print(final, file=out, flush=True)
 
     def summary(self, elapsed: float) -> str:
         connects = sum(m.stats.connects for m in self.machines)

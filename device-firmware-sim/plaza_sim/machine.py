@@ -169,11 +169,14 @@ class Machine:
             )
             await self._publish_state()
             self.connected.set()
-            async with asyncio.TaskGroup() as tg:
-                if self.autoplay:
-                    tg.create_task(self._play())
-                await self._listen(client)
-                raise aiomqtt.MqttError("message stream ended")
+            try:
+                async with asyncio.TaskGroup() as tg:
+                    if self.autoplay:
+                        tg.create_task(self._play())
+                    await self._listen(client)
+                    raise aiomqtt.MqttError("message stream ended")
+            except* aiomqtt.MqttError as group:
+                raise aiomqtt.MqttError(str(group.exceptions[0])) from group
 
     async def _birth(self) -> None:
         assert self._client is not None
