@@ -70,6 +70,31 @@ def cmd_up(args: argparse.Namespace) -> int:
         return 2
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Prepare a data dir (and a broker's dynsec file) without running anything: compose."""
+    from plaza.topics import Topics
+    from venue.broker import write_dynsec
+    from venue.up import init_venue
+
+    settings = _settings(args)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    env = {
+        "bridge": "PLAZA_BRIDGE_PASSWORD",
+        "api": "PLAZA_API_PASSWORD",
+        "observer": "PLAZA_OBSERVER_PASSWORD",
+        "admin": "PLAZA_ADMIN_PASSWORD",
+    }
+    given = {name: os.environ[var] for name, var in env.items() if os.environ.get(var)}
+    secrets, device_ids = init_venue(settings, args.devices, given)
+    dynsec = Path(args.dynsec_file or settings.data_dir / "broker" / "dynamic-security.json")
+    write_dynsec(dynsec, secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
+    if owner := os.environ.get("PLAZA_DYNSEC_UID"):  # the broker image runs as uid 1883
+        for path in (dynsec.parent, dynsec):
+            os.chown(path, int(owner), int(owner))
+    print(f"initialised {settings.data_dir} for {len(device_ids)} machines; dynsec: {dynsec}")
+    return 0
+
+
 def cmd_broker(args: argparse.Namespace) -> int:
     from plaza.topics import Topics
     from venue.broker import LocalBroker
@@ -158,7 +183,7 @@ def cmd_sim(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from venue.bench import run_presence_bench
 
-    return run_presence_bench(args)
+    return int(run_presence_bench(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -194,6 +219,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_up)
 
+    p = sub.add_parser("init", help="prepare secrets, credentials, database and dynsec file")
+    common(p)
+    p.add_argument("--devices", type=int, default=20)
+    p.add_argument("--dynsec-file", default=None, help="default: DATA_DIR/broker/...")
+    p.set_defaults(func=cmd_init)
+
     p = sub.add_parser("broker", help="run mosquitto from broker-config/ in the foreground")
     common(p)
     p.set_defaults(func=cmd_broker)
@@ -225,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")
     p.add_argument("what", choices=["presence"])
     p.add_argument("--machines", type=int, default=200)
-    p.add_argument("--trials", type=int, default=60)
+    p.add_argument("--trials", type=int, default=100)
     p.add_argument("--output", default="docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
     return parser

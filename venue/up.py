@@ -135,22 +135,18 @@ class Venue:
         return None
 
 
-def prepare(options: UpOptions) -> Venue:
-    data = options.data_dir.resolve()
-    data.mkdir(parents=True, exist_ok=True)
-    taken: set[int] = set()
-    mqtt_port = choose_port("MQTT", "--mqtt-port", options.mqtt_port, 1883, taken)
-    ws_port = choose_port("WebSocket", "--ws-port", options.ws_port, 9001, taken)
-    http_port = choose_port("HTTP", "--http-port", options.http_port, 8000, taken)
-    settings = Settings(
-        data_dir=data,
-        mqtt_port=mqtt_port,
-        ws_port=ws_port,
-        http_port=http_port,
-        database_url=options.database_url,
-    )
-    fleet = demo_fleet(options.devices)
+def init_venue(
+    settings: Settings, devices: int, service_passwords: dict[str, str] | None = None
+) -> tuple[VenueSecrets, list[str]]:
+    """Secrets, the machines' and people's credential files, and the seeded database.
+
+    Existing secrets in the data dir are kept; ``service_passwords`` (bridge, api, observer,
+    admin) override generated ones, as compose passes them from the environment."""
+    data = settings.data_dir
+    fleet = demo_fleet(devices)
     secrets = VenueSecrets.load_or_create(data / "secrets.json")
+    for field_name, password in (service_passwords or {}).items():
+        setattr(secrets, field_name, password)
     secrets.ensure_devices([d.id for d in fleet])
     secrets.save(data / "secrets.json")
     write_private(data / "devices.json", {d.id: secrets.devices[d.id] for d in fleet})
@@ -171,9 +167,27 @@ def prepare(options: UpOptions) -> Venue:
             await engine.dispose()
 
     asyncio.run(_seed())
+    return secrets, [d.id for d in fleet]
+
+
+def prepare(options: UpOptions) -> Venue:
+    data = options.data_dir.resolve()
+    data.mkdir(parents=True, exist_ok=True)
+    taken: set[int] = set()
+    mqtt_port = choose_port("MQTT", "--mqtt-port", options.mqtt_port, 1883, taken)
+    ws_port = choose_port("WebSocket", "--ws-port", options.ws_port, 9001, taken)
+    http_port = choose_port("HTTP", "--http-port", options.http_port, 8000, taken)
+    settings = Settings(
+        data_dir=data,
+        mqtt_port=mqtt_port,
+        ws_port=ws_port,
+        http_port=http_port,
+        database_url=options.database_url,
+    )
+    secrets, device_ids = init_venue(settings, options.devices)
     broker = LocalBroker(data / "broker", mqtt_port, ws_port)
     broker.configure(secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
-    return Venue(options, settings, secrets, [d.id for d in fleet], broker)
+    return Venue(options, settings, secrets, device_ids, broker)
 
 
 def wait_http_ready(url: str, deadline: float) -> None:

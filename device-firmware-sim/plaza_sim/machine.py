@@ -135,7 +135,7 @@ class Machine:
         port = self.relay.port if self.relay is not None else self.config.port
         will_props = None
         if self.config.will_delay:
-            will_props = Properties(PacketTypes.WILLMESSAGE)
+            will_props = Properties(PacketTypes.WILLMESSAGE)  # type: ignore[no-untyped-call]
             will_props.WillDelayInterval = self.config.will_delay
         return aiomqtt.Client(
             self.config.host,
@@ -269,8 +269,9 @@ class Machine:
             minutes = self.rng.uniform(20, 90)
             self.stats.sessions += 1
             await self.set_state(MachineState.IN_USE, self._new_session(minutes * 60))
+            session = self.session
             await asyncio.sleep(minutes * 60 / self.speed)
-            if self.state is MachineState.IN_USE:
+            if self.session is session:  # nobody ended or replaced it meanwhile
                 await self.set_state(MachineState.IDLE)
 
     async def start_session_with_code(self, code: str, minutes: float = 60) -> None:

@@ -1,4 +1,4 @@
-"""Machine presence end to end: real Mosquitto (broker-config), real bridge, SQLite and PostgreSQL."""
+"""Machine presence end to end: real Mosquitto, real bridge, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -26,7 +26,7 @@ def board_of(seen: Seen) -> BoardEntry:
     return BoardEntry.model_validate_json(seen.payload)
 
 
-def is_board(device: str, online: bool | None = None, status: str | None = None):  # noqa: ANN201
+def is_board(device: str, online: bool | None = None, status: str | None = None):
     def check(seen: Seen) -> bool:
         if seen.topic != f"plaza/board/{device}" or not seen.payload:
             return False
@@ -158,7 +158,7 @@ async def test_a_late_will_from_an_older_epoch_does_not_turn_the_board_offline(
         mark = watch.mark()
 
         # The old connection dies without DISCONNECT: the broker publishes its will (epoch 1).
-        sock = old._client.socket()  # noqa: SLF001
+        sock = old._client.socket()
         sock.shutdown(2)  # type: ignore[union-attr]
         will = await watch.wait_for(
             lambda s: s.topic == topic and s.payload and not Presence.model_validate_json(

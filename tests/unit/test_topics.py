@@ -14,8 +14,8 @@ from plaza.topics import (
     DeviceChannel,
     DeviceTopic,
     RequestTopic,
-    Topics,
     TopicError,
+    Topics,
     UserTopic,
     valid_id,
 )

@@ -1,0 +1,29 @@
+# The README's two commands: `make up` (run the venue) and `make test` (run the tests).
+# Both install what is missing first (see scripts/setup.sh).
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+
+.PHONY: setup up test test-all lint bench clean
+
+setup:
+	@bash scripts/setup.sh
+
+up: setup
+	$(VENV)/bin/plaza up $(ARGS)
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(VENV)/bin/pytest
+
+test-all: setup
+	$(VENV)/bin/pytest -m ""
+
+bench: setup
+	$(VENV)/bin/plaza bench presence $(ARGS)
+
+clean:
+	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,136 @@
+"""venue.broker.render_config: tests and `plaza up` run broker-config/mosquitto.conf itself, with
+only the machine-specific lines rewritten."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from venue.broker import CONFIG_SOURCE, DYNSEC_FILE, BrokerError, render_config
+
+pytestmark = pytest.mark.unit
+
+SOURCE = CONFIG_SOURCE.read_text()
+DATA = Path("/srv/plaza/data")
+PLUGIN = "/opt/lib/mosquitto_dynamic_security.so"
+
+
+def render(source: str = SOURCE, **kw: object) -> str:
+    args: dict[str, object] = {
+        "mqtt_port": 18831,
+        "ws_port": 19001,
+        "data_dir": DATA,
+        "plugin_path": PLUGIN,
+    }
+    args.update(kw)
+    return render_config(source, **args)  # type: ignore[arg-type]
+
+
+def directives(config: str) -> list[str]:
+    return [ln for ln in config.splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+
+
+def values(config: str, word: str) -> list[str]:
+    return [ln.split(maxsplit=1)[1] for ln in directives(config) if ln.split()[0] == word]
+
+
+def test_the_source_is_the_production_config_with_two_listeners() -> None:
+    assert values(SOURCE, "listener") == ["1883", "9001"]
+
+
+def test_the_mqtt_listener_gets_its_port_and_bind_address_and_websocket_only_its_port() -> None:
+    config = render(bind="127.0.0.1")
+    assert values(config, "listener") == ["18831 127.0.0.1", "19001"]
+    assert values(config, "protocol") == ["mqtt", "websockets"], "protocols stay with listeners"
+
+
+def test_without_a_bind_address_both_listeners_listen_on_every_interface() -> None:
+    assert values(render(bind=None), "listener") == ["18831", "19001"]
+
+
+def test_the_data_dir_and_plugin_path_are_replaced() -> None:
+    config = render()
+    assert values(config, "persistence_location") == [f"{DATA}/"]
+    assert values(config, "plugin") == [PLUGIN]
+    assert values(config, "plugin_opt_config_file") == [str(DATA / DYNSEC_FILE)]
+    assert "/mosquitto/data" not in config
+    assert "/usr/lib/mosquitto_dynamic_security.so" not in config
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "per_listener_settings false",
+        "allow_anonymous false",
+        "set_tcp_nodelay true",
+        "persistence true",
+        "autosave_interval 30",
+        "persistent_client_expiration 7d",
+        "max_packet_size 65536",
+        "max_queued_messages 20000",
+        "max_queued_bytes 33554432",
+        "connection_messages true",
+    ],
+)
+def test_every_security_and_latency_line_of_the_source_is_kept_as_written(line: str) -> None:
+    assert line in SOURCE.splitlines(), "the production config changed; update this list"
+    assert directives(render()).count(line) == 1
+
+
+def test_every_line_other_than_the_machine_specific_ones_is_kept_in_order() -> None:
+    rewritten = {"listener", "persistence_location", "plugin", "plugin_opt_config_file"}
+    keep = [ln for ln in SOURCE.splitlines() if not (ln.split() and ln.split()[0] in rewritten)]
+    out = [ln for ln in render().splitlines() if not (ln.split() and ln.split()[0] in rewritten)]
+    assert out == keep
+    assert len(render().splitlines()) == len(SOURCE.splitlines())
+
+
+def test_dynsec_is_the_only_access_control_and_anonymous_access_stays_off() -> None:
+    config = render()
+    assert values(config, "allow_anonymous") == ["false"]
+    assert values(config, "plugin") == [PLUGIN]
+    assert values(config, "acl_file") == [], "acl_file beside dynsec breaks isolation"
+    assert values(config, "password_file") == []
+
+
+def test_a_log_file_replaces_the_stdout_log_destination() -> None:
+    log = Path("/var/log/plaza/mosquitto.log")
+    assert values(render(log_file=log), "log_dest") == [f"file {log}"]
+    assert values(render(), "log_dest") == ["stdout"]
+
+
+def test_user_root_is_added_only_when_asked() -> None:
+    assert values(render(run_as_root=True), "user") == ["root"]
+    assert values(render(), "user") == []
+
+
+def test_commented_listener_lines_are_neither_counted_nor_rewritten() -> None:
+    source = "# listener 1 example\n" + SOURCE
+    config = render(source)
+    assert config.splitlines()[0] == "# listener 1 example"
+    assert values(config, "listener") == ["18831 127.0.0.1", "19001"]
+
+
+def test_the_output_ends_with_a_newline() -> None:
+    assert render().endswith("\n")
+
+
+def without_listener(which: int) -> str:
+    lines = SOURCE.splitlines()
+    idx = [i for i, ln in enumerate(lines) if ln.startswith("listener ")][which]
+    return "\n".join(lines[:idx] + lines[idx + 1 :])
+
+
+@pytest.mark.parametrize(
+    "source",
+    [
+        pytest.param(without_listener(0), id="no-mqtt-listener"),
+        pytest.param(without_listener(1), id="no-websocket-listener"),
+        pytest.param("\n".join(ln for ln in SOURCE.splitlines() if not ln.startswith("listener")), id="none"),
+        pytest.param(SOURCE + "\nlistener 8883\n", id="three-listeners"),
+    ],
+)
+def test_a_config_without_exactly_two_listeners_is_refused(source: str) -> None:
+    with pytest.raises(BrokerError, match="exactly two listeners"):
+        render(source)
