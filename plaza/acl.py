@@ -72,15 +72,14 @@ def device_role(topics: Topics, device: str) -> Role:
 def player_role(topics: Topics, user: str) -> Role:
     """A player reads the board, notices, events and their own topics, and writes only
     reservation requests in their own name."""
-    root = topics.root
     return Role(
         player_role_name(user),
         (
-            *_read(f"{root}/board/#"),
+            *_read(topics.board_tree),
             *_read(topics.notices),
-            *_read(f"{root}/events/#"),
-            *_read(f"{root}/users/{user}/#"),
-            Acl("publishClientSend", f"{root}/devices/+/requests/{user}"),
+            *_read(topics.events_tree),
+            *_read(topics.user_tree(user)),
+            Acl("publishClientSend", topics.requests_by(user)),
         ),
     )
 
@@ -100,7 +99,7 @@ def api_role(topics: Topics) -> Role:
         "svc-api",
         (
             *_read(topics.everything),
-            Acl("publishClientSend", f"{topics.root}/devices/+/requests/api"),
+            Acl("publishClientSend", topics.requests_by("api")),
             Acl("publishClientSend", DYNSEC_COMMAND),
             *_read_literal(DYNSEC_RESPONSE),
         ),

@@ -39,6 +39,8 @@ def decode(
     model: type[W], payload: bytes | bytearray | str, max_bytes: int = DEFAULT_MAX_PAYLOAD
 ) -> W:
     """Decode ``payload`` into ``model`` or raise :class:`PayloadError` saying why."""
+    if isinstance(payload, str):
+        payload = payload.encode()
     size = len(payload)
     if size > max_bytes:
         raise PayloadError(f"payload of {size} bytes exceeds the limit of {max_bytes} bytes")

@@ -135,6 +135,11 @@ class Topics:
     def notices(self) -> str:
         return f"{self.root}/notices"
 
+    @property
+    def bench_echo(self) -> str:
+        """Used only by `plaza bench` as the raw broker round-trip reference."""
+        return f"{self.root}/bench/echo"
+
     # -- subscription filters (only the bridge, api and observers use wildcards) ------------
     @property
     def all_presence(self) -> str:
@@ -155,6 +160,22 @@ class Topics:
     @property
     def everything(self) -> str:
         return f"{self.root}/#"
+
+    @property
+    def board_tree(self) -> str:
+        return f"{self.root}/board/#"
+
+    @property
+    def events_tree(self) -> str:
+        return f"{self.root}/events/#"
+
+    def user_tree(self, user: str) -> str:
+        """``{root}/users/{user}/#``: everything addressed to one user."""
+        return f"{self.root}/users/{valid_id(user, 'user name')}/#"
+
+    def requests_by(self, user: str) -> str:
+        """``{root}/devices/+/requests/{user}``: the requests one user may send."""
+        return f"{self.root}/devices/+/requests/{valid_id(user, 'user name')}"
 
     # -- parsing ----------------------------------------------------------------------------
     def parse(self, topic: str) -> ParsedTopic:

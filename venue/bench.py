@@ -38,7 +38,8 @@ from plaza_sim.machine import Machine, MachineConfig
 from venue.broker import LocalBroker, die_with_parent, free_port
 from venue.fleet import BRIDGE_USER, OBSERVER_USER, VenueSecrets, demo_fleet
 
-ECHO_TOPIC = "plaza/bench/echo"
+TOPICS = Topics()
+ECHO_TOPIC = TOPICS.bench_echo
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -71,7 +72,7 @@ class Observer:
 
 
 def board_is(device: str, check: Callable[[BoardEntry], bool]) -> Callable[[str, bytes], bool]:
-    topic = f"plaza/board/{device}"
+    topic = TOPICS.board(device)
 
     def predicate(t: str, payload: bytes) -> bool:
         return t == topic and bool(payload) and check(BoardEntry.model_validate_json(payload))
@@ -88,7 +89,7 @@ def state_is(state: MachineState) -> Callable[[BoardEntry], bool]:
 
 
 async def _bench(machines: int, trials: int, work: Path) -> dict[str, list[float]]:
-    topics = Topics()
+    topics = TOPICS
     fleet = demo_fleet(machines)
     secrets = VenueSecrets()
     secrets.ensure_devices([d.id for d in fleet])
@@ -149,7 +150,7 @@ async def _bench(machines: int, trials: int, work: Path) -> dict[str, list[float
             async def pump() -> None:
                 async for m in watch.messages:
                     payload = m.payload if isinstance(m.payload, bytes) else b""
-                    if m.topic.value.startswith("plaza/board/") and payload:
+                    if m.topic.value != ECHO_TOPIC and payload:  # a board entry
                         entry = BoardEntry.model_validate_json(payload)
                         (online.add if entry.online else online.discard)(entry.device_id)
                         if len(online) == machines:

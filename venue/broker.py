@@ -123,6 +123,7 @@ def write_dynsec(path: Path, clients: list[BrokerClient], roles: list[Role]) -> 
         doc = old
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(doc, fh, indent=1)
 

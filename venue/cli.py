@@ -47,7 +47,12 @@ def _run(coro: Coroutine[Any, Any, None]) -> int:
         with contextlib.suppress(asyncio.CancelledError):
             await task
 
-    asyncio.run(main())
+    if sys.platform != "win32":
+        import uvloop  # ~20 % less latency per hop than the default loop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
     return 0
 
 

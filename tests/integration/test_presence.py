@@ -161,8 +161,12 @@ async def test_a_late_will_from_an_older_epoch_does_not_turn_the_board_offline(
         sock = old._client.socket()
         sock.shutdown(2)  # type: ignore[union-attr]
         will = await watch.wait_for(
-            lambda s: s.topic == topic and s.payload and not Presence.model_validate_json(
-                s.payload).online, since=mark
+            lambda s: (
+                s.topic == topic
+                and s.payload
+                and not Presence.model_validate_json(s.payload).online
+            ),
+            since=mark,
         )
         assert Presence.model_validate_json(will.payload).epoch == 1
         # The machine sees its presence say offline and publishes its birth again.
@@ -189,6 +193,7 @@ async def test_a_late_will_from_an_older_epoch_does_not_turn_the_board_offline(
         await old.__aexit__(None, None, None)
 
 
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # about the broker, not SQL
 async def test_silent_loss_is_detected_after_about_one_and_a_half_keepalives(
     broker: BrokerHandle, bridge: RunningService, fleet_ids: list[str], tmp_path: Path
 ) -> None:
@@ -198,16 +203,20 @@ async def test_silent_loss_is_detected_after_about_one_and_a_half_keepalives(
     async with Watch(broker.observer(), [f"plaza/board/{device}"]) as watch:
         task = await start(m)
         await watch.wait_for(is_board(device, online=True))
+        await m.set_state(MachineState.IDLE)  # the broker's last packet from it is now
+        await watch.wait_for(lambda s: is_board(device)(s) and board_of(s).state == "idle")
         mark = watch.mark()
         loop = asyncio.get_running_loop()
         t0 = loop.time()
         loss = loop.create_task(m.silent_loss(down_for=30))
-        offline = await watch.wait_for(is_board(device, online=False), timeout=10, since=mark)
+        offline = await watch.wait_for(is_board(device, online=False), timeout=15, since=mark)
         detected = offline.at - t0
         print(f"silent loss detected after {detected:.2f} s (keepalive {keepalive} s)")
-        # The broker only learns of a silent loss from its keepalive timer (1.5 x keepalive,
-        # checked on whole seconds by Mosquitto 2.0): never at once, never much later.
-        assert 1.25 * keepalive <= detected <= 2.5 * keepalive
+        # The broker can only learn of a silent loss from its keepalive timer: more than
+        # 1.5 x keepalive after the last packet. Mosquitto 2.0 runs that check every 5 s
+        # (src/keepalive.c: last_keepalive_check + 5 < now, on whole seconds), which adds up
+        # to 6 s; see docs/operations.md.
+        assert 1.5 * keepalive <= detected <= 1.5 * keepalive + 7
         loss.cancel()
     await stop(m, task)
 

@@ -127,7 +127,9 @@ def without_listener(which: int) -> str:
     [
         pytest.param(without_listener(0), id="no-mqtt-listener"),
         pytest.param(without_listener(1), id="no-websocket-listener"),
-        pytest.param("\n".join(ln for ln in SOURCE.splitlines() if not ln.startswith("listener")), id="none"),
+        pytest.param(
+            "\n".join(ln for ln in SOURCE.splitlines() if not ln.startswith("listener")), id="none"
+        ),
         pytest.param(SOURCE + "\nlistener 8883\n", id="three-listeners"),
     ],
 )

@@ -28,7 +28,7 @@ from plaza.dynsec import (
     role_json,
     set_client_password,
 )
-from plaza.topics import Topics, TopicError
+from plaza.topics import TopicError, Topics
 
 pytestmark = pytest.mark.unit
 
@@ -76,7 +76,9 @@ def test_matches_follows_mqtt_wildcard_rules() -> None:
 def test_hash_password_matches_a_vector_produced_by_mosquitto_ctrl_dynsec_init() -> None:
     salt = base64.b64decode("Hjun8PrO96IOwe++")
     assert hash_password("secretpw", salt) == {
-        "password": "A+FI8lIdSLhHX7y12Fi1MAOjdiZu+xW1pm61cHFKJiG7QKaGJIEUC9II5egM+NgKmfw62RjarKSCvj+lJm03lQ==",
+        "password": (
+            "A+FI8lIdSLhHX7y12Fi1MAOjdiZu+xW1pm61cHFKJiG7QKaGJIEUC9II5egM+NgKmfw62RjarKSCvj+lJm03lQ=="
+        ),
         "salt": "Hjun8PrO96IOwe++",
         "iterations": 101,
     }
@@ -92,7 +94,9 @@ def test_hash_password_draws_a_fresh_12_byte_salt_each_time() -> None:
 
 def test_a_different_password_gives_a_different_hash_with_the_same_salt() -> None:
     salt = b"0123456789ab"
-    assert hash_password("secretpw", salt)["password"] != hash_password("secretpx", salt)["password"]
+    assert (
+        hash_password("secretpw", salt)["password"] != hash_password("secretpx", salt)["password"]
+    )
 
 
 # -- the whole document ----------------------------------------------------------------------

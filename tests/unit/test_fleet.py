@@ -34,30 +34,31 @@ def mode(path: Path) -> int:
 
 
 # -- demo fleet ------------------------------------------------------------------------------
-@pytest.mark.parametrize("n", range(1, 201))
-def test_a_demo_fleet_of_n_has_n_unique_ids_that_are_valid_topic_levels(n: int) -> None:
-    fleet = demo_fleet(n)
-    ids = [d.id for d in fleet]
-    assert len(ids) == n
-    assert len(set(ids)) == n
-    for ident in ids:
-        assert valid_id(ident, "device id") == ident
+SIZES = range(1, 201)
 
 
-@pytest.mark.parametrize("n", range(1, 201))
-def test_a_demo_fleet_has_plausible_kinds_zones_and_names(n: int) -> None:
-    fleet = demo_fleet(n)
-    kinds = Counter(d.kind for d in fleet)
-    assert set(kinds) <= set(ZONES)
-    assert kinds["pc"] == max(kinds.values()), "a PC-bang is mostly PCs"
-    for d in fleet:
-        assert d.zone == ZONES[d.kind]
-        number = int(d.id.rsplit("-", 1)[1])
-        assert d.id.startswith(f"{d.kind}-")
-        assert d.name == f"{NAMES[d.kind]} {number}"
-    for kind, count in kinds.items():
-        numbers = sorted(int(d.id.rsplit("-", 1)[1]) for d in fleet if d.kind == kind)
-        assert numbers == list(range(1, count + 1)), f"{kind} machines are numbered 1..{count}"
+def test_a_demo_fleet_of_n_has_n_unique_ids_that_are_valid_topic_levels() -> None:
+    for n in SIZES:
+        ids = [d.id for d in demo_fleet(n)]
+        assert len(ids) == n, n
+        assert len(set(ids)) == n, n
+        for ident in ids:
+            assert valid_id(ident, "device id") == ident
+
+
+def test_a_demo_fleet_has_plausible_kinds_zones_and_names() -> None:
+    for n in SIZES:
+        fleet = demo_fleet(n)
+        kinds = Counter(d.kind for d in fleet)
+        assert set(kinds) <= set(ZONES), n
+        assert kinds["pc"] == max(kinds.values()), f"a PC-bang is mostly PCs ({n}: {kinds})"
+        for d in fleet:
+            assert d.zone == ZONES[d.kind], d
+            assert d.id.startswith(f"{d.kind}-"), d
+            assert d.name == f"{NAMES[d.kind]} {int(d.id.rsplit('-', 1)[1])}", d
+        for kind, count in kinds.items():
+            numbers = sorted(int(d.id.rsplit("-", 1)[1]) for d in fleet if d.kind == kind)
+            assert numbers == list(range(1, count + 1)), f"{n}: {kind} numbered 1..{count}"
 
 
 def test_a_demo_fleet_of_ten_follows_the_venue_mix() -> None:
@@ -194,7 +195,10 @@ def test_bump_is_strictly_increasing_per_machine_whatever_the_reloads(
         last[device] = epoch
 
 
-def test_an_epoch_store_without_a_path_counts_in_memory_only(tmp_path: Path) -> None:
+def test_an_epoch_store_without_a_path_counts_in_memory_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
     store = EpochStore(None)
     assert [store.bump("pc-01"), store.bump("pc-01")] == [1, 2]
     assert list(tmp_path.iterdir()) == []

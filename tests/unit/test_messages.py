@@ -35,7 +35,7 @@ def js(obj: object) -> bytes:
 
 
 # -- refusals --------------------------------------------------------------------------------
-def test_an_oversize_payload_is_refused_before_it_is_parsed_and_the_error_gives_both_sizes() -> None:
+def test_an_oversize_payload_is_refused_before_parsing_with_both_sizes_in_the_error() -> None:
     payload = b"x" * (DEFAULT_MAX_PAYLOAD + 1)  # not even JSON: the size check comes first
     with pytest.raises(PayloadError) as info:
         decode(Presence, payload)

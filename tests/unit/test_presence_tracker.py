@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+from collections.abc import Callable
 
 import pytest
 from hypothesis import given
@@ -57,7 +58,12 @@ def will(epoch: int) -> Presence:
 
 
 def state(
-    s: MachineState, epoch: int, seq: int, *, fault: str | None = None, session: Session | None = None
+    s: MachineState,
+    epoch: int,
+    seq: int,
+    *,
+    fault: str | None = None,
+    session: Session | None = None,
 ) -> DeviceState:
     return DeviceState(state=s, epoch=epoch, seq=seq, fault=fault, session=session, ts=1.0)
 
@@ -102,7 +108,12 @@ def test_a_birth_turns_the_board_online_and_available_and_announces_device_onlin
 
     entry = board(fx)
     assert (entry.online, entry.status, entry.epoch) == (True, BoardStatus.AVAILABLE, 5)
-    assert (entry.device_id, entry.name, entry.kind, entry.zone) == (DEVICE, "PC 1", "pc", "pc-zone")
+    assert (entry.device_id, entry.name, entry.kind, entry.zone) == (
+        DEVICE,
+        "PC 1",
+        "pc",
+        "pc-zone",
+    )
     assert entry.version == GEN * GENERATION_SHIFT + 1
     assert (entry.since, entry.ts) == (ts, ts)
     (event,) = events(fx)
@@ -233,8 +244,12 @@ def test_an_in_use_state_puts_the_session_on_the_board_and_announces_device_in_u
 
 def test_a_state_change_that_keeps_the_status_republishes_the_board_without_an_event() -> None:
     tr = online_tracker()
-    tr.on_state(DEVICE, state(MachineState.IN_USE, 1, 1, session=Session(id="a", started_at=1)), 5.0)
-    fx = tr.on_state(DEVICE, state(MachineState.IN_USE, 1, 2, session=Session(id="b", started_at=2)), 9.0)
+    tr.on_state(
+        DEVICE, state(MachineState.IN_USE, 1, 1, session=Session(id="a", started_at=1)), 5.0
+    )
+    fx = tr.on_state(
+        DEVICE, state(MachineState.IN_USE, 1, 2, session=Session(id="b", started_at=2)), 9.0
+    )
     assert board(fx).session == Session(id="b", started_at=2)
     assert board(fx).since == 5.0, "since marks the last status change, not the last update"
     assert events(fx) == []
@@ -248,7 +263,11 @@ def test_a_fault_raises_one_admin_alert_and_no_other_while_the_machine_stays_fau
     assert [e.type for e in events(fx)] == ["device_fault"]
     (alert,) = alerts(fx)
     assert fx.alerts == [alert]
-    assert (alert.type, alert.severity, alert.device_id) == ("device_fault", AlertSeverity.HIGH, DEVICE)
+    assert (alert.type, alert.severity, alert.device_id) == (
+        "device_fault",
+        AlertSeverity.HIGH,
+        DEVICE,
+    )
     assert "gpu overheated" in alert.message
     assert "pc-01" in alert.message
 
@@ -332,7 +351,7 @@ def test_the_board_status_is_derived_from_maintenance_presence_state_and_slot(
 # -- versions --------------------------------------------------------------------------------
 def test_every_published_board_entry_has_a_strictly_higher_version_than_the_one_before() -> None:
     tr = tracker()
-    steps = [
+    steps: list[Callable[[], Effects]] = [
         lambda: tr.on_presence(DEVICE, birth(1), tick()),
         lambda: tr.on_state(DEVICE, state(MachineState.IN_USE, 1, 1), tick()),
         lambda: tr.on_state(DEVICE, state(MachineState.FAULT, 1, 2), tick()),
@@ -432,9 +451,7 @@ def test_for_any_interleaving_of_presences_the_board_follows_the_latest_presence
 
     assert published, "the first presence always reaches the board"
     assert (published[-1].online, published[-1].epoch) == (latest_online, max_epoch)
-    assert published[-1].status is (
-        BoardStatus.AVAILABLE if latest_online else BoardStatus.OFFLINE
-    )
+    assert published[-1].status is (BoardStatus.AVAILABLE if latest_online else BoardStatus.OFFLINE)
     versions = [b.version for b in published]
     assert all(a < b for a, b in itertools.pairwise(versions)), versions
     assert tr.metrics.fenced_presences == fenced

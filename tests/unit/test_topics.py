@@ -187,5 +187,6 @@ def test_a_topic_error_is_a_value_error_so_generic_handlers_catch_it() -> None:
 
 def test_parsed_topics_are_frozen_values() -> None:
     parsed = T.parse("plaza/board/pc-01")
+    assert isinstance(parsed, BoardTopic)
     with pytest.raises(FrozenInstanceError):
         parsed.device = "pc-02"  # type: ignore[misc]

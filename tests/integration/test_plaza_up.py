@@ -1,0 +1,153 @@
+"""The README's first command: `plaza up` runs the venue, reports it, and stops cleanly."""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from venue.broker import free_port, port_is_free
+
+pytestmark = pytest.mark.integration
+
+
+def plaza(*args: str, **kw: object) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "venue.cli", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        **kw,  # type: ignore[call-overload]
+    )
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def test_plaza_up_runs_the_venue_prints_one_summary_and_stops_every_child(
+    tmp_path: Path,
+) -> None:
+    ports = [free_port() for _ in range(3)]
+    proc = plaza(
+        "up",
+        "--devices",
+        "4",
+        "--data-dir",
+        str(tmp_path),
+        "--mqtt-port",
+        str(ports[0]),
+        "--ws-port",
+        str(ports[1]),
+        "--http-port",
+        str(ports[2]),
+    )
+    assert proc.stdout is not None
+    lines: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            break
+        lines.append(line)
+        if line.startswith("Press Ctrl-C"):
+            break
+    output = "".join(lines)
+    assert "GamePlaza venue is up" in output, output
+    assert "4 machines online" in output
+    assert f"mqtt://127.0.0.1:{ports[0]}" in output
+    assert f"ws://127.0.0.1:{ports[1]}/" in output
+    assert f"http://127.0.0.1:{ports[2]}" in output
+    creds = json.loads((tmp_path / "credentials.json").read_text())
+    assert set(creds) == {"observer", "admin", "players"}
+    assert [p["username"] for p in creds["players"]] == ["player1", "player2", "player3"]
+    assert oct((tmp_path / "credentials.json").stat().st_mode & 0o777) == "0o600"
+
+    children = children_of(proc.pid)
+    assert len(children) == 4, "mosquitto, bridge, api and sim run as children"
+    # Watch it live with plain mosquitto_sub, as the summary says.
+    sub = subprocess.run(
+        [
+            "mosquitto_sub",
+            "-p",
+            str(ports[0]),
+            "-u",
+            "observer",
+            "-P",
+            creds["observer"]["password"],
+            "-t",
+            "plaza/board/+",
+            "-C",
+            "4",
+            "-W",
+            "5",
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert sub.returncode == 0, sub.stderr
+    assert len(sub.stdout.splitlines()) == 4
+    anonymous = subprocess.run(
+        ["mosquitto_sub", "-p", str(ports[0]), "-t", "#", "-C", "1", "-W", "2"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert anonymous.returncode != 0
+    assert "not authorised" in anonymous.stderr.lower()
+
+    proc.send_signal(signal.SIGINT)
+    rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, rest
+    assert "venue stopped." in rest
+    for pid in children:
+        assert not Path(f"/proc/{pid}").exists(), f"child {pid} outlived plaza up"
+    assert port_is_free(ports[0]), "the broker's port is free again"
+
+
+def test_plaza_up_refuses_a_busy_port_that_was_asked_for_and_names_the_flag(
+    tmp_path: Path,
+) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = plaza("up", "--data-dir", str(tmp_path), "--mqtt-port", str(port))
+        out, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 2
+    assert f"port {port} for MQTT is busy; choose another with --mqtt-port" in out
+
+
+def test_plaza_up_moves_off_a_busy_default_port_and_says_so(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from venue.up import choose_port
+
+    taken: set[int] = set()
+    with socket.socket() as busy:
+        busy.bind(("0.0.0.0", 0))  # noqa: S104
+        busy.listen()
+        default = busy.getsockname()[1]
+        chosen = choose_port("MQTT", "--mqtt-port", None, default, taken)
+    assert chosen != default
+    assert taken == {chosen}
+    note = capsys.readouterr().out
+    assert (
+        f"MQTT default port {default} is busy; using {chosen} (set --mqtt-port to choose)" in note
+    )
