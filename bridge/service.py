@@ -68,6 +68,7 @@ class BridgeService:
                         [(self.topics.all_presence, 1), (self.topics.all_state, 1)]
                     )
                     backoff.reset()
+                    await self.republish_board()
                     self.ready.set()
                     log.info(
                         "bridge connected to %s:%d",
@@ -128,6 +129,20 @@ class BridgeService:
             effects.view.since if effects.view else time.time(),
         )
 
+    async def republish_board(self) -> None:
+        """Publish every machine's current board entry (same version) after (re)connecting:
+        a publish lost while disconnected, or retained messages a crashed broker did not
+        save, are restored. Clients treat an equal version as nothing new."""
+        assert self.tracker is not None
+        ts = now()
+        await self.publish_all(
+            [
+                Outbound(self.topics.board(v.id), v.entry(ts).encode(), retain=True)
+                for v in self.tracker.views.values()
+                if v.version > 0
+            ]
+        )
+
     async def publish_all(self, outbound: list[Outbound]) -> None:
         client = self._client
         if client is None:
@@ -138,6 +153,6 @@ class BridgeService:
                 *(client.publish(o.topic, o.payload, qos=o.qos, retain=o.retain) for o in outbound)
             )
         except aiomqtt.MqttError as exc:
-            log.warning("publish failed (%s); the retained board is re-sent on reconnect", exc)
+            log.warning("publish failed (%s); boards are re-published on reconnect", exc)
             return
         self.metrics.board_published += sum(1 for o in outbound if o.retain)

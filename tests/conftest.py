@@ -138,7 +138,7 @@ def service_settings(broker: BrokerHandle, db_url: str, tmp_path: Path, user: st
         mqtt_port=broker.port,
         ws_port=broker.ws_port,
         mqtt_username=user,
-        mqtt_password=password,  # type: ignore[arg-type]
+        mqtt_password=password,
         database_url=db_url,
         device_keepalive=2,
         reconnect_min=0.05,

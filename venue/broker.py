@@ -109,23 +109,28 @@ def render_config(
 
 
 def write_dynsec(path: Path, clients: list[BrokerClient], roles: list[Role]) -> None:
-    """Write the plugin's file; when one exists, add only the clients and roles it lacks
-    (accounts the api provisioned at run time are kept, passwords are not reset)."""
+    """Write the plugin's file. When one exists, roles defined in code replace their old
+    definitions, clients it lacks are added, and every other client (accounts the api
+    provisioned at run time) is kept with its password. Written to a temp file and renamed,
+    so a crash never leaves a truncated file the broker cannot load."""
     doc = document(clients, roles)
     if path.exists():
         old = json.loads(path.read_text())
+        ours = {r["rolename"] for r in doc["roles"]}
         users = {c["username"] for c in old.get("clients", [])}
-        names = {r["rolename"] for r in old.get("roles", [])}
-        old.setdefault("clients", []).extend(
+        old["clients"] = old.get("clients", []) + [
             c for c in doc["clients"] if c["username"] not in users
-        )
-        old.setdefault("roles", []).extend(r for r in doc["roles"] if r["rolename"] not in names)
+        ]
+        old["roles"] = [r for r in old.get("roles", []) if r["rolename"] not in ours]
+        old["roles"] += doc["roles"]
         doc = old
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    tmp = path.with_suffix(".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.fchmod(fd, 0o600)
     with os.fdopen(fd, "w") as fh:
         json.dump(doc, fh, indent=1)
+    tmp.replace(path)
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:

@@ -103,15 +103,14 @@ class Fleet:
                     await asyncio.sleep(0.05)  # pace the connect burst (listen backlog is 100)
             helpers = [tg.create_task(self._progress(progress_every, out))]
             if self.faults.kinds:
-                helpers.append(tg.create_task(self._inject(tg)))
+                helpers.append(tg.create_task(self._inject(tg, helpers)))
             try:
                 if duration is None:
                     await asyncio.Event().wait()
                 await asyncio.sleep(duration or 0)
             finally:
                 final = self.summary(time.monotonic() - started)
-                for machine in self.machines:
-                    await machine.stop()
+                await asyncio.gather(*(machine.stop() for machine in self.machines))
                 for task in (*tasks, *helpers):
                     task.cancel()
                 print(final, file=out, flush=True)
@@ -136,7 +135,9 @@ class Fleet:
                 print(line, file=out, flush=True)
                 last = line
 
-    async def _inject(self, tg: asyncio.TaskGroup) -> None:
+    async def _inject(self, tg: asyncio.TaskGroup, running: list[asyncio.Task[None]]) -> None:
+        """Every ``plan.every`` seconds, hit a share of the healthy machines with a fault;
+        fault tasks go into ``running`` so a stop cancels them too."""
         plan = self.faults
         while True:
             await asyncio.sleep(plan.every)
@@ -148,11 +149,12 @@ class Fleet:
                 if kind == "crash":
                     machine.crash(plan.down_for)
                 elif kind == "silent":
-                    tg.create_task(machine.silent_loss(plan.down_for))
+                    running.append(tg.create_task(machine.silent_loss(plan.down_for)))
                 elif kind == "flap":
-                    tg.create_task(_quiet(machine.flap()))
+                    running.append(tg.create_task(_quiet(machine.flap())))
                 else:
-                    tg.create_task(machine.report_fault("injected hardware fault", plan.down_for))
+                    fault = machine.report_fault("injected hardware fault", plan.down_for)
+                    running.append(tg.create_task(fault))
 
 
 async def _quiet(coro: object) -> None:

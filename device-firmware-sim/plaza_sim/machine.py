@@ -128,8 +128,9 @@ class Machine:
         """A clean shutdown: DISCONNECT, so the broker does not send the will."""
         self._stopping = True
         if self._client is not None:
-            with contextlib.suppress(aiomqtt.MqttError):
-                await self._client.__aexit__(None, None, None)
+            with contextlib.suppress(aiomqtt.MqttError, TimeoutError):
+                async with asyncio.timeout(2):  # a half-dead connection may never answer
+                    await self._client.__aexit__(None, None, None)
 
     def _client_for(self, epoch: int) -> aiomqtt.Client:
         port = self.relay.port if self.relay is not None else self.config.port

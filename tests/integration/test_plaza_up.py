@@ -17,13 +17,12 @@ from venue.broker import free_port, port_is_free
 pytestmark = pytest.mark.integration
 
 
-def plaza(*args: str, **kw: object) -> subprocess.Popen[str]:
+def plaza(*args: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "venue.cli", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        **kw,  # type: ignore[call-overload]
     )
 
 

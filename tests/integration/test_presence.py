@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import aiomqtt
@@ -26,7 +27,9 @@ def board_of(seen: Seen) -> BoardEntry:
     return BoardEntry.model_validate_json(seen.payload)
 
 
-def is_board(device: str, online: bool | None = None, status: str | None = None):
+def is_board(
+    device: str, online: bool | None = None, status: str | None = None
+) -> Callable[[Seen], bool]:
     def check(seen: Seen) -> bool:
         if seen.topic != f"plaza/board/{device}" or not seen.payload:
             return False
@@ -163,7 +166,7 @@ async def test_a_late_will_from_an_older_epoch_does_not_turn_the_board_offline(
         will = await watch.wait_for(
             lambda s: (
                 s.topic == topic
-                and s.payload
+                and bool(s.payload)
                 and not Presence.model_validate_json(s.payload).online
             ),
             since=mark,

@@ -3,11 +3,18 @@ only the machine-specific lines rewritten."""
 
 from __future__ import annotations
 
+import base64
+import json
+import os
+import stat
 from pathlib import Path
 
 import pytest
 
-from venue.broker import CONFIG_SOURCE, DYNSEC_FILE, BrokerError, render_config
+from plaza import acl
+from plaza.dynsec import BrokerClient, hash_password
+from plaza.topics import Topics
+from venue.broker import CONFIG_SOURCE, DYNSEC_FILE, BrokerError, render_config, write_dynsec
 
 pytestmark = pytest.mark.unit
 
@@ -136,3 +143,57 @@ def without_listener(which: int) -> str:
 def test_a_config_without_exactly_two_listeners_is_refused(source: str) -> None:
     with pytest.raises(BrokerError, match="exactly two listeners"):
         render(source)
+
+
+# -- the dynsec file -------------------------------------------------------------------------
+T = Topics()
+
+
+def accounts(*devices: str) -> tuple[list[BrokerClient], list[acl.Role]]:
+    clients = [BrokerClient(d, f"pw-{d}", (acl.device_role_name(d),)) for d in devices]
+    return clients, [acl.device_role(T, d) for d in devices]
+
+
+def password_ok(entry: dict[str, object], password: str) -> bool:
+    salt = base64.b64decode(str(entry["salt"]))
+    return bool(hash_password(password, salt)["password"] == entry["password"])
+
+
+def test_the_dynsec_file_is_written_readable_by_its_owner_only(tmp_path: Path) -> None:
+    path = tmp_path / "data" / DYNSEC_FILE
+    write_dynsec(path, *accounts("pc-01"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    doc = json.loads(path.read_text())
+    assert [c["username"] for c in doc["clients"]] == ["pc-01"]
+    assert doc["defaultACLAccess"]["subscribe"] is False
+
+
+def test_rewriting_a_world_readable_dynsec_file_makes_it_private(tmp_path: Path) -> None:
+    path = tmp_path / DYNSEC_FILE
+    write_dynsec(path, *accounts("pc-01"))
+    os.chmod(path, 0o644)
+    write_dynsec(path, *accounts("pc-01"))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_rewriting_the_dynsec_file_adds_new_accounts_and_keeps_existing_ones_untouched(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / DYNSEC_FILE
+    write_dynsec(path, *accounts("pc-01"))
+    # An account the api provisioned at run time, and a password changed since.
+    doc = json.loads(path.read_text())
+    doc["clients"].append({"username": "player9", "roles": [], **hash_password("pw9")})
+    doc["clients"][0].update(hash_password("rotated"))
+    path.write_text(json.dumps(doc))
+
+    clients, roles = accounts("pc-01", "pc-02")
+    clients[0] = BrokerClient("pc-01", "a-new-generated-password", clients[0].roles)
+    write_dynsec(path, clients, roles)
+
+    after = json.loads(path.read_text())
+    by_name = {c["username"]: c for c in after["clients"]}
+    assert list(by_name) == ["pc-01", "player9", "pc-02"]
+    assert password_ok(by_name["pc-01"], "rotated"), "an existing password is never reset"
+    assert password_ok(by_name["pc-02"], "pw-pc-02")
+    assert [r["rolename"] for r in after["roles"]] == ["device-pc-01", "device-pc-02"]

@@ -102,12 +102,6 @@ def test_saving_over_existing_secrets_keeps_them_private(tmp_path: Path) -> None
     assert mode(path) == 0o600
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG venue/fleet.py write_private(): os.open(O_CREAT, 0o600) keeps the mode of a "
-    "leftover secrets.json.tmp (e.g. from a crash), so the secrets end up world-readable",
-)
 def test_a_leftover_world_readable_temp_file_does_not_make_secrets_world_readable(
     tmp_path: Path,
 ) -> None:

@@ -59,12 +59,6 @@ def test_the_size_limit_is_a_parameter() -> None:
     assert decode(Presence, body, max_bytes=len(body)).epoch == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=pytest.fail.Exception,  # "DID NOT RAISE", not a broken precondition
-    reason="BUG plaza/messages.py decode(): the limit counts characters of a str payload, "
-    "not its UTF-8 bytes",
-)
 def test_a_str_payload_is_measured_in_utf8_bytes_against_the_limit() -> None:
     message = "가" * 6000  # 6,000 characters, 18,000 bytes in UTF-8
     payload = json.dumps(
@@ -72,8 +66,15 @@ def test_a_str_payload_is_measured_in_utf8_bytes_against_the_limit() -> None:
         ensure_ascii=False,
     )
     assert len(payload) < DEFAULT_MAX_PAYLOAD < len(payload.encode())
-    with pytest.raises(PayloadError, match="exceeds the limit"):
+    with pytest.raises(PayloadError, match=f"payload of {len(payload.encode())} bytes exceeds"):
         decode(AdminAlert, payload)
+
+
+def test_a_str_payload_within_the_limit_is_decoded_like_its_bytes() -> None:
+    alert = AdminAlert(
+        id="a1", type="t", severity=AlertSeverity.LOW, message="점검 중", timestamp=1.0
+    )
+    assert decode(AdminAlert, alert.encode().decode()) == alert
 
 
 @pytest.mark.parametrize("empty", [b"", "", bytearray()])

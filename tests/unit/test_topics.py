@@ -65,6 +65,11 @@ def test_subscription_filters_use_wildcards_only_where_documented() -> None:
     assert T.all_requests == "plaza/devices/+/requests/+"
     assert T.all_board == "plaza/board/+"
     assert T.everything == "plaza/#"
+    assert T.board_tree == "plaza/board/#"
+    assert T.events_tree == "plaza/events/#"
+    assert T.user_tree("player1") == "plaza/users/player1/#"
+    assert T.requests_by("player1") == "plaza/devices/+/requests/player1"
+    assert T.bench_echo == "plaza/bench/echo"
 
 
 @given(device=valid_ids, user=valid_ids)
@@ -92,6 +97,8 @@ def test_every_per_device_and_per_user_topic_parses_back_to_the_ids_it_was_built
         pytest.param(lambda bad: T.replies(bad), id="replies"),
         pytest.param(lambda bad: T.notifications(bad), id="notifications"),
         pytest.param(lambda bad: T.board(bad), id="board"),
+        pytest.param(lambda bad: T.user_tree(bad), id="user-tree"),
+        pytest.param(lambda bad: T.requests_by(bad), id="requests-by"),
     ],
 )
 def test_a_builder_refuses_an_id_that_is_not_a_single_safe_topic_level(
