@@ -27,6 +27,7 @@ from plaza.messages import (
     DeviceStatusEvent,
     MachineState,
     Presence,
+    Slot,
 )
 from plaza.topics import Topics
 
@@ -107,6 +108,13 @@ class PresenceTracker:
         if view.maintenance == on:
             return Effects()
         return self._advance(view, ts, maintenance=on)
+
+    def set_slots(self, device: str, current: Slot | None, nxt: Slot | None, ts: float) -> Effects:
+        """The machine's current and next reservation slots changed (or time moved on)."""
+        view = self._view(device)
+        if (view.current_slot, view.next_slot) == (current, nxt):
+            return Effects()
+        return self._advance(view, ts, current_slot=current, next_slot=nxt)
 
     def forget(self, device: str) -> list[Outbound]:
         """Drop a machine and clear its retained topics (empty retained payloads)."""

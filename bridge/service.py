@@ -10,18 +10,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
+from datetime import UTC, datetime
 
 import aiomqtt
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.desk import ReservationDesk
 from bridge.metrics import BridgeMetrics
+from bridge.outbox import OutboxPublisher
 from bridge.presence import Effects, Outbound, PresenceTracker
+from bridge.reservations import ActorPool, Committer, current_and_next
 from bridge.store import DeviceStore
+from plaza import rules
 from plaza.db import make_engine, migrate, session_factory
-from plaza.messages import DeviceState, PayloadError, Presence, decode, now
+from plaza.messages import DeviceState, MachineState, PayloadError, Presence, decode, now
 from plaza.mqtt import Backoff, service_client
 from plaza.settings import Settings
-from plaza.topics import DeviceChannel, DeviceTopic, TopicError, Topics
+from plaza.tables import Reservation
+from plaza.topics import DeviceChannel, DeviceTopic, RequestTopic, TopicError, Topics
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +42,14 @@ class BridgeService:
         self.topics = Topics(settings.topic_root)
         self.metrics = BridgeMetrics()
         self.ready = asyncio.Event()
+        self.connected = asyncio.Event()
         self.tracker: PresenceTracker | None = None
         self.store: DeviceStore | None = None
+        self.committer: Committer | None = None
+        self.desk: ReservationDesk | None = None
+        self.publisher: OutboxPublisher | None = None
         self._client: aiomqtt.Client | None = None
+        self._refresh: asyncio.Queue[set[str]] = asyncio.Queue()
 
     async def run(self) -> None:
         engine = make_engine(self.settings.db_url)
@@ -52,10 +66,69 @@ class BridgeService:
             self.topics, await store.load_views(), generation, self.metrics
         )
         self.store = store
-        log.info("bridge generation %d, %d machines known", generation, len(self.tracker.views))
+        sessions = session_factory(engine)
+        self.publisher = OutboxPublisher(sessions, lambda: self._client, self.connected)
+        self.committer = Committer(
+            sessions, self.settings, self.topics, self.publisher, self._refresh.put_nowait
+        )
+        actors = ActorPool(self.committer, self.settings.actor_idle_seconds)
+        self.desk = ReservationDesk(self.settings, self.topics, actors)
+        unsent = await self.publisher.load_unsent()
+        log.info(
+            "bridge generation %d, %d machines known, %d outbox rows to send",
+            generation,
+            len(self.tracker.views),
+            unsent,
+        )
+        await self._refresh_boards(set(self.tracker.views), sessions)
         async with asyncio.TaskGroup() as tg:
+            actors.bind(tg)
             tg.create_task(store.run(), name="device-store")
+            tg.create_task(self.publisher.run(), name="outbox")
+            tg.create_task(self.committer.run(), name="committer")
+            tg.create_task(self.desk.run_timers(sessions, self._refresh.put_nowait), name="timers")
+            tg.create_task(self._board_refresher(sessions), name="boards")
             tg.create_task(self._mqtt_loop(), name="mqtt")
+
+    async def _board_refresher(self, sessions: Callable[[], AsyncSession]) -> None:
+        while True:
+            devices = await self._refresh.get()
+            while not self._refresh.empty():
+                devices |= self._refresh.get_nowait()
+            try:
+                await self._refresh_boards(devices, sessions)
+            except Exception:  # a failed refresh is redone by the next change or tick
+                log.exception("board refresh failed for %d machines", len(devices))
+
+    async def _refresh_boards(
+        self, devices: set[str], sessions: Callable[[], AsyncSession]
+    ) -> None:
+        """Recompute current and next slots of ``devices`` from SQL and publish what moved."""
+        assert self.tracker is not None
+        if not devices:
+            return
+        moment = datetime.now(UTC)
+        async with sessions() as session:
+            rows = (
+                await session.exec(
+                    select(Reservation).where(
+                        col(Reservation.device_id).in_(devices),
+                        col(Reservation.status).in_([s.value for s in rules.ACTIVE]),
+                        Reservation.ends_at > moment,
+                    )
+                )
+            ).all()
+        by_device: dict[str, list[Reservation]] = {d: [] for d in devices}
+        for row in rows:
+            by_device[row.device_id].append(row)
+        ts = now()
+        for device, its_rows in by_device.items():
+            if device not in self.tracker.views:
+                continue
+            current, nxt = current_and_next(its_rows, moment)
+            effects = self.tracker.set_slots(device, current, nxt, ts)
+            if effects.view is not None:
+                await self.apply(effects)
 
     async def _mqtt_loop(self) -> None:
         backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)
@@ -65,9 +138,14 @@ class BridgeService:
                 async with client:
                     self._client = client
                     await client.subscribe(
-                        [(self.topics.all_presence, 1), (self.topics.all_state, 1)]
+                        [
+                            (self.topics.all_presence, 1),
+                            (self.topics.all_state, 1),
+                            (self.topics.all_requests, 1),
+                        ]
                     )
                     backoff.reset()
+                    self.connected.set()
                     await self.republish_board()
                     self.ready.set()
                     log.info(
@@ -76,25 +154,44 @@ class BridgeService:
                         self.settings.mqtt_port,
                     )
                     async for message in client.messages:
-                        await self.handle(message.topic.value, message.payload)
+                        props = message.properties
+                        await self.handle(
+                            message.topic.value,
+                            message.payload,
+                            getattr(props, "ResponseTopic", None),
+                            getattr(props, "CorrelationData", None),
+                        )
             except aiomqtt.MqttError as exc:
                 self._client = None
                 self.ready.clear()
+                self.connected.clear()
                 self.metrics.reconnects += 1
                 delay = backoff.next_delay()
                 log.warning("broker connection lost (%s); reconnecting in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
 
-    async def handle(self, topic: str, payload: object) -> None:
+    async def handle(
+        self,
+        topic: str,
+        payload: object,
+        response_topic: str | None = None,
+        correlation: bytes | None = None,
+    ) -> None:
         """Route one incoming message; never raises for bad input."""
         assert self.tracker is not None
         assert self.store is not None
-        raw = payload if isinstance(payload, bytes | bytearray) else b""
+        raw = bytes(payload) if isinstance(payload, bytes | bytearray) else b""
         try:
             parsed = self.topics.parse(topic)
         except TopicError as exc:
             self.metrics.unknown_topics += 1
             log.warning("dropped message on unknown topic: %s", exc)
+            return
+        if isinstance(parsed, RequestTopic):
+            assert self.desk is not None
+            immediate = self.desk.handle(parsed, raw, response_topic, correlation)
+            if immediate:
+                await self.publish_all(immediate)
             return
         if not isinstance(parsed, DeviceTopic) or parsed.channel is DeviceChannel.CMD:
             self.metrics.unknown_topics += 1
@@ -109,9 +206,12 @@ class BridgeService:
                     parsed.device, decode(Presence, raw, limit), now()
                 )
             else:
-                effects = self.tracker.on_state(
-                    parsed.device, decode(DeviceState, raw, limit), now()
-                )
+                state = decode(DeviceState, raw, limit)
+                effects = self.tracker.on_state(parsed.device, state, now())
+                code = state.session.reservation_code if state.session else None
+                if effects.view is not None and state.state is MachineState.IN_USE and code:
+                    assert self.desk is not None
+                    self.desk.check_in_by_code(parsed.device, code)
         except PayloadError as exc:
             self.metrics.bad_payloads += 1
             log.warning("dropped bad payload on %s: %s", topic, exc)

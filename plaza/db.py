@@ -37,7 +37,37 @@ class SchemaTooNew(DatabaseError):
     pass
 
 
-_UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {}
+async def _v2_reservations(conn: AsyncConnection) -> None:
+    """Version 2 adds reservations, the command log and the outbox (created by create_all);
+    the PostgreSQL constraints are added by :func:`_constraints`."""
+
+
+_UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {2: _v2_reservations}
+
+#: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or
+#: for one player. Half-open ranges, so back-to-back slots are fine.
+_PG_CONSTRAINTS = {
+    "reservation_no_overlap_device": "device_id WITH =",
+    "reservation_no_overlap_player": "player WITH =",
+}
+
+
+async def _constraints(conn: AsyncConnection) -> None:
+    if conn.dialect.name != "postgresql":
+        return
+    await conn.execute(text("CREATE EXTENSION IF NOT EXISTS btree_gist"))
+    for name, key in _PG_CONSTRAINTS.items():
+        exists = await conn.scalar(
+            text("SELECT 1 FROM pg_constraint WHERE conname = :n"), {"n": name}
+        )
+        if not exists:
+            await conn.execute(
+                text(
+                    f"ALTER TABLE reservation ADD CONSTRAINT {name} EXCLUDE USING gist "
+                    f"({key}, tstzrange(starts_at, ends_at, '[)') WITH &&) "
+                    "WHERE (status IN ('approved', 'checked_in'))"
+                )
+            )
 
 
 def is_sqlite(url: str) -> bool:
@@ -75,6 +105,7 @@ async def migrate(engine: AsyncEngine) -> int:
     assert tables.Device.__tablename__ == "device"
     async with engine.begin() as conn:
         await conn.run_sync(SQLModel.metadata.create_all)
+        await _constraints(conn)
     async with AsyncSession(engine, expire_on_commit=False) as session:
         row = (await session.exec(select(SchemaVersion))).first()
         if row is None:

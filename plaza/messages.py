@@ -191,3 +191,109 @@ class AdminAlert(Wire):
     device_id: str | None = None
     message: str
     timestamp: float
+
+
+# -- reservations ----------------------------------------------------------------------------
+RequestId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
+ReservationOp = Literal["reserve", "cancel", "approve", "reject", "check_in", "complete"]
+
+
+class OnBehalfOf(Wire):
+    """Set by the api only: the person it acts for (the bridge ignores it from anyone else)."""
+
+    user: str = Field(min_length=1, max_length=48)
+    role: Literal["player", "admin"]
+
+
+class ReservationRequest(Wire):
+    """``devices/{d}/requests/{user}``: one reservation command. ``request_id`` is the
+    idempotency key: the same id from the same user is applied once and answered again."""
+
+    request_id: RequestId
+    op: ReservationOp
+    reservation_id: str | None = Field(default=None, max_length=32)
+    starts_at: float | None = None
+    ends_at: float | None = None
+    code: str | None = Field(default=None, max_length=16)
+    on_behalf_of: OnBehalfOf | None = None
+
+
+class ReservationPublic(Wire):
+    id: str
+    device_id: str
+    starts_at: float
+    ends_at: float
+    status: str
+    #: the check-in code and the owner: only in replies and notifications to that player/admin
+    code: str | None = None
+    user: str | None = None
+
+
+class ConflictSlot(Wire):
+    reservation_id: str
+    starts_at: float
+    ends_at: float
+    status: str
+
+
+class ErrorBody(Wire):
+    code: str
+    message: str
+    conflict: ConflictSlot | None = None
+
+
+class Reply(Wire):
+    """``users/{user}/replies`` (or the MQTT 5 response topic): the outcome of a request."""
+
+    request_id: str | None = None
+    ok: bool
+    reservation: ReservationPublic | None = None
+    error: ErrorBody | None = None
+
+
+ReservationEventType = Literal[
+    "reservation_created",
+    "reservation_approved",
+    "reservation_rejected",
+    "reservation_cancelled",
+    "reservation_checked_in",
+    "reservation_completed",
+    "reservation_no_show",
+]
+
+
+class ReservationEvent(Wire):
+    """``events/reservations``: broadcast to every screen, so it names no player."""
+
+    type: ReservationEventType
+    reservation_id: str
+    device_id: str
+    timestamp: float
+    data: dict[str, str | float | None] = Field(default_factory=dict)
+
+
+NotificationType = Literal[
+    "reservation_approved",
+    "reservation_rejected",
+    "reservation_cancelled",
+    "reservation_reminder",
+    "no_show_released",
+    "device_offline_during_reservation",
+    "system_notice",
+    "reservation_created",
+    "reservation_checked_in",
+    "reservation_completed",
+]
+
+
+class NotificationEvent(Wire):
+    """``users/{user}/notifications``: something one player should know."""
+
+    id: str
+    type: NotificationType
+    user_id: str
+    title: str
+    message: str
+    priority: AlertSeverity
+    ts: float
+    reservation: ReservationPublic | None = None

@@ -44,6 +44,24 @@ class Settings(BaseSettings):
     reconnect_max: float = Field(default=15.0, gt=0)
     max_payload_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
 
+    # reservations (seconds unless said otherwise); see docs/protocol.md
+    reminder_lead: float = Field(default=600, ge=0)
+    no_show_grace: float = Field(default=600, ge=0)
+    check_in_early: float = Field(default=900, ge=0)
+    max_slot_minutes: int = Field(default=240, ge=1)
+    min_slot_minutes: int = Field(default=10, ge=1)
+    max_active_per_player: int = Field(default=3, ge=1)
+    max_days_ahead: int = Field(default=14, ge=1)
+    #: "HH:MM-HH:MM" in venue_timezone; equal times mean open around the clock
+    opening_hours: str = Field(default="00:00-00:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
+    venue_timezone: str = "Asia/Seoul"
+    #: per-player command budget: a token bucket of `rate_burst` refilled at rate_per_minute
+    rate_per_minute: float = Field(default=60, gt=0)
+    rate_burst: int = Field(default=20, ge=1)
+    timer_tick: float = Field(default=1.0, gt=0)
+    commit_batch_max: int = Field(default=256, ge=1)
+    actor_idle_seconds: float = Field(default=30, gt=0)
+
     @field_validator("topic_root")
     @classmethod
     def _root_is_one_level(cls, value: str) -> str:

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -94,6 +94,53 @@ class Alert(SQLModel, table=True):
     message: str = Field(max_length=500)
     created_at: datetime = _ts(default_factory=utcnow, index=True)
     acknowledged_at: datetime | None = _ts(default=None)
+
+
+# -- reservations ----------------------------------------------------------------------------
+class Reservation(SQLModel, table=True):
+    """One booking of one machine by one player, half-open ``[starts_at, ends_at)``.
+
+    ``request_key`` (``user:request_id``) is unique: the request that created it is its
+    idempotency key. PostgreSQL also carries exclusion constraints (``plaza.db``)."""
+
+    id: str = Field(primary_key=True, max_length=32)
+    device_id: str = Field(foreign_key="device.id", index=True, max_length=48, ondelete="CASCADE")
+    player: str = Field(index=True, max_length=48)
+    starts_at: datetime = _ts(index=True)
+    ends_at: datetime = _ts(index=True)
+    status: str = Field(index=True, max_length=12)
+    code: str = Field(max_length=8)
+    request_key: str = Field(unique=True, max_length=120)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+    reminded_at: datetime | None = _ts(default=None)
+
+
+class CommandLog(SQLModel, table=True):
+    """Every decided command and the reply it got: a retry with the same key gets it again."""
+
+    __tablename__ = "command_log"
+
+    request_key: str = Field(primary_key=True, max_length=120)
+    device_id: str = Field(max_length=48)
+    op: str = Field(max_length=12)
+    ok: bool
+    reply_json: str
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Outbox(SQLModel, table=True):
+    """Messages written in the same transaction as the change they announce; a publisher
+    sends them in id order after commit and marks them, so a crash in between loses none."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    topic: str = Field(max_length=200)
+    payload: bytes = Field(sa_type=sa.LargeBinary)
+    qos: int = 1
+    retain: bool = False
+    props_json: str | None = None
+    created_at: datetime = _ts(default_factory=utcnow)
+    published_at: datetime | None = _ts(default=None, index=True)
 
 
 # -- people ----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -23,13 +24,16 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.service import BridgeService
+from plaza.db import make_engine
 from plaza.mqtt import NODELAY
 from plaza.settings import Settings
 from plaza.topics import Topics
 from venue.broker import ContainerBroker, LocalBroker, docker_engine_answers, free_port
 from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets, demo_fleet
+from venue.seed import seed
 
 DOCKER = docker_engine_answers()
+RACERS = 100  # extra player accounts for concurrency tests
 PG_ADMIN_URL = os.environ.get("PLAZA_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
@@ -79,6 +83,7 @@ def fleet_ids() -> list[str]:
 def broker(tmp_path: Path, fleet_ids: list[str]) -> Iterator[BrokerHandle]:
     secrets = VenueSecrets()
     secrets.ensure_devices(fleet_ids)
+    secrets.players.update({f"racer{i:03d}": f"racer-pw-{i:03d}" for i in range(RACERS)})
     topics = Topics()
     data = tmp_path / "broker"
     if DOCKER:
@@ -143,6 +148,12 @@ def service_settings(broker: BrokerHandle, db_url: str, tmp_path: Path, user: st
         device_keepalive=2,
         reconnect_min=0.05,
         reconnect_max=0.5,
+        min_slot_minutes=1,
+        timer_tick=0.2,
+        rate_burst=1000,
+        actor_idle_seconds=2,
+        reminder_lead=1.0,
+        no_show_grace=1.0,
     )
 
 
@@ -190,7 +201,27 @@ class RunningService:
 
 
 @pytest.fixture
-async def bridge(bridge_settings: Settings) -> AsyncIterator[RunningService]:
+def seeded(db_url: str, broker: BrokerHandle, fleet_ids: list[str]) -> list[str]:
+    """The demo fleet and accounts in SQL (as `plaza up` seeds them), before the bridge."""
+
+    people = dataclasses.replace(
+        broker.secrets,
+        players={u: p for u, p in broker.secrets.players.items() if not u.startswith("racer")},
+    )
+
+    async def go() -> None:
+        engine = make_engine(db_url)
+        try:
+            await seed(engine, demo_fleet(len(fleet_ids)), people)
+        finally:
+            await engine.dispose()
+
+    asyncio.run(go())
+    return fleet_ids
+
+
+@pytest.fixture
+async def bridge(bridge_settings: Settings, seeded: list[str]) -> AsyncIterator[RunningService]:
     running = RunningService(lambda: BridgeService(bridge_settings))
     await running.start()
     try:

@@ -1,0 +1,257 @@
+"""ReservationDesk: turns request messages into jobs, answers bad ones at once, runs timers.
+
+Requests that cannot be decided (malformed, oversize, over the player's budget, a response
+topic outside the requester's own tree) are answered here and never reach an actor. Timers
+(reminders, no-show release, end of slot) are derived from SQL on every tick, so they survive
+a restart; each becomes a job on the machine's actor like any other command, and the
+committer re-checks its condition inside the transaction, so nothing is sent twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bridge.presence import Outbound
+from bridge.reservations import ActorPool, Job, to_dt
+from plaza import rules
+from plaza.messages import ErrorBody, PayloadError, Reply, ReservationRequest, decode
+from plaza.settings import Settings
+from plaza.tables import Reservation
+from plaza.topics import RequestTopic, Topics
+
+log = logging.getLogger(__name__)
+API_USER = "api"
+
+
+@dataclass
+class TokenBucket:
+    rate_per_s: float
+    burst: int
+    tokens: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, user: str, now: float) -> bool:
+        level, last = self.tokens.get(user, (float(self.burst), now))
+        level = min(float(self.burst), level + (now - last) * self.rate_per_s)
+        if level < 1:
+            self.tokens[user] = (level, now)
+            return False
+        self.tokens[user] = (level - 1, now)
+        return True
+
+
+@dataclass
+class DeskMetrics:
+    requests: int = 0
+    malformed: int = 0
+    rate_limited: int = 0
+    forbidden: int = 0
+    timers: int = 0
+
+
+class ReservationDesk:
+    def __init__(self, settings: Settings, topics: Topics, actors: ActorPool) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.actors = actors
+        self.bucket = TokenBucket(settings.rate_per_minute / 60, settings.rate_burst)
+        self.metrics = DeskMetrics()
+
+    def _error(self, topic: str, request_id: str | None, code: str, message: str) -> Outbound:
+        reply = Reply(request_id=request_id, ok=False, error=ErrorBody(code=code, message=message))
+        return Outbound(topic, reply.encode())
+
+    def reply_topic(self, user: str, requested: str | None) -> str:
+        """The MQTT 5 response topic if it lies in the requester's own tree, else the
+        default replies topic: the bridge never publishes where the requester cannot read."""
+        own = self.topics.user_tree(user)[:-1]  # "plaza/users/{user}/"
+        if (
+            requested
+            and requested.startswith(own)
+            and "+" not in requested
+            and "#" not in requested
+        ):
+            return requested
+        return self.topics.replies(user)
+
+    def handle(
+        self,
+        where: RequestTopic,
+        payload: bytes,
+        response_topic: str | None,
+        correlation: bytes | None,
+    ) -> list[Outbound]:
+        """Route one request; returns replies to publish now (refusals before any decision)."""
+        self.metrics.requests += 1
+        reply_to = self.reply_topic(where.user, response_topic)
+        try:
+            request = decode(ReservationRequest, payload, self.settings.max_payload_bytes)
+        except PayloadError as exc:
+            self.metrics.malformed += 1
+            log.warning("bad request from %s on %s: %s", where.user, where.device, exc)
+            return [self._error(reply_to, _peek_request_id(payload), "invalid", str(exc))]
+        actor = rules.Actor(where.user, rules.Role.PLAYER)
+        if request.on_behalf_of is not None:
+            if where.user != API_USER:
+                self.metrics.forbidden += 1
+                return [
+                    self._error(
+                        reply_to,
+                        request.request_id,
+                        "forbidden",
+                        "on_behalf_of is for the api only",
+                    )
+                ]
+            actor = rules.Actor(request.on_behalf_of.user, rules.Role(request.on_behalf_of.role))
+        if actor.role is rules.Role.PLAYER and not self.bucket.take(actor.user, time.monotonic()):
+            self.metrics.rate_limited += 1
+            return [
+                self._error(
+                    reply_to,
+                    request.request_id,
+                    "rate_limited",
+                    "too many commands; slow down and retry with the same request_id",
+                )
+            ]
+        command = rules.Command(
+            op=rules.Op(request.op),
+            actor=actor,
+            device_id=where.device,
+            reservation_id=request.reservation_id,
+            starts_at=to_dt(request.starts_at) if request.starts_at is not None else None,
+            ends_at=to_dt(request.ends_at) if request.ends_at is not None else None,
+            code=request.code,
+        )
+        self.actors.submit(
+            Job(
+                device_id=where.device,
+                command=command,
+                request_key=f"{where.user}:{request.request_id}",
+                request_id=request.request_id,
+                reply_topic=reply_to,
+                correlation=correlation,
+            )
+        )
+        return []
+
+    def check_in_by_code(self, device: str, code: str) -> None:
+        """A player typed a reservation's code on the machine (it reported a session with it)."""
+        self.actors.submit(
+            Job(
+                device_id=device,
+                command=rules.Command(
+                    op=rules.Op.CHECK_IN,
+                    actor=rules.Actor(device, rules.Role.DEVICE),
+                    device_id=device,
+                    code=code,
+                ),
+            )
+        )
+
+    # -- timers ----------------------------------------------------------------------------------
+    async def run_timers(
+        self,
+        sessions: Callable[[], AsyncSession],
+        refresh_boards: Callable[[set[str]], None],
+    ) -> None:
+        """Every tick, turn what SQL says is due into jobs, and refresh boards whose current
+        or next slot changed because time passed."""
+        last = datetime.now(UTC)
+        while True:
+            await asyncio.sleep(self.settings.timer_tick)
+            now = datetime.now(UTC)
+            try:
+                due, boundaries = await self._due(sessions, last, now)
+            except Exception:  # the database may be down: try again next tick
+                log.exception("timer query failed")
+                continue
+            last = now
+            for job in due:
+                self.metrics.timers += 1
+                self.actors.submit(job)
+            if boundaries:
+                refresh_boards(boundaries)
+
+    async def _due(
+        self, sessions: Callable[[], AsyncSession], last: datetime, now: datetime
+    ) -> tuple[list[Job], set[str]]:
+        lead = timedelta(seconds=self.settings.reminder_lead)
+        grace = timedelta(seconds=self.settings.no_show_grace)
+        system = rules.Actor("system", rules.Role.SYSTEM)
+        jobs: list[Job] = []
+        async with sessions() as session:
+            remind = (
+                await session.exec(
+                    select(Reservation).where(
+                        col(Reservation.status).in_(["pending", "approved"]),
+                        col(Reservation.reminded_at).is_(None),
+                        Reservation.starts_at <= now + lead,
+                        Reservation.starts_at > now,
+                    )
+                )
+            ).all()
+            jobs += [
+                Job(device_id=r.device_id, command=None, timer="remind", reservation_id=r.id)
+                for r in remind
+            ]
+            no_shows = (
+                await session.exec(
+                    select(Reservation).where(
+                        Reservation.status == "approved", Reservation.starts_at <= now - grace
+                    )
+                )
+            ).all()
+            expired = (
+                await session.exec(
+                    select(Reservation).where(
+                        Reservation.status == "pending", Reservation.starts_at <= now - grace
+                    )
+                )
+            ).all()
+            ended = (
+                await session.exec(
+                    select(Reservation).where(
+                        Reservation.status == "checked_in", Reservation.ends_at <= now
+                    )
+                )
+            ).all()
+            for rows, op in (
+                (no_shows, rules.Op.NO_SHOW),
+                (expired, rules.Op.CANCEL),  # never approved, and its start is long past
+                (ended, rules.Op.COMPLETE),
+            ):
+                jobs += [
+                    Job(
+                        device_id=r.device_id,
+                        command=rules.Command(op, system, r.device_id, reservation_id=r.id),
+                    )
+                    for r in rows
+                ]
+            crossed = (
+                await session.exec(
+                    select(Reservation.device_id).where(
+                        col(Reservation.status).in_([s.value for s in rules.ACTIVE]),
+                        ((col(Reservation.starts_at) > last) & (col(Reservation.starts_at) <= now))
+                        | ((col(Reservation.ends_at) > last) & (col(Reservation.ends_at) <= now)),
+                    )
+                )
+            ).all()
+        return jobs, set(crossed)
+
+
+def _peek_request_id(payload: bytes) -> str | None:
+    """The request id of a payload that failed validation, if it has a usable one."""
+    try:
+        data = json.loads(payload)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    rid = data.get("request_id") if isinstance(data, dict) else None
+    return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None

@@ -1,0 +1,145 @@
+"""OutboxPublisher: publishes committed outbox rows in commit order and marks them sent.
+
+Rows are written in the same transaction as the change they announce. After the commit the
+committer hands them here; at start-up every row not yet marked is loaded and sent first. So a
+crash between commit and publish loses nothing; a crash between publish and mark sends a row
+twice (at-least-once: replies carry their request id and clients drop duplicates).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from plaza.tables import Outbox
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxRow:
+    id: int
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    props_json: str | None
+
+    @classmethod
+    def of(cls, row: Outbox) -> OutboxRow:
+        assert row.id is not None
+        return cls(row.id, row.topic, row.payload, row.qos, row.retain, row.props_json)
+
+    def properties(self) -> Properties | None:
+        if not self.props_json:
+            return None
+        data = json.loads(self.props_json)
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        if "correlation_data" in data:
+            props.CorrelationData = base64.b64decode(data["correlation_data"])
+        return props
+
+
+def reply_properties(correlation: bytes | None) -> str | None:
+    if correlation is None:
+        return None
+    return json.dumps({"correlation_data": base64.b64encode(correlation).decode()})
+
+
+class OutboxPublisher:
+    def __init__(
+        self,
+        sessions: Callable[[], AsyncSession],
+        client: Callable[[], aiomqtt.Client | None],
+        connected: asyncio.Event,
+    ) -> None:
+        self._sessions = sessions
+        self._client = client
+        self._connected = connected
+        self._queue: asyncio.Queue[OutboxRow] = asyncio.Queue()
+        self._sent: list[int] = []
+        self.published = 0
+
+    def enqueue(self, rows: list[OutboxRow]) -> None:
+        for row in rows:
+            self._queue.put_nowait(row)
+
+    async def load_unsent(self) -> int:
+        """Queue every row a previous run committed but did not mark as sent."""
+        async with self._sessions() as session:
+            rows = (
+                await session.exec(
+                    select(Outbox)
+                    .where(col(Outbox.published_at).is_(None))
+                    .order_by(col(Outbox.id))
+                )
+            ).all()
+        self.enqueue([OutboxRow.of(r) for r in rows])
+        return len(rows)
+
+    async def run(self) -> None:
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._mark_loop())
+            while True:
+                batch = [await self._queue.get()]
+                while not self._queue.empty() and len(batch) < 500:
+                    batch.append(self._queue.get_nowait())
+                await self._send(batch)
+
+    async def _send(self, batch: list[OutboxRow]) -> None:
+        while True:
+            await self._connected.wait()
+            client = self._client()
+            if client is None:
+                await asyncio.sleep(0.05)
+                continue
+            try:
+                await asyncio.gather(
+                    *(
+                        client.publish(
+                            r.topic,
+                            r.payload,
+                            qos=r.qos,
+                            retain=r.retain,
+                            properties=r.properties(),
+                        )
+                        for r in batch
+                    )
+                )
+            except aiomqtt.MqttError as exc:
+                log.warning("outbox publish failed (%s); retrying after reconnect", exc)
+                await asyncio.sleep(0.1)
+                continue
+            self.published += len(batch)
+            self._sent.extend(r.id for r in batch)
+            return
+
+    async def _mark_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.2)
+            if not self._sent:
+                continue
+            ids, self._sent = self._sent, []
+            try:
+                async with self._sessions() as session:
+                    await session.exec(
+                        update(Outbox)
+                        .where(col(Outbox.id).in_(ids))
+                        .values(published_at=datetime.now(UTC))
+                    )
+                    await session.commit()
+            except Exception:  # the database may be busy or down: try again next round
+                log.exception("could not mark %d outbox rows as sent", len(ids))
+                self._sent.extend(ids)

@@ -1,0 +1,103 @@
+"""Test helpers: a requester that speaks the reservation protocol like a real client."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from typing import Any
+
+import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from plaza.messages import NotificationEvent, Reply
+from tests.conftest import BrokerHandle
+
+
+class Requester:
+    """A player's (or the api's) connection: sends requests, collects replies and
+    notifications. MQTT 5 with a response topic and correlation data."""
+
+    def __init__(self, broker: BrokerHandle, user: str, password: str) -> None:
+        self.broker = broker
+        self.user = user
+        self.client = broker.client(user, password, identifier=f"{user}-{uuid.uuid4().hex[:6]}")
+        self.replies: dict[str, list[Reply]] = {}
+        self.notifications: list[NotificationEvent] = []
+        self.raw: list[tuple[str, bytes]] = []
+        self._arrived = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> Requester:
+        await self.client.__aenter__()
+        await self.client.subscribe(self.broker.topics.user_tree(self.user), qos=1)
+        self._task = asyncio.get_running_loop().create_task(self._pump())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._task
+        with contextlib.suppress(aiomqtt.MqttError):
+            await self.client.__aexit__(None, None, None)
+
+    async def _pump(self) -> None:
+        async for m in self.client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else b""
+            async with self._arrived:
+                self.raw.append((m.topic.value, payload))
+                if m.topic.value.endswith("/notifications"):
+                    self.notifications.append(NotificationEvent.model_validate_json(payload))
+                else:
+                    reply = Reply.model_validate_json(payload)
+                    self.replies.setdefault(reply.request_id or "", []).append(reply)
+                self._arrived.notify_all()
+
+    async def send(
+        self, device: str, body: dict[str, Any] | bytes, *, as_user: str | None = None, qos: int = 1
+    ) -> str:
+        payload = body if isinstance(body, bytes) else json.dumps(body).encode()
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = self.broker.topics.replies(self.user)
+        props.CorrelationData = uuid.uuid4().bytes
+        topic = self.broker.topics.request(device, as_user or self.user)
+        await self.client.publish(topic, payload, qos=qos, properties=props)
+        return body.get("request_id", "") if isinstance(body, dict) else ""
+
+    async def reply(self, request_id: str, timeout: float = 10.0, count: int = 1) -> Reply:
+        async def wait() -> Reply:
+            async with self._arrived:
+                while len(self.replies.get(request_id, [])) < count:
+                    await self._arrived.wait()
+                return self.replies[request_id][count - 1]
+
+        return await asyncio.wait_for(wait(), timeout)
+
+    async def request(self, device: str, timeout: float = 10.0, **body: Any) -> Reply:
+        body.setdefault("request_id", uuid.uuid4().hex)
+        await self.send(device, body)
+        return await self.reply(body["request_id"], timeout)
+
+    async def notification(self, kind: str, timeout: float = 10.0) -> NotificationEvent:
+        async def wait() -> NotificationEvent:
+            async with self._arrived:
+                while True:
+                    for n in self.notifications:
+                        if n.type == kind:
+                            return n
+                    await self._arrived.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
+
+
+def slot(start_in: float, minutes: float) -> dict[str, float]:
+    start = time.time() + start_in
+    return {"starts_at": round(start, 3), "ends_at": round(start + minutes * 60, 3)}
+
+
+def as_admin(body: dict[str, Any], admin: str = "admin") -> dict[str, Any]:
+    return {**body, "on_behalf_of": {"user": admin, "role": "admin"}}

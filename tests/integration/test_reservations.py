@@ -1,0 +1,277 @@
+"""Reservations end to end: real broker, real bridge, SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import update
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from plaza.db import make_engine
+from plaza.messages import BoardEntry
+from plaza.tables import CommandLog, Device, Reservation
+from tests.conftest import BrokerHandle, RunningService, Watch
+from tests.integration.reserving import Requester, as_admin, slot
+from tests.integration.test_presence import is_board, machine, start, stop
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def sql(db_url: str, *statements: object) -> None:
+    engine = make_engine(db_url)
+    try:
+        async with AsyncSession(engine) as session:
+            for statement in statements:
+                if isinstance(statement, Reservation):
+                    session.add(statement)
+                else:
+                    await session.exec(statement)  # type: ignore[call-overload]
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def reservations(db_url: str) -> list[Reservation]:
+    engine = make_engine(db_url)
+    try:
+        async with AsyncSession(engine) as session:
+            return list((await session.exec(select(Reservation))).all())
+    finally:
+        await engine.dispose()
+
+
+def player(broker: BrokerHandle, name: str = "player1") -> Requester:
+    return Requester(broker, name, broker.secrets.players[name])
+
+
+def api(broker: BrokerHandle) -> Requester:
+    return Requester(broker, "api", broker.secrets.api)
+
+
+async def test_a_hundred_clients_race_for_overlapping_slots_and_exactly_one_wins(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str
+) -> None:
+    device = seeded[0]
+    await sql(db_url, update(Device).where(Device.id == device).values(auto_approve=True))
+    racers = [player(broker, f"racer{i:03d}") for i in range(100)]
+    for r in racers:
+        await r.__aenter__()
+    try:
+        base = slot(3600, 60)
+        bodies = [
+            {
+                "request_id": uuid.uuid4().hex,
+                "op": "reserve",
+                "starts_at": base["starts_at"] + (i % 30) * 60,
+                "ends_at": base["ends_at"] + (i % 30) * 60,
+            }
+            for i in range(100)
+        ]
+        await asyncio.gather(*(r.send(device, b) for r, b in zip(racers, bodies, strict=True)))
+        replies = await asyncio.gather(
+            *(r.reply(b["request_id"], timeout=30) for r, b in zip(racers, bodies, strict=True))
+        )
+    finally:
+        for r in racers:
+            await r.__aexit__()
+    winners = [r for r in replies if r.ok]
+    assert len(winners) == 1
+    won = winners[0].reservation
+    assert won is not None
+    assert won.status == "approved"
+    losers = [r for r in replies if not r.ok]
+    assert Counter(r.error.code for r in losers if r.error) == {"conflict": 99}
+    for r in losers:
+        assert r.error is not None
+        assert r.error.conflict is not None
+        assert r.error.conflict.reservation_id == won.id
+        assert (r.error.conflict.starts_at, r.error.conflict.ends_at) == (
+            won.starts_at,
+            won.ends_at,
+        )
+    rows = await reservations(db_url)
+    assert [(x.id, x.status) for x in rows] == [(won.id, "approved")]
+
+
+async def test_of_two_overlapping_pending_reservations_approving_both_approves_exactly_one(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str
+) -> None:
+    device = seeded[1]
+    start_at = datetime.now(UTC) + timedelta(hours=2)
+    # Two pending requests that overlap, as two bridges racing on PostgreSQL could leave them.
+    for i, who in enumerate(("player1", "player2")):
+        await sql(
+            db_url,
+            Reservation(
+                id=f"pending{i}",
+                device_id=device,
+                player=who,
+                starts_at=start_at + timedelta(minutes=10 * i),
+                ends_at=start_at + timedelta(minutes=60 + 10 * i),
+                status="pending",
+                code=f"00000{i}",
+                request_key=f"{who}:seed{i}",
+            ),
+        )
+    async with api(broker) as admin:
+        first, second = await asyncio.gather(
+            admin.request(device, **as_admin({"op": "approve", "reservation_id": "pending0"})),
+            admin.request(device, **as_admin({"op": "approve", "reservation_id": "pending1"})),
+        )
+    assert sorted([first.ok, second.ok]) == [False, True]
+    loser = second if first.ok else first
+    assert loser.error is not None
+    assert loser.error.code == "conflict"
+    statuses = Counter(r.status for r in await reservations(db_url))
+    assert statuses == {"approved": 1, "pending": 1}
+
+
+async def test_the_same_request_id_twice_is_applied_once_and_answered_the_same(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str
+) -> None:
+    device = seeded[2]
+    body = {"request_id": "retry-me-1", "op": "reserve", **slot(7200, 30)}
+    async with player(broker) as p1:
+        await p1.send(device, body)
+        first = await p1.reply("retry-me-1")
+        await p1.send(device, body)  # a retry after a lost reply
+        second = await p1.reply("retry-me-1", count=2)
+    assert first.ok
+    assert first == second
+    rows = await reservations(db_url)
+    assert len(rows) == 1
+    engine = make_engine(db_url)
+    async with AsyncSession(engine) as session:
+        logged = (await session.exec(select(CommandLog))).all()
+    await engine.dispose()
+    assert [c.request_key for c in logged] == ["player1:retry-me-1"]
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{not json", "invalid"),
+        (b'{"request_id": "u1", "op": "teleport"}', "invalid"),
+        (json.dumps({"request_id": "big", "op": "reserve", "x": "y" * 20000}).encode(), "invalid"),
+    ],
+    ids=["malformed-json", "unknown-op", "oversize"],
+)
+async def test_a_bad_request_gets_a_clear_error_reply_and_the_next_one_still_works(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str], body: bytes, code: str
+) -> None:
+    device = seeded[3]
+    async with player(broker) as p1:
+        await p1.send(device, body)
+        peeked = json.loads(body)["request_id"] if body.startswith(b'{"') else None
+        async with asyncio.timeout(10):
+            while not any(rid == (peeked or "") for rid in p1.replies):
+                await asyncio.sleep(0.02)
+        bad = p1.replies[peeked or ""][0]
+        assert not bad.ok
+        assert bad.error is not None
+        assert bad.error.code == code
+        assert bad.error.message
+        good = await p1.request(device, op="reserve", **slot(3 * 3600, 30))
+        assert good.ok, good
+
+
+async def test_a_wrong_device_and_a_slot_in_the_past_are_refused_with_their_codes(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str]
+) -> None:
+    async with player(broker) as p1:
+        missing = await p1.request("pc-99", op="reserve", **slot(3600, 30))
+        past = await p1.request(seeded[0], op="reserve", **slot(-7200, 30))
+        backwards = await p1.request(
+            seeded[0],
+            op="reserve",
+            starts_at=slot(3600, 0)["starts_at"],
+            ends_at=slot(1800, 0)["starts_at"],
+        )
+        stranger = await p1.request(seeded[0], op="approve", reservation_id="nope")
+    assert (missing.ok, missing.error and missing.error.code) == (False, "not_found")
+    assert (past.ok, past.error and past.error.code) == (False, "in_past")
+    assert (backwards.ok, backwards.error and backwards.error.code) == (False, "invalid")
+    assert (stranger.ok, stranger.error and stranger.error.code) == (False, "forbidden")
+
+
+async def test_a_reminder_is_published_at_the_lead_time_exactly_once(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str]
+) -> None:
+    lead = bridge.service.settings.reminder_lead
+    async with player(broker) as p1:
+        made = await p1.request(seeded[4], op="reserve", **slot(lead + 2, 5))
+        assert made.ok
+        assert made.reservation is not None
+        note = await p1.notification("reservation_reminder", timeout=lead + 10)
+        due = made.reservation.starts_at - lead
+        assert due - 0.1 <= note.ts <= due + 2.0
+        assert note.reservation is not None
+        assert note.reservation.code == made.reservation.code
+        await asyncio.sleep(1.0)  # more ticks pass: still one reminder
+        assert [n.type for n in p1.notifications].count("reservation_reminder") == 1
+
+
+async def test_no_show_release_frees_the_machine_and_the_board_shows_it(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str, tmp_path: Path
+) -> None:
+    device = seeded[5]
+    await sql(db_url, update(Device).where(Device.id == device).values(auto_approve=True))
+    m = machine(broker, device, tmp_path)
+    task = await start(m)
+    async with (
+        Watch(broker.observer(), [f"plaza/board/{device}"]) as watch,
+        player(broker) as p1,
+    ):
+        await watch.wait_for(is_board(device, status="available"))
+        made = await p1.request(device, op="reserve", **slot(0, 10))
+        assert made.ok
+        reserved = await watch.wait_for(is_board(device, status="reserved"))
+        assert BoardEntry.model_validate_json(reserved.payload).current_slot is not None
+        grace = bridge.service.settings.no_show_grace
+        released = await watch.wait_for(
+            is_board(device, status="available"), timeout=grace + 10, since=watch.mark()
+        )
+        assert BoardEntry.model_validate_json(released.payload).current_slot is None
+        note = await p1.notification("no_show_released")
+        assert note.reservation is not None
+        assert note.reservation.status == "no_show"
+    await stop(m, task)
+
+
+async def test_check_in_through_the_simulator_turns_the_board_in_use(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str, tmp_path: Path
+) -> None:
+    device = seeded[0]
+    await sql(db_url, update(Device).where(Device.id == device).values(auto_approve=True))
+    m = machine(broker, device, tmp_path)
+    task = await start(m)
+    async with (
+        Watch(broker.observer(), [f"plaza/board/{device}", f"plaza/devices/{device}/cmd"]) as w,
+        player(broker) as p1,
+    ):
+        made = await p1.request(device, op="reserve", **slot(0, 30))
+        assert made.ok
+        assert made.reservation is not None
+        await w.wait_for(is_board(device, status="reserved"))
+        await m.start_session_with_code("999999")  # a wrong code first
+        refused = await w.wait_for(lambda s: s.topic.endswith("/cmd"))
+        assert json.loads(refused.payload)["cmd"] == "end_session"
+        await w.wait_for(is_board(device, status="reserved"), since=w.mark())
+        mark = w.mark()
+        await m.start_session_with_code(made.reservation.code or "")
+        started = await w.wait_for(lambda s: s.topic.endswith("/cmd"), since=mark)
+        assert json.loads(started.payload)["cmd"] == "start_session"
+        entry = await w.wait_for(is_board(device, status="in_use"), since=mark)
+        assert BoardEntry.model_validate_json(entry.payload).session is not None
+        note = await p1.notification("reservation_checked_in")
+        assert note.reservation is not None
+    rows = await reservations(db_url)
+    assert [r.status for r in rows] == ["checked_in"]
+    await stop(m, task)
