@@ -66,7 +66,7 @@ class Requester:
         props.CorrelationData = uuid.uuid4().bytes
         topic = self.broker.topics.request(device, as_user or self.user)
         await self.client.publish(topic, payload, qos=qos, properties=props)
-        return body.get("request_id", "") if isinstance(body, dict) else ""
+        return str(body.get("request_id", "")) if isinstance(body, dict) else ""
 
     async def reply(self, request_id: str, timeout: float = 10.0, count: int = 1) -> Reply:
         async def wait() -> Reply:

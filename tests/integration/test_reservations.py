@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine
@@ -59,7 +59,7 @@ async def test_a_hundred_clients_race_for_overlapping_slots_and_exactly_one_wins
     broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str
 ) -> None:
     device = seeded[0]
-    await sql(db_url, update(Device).where(Device.id == device).values(auto_approve=True))
+    await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
     racers = [player(broker, f"racer{i:03d}") for i in range(100)]
     for r in racers:
         await r.__aenter__()
@@ -76,23 +76,26 @@ async def test_a_hundred_clients_race_for_overlapping_slots_and_exactly_one_wins
         ]
         await asyncio.gather(*(r.send(device, b) for r, b in zip(racers, bodies, strict=True)))
         replies = await asyncio.gather(
-            *(r.reply(b["request_id"], timeout=30) for r, b in zip(racers, bodies, strict=True))
+            *(
+                r.reply(str(b["request_id"]), timeout=30)
+                for r, b in zip(racers, bodies, strict=True)
+            )
         )
     finally:
         for r in racers:
             await r.__aexit__()
-    winners = [r for r in replies if r.ok]
+    winners = [x for x in replies if x.ok]
     assert len(winners) == 1
     won = winners[0].reservation
     assert won is not None
     assert won.status == "approved"
-    losers = [r for r in replies if not r.ok]
-    assert Counter(r.error.code for r in losers if r.error) == {"conflict": 99}
-    for r in losers:
-        assert r.error is not None
-        assert r.error.conflict is not None
-        assert r.error.conflict.reservation_id == won.id
-        assert (r.error.conflict.starts_at, r.error.conflict.ends_at) == (
+    losers = [x for x in replies if not x.ok]
+    assert Counter(x.error.code for x in losers if x.error) == {"conflict": 99}
+    for lost in losers:
+        assert lost.error is not None
+        assert lost.error.conflict is not None
+        assert lost.error.conflict.reservation_id == won.id
+        assert (lost.error.conflict.starts_at, lost.error.conflict.ends_at) == (
             won.starts_at,
             won.ends_at,
         )
@@ -219,7 +222,7 @@ async def test_no_show_release_frees_the_machine_and_the_board_shows_it(
     broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str, tmp_path: Path
 ) -> None:
     device = seeded[5]
-    await sql(db_url, update(Device).where(Device.id == device).values(auto_approve=True))
+    await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
     m = machine(broker, device, tmp_path)
     task = await start(m)
     async with (
@@ -246,7 +249,7 @@ async def test_check_in_through_the_simulator_turns_the_board_in_use(
     broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str, tmp_path: Path
 ) -> None:
     device = seeded[0]
-    await sql(db_url, update(Device).where(Device.id == device).values(auto_approve=True))
+    await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
     m = machine(broker, device, tmp_path)
     task = await start(m)
     async with (
