@@ -36,9 +36,9 @@ log = logging.getLogger(__name__)
 
 
 class BridgeService:
-    def __init__(self, settings: Settings, identifier: str = "plaza-bridge") -> None:
+    def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self.identifier = identifier
+        self.identifier = settings.bridge_id
         self.topics = Topics(settings.topic_root)
         self.metrics = BridgeMetrics()
         self.ready = asyncio.Event()
@@ -137,13 +137,15 @@ class BridgeService:
             try:
                 async with client:
                     self._client = client
-                    await client.subscribe(
-                        [
-                            (self.topics.all_presence, 1),
-                            (self.topics.all_state, 1),
-                            (self.topics.all_requests, 1),
-                        ]
-                    )
+                    filters = [
+                        self.topics.all_presence,
+                        self.topics.all_state,
+                        self._requests_filter(),
+                    ]
+                    granted = await client.subscribe([(f, 1) for f in filters])
+                    for f, code in zip(filters, granted or [], strict=False):
+                        if getattr(code, "value", code) >= 0x80:
+                            log.error("the broker refused subscription %s: %s", f, code)
                     backoff.reset()
                     self.connected.set()
                     await self.republish_board()
@@ -169,6 +171,11 @@ class BridgeService:
                 delay = backoff.next_delay()
                 log.warning("broker connection lost (%s); reconnecting in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
+
+    def _requests_filter(self) -> str:
+        group = self.settings.shared_group
+        requests = self.topics.all_requests
+        return self.topics.shared(group, requests) if group else requests
 
     async def handle(
         self,

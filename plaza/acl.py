@@ -88,7 +88,12 @@ def bridge_role(topics: Topics) -> Role:
     """The bridge is the only writer of board, events, replies, notifications and commands."""
     return Role(
         "svc-bridge",
-        (Acl("publishClientSend", topics.everything), *_read(topics.everything)),
+        (
+            Acl("publishClientSend", topics.everything),
+            *_read(topics.everything),
+            # several bridges share request handling (MQTT 5 shared subscription)
+            Acl("subscribePattern", topics.shared("+", topics.everything)),
+        ),
     )
 
 

@@ -59,6 +59,10 @@ class Settings(BaseSettings):
     rate_per_minute: float = Field(default=60, gt=0)
     rate_burst: int = Field(default=20, ge=1)
     timer_tick: float = Field(default=1.0, gt=0)
+    #: several bridges: a distinct client id each, and an MQTT 5 shared-subscription group
+    #: for requests (PostgreSQL only: SQL, not one actor, then decides between bridges)
+    bridge_id: str = Field(default="plaza-bridge", min_length=1, max_length=64)
+    shared_group: str = ""
     commit_batch_max: int = Field(default=256, ge=1)
     actor_idle_seconds: float = Field(default=30, gt=0)
 

@@ -177,6 +177,12 @@ class Topics:
         """``{root}/devices/+/requests/{user}``: the requests one user may send."""
         return f"{self.root}/devices/+/requests/{valid_id(user, 'user name')}"
 
+    @staticmethod
+    def shared(group: str, topic_filter: str) -> str:
+        """An MQTT 5 shared subscription: each message goes to one member of ``group``."""
+        group = group if group == "+" else valid_id(group, "share group")
+        return f"$share/{group}/{topic_filter}"
+
     # -- parsing ----------------------------------------------------------------------------
     def parse(self, topic: str) -> ParsedTopic:
         """Parse a concrete topic of this venue; raise :class:`TopicError` for anything else."""

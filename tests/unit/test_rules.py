@@ -1,0 +1,906 @@
+"""plaza.rules, in the style of h11's test_state: feed commands, assert decisions and states.
+
+The transition table is checked pair by pair (every status x every op x every role allowed to
+ask), then roles, reserve validation and the approve re-check. Hypothesis drives random command
+sequences through a tiny in-memory bridge (contexts built the way ``bridge.reservations`` builds
+them) and checks the overlap invariants after every step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, time, timedelta, timezone
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from plaza.rules import (
+    ACTIVE,
+    ALLOWED,
+    HOLDING,
+    TRANSITIONS,
+    Actor,
+    Code,
+    Command,
+    Context,
+    Decision,
+    Op,
+    Policy,
+    Role,
+    Slot,
+    Status,
+    decide,
+)
+
+pytestmark = pytest.mark.unit
+
+KST = timezone(timedelta(hours=9))
+NOW = datetime(2025, 3, 10, 3, 0, tzinfo=UTC)  # 12:00 on Monday in Seoul
+DEFAULT = Policy()  # around the clock, KST
+LATE_NIGHTS = Policy(opens=time(10, 0), closes=time(2, 0))  # 10:00 to 02:00 the next day
+CODE = "482913"
+NEW_ID, NEW_CODE = "new-1", "000777"
+
+ANA = Actor("ana", Role.PLAYER)
+BO = Actor("bo", Role.PLAYER)
+STAFF = Actor("staff", Role.ADMIN)
+MACHINE = Actor("pc-01", Role.DEVICE)
+TIMER = Actor("system", Role.SYSTEM)
+#: one actor per role; the player is the owner of the default slot
+BY_ROLE: dict[Role, Actor] = {
+    Role.PLAYER: ANA,
+    Role.ADMIN: STAFF,
+    Role.DEVICE: MACHINE,
+    Role.SYSTEM: TIMER,
+}
+
+TARGET_OPS = (Op.APPROVE, Op.REJECT, Op.CANCEL, Op.CHECK_IN, Op.COMPLETE, Op.NO_SHOW)
+INACTIVE = sorted(set(Status) - ACTIVE)
+
+
+def at(minutes: float) -> datetime:
+    return NOW + timedelta(minutes=minutes)
+
+
+def kst(day: int, hour: int, minute: int = 0) -> datetime:
+    return datetime(2025, 3, day, hour, minute, tzinfo=KST)
+
+
+def slot(
+    rid: str = "r1",
+    *,
+    device: str = "pc-01",
+    user: str = "ana",
+    start: float = 5,
+    minutes: float = 60,
+    status: Status = Status.APPROVED,
+    code: str = CODE,
+) -> Slot:
+    return Slot(rid, device, user, at(start), at(start + minutes), status, code)
+
+
+def context(**changes: Any) -> Context:
+    base = Context(now=NOW, policy=DEFAULT, device_exists=True, new_id=NEW_ID, new_code=NEW_CODE)
+    return replace(base, **changes)
+
+
+def book(
+    start: datetime | None, end: datetime | None, *, actor: Actor = ANA, device: str = "pc-01"
+) -> Command:
+    return Command(Op.RESERVE, actor, device, starts_at=start, ends_at=end)
+
+
+def act(
+    op: Op, target: Slot, actor: Actor, *, code: str | None = None, device: str | None = None
+) -> Command:
+    return Command(op, actor, device or target.device_id, reservation_id=target.id, code=code)
+
+
+def refused(decision: Decision) -> Code:
+    """The refusal's code, after checking that a refusal carries no reservation at all."""
+    assert decision.refusal is not None, decision
+    assert decision.after is None
+    assert decision.before is None
+    return decision.refusal.code
+
+
+def accepted(decision: Decision) -> Slot:
+    assert decision.refusal is None, decision.refusal
+    assert decision.after is not None
+    return decision.after
+
+
+# -- the transition table ----------------------------------------------------------------------
+ALL_PAIRS = [
+    (status, op, role) for status in Status for op in TARGET_OPS for role in sorted(ALLOWED[op])
+]
+LEGAL = [
+    pytest.param(s, op, role, id=f"{s}-{op}-by-{role}")
+    for s, op, role in ALL_PAIRS
+    if op in TRANSITIONS.get(s, {})
+]
+ILLEGAL = [
+    pytest.param(s, op, role, id=f"{s}-{op}-by-{role}")
+    for s, op, role in ALL_PAIRS
+    if op not in TRANSITIONS.get(s, {})
+]
+
+
+def table_context(target: Slot) -> Context:
+    """What the bridge loads for a command on ``target``: it, among the machine's active slots."""
+    return context(target=target, device_slots=(target,) if target.status in ACTIVE else ())
+
+
+def test_the_table_cases_cover_every_status_op_and_allowed_role() -> None:
+    assert len(LEGAL) + len(ILLEGAL) == len(ALL_PAIRS) == len(Status) * 12
+    assert len(LEGAL) == 15
+
+
+def test_only_active_reservations_have_a_way_out_and_every_way_leads_to_a_known_status() -> None:
+    assert set(TRANSITIONS) == ACTIVE
+    assert HOLDING < ACTIVE
+    for moves in TRANSITIONS.values():
+        assert set(moves) <= set(TARGET_OPS)
+        assert set(moves.values()) <= set(Status)
+
+
+def test_every_op_says_who_may_ask_for_it() -> None:
+    assert set(ALLOWED) == set(Op)
+    assert all(ALLOWED[op] for op in Op)
+
+
+@pytest.mark.parametrize(("status", "op", "role"), LEGAL)
+def test_a_legal_transition_changes_the_status_as_the_table_says_and_nothing_else(
+    status: Status, op: Op, role: Role
+) -> None:
+    target = slot(status=status)
+    decision = decide(table_context(target), act(op, target, BY_ROLE[role], code=CODE))
+    assert decision == Decision(
+        before=target, after=replace(target, status=TRANSITIONS[status][op])
+    )
+
+
+@pytest.mark.parametrize(("status", "op", "role"), ILLEGAL)
+def test_an_illegal_transition_is_refused_as_invalid_transition_and_changes_nothing(
+    status: Status, op: Op, role: Role
+) -> None:
+    target = slot(status=status)
+    decision = decide(table_context(target), act(op, target, BY_ROLE[role], code=CODE))
+    assert refused(decision) == Code.INVALID_TRANSITION
+    assert decision.refusal is not None
+    assert status.value in decision.refusal.message
+
+
+def feed(target: Slot, *commands: tuple[Op, Actor]) -> list[Status | Code]:
+    """Apply commands one after another; the status after each, or the refusal's code."""
+    seen: list[Status | Code] = []
+    for op, actor in commands:
+        decision = decide(table_context(target), act(op, target, actor, code=target.code))
+        if decision.after is None:
+            assert decision.refusal is not None
+            seen.append(decision.refusal.code)
+        else:
+            target = decision.after
+            seen.append(target.status)
+    return seen
+
+
+def test_a_reservation_walks_from_request_through_check_in_to_completion() -> None:
+    request = accepted(decide(context(), book(at(5), at(65))))
+    assert request.status is Status.PENDING
+    assert feed(
+        request,
+        (Op.APPROVE, STAFF),
+        (Op.CHECK_IN, ANA),
+        (Op.COMPLETE, TIMER),
+        (Op.CANCEL, STAFF),
+    ) == [Status.APPROVED, Status.CHECKED_IN, Status.COMPLETED, Code.INVALID_TRANSITION]
+
+
+def test_a_refused_command_leaves_the_reservation_as_it_was_and_the_next_one_still_applies() -> (
+    None
+):
+    assert feed(
+        slot(status=Status.PENDING),
+        (Op.CHECK_IN, ANA),
+        (Op.NO_SHOW, TIMER),
+        (Op.APPROVE, STAFF),
+        (Op.APPROVE, STAFF),
+        (Op.NO_SHOW, TIMER),
+        (Op.CHECK_IN, ANA),
+    ) == [
+        Code.INVALID_TRANSITION,
+        Code.INVALID_TRANSITION,
+        Status.APPROVED,
+        Code.INVALID_TRANSITION,
+        Status.NO_SHOW,
+        Code.INVALID_TRANSITION,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("first", "then"),
+    [
+        pytest.param((Op.REJECT, STAFF), Status.REJECTED, id="rejected"),
+        pytest.param((Op.CANCEL, ANA), Status.CANCELLED, id="cancelled-by-owner"),
+        pytest.param((Op.CANCEL, TIMER), Status.CANCELLED, id="expired-by-timer"),
+    ],
+)
+def test_a_pending_request_that_ends_early_never_comes_back(
+    first: tuple[Op, Actor], then: Status
+) -> None:
+    everything = [(op, BY_ROLE[role]) for op in TARGET_OPS for role in sorted(ALLOWED[op])]
+    assert feed(slot(status=Status.PENDING), first, *everything) == [then] + [
+        Code.INVALID_TRANSITION
+    ] * len(everything)
+
+
+# -- roles -------------------------------------------------------------------------------------
+def ready_for(op: Op, actor: Actor) -> tuple[Context, Command]:
+    """A context and command that would succeed if ``actor`` were allowed to ask for ``op``."""
+    if op is Op.RESERVE:
+        return context(), book(at(5), at(65), actor=actor)
+    status = next(s for s, moves in TRANSITIONS.items() if op in moves)
+    target = slot(status=status, user=actor.user)
+    return table_context(target), act(op, target, actor, code=CODE)
+
+
+FORBIDDEN = [
+    pytest.param(op, role, id=f"{role}-may-not-{op}")
+    for op in Op
+    for role in Role
+    if role not in ALLOWED[op]
+]
+PERMITTED = [
+    pytest.param(op, role, id=f"{role}-may-{op}") for op in Op for role in sorted(ALLOWED[op])
+]
+
+
+@pytest.mark.parametrize(("op", "role"), FORBIDDEN)
+def test_a_role_not_allowed_to_ask_for_an_op_is_refused_as_forbidden(op: Op, role: Role) -> None:
+    ctx, cmd = ready_for(op, BY_ROLE[role])
+    assert refused(decide(ctx, cmd)) == Code.FORBIDDEN
+
+
+@pytest.mark.parametrize(("op", "role"), PERMITTED)
+def test_a_role_allowed_to_ask_for_an_op_gets_it_when_everything_else_is_in_order(
+    op: Op, role: Role
+) -> None:
+    ctx, cmd = ready_for(op, BY_ROLE[role])
+    accepted(decide(ctx, cmd))
+
+
+@pytest.mark.parametrize(
+    ("op", "status"),
+    [
+        pytest.param(Op.CANCEL, Status.PENDING, id="cancel-pending"),
+        pytest.param(Op.CANCEL, Status.APPROVED, id="cancel-approved"),
+        pytest.param(Op.CHECK_IN, Status.APPROVED, id="check-in"),
+        pytest.param(Op.CHECK_IN, Status.COMPLETED, id="check-in-completed"),
+    ],
+)
+def test_a_player_acting_on_another_players_reservation_hears_exactly_what_a_missing_one_gets(
+    op: Op, status: Status
+) -> None:
+    theirs = slot(user="bo", status=status)
+    decision = decide(table_context(theirs), act(op, theirs, ANA, code=CODE))
+    assert refused(decision) == Code.NOT_FOUND
+    assert decision == decide(context(), act(op, theirs, ANA, code=CODE))
+
+
+@pytest.mark.parametrize("status", [Status.PENDING, Status.APPROVED])
+def test_an_admin_can_cancel_anyones_reservation(status: Status) -> None:
+    theirs = slot(user="bo", status=status)
+    after = accepted(decide(table_context(theirs), act(Op.CANCEL, theirs, STAFF)))
+    assert after == replace(theirs, status=Status.CANCELLED)
+
+
+@pytest.mark.parametrize("role", sorted(ALLOWED[Op.CANCEL]))
+def test_a_reservation_on_another_machine_is_not_found(role: Role) -> None:
+    target = slot(device="pc-02", status=Status.APPROVED)
+    cmd = act(Op.CANCEL, target, BY_ROLE[role], device="pc-01")
+    assert refused(decide(table_context(target), cmd)) == Code.NOT_FOUND
+
+
+@pytest.mark.parametrize("op", TARGET_OPS)
+def test_a_command_on_no_reservation_is_not_found(op: Op) -> None:
+    role = sorted(ALLOWED[op])[0]
+    assert refused(decide(context(), act(op, slot(), BY_ROLE[role]))) == Code.NOT_FOUND
+
+
+@pytest.mark.parametrize("op", list(Op))
+def test_a_command_on_an_unknown_machine_is_not_found(op: Op) -> None:
+    ctx, cmd = ready_for(op, BY_ROLE[sorted(ALLOWED[op])[0]])
+    assert refused(decide(replace(ctx, device_exists=False), cmd)) == Code.NOT_FOUND
+
+
+# -- check-in ----------------------------------------------------------------------------------
+CODE_CHECKERS = [pytest.param(ANA, id="player"), pytest.param(MACHINE, id="machine")]
+
+
+@pytest.mark.parametrize("actor", CODE_CHECKERS)
+@pytest.mark.parametrize("code", ["000000", "48291", CODE + " ", "", None])
+def test_a_player_or_machine_with_a_wrong_or_missing_code_hears_bad_code(
+    actor: Actor, code: str | None
+) -> None:
+    target = slot()
+    cmd = act(Op.CHECK_IN, target, actor, code=code)
+    assert refused(decide(table_context(target), cmd)) == Code.BAD_CODE
+
+
+@pytest.mark.parametrize("actor", CODE_CHECKERS)
+def test_a_player_or_machine_with_the_right_code_checks_in(actor: Actor) -> None:
+    target = slot()
+    after = accepted(decide(table_context(target), act(Op.CHECK_IN, target, actor, code=CODE)))
+    assert after.status is Status.CHECKED_IN
+
+
+@pytest.mark.parametrize("code", [None, "000000"])
+def test_an_admin_checks_anyone_in_without_the_code(code: str | None) -> None:
+    theirs = slot(user="bo")
+    after = accepted(decide(table_context(theirs), act(Op.CHECK_IN, theirs, STAFF, code=code)))
+    assert after == replace(theirs, status=Status.CHECKED_IN)
+
+
+CHECKERS = [*CODE_CHECKERS, pytest.param(STAFF, id="admin")]
+
+
+@pytest.mark.parametrize("actor", CHECKERS)
+def test_check_in_before_the_early_window_is_too_early(actor: Actor) -> None:
+    target = slot(start=60)
+    opens = target.starts_at - DEFAULT.check_in_early
+    cmd = act(Op.CHECK_IN, target, actor, code=CODE)
+    early = replace(table_context(target), now=opens - timedelta(seconds=1))
+    assert refused(decide(early, cmd)) == Code.TOO_EARLY
+    accepted(decide(replace(early, now=opens), cmd))
+
+
+@pytest.mark.parametrize("actor", CHECKERS)
+@pytest.mark.parametrize("late", [timedelta(0), timedelta(seconds=1), timedelta(hours=3)])
+def test_check_in_at_or_after_the_end_of_the_slot_is_in_past(actor: Actor, late: timedelta) -> None:
+    target = slot(start=-30, minutes=60)
+    cmd = act(Op.CHECK_IN, target, actor, code=CODE)
+    over = replace(table_context(target), now=target.ends_at + late)
+    assert refused(decide(over, cmd)) == Code.IN_PAST
+    accepted(decide(replace(over, now=target.ends_at - timedelta(seconds=1)), cmd))
+
+
+# -- reserve -----------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("start", "end", "code"),
+    [
+        pytest.param(None, at(60), Code.INVALID, id="no-start"),
+        pytest.param(at(0), None, Code.INVALID, id="no-end"),
+        pytest.param(None, None, Code.INVALID, id="no-times"),
+        pytest.param(at(60), at(60), Code.INVALID, id="ends-at-start"),
+        pytest.param(at(60), at(30), Code.INVALID, id="ends-before-start"),
+        pytest.param(at(-90), at(-30), Code.IN_PAST, id="already-ended"),
+        pytest.param(at(-60), at(0), Code.IN_PAST, id="ends-right-now"),
+        pytest.param(
+            NOW - timedelta(minutes=1, seconds=1), at(30), Code.IN_PAST, id="started-61s-ago"
+        ),
+        pytest.param(at(-30), at(30), Code.IN_PAST, id="started-half-an-hour-ago"),
+        pytest.param(
+            NOW + timedelta(days=14, seconds=1),
+            NOW + timedelta(days=14, minutes=60),
+            Code.INVALID,
+            id="beyond-max-days-ahead",
+        ),
+        pytest.param(at(0), at(241), Code.TOO_LONG, id="longer-than-max"),
+        pytest.param(at(0), at(24 * 60), Code.TOO_LONG, id="a-whole-day"),
+        pytest.param(at(0), at(9.99), Code.INVALID, id="shorter-than-min"),
+    ],
+)
+def test_a_reservation_with_bad_times_is_refused(
+    start: datetime | None, end: datetime | None, code: Code
+) -> None:
+    assert refused(decide(context(), book(start, end))) == code
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        pytest.param(NOW - timedelta(minutes=1), at(30), id="started-exactly-a-minute-ago"),
+        pytest.param(at(0), at(10), id="exactly-min-minutes"),
+        pytest.param(at(0), at(240), id="exactly-max-minutes"),
+        pytest.param(
+            NOW + timedelta(days=14), NOW + timedelta(days=14, minutes=60), id="exactly-max-days"
+        ),
+        pytest.param(kst(11, 3), kst(11, 4), id="3am-when-open-around-the-clock"),
+    ],
+)
+def test_a_reservation_on_the_edge_of_every_limit_is_accepted(
+    start: datetime, end: datetime
+) -> None:
+    after = accepted(decide(context(), book(start, end)))
+    assert (after.starts_at, after.ends_at) == (start, end)
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        pytest.param(kst(11, 1, 0), kst(11, 1, 30), id="01:00-late-night"),
+        pytest.param(kst(11, 1, 30), kst(11, 2, 0), id="01:30-until-closing"),
+        pytest.param(kst(11, 23, 30), kst(12, 0, 30), id="23:30-across-midnight"),
+        pytest.param(kst(11, 10, 0), kst(11, 10, 30), id="10:00-at-opening"),
+        pytest.param(kst(10, 22, 0), kst(11, 2, 0), id="22:00-until-closing"),
+    ],
+)
+def test_a_late_night_slot_inside_opening_hours_is_accepted(start: datetime, end: datetime) -> None:
+    accepted(decide(context(policy=LATE_NIGHTS), book(start, end)))
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        pytest.param(kst(11, 3, 0), kst(11, 3, 30), id="03:00-closed"),
+        pytest.param(kst(11, 2, 0), kst(11, 2, 30), id="02:00-at-closing"),
+        pytest.param(kst(11, 1, 30), kst(11, 2, 30), id="01:30-past-closing"),
+        pytest.param(kst(11, 9, 30), kst(11, 10, 30), id="09:30-before-opening"),
+        pytest.param(kst(11, 9, 50), kst(11, 10, 0), id="09:50-until-opening"),
+    ],
+)
+def test_a_slot_outside_opening_hours_is_refused(start: datetime, end: datetime) -> None:
+    assert refused(decide(context(policy=LATE_NIGHTS), book(start, end))) == Code.OUTSIDE_HOURS
+
+
+def test_opening_hours_are_read_in_venue_time_not_utc() -> None:
+    ctx = context(policy=LATE_NIGHTS)
+    noon_in_seoul = datetime(2025, 3, 11, 3, 0, tzinfo=UTC)
+    three_am_in_seoul = datetime(2025, 3, 10, 18, 0, tzinfo=UTC)
+    accepted(decide(ctx, book(noon_in_seoul, noon_in_seoul + timedelta(minutes=30))))
+    late = book(three_am_in_seoul, three_am_in_seoul + timedelta(minutes=30))
+    assert refused(decide(ctx, late)) == Code.OUTSIDE_HOURS
+
+
+def test_a_machine_in_maintenance_takes_no_reservations() -> None:
+    assert (
+        refused(decide(context(maintenance=True), book(at(5), at(65)))) == Code.DEVICE_UNAVAILABLE
+    )
+
+
+def test_a_reservation_on_an_unknown_machine_is_not_found() -> None:
+    assert refused(decide(context(device_exists=False), book(at(5), at(65)))) == Code.NOT_FOUND
+
+
+@pytest.mark.parametrize("status", sorted(ACTIVE))
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        pytest.param(0, 60, id="overlapping-the-start"),
+        pytest.param(60, 120, id="overlapping-the-end"),
+        pytest.param(40, 50, id="inside"),
+        pytest.param(0, 240, id="around"),
+        pytest.param(30, 90, id="the-same"),
+    ],
+)
+def test_a_slot_overlapping_an_active_one_on_the_machine_is_refused_naming_it(
+    status: Status, start: int, end: int
+) -> None:
+    taken = slot("r9", user="bo", start=30, minutes=60, status=status)
+    decision = decide(context(device_slots=(taken,)), book(at(start), at(end)))
+    assert refused(decision) == Code.CONFLICT
+    assert decision.refusal is not None
+    assert decision.refusal.conflict == taken
+
+
+@pytest.mark.parametrize("status", sorted(ACTIVE))
+def test_a_slot_overlapping_the_players_own_active_one_on_another_machine_is_refused(
+    status: Status,
+) -> None:
+    mine = slot("r8", device="pc-02", start=30, minutes=60, status=status)
+    decision = decide(context(player_slots=(mine,)), book(at(0), at(45)))
+    assert refused(decision) == Code.CONFLICT
+    assert decision.refusal is not None
+    assert decision.refusal.conflict == mine
+
+
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [pytest.param(0, 60, id="just-before"), pytest.param(120, 180, id="just-after")],
+)
+def test_back_to_back_slots_do_not_conflict(start: int, end: int) -> None:
+    theirs = slot("r9", user="bo", start=60, minutes=60)
+    mine = slot("r8", device="pc-02", start=60, minutes=60)
+    ctx = context(device_slots=(theirs,), player_slots=(mine,))
+    accepted(decide(ctx, book(at(start), at(end))))
+
+
+@pytest.mark.parametrize("status", INACTIVE)
+def test_a_finished_reservation_never_conflicts(status: Status) -> None:
+    theirs = slot("r9", user="bo", start=0, minutes=60, status=status)
+    mine = slot("r8", device="pc-02", start=0, minutes=60, status=status)
+    ctx = context(device_slots=(theirs,), player_slots=(mine,) * 5)
+    accepted(decide(ctx, book(at(0), at(60))))
+
+
+def spread(n: int, status: Status = Status.APPROVED) -> tuple[Slot, ...]:
+    """``n`` of ana's reservations on other machines, one a day, clear of today's slots."""
+    return tuple(
+        slot(f"r{i}", device="pc-02", start=(i + 1) * 24 * 60, status=status) for i in range(n)
+    )
+
+
+def test_a_player_at_the_cap_of_active_reservations_hears_limit_reached() -> None:
+    full = context(player_slots=spread(DEFAULT.max_active_per_player))
+    assert refused(decide(full, book(at(5), at(65)))) == Code.LIMIT_REACHED
+
+
+def test_a_player_below_the_cap_may_book_and_finished_reservations_do_not_count() -> None:
+    below = spread(DEFAULT.max_active_per_player - 1)
+    finished = tuple(replace(s, id=f"old-{s.id}", status=Status.COMPLETED) for s in spread(5))
+    accepted(decide(context(player_slots=below + finished), book(at(5), at(65))))
+
+
+@pytest.mark.parametrize(
+    ("auto_approve", "status"), [(True, Status.APPROVED), (False, Status.PENDING)]
+)
+def test_a_new_reservation_is_approved_only_where_the_machine_auto_approves(
+    auto_approve: bool, status: Status
+) -> None:
+    after = accepted(decide(context(auto_approve=auto_approve), book(at(5), at(65))))
+    assert after.status is status
+
+
+@pytest.mark.parametrize("actor", [ANA, STAFF])
+def test_a_new_reservation_carries_the_new_id_and_code_and_belongs_to_the_actor(
+    actor: Actor,
+) -> None:
+    decision = decide(context(), book(at(5), at(65), actor=actor, device="pc-01"))
+    assert decision == Decision(
+        after=Slot(NEW_ID, "pc-01", actor.user, at(5), at(65), Status.PENDING, NEW_CODE)
+    )
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=TypeError,
+    reason="BUG: decide() promises never to raise for bad input, but a naive datetime in the "
+    "command raises TypeError (can't compare offset-naive and offset-aware datetimes)",
+)
+def test_a_naive_datetime_is_refused_as_invalid_rather_than_raising() -> None:
+    naive = datetime(2025, 3, 10, 13, 0)  # the point of the test
+    assert refused(decide(context(), book(naive, naive + timedelta(hours=1)))) == Code.INVALID
+
+
+# -- approve re-checks holding reservations -----------------------------------------------------
+@pytest.mark.parametrize("status", sorted(HOLDING))
+def test_approving_a_request_that_overlaps_a_holding_one_is_refused_naming_it(
+    status: Status,
+) -> None:
+    request = slot("r1", status=Status.PENDING, start=0, minutes=60)
+    holder = slot("r2", user="bo", status=status, start=30, minutes=60)
+    decision = decide(
+        context(target=request, device_slots=(request, holder)), act(Op.APPROVE, request, STAFF)
+    )
+    assert refused(decision) == Code.CONFLICT
+    assert decision.refusal is not None
+    assert decision.refusal.conflict == holder
+
+
+def test_approving_a_request_that_overlaps_only_other_requests_is_allowed() -> None:
+    request = slot("r1", status=Status.PENDING, start=0, minutes=60)
+    rival = slot("r2", user="bo", status=Status.PENDING, start=30, minutes=60)
+    done = [slot(f"d{i}", status=s, start=0, minutes=60) for i, s in enumerate(INACTIVE)]
+    after_it = slot("r3", user="bo", status=Status.APPROVED, start=60, minutes=60)
+    ctx = context(target=request, device_slots=(request, rival, after_it, *done))
+    after = accepted(decide(ctx, act(Op.APPROVE, request, STAFF)))
+    assert after == replace(request, status=Status.APPROVED)
+
+
+def test_approving_on_a_machine_in_maintenance_is_refused() -> None:
+    request = slot(status=Status.PENDING)
+    ctx = replace(table_context(request), maintenance=True)
+    assert refused(decide(ctx, act(Op.APPROVE, request, STAFF))) == Code.DEVICE_UNAVAILABLE
+
+
+# -- hypothesis: the overlap and opening-hours rules ----------------------------------------------
+FAST = settings(max_examples=200, deadline=None)
+minutes_from_now = st.integers(min_value=0, max_value=3 * 24 * 60)
+lengths = st.integers(min_value=1, max_value=240)
+
+
+@FAST
+@given(a=minutes_from_now, a_len=lengths, b=minutes_from_now, b_len=lengths)
+def test_overlap_is_a_symmetric_half_open_interval_intersection(
+    a: int, a_len: int, b: int, b_len: int
+) -> None:
+    one = slot("a", start=a, minutes=a_len)
+    other = slot("b", start=b, minutes=b_len)
+    shared = set(range(a, a + a_len)) & set(range(b, b + b_len))
+    assert one.overlaps(other.starts_at, other.ends_at) == bool(shared)
+    assert other.overlaps(one.starts_at, one.ends_at) == bool(shared)
+
+
+@FAST
+@given(
+    opens=st.integers(min_value=0, max_value=24 * 60 - 1),
+    closes=st.integers(min_value=0, max_value=24 * 60 - 1),
+    start=minutes_from_now,
+    length=lengths,
+)
+def test_a_slot_is_within_hours_exactly_when_every_minute_of_it_is_open(
+    opens: int, closes: int, start: int, length: int
+) -> None:
+    policy = Policy(opens=time(*divmod(opens, 60)), closes=time(*divmod(closes, 60)))
+
+    def is_open(moment: datetime) -> bool:
+        local = moment.astimezone(KST)
+        minute = local.hour * 60 + local.minute
+        if opens == closes:
+            return True
+        if opens < closes:
+            return opens <= minute < closes
+        return minute >= opens or minute < closes
+
+    every_minute = (at(start + m) for m in range(length))
+    assert policy.within_hours(at(start), at(start + length)) == all(map(is_open, every_minute))
+
+
+# -- hypothesis: decide never raises ------------------------------------------------------------
+instants = st.datetimes(
+    min_value=datetime(2025, 1, 1), max_value=datetime(2025, 12, 31), timezones=st.just(UTC)
+)
+any_slot = st.builds(
+    Slot,
+    id=st.sampled_from(["r1", "r2", "r3"]),
+    device_id=st.sampled_from(["pc-01", "pc-02"]),
+    user=st.sampled_from(["ana", "bo"]),
+    starts_at=instants,
+    ends_at=instants,
+    status=st.sampled_from(Status),
+    code=st.sampled_from(["", CODE, "000000"]),
+)
+any_codes = st.none() | st.sampled_from(["", CODE, "000000"])
+
+
+@FAST
+@given(
+    ctx=st.builds(
+        Context,
+        now=instants,
+        policy=st.sampled_from([DEFAULT, LATE_NIGHTS, Policy(max_active_per_player=0)]),
+        device_exists=st.booleans(),
+        maintenance=st.booleans(),
+        auto_approve=st.booleans(),
+        device_slots=st.lists(any_slot, max_size=3).map(tuple),
+        player_slots=st.lists(any_slot, max_size=3).map(tuple),
+        target=st.none() | any_slot,
+        new_id=st.just(NEW_ID),
+        new_code=st.just(NEW_CODE),
+    ),
+    cmd=st.builds(
+        Command,
+        op=st.sampled_from(Op),
+        actor=st.builds(
+            Actor, user=st.sampled_from(["ana", "bo", "staff", "pc-01"]), role=st.sampled_from(Role)
+        ),
+        device_id=st.sampled_from(["pc-01", "pc-02"]),
+        reservation_id=st.none() | st.sampled_from(["r1", "r2"]),
+        starts_at=st.none() | instants,
+        ends_at=st.none() | instants,
+        code=any_codes,
+    ),
+)
+def test_decide_never_raises_and_answers_with_exactly_one_of_after_or_refusal(
+    ctx: Context, cmd: Command
+) -> None:
+    decision = decide(ctx, cmd)
+    assert (decision.after is None) != (decision.refusal is None)
+    if decision.after is None:
+        assert decision.before is None
+        return
+    assert cmd.actor.role in ALLOWED[cmd.op]
+    assert ctx.device_exists
+    if cmd.op is Op.RESERVE:
+        assert decision.before is None
+        assert decision.after.status is (Status.APPROVED if ctx.auto_approve else Status.PENDING)
+    else:
+        assert ctx.target is not None
+        assert decision.before == ctx.target
+        nxt = TRANSITIONS[ctx.target.status][cmd.op]
+        assert decision.after == replace(ctx.target, status=nxt)
+
+
+# -- hypothesis: a tiny bridge, random command sequences, invariants after every step -----------
+MACHINES = ("pc-01", "pc-02", "pc-03")
+AUTO_APPROVING = frozenset({"pc-03"})
+PLAYERS = ("ana", "bo", "cy")
+
+
+@dataclass(frozen=True)
+class Book:
+    player: str
+    machine: str
+    start: int
+    minutes: int
+
+    def command(self, rows: dict[str, Slot]) -> Command:
+        actor = Actor(self.player, Role.PLAYER)
+        return book(at(self.start), at(self.start + self.minutes), actor=actor, device=self.machine)
+
+
+@dataclass(frozen=True)
+class Handle:
+    """A command on the ``pick``-th stored reservation (or on a missing one, if none)."""
+
+    op: Op
+    actor: Actor
+    pick: int
+    right_code: bool = True
+
+    def command(self, rows: dict[str, Slot]) -> Command:
+        ids = sorted(rows)
+        target = rows[ids[self.pick % len(ids)]] if ids else slot("missing")
+        code = target.code if self.right_code else "000000"
+        return act(self.op, target, self.actor, code=code)
+
+
+Step = Book | Handle
+
+
+@dataclass
+class MiniBridge:
+    """Builds each Context the way bridge.reservations does, and stores Decision.after."""
+
+    rows: dict[str, Slot] = field(default_factory=dict)
+    issued: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def context_for(self, cmd: Command) -> Context:
+        target = self.rows.get(cmd.reservation_id) if cmd.reservation_id else None
+        if cmd.op is Op.RESERVE and cmd.starts_at and cmd.ends_at:
+            window = (cmd.starts_at, cmd.ends_at)
+        elif target is not None:
+            window = (target.starts_at, target.ends_at)
+        else:
+            window = (NOW, NOW)
+        n = next(self.issued)
+        return Context(
+            now=NOW,
+            policy=DEFAULT,
+            device_exists=cmd.device_id in MACHINES,
+            auto_approve=cmd.device_id in AUTO_APPROVING,
+            device_slots=tuple(
+                s
+                for s in self.rows.values()
+                if s.device_id == cmd.device_id and s.status in ACTIVE and s.overlaps(*window)
+            ),
+            player_slots=tuple(
+                s for s in self.rows.values() if s.user == cmd.actor.user and s.status in ACTIVE
+            ),
+            target=target,
+            new_id=f"n{n:03d}",
+            new_code=f"{n:06d}",
+        )
+
+    def apply(self, step: Step) -> Decision:
+        cmd = step.command(self.rows)
+        ctx = self.context_for(cmd)
+        decision = decide(ctx, cmd)
+        self.check_step(ctx, cmd, decision)
+        if decision.after is not None:
+            self.rows[decision.after.id] = decision.after
+        return decision
+
+    def check_step(self, ctx: Context, cmd: Command, decision: Decision) -> None:
+        assert (decision.after is None) != (decision.refusal is None)
+        if decision.refusal is not None:
+            assert decision.before is None
+            conflict = decision.refusal.conflict
+            if conflict is not None:  # names a real, active, overlapping reservation
+                assert self.rows[conflict.id] == conflict
+                assert conflict.status in ACTIVE
+            return
+        after = decision.after
+        assert after is not None
+        if cmd.op is Op.RESERVE:
+            assert decision.before is None
+            assert after.id not in self.rows
+            assert after.status is (Status.APPROVED if ctx.auto_approve else Status.PENDING)
+        else:
+            before = self.rows[after.id]
+            assert decision.before == before
+            assert after == replace(before, status=TRANSITIONS[before.status][cmd.op])
+
+
+def pairs(slots: Iterable[Slot]) -> Iterable[tuple[Slot, Slot]]:
+    return itertools.combinations(slots, 2)
+
+
+def clashes(rows: dict[str, Slot], statuses: frozenset[Status], by: str) -> list[tuple[str, str]]:
+    """Pairs of reservations in ``statuses`` that share a machine (or player) and overlap."""
+    chosen = [s for s in rows.values() if s.status in statuses]
+    return [
+        (a.id, b.id)
+        for a, b in pairs(chosen)
+        if getattr(a, by) == getattr(b, by) and a.overlaps(b.starts_at, b.ends_at)
+    ]
+
+
+def active_count(rows: dict[str, Slot], player: str) -> int:
+    return sum(1 for s in rows.values() if s.user == player and s.status in ACTIVE)
+
+
+books = st.builds(
+    Book,
+    player=st.sampled_from(PLAYERS),
+    machine=st.sampled_from(MACHINES),
+    start=st.integers(min_value=0, max_value=120),
+    minutes=st.integers(min_value=10, max_value=60),
+)
+staff_work = st.builds(
+    Handle,
+    op=st.sampled_from([Op.APPROVE, Op.REJECT, Op.CANCEL]),
+    actor=st.just(STAFF),
+    pick=st.integers(min_value=0, max_value=40),
+)
+other_work = st.builds(
+    Handle,
+    op=st.sampled_from([Op.CANCEL, Op.CHECK_IN]),
+    actor=st.sampled_from([Actor(p, Role.PLAYER) for p in PLAYERS]),
+    pick=st.integers(min_value=0, max_value=40),
+    right_code=st.booleans(),
+) | st.builds(
+    Handle,
+    op=st.sampled_from([Op.CHECK_IN, Op.COMPLETE, Op.NO_SHOW, Op.CANCEL]),
+    actor=st.sampled_from([STAFF, TIMER]),
+    pick=st.integers(min_value=0, max_value=40),
+)
+scripts = st.lists(st.one_of(books, books, staff_work, other_work), max_size=40)
+
+
+@FAST
+@given(script=scripts)
+def test_no_sequence_of_commands_ever_double_books_a_machine_or_a_player(
+    script: Sequence[Step],
+) -> None:
+    plaza = MiniBridge()
+    for step in script:
+        plaza.apply(step)
+        assert clashes(plaza.rows, ACTIVE, by="device_id") == []
+        assert clashes(plaza.rows, ACTIVE, by="user") == []
+        assert clashes(plaza.rows, HOLDING, by="device_id") == []
+        for player in PLAYERS:
+            assert active_count(plaza.rows, player) <= DEFAULT.max_active_per_player
+
+
+racing_requests = st.lists(
+    st.builds(
+        lambda machine, player, start, minutes: (machine, player, start, minutes),
+        st.sampled_from(MACHINES[:2]),
+        st.sampled_from(PLAYERS),
+        st.integers(min_value=0, max_value=60),
+        st.integers(min_value=10, max_value=60),
+    ),
+    max_size=8,
+)
+
+
+@FAST
+@given(
+    requests=racing_requests,
+    script=st.lists(st.one_of(staff_work, staff_work, other_work, books), max_size=30),
+)
+def test_overlapping_requests_that_slipped_in_are_never_both_approved(
+    requests: list[tuple[str, str, int, int]], script: Sequence[Step]
+) -> None:
+    """Rows from two racing bridges (or from elsewhere) may overlap while pending; approving
+    re-checks against holding reservations, so at most one of them ever holds the machine."""
+    plaza = MiniBridge()
+    for i, (machine, player, start, minutes) in enumerate(requests):
+        raced = slot(
+            f"p{i}",
+            device=machine,
+            user=player,
+            start=start,
+            minutes=minutes,
+            status=Status.PENDING,
+        )
+        plaza.rows[raced.id] = replace(raced, code=f"9{i:05d}")
+    for step in script:
+        plaza.apply(step)
+        assert clashes(plaza.rows, HOLDING, by="device_id") == []
