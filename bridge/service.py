@@ -144,7 +144,7 @@ class BridgeService:
                     ]
                     granted = await client.subscribe([(f, 1) for f in filters])
                     for f, code in zip(filters, granted or [], strict=False):
-                        if getattr(code, "value", code) >= 0x80:
+                        if int(getattr(code, "value", 0)) >= 0x80:
                             log.error("the broker refused subscription %s: %s", f, code)
                     backoff.reset()
                     self.connected.set()

@@ -19,8 +19,6 @@ import asyncio
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,24 +26,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-import aiomqtt
-
 from plaza.messages import BoardEntry, MachineState
-from plaza.mqtt import NODELAY
 from plaza.topics import Topics
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
-from venue.broker import LocalBroker, die_with_parent, free_port
-from venue.fleet import BRIDGE_USER, OBSERVER_USER, VenueSecrets, demo_fleet
+from venue.benchkit import BenchVenue, percentile, write_report
+from venue.fleet import BRIDGE_USER, OBSERVER_USER, DeviceSpec, demo_fleet
 
 TOPICS = Topics()
 ECHO_TOPIC = TOPICS.bench_echo
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
-    return ordered[index]
 
 
 @dataclass
@@ -91,29 +80,15 @@ def state_is(state: MachineState) -> Callable[[BoardEntry], bool]:
 async def _bench(machines: int, trials: int, work: Path) -> dict[str, list[float]]:
     topics = TOPICS
     fleet = demo_fleet(machines)
-    secrets = VenueSecrets()
-    secrets.ensure_devices([d.id for d in fleet])
-    broker = LocalBroker(work / "broker", free_port(), free_port())
-    broker.configure(secrets.broker_clients(), secrets.roles(topics))
-    broker.start()
-    env = dict(
-        os.environ,
-        PLAZA_DATA_DIR=str(work),
-        PLAZA_MQTT_PORT=str(broker.port),
-        PLAZA_MQTT_USERNAME=BRIDGE_USER,
-        PLAZA_MQTT_PASSWORD=secrets.bridge,
-    )
-    bridge_log = (work / "bridge.log").open("wb")
-    bridge = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "venue.cli",
-        "bridge",
-        env=env,
-        stdout=bridge_log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=die_with_parent,
-    )
+    async with BenchVenue(work, fleet) as venue:
+        return await _measure(venue, fleet, trials, topics)
+
+
+async def _measure(
+    venue: BenchVenue, fleet: list[DeviceSpec], trials: int, topics: Topics
+) -> dict[str, list[float]]:
+    machines = len(fleet)
+    secrets, broker = venue.secrets, venue.broker
     loop = asyncio.get_running_loop()
     observer = Observer(loop)
     online: set[str] = set()
@@ -129,73 +104,57 @@ async def _bench(machines: int, trials: int, work: Path) -> dict[str, list[float
     ]
     results: dict[str, list[float]] = {"raw": [], "drop": [], "state": []}
 
-    def client(user: str, password: str) -> aiomqtt.Client:
-        return aiomqtt.Client(
-            "127.0.0.1",
-            broker.port,
-            username=user,
-            password=password,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            socket_options=NODELAY,
-        )
+    client = venue.client
+    async with (
+        client(OBSERVER_USER, secrets.observer) as watch,
+        client(BRIDGE_USER, secrets.bridge) as raw_pub,
+        asyncio.TaskGroup() as tg,
+    ):
+        await watch.subscribe([(topics.all_board, 1), (ECHO_TOPIC, 1)])
 
-    try:
-        async with (
-            client(OBSERVER_USER, secrets.observer) as watch,
-            client(BRIDGE_USER, secrets.bridge) as raw_pub,
-            asyncio.TaskGroup() as tg,
-        ):
-            await watch.subscribe([(topics.all_board, 1), (ECHO_TOPIC, 1)])
+        async def pump() -> None:
+            async for m in watch.messages:
+                payload = m.payload if isinstance(m.payload, bytes) else b""
+                if m.topic.value != ECHO_TOPIC and payload:  # a board entry
+                    entry = BoardEntry.model_validate_json(payload)
+                    (online.add if entry.online else online.discard)(entry.device_id)
+                    if len(online) == machines:
+                        all_online.set()
+                observer.arrived(m.topic.value, payload)
 
-            async def pump() -> None:
-                async for m in watch.messages:
-                    payload = m.payload if isinstance(m.payload, bytes) else b""
-                    if m.topic.value != ECHO_TOPIC and payload:  # a board entry
-                        entry = BoardEntry.model_validate_json(payload)
-                        (online.add if entry.online else online.discard)(entry.device_id)
-                        if len(online) == machines:
-                            all_online.set()
-                    observer.arrived(m.topic.value, payload)
+        pump_task = tg.create_task(pump())
+        tasks = []
+        for i, m in enumerate(fleet_machines):
+            tasks.append(tg.create_task(m.run()))
+            if i % 50 == 49:
+                await asyncio.sleep(0.05)
+        await asyncio.wait_for(all_online.wait(), 60)
+        print(f"bench: {machines} machines online on the board; {trials} trials each")
 
-            pump_task = tg.create_task(pump())
-            tasks = []
-            for i, m in enumerate(fleet_machines):
-                tasks.append(tg.create_task(m.run()))
-                if i % 50 == 49:
-                    await asyncio.sleep(0.05)
-            await asyncio.wait_for(all_online.wait(), 60)
-            print(f"bench: {machines} machines online on the board; {trials} trials each")
-
-            for trial in range(trials):
-                m = fleet_machines[trial % machines]
-                # raw reference
-                got = observer.expect(echo_is(f"{trial}".encode()))
-                t0 = loop.time()
-                await raw_pub.publish(ECHO_TOPIC, f"{trial}".encode(), qos=1)
-                results["raw"].append((await asyncio.wait_for(got, 5) - t0) * 1000)
-                # state change -> board
-                target = MachineState.IN_USE if m.state is MachineState.IDLE else MachineState.IDLE
-                got = observer.expect(board_is(m.device, state_is(target)))
-                t0 = loop.time()
-                await m.set_state(target)
-                results["state"].append((await asyncio.wait_for(got, 5) - t0) * 1000)
-                # socket drop -> board offline
-                got = observer.expect(board_is(m.device, lambda e: not e.online))
-                t0 = loop.time()
-                m.crash(down_for=0.2)
-                results["drop"].append((await asyncio.wait_for(got, 5) - t0) * 1000)
-                back = observer.expect(board_is(m.device, lambda e: e.online))
-                await asyncio.wait_for(back, 10)
-            for m in fleet_machines:
-                await m.stop()
-            for t in (*tasks, pump_task):
-                t.cancel()
-    finally:
-        if bridge.returncode is None:
-            bridge.terminate()
-            await asyncio.wait_for(bridge.wait(), 10)
-        bridge_log.close()
-        broker.stop()
+        for trial in range(trials):
+            m = fleet_machines[trial % machines]
+            # raw reference
+            got = observer.expect(echo_is(f"{trial}".encode()))
+            t0 = loop.time()
+            await raw_pub.publish(ECHO_TOPIC, f"{trial}".encode(), qos=1)
+            results["raw"].append((await asyncio.wait_for(got, 5) - t0) * 1000)
+            # state change -> board
+            target = MachineState.IN_USE if m.state is MachineState.IDLE else MachineState.IDLE
+            got = observer.expect(board_is(m.device, state_is(target)))
+            t0 = loop.time()
+            await m.set_state(target)
+            results["state"].append((await asyncio.wait_for(got, 5) - t0) * 1000)
+            # socket drop -> board offline
+            got = observer.expect(board_is(m.device, lambda e: not e.online))
+            t0 = loop.time()
+            m.crash(down_for=0.2)
+            results["drop"].append((await asyncio.wait_for(got, 5) - t0) * 1000)
+            back = observer.expect(board_is(m.device, lambda e: e.online))
+            await asyncio.wait_for(back, 10)
+        for m in fleet_machines:
+            await m.stop()
+        for t in (*tasks, pump_task):
+            t.cancel()
     return results
 
 
@@ -238,24 +197,6 @@ def report(results: dict[str, list[float]], machines: int, trials: int, command:
             "",
         ]
     )
-
-
-def write_report(path: Path, section: str) -> None:
-    header = (
-        "# Benchmarks\n\nMeasured figures, newest run of each benchmark. The machines are shared "
-        "and noisy, so each benchmark reports medians and ratios against a reference measured "
-        "in the same run. Re-run with the command shown; the file is rewritten per section.\n\n"
-    )
-    text = path.read_text() if path.exists() else header
-    marker = section.splitlines()[0]
-    if marker in text:
-        start = text.index(marker)
-        nxt = text.find("\n## ", start + 1)
-        text = text[:start] + section + (text[nxt + 1 :] if nxt != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
 
 
 def run_presence_bench(args: argparse.Namespace) -> int:

@@ -186,9 +186,15 @@ def cmd_sim(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from venue.bench import run_presence_bench
+    if args.what == "presence":
+        from venue.bench import run_presence_bench
 
-    return int(run_presence_bench(args))
+        args.machines = args.machines or 200
+        return int(run_presence_bench(args))
+    from venue.bench_reservations import run_reservations_bench
+
+    args.machines = args.machines or 1000
+    return int(run_reservations_bench(args))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -259,9 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")
-    p.add_argument("what", choices=["presence"])
-    p.add_argument("--machines", type=int, default=200)
-    p.add_argument("--trials", type=int, default=100)
+    p.add_argument("what", choices=["presence", "reservations"])
+    p.add_argument("--machines", type=int, default=None, help="default 200 / 1000")
+    p.add_argument("--trials", type=int, default=100, help="presence: trials")
+    p.add_argument("--players", type=int, default=50, help="reservations: players")
+    p.add_argument("--rate", type=float, default=200, help="reservations: paced commands/s")
+    p.add_argument("--seconds", type=float, default=10, help="reservations: per phase")
+    p.add_argument("--window", type=int, default=256, help="reservations: in flight (max)")
+    p.add_argument("--sqlite-only", action="store_true", help="reservations: skip PostgreSQL")
     p.add_argument("--output", default="docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -177,9 +177,7 @@ async def test_two_bridges_on_one_postgresql_behind_a_shared_subscription_still_
     device = seeded[0]
     engine = make_engine(db_url)
     async with AsyncSession(engine) as session:
-        await session.exec(  # type: ignore[call-overload]
-            update(Device).where(col(Device.id) == device).values(auto_approve=True)
-        )
+        await session.exec(update(Device).where(col(Device.id) == device).values(auto_approve=True))
         await session.commit()
     await engine.dispose()
     bridges = [

@@ -1,0 +1,336 @@
+"""`plaza bench reservations`: command round trips and sustained throughput.
+
+Set-up per database (SQLite, then PostgreSQL): a private mosquitto, the bridge as its own
+process, N machines seeded in SQL and connected as simulated machines, P players. Measured in
+the same run:
+
+- echo:  a message published to an echo process (same account, event loop and process shape as
+         the bridge), which publishes it to a player's replies topic, received by that player:
+         the raw broker request/response round trip, the reference;
+- paced: reserve commands at a fixed rate (default 200/s), publish -> commit -> reply received;
+- max:   a fixed window of commands kept in flight for a while: completed commands per second.
+
+Every command is a reserve that conflicts with nothing (distinct slots per machine and player),
+so each one commits a reservation, a command-log row and three outbox rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiomqtt
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from plaza.mqtt import NODELAY
+from plaza.topics import Topics
+from plaza_sim.epochs import EpochStore
+from plaza_sim.machine import Machine, MachineConfig
+from venue.benchkit import BenchVenue, machine_line, percentile, write_report
+from venue.fleet import BRIDGE_USER, demo_fleet
+
+TOPICS = Topics()
+PG_ADMIN = os.environ.get("PLAZA_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+SLOT_SPACING_S = 15
+SLOT_MINUTES = 10
+
+
+@dataclass
+class Player:
+    name: str
+    client: aiomqtt.Client
+    waiting: dict[str, tuple[float, asyncio.Future[float]]] = field(default_factory=dict)
+
+    async def pump(self) -> None:
+        loop = asyncio.get_running_loop()
+        async for m in self.client.messages:
+            at = loop.time()
+            payload = m.payload if isinstance(m.payload, bytes) else b""
+            rid = json.loads(payload).get("request_id") if payload else None
+            entry = self.waiting.pop(rid, None) if isinstance(rid, str) else None
+            if entry is not None and not entry[1].done():
+                entry[1].set_result((at - entry[0]) * 1000)
+
+
+class Load:
+    def __init__(self, players: list[Player], devices: list[str], base: float) -> None:
+        self.players = players
+        self.devices = devices
+        self.base = base
+        self.k = 0
+        self.failures = 0
+
+    async def one(self) -> float:
+        """Send one reserve that conflicts with nothing; its round trip in ms."""
+        k, self.k = self.k, self.k + 1
+        player = self.players[k % len(self.players)]
+        start = self.base + k * SLOT_SPACING_S
+        rid = f"b{k}-{uuid.uuid4().hex[:6]}"
+        body = json.dumps(
+            {
+                "request_id": rid,
+                "op": "reserve",
+                "starts_at": start,
+                "ends_at": start + SLOT_MINUTES * 60,
+            }
+        ).encode()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[float] = loop.create_future()
+        player.waiting[rid] = (loop.time(), future)
+        await player.client.publish(
+            TOPICS.request(self.devices[k % len(self.devices)], player.name), body, qos=1
+        )
+        try:
+            return await asyncio.wait_for(future, 30)
+        except TimeoutError:
+            self.failures += 1
+            player.waiting.pop(rid, None)
+            return float("nan")
+
+
+async def paced(rate: float, seconds: float, make: object) -> list[float]:
+    """Start one operation every 1/rate s for ``seconds``; their results."""
+    loop = asyncio.get_running_loop()
+    tasks = []
+    start = loop.time()
+    n = int(rate * seconds)
+    for i in range(n):
+        delay = start + i / rate - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(loop.create_task(make()))  # type: ignore[operator]
+    return [r for r in await asyncio.gather(*tasks) if r == r]  # drop NaN (timeouts)
+
+
+async def sustained(window: int, seconds: float, load: Load) -> tuple[float, int]:
+    """Keep ``window`` commands in flight for ``seconds``: completed commands per second."""
+    loop = asyncio.get_running_loop()
+    done = 0
+    stop_at = loop.time() + seconds
+
+    async def worker() -> None:
+        nonlocal done
+        while loop.time() < stop_at:
+            result = await load.one()
+            if result == result:
+                done += 1
+
+    started = loop.time()
+    await asyncio.gather(*(worker() for _ in range(window)))
+    return done / (loop.time() - started), done
+
+
+async def echo_server(port: int, password: str) -> None:
+    """The reference responder: what the bridge does minus the work (uvloop, own process)."""
+    async with aiomqtt.Client(
+        "127.0.0.1",
+        port,
+        username=BRIDGE_USER,
+        password=password,
+        protocol=aiomqtt.ProtocolVersion.V5,
+        socket_options=NODELAY,
+    ) as client:
+        await client.subscribe(TOPICS.bench_echo, qos=1)
+        print("echo ready", flush=True)
+        async for m in client.messages:
+            payload = m.payload if isinstance(m.payload, bytes) else b""
+            user = json.loads(payload)["user"]
+            await client.publish(TOPICS.replies(user), payload, qos=1)
+
+
+async def _run_db(
+    label: str, database_url: str, args: argparse.Namespace, work: Path
+) -> dict[str, object]:
+    fleet = demo_fleet(args.machines)
+    env = {
+        "PLAZA_MAX_ACTIVE_PER_PLAYER": "100000000",
+        "PLAZA_RATE_BURST": "100000000",
+        "PLAZA_RATE_PER_MINUTE": "1000000000",
+        "PLAZA_MAX_DAYS_AHEAD": "3650",
+        "PLAZA_TIMER_TICK": "5",
+    }
+    async with BenchVenue(
+        work,
+        fleet,
+        players=args.players,
+        database_url=database_url,
+        bridge_env=env,
+        seed_devices=True,
+    ) as venue:
+        await venue.wait_bridge_ready()
+        echo = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "venue.bench_reservations",
+            "--echo",
+            str(venue.broker.port),
+            venue.secrets.bridge,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        assert echo.stdout is not None
+        await asyncio.wait_for(echo.stdout.readline(), 10)
+        machines = [
+            Machine(
+                MachineConfig(
+                    d.id, venue.secrets.devices[d.id], "127.0.0.1", venue.broker.port, keepalive=60
+                ),
+                EpochStore(None),
+                autoplay=False,
+            )
+            for d in fleet
+        ]
+        results: dict[str, object] = {"label": label}
+        async with contextlib.AsyncExitStack() as stack:
+            tg = await stack.enter_async_context(asyncio.TaskGroup())
+            runs = []
+            for i, m in enumerate(machines):
+                runs.append(tg.create_task(m.run()))
+                if i % 50 == 49:
+                    await asyncio.sleep(0.05)
+            await asyncio.wait_for(asyncio.gather(*(m.connected.wait() for m in machines)), 120)
+            players = []
+            for i in range(args.players):
+                name = f"bench{i:03d}"
+                client = venue.client(name, f"bench-pw-{i:03d}", identifier=name)
+                await stack.enter_async_context(client)
+                await client.subscribe(TOPICS.replies(name), qos=1)
+                player = Player(name, client)
+                runs.append(tg.create_task(player.pump()))
+                players.append(player)
+            load = Load(players, [d.id for d in fleet], time.time() + 3600)
+
+            sender = venue.client(BRIDGE_USER, venue.secrets.bridge, identifier="bench-sender")
+            await stack.enter_async_context(sender)
+
+            async def echo_once() -> float:
+                player = players[load.k % len(players)]
+                load.k += 1
+                rid = uuid.uuid4().hex
+                loop = asyncio.get_running_loop()
+                fut: asyncio.Future[float] = loop.create_future()
+                player.waiting[rid] = (loop.time(), fut)
+                body = json.dumps({"request_id": rid, "user": player.name}).encode()
+                await sender.publish(TOPICS.bench_echo, body, qos=1)
+                return await asyncio.wait_for(fut, 10)
+
+            await paced(100, 1, load.one)  # warm-up: connections, caches, first batches
+            await paced(100, 1, echo_once)
+            results["echo"] = await paced(args.rate, args.seconds / 2, echo_once)
+            results["paced"] = await paced(args.rate, args.seconds, load.one)
+            rate, done = await sustained(args.window, args.seconds, load)
+            results["max"], results["max_done"] = rate, done
+            results["failures"] = load.failures
+            await asyncio.gather(*(m.stop() for m in machines))
+            for t in runs:
+                t.cancel()
+        echo.terminate()
+        await echo.wait()
+    return results
+
+
+async def _fresh_pg_database() -> str:
+    name = f"plaza_bench_{uuid.uuid4().hex[:8]}"
+    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    await engine.dispose()
+    return name
+
+
+async def _drop_pg_database(name: str) -> None:
+    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await engine.dispose()
+
+
+def _row(label: str, values: list[float]) -> str:
+    return (
+        f"| {label} | {len(values)} | {statistics.median(values):.2f} | "
+        f"{percentile(values, 99):.2f} | {max(values):.2f} |"
+    )
+
+
+def report(runs: list[dict[str, object]], args: argparse.Namespace, command: str) -> str:
+    lines = [
+        "## Reservations (`plaza bench reservations`)",
+        "",
+        f"{machine_line()}; {args.machines} machines seeded and connected, {args.players} "
+        "players, bridge as its own process (uvloop). Every command is a reserve that commits "
+        "(reservation + command log + 3 outbox rows).",
+        "",
+        f"Command: `{command}`",
+        "",
+        "| database | measurement | n | p50 ms | p99 ms | max ms |",
+        "|---|---|---|---|---|---|",
+    ]
+    verdicts = []
+    for run in runs:
+        label = str(run["label"])
+        echo = run["echo"]
+        paced_ = run["paced"]
+        assert isinstance(echo, list)
+        assert isinstance(paced_, list)
+        lines.append(f"| {label} " + _row("raw echo round trip (reference)", echo)[1:])
+        lines.append(f"| {label} " + _row(f"command round trip at {args.rate:.0f}/s", paced_)[1:])
+        ratio = statistics.median(paced_) / statistics.median(echo)
+        p99 = percentile(paced_, 99)
+        verdicts.append(
+            f"- {label}: p50 {ratio:.1f} x the echo p50 (target <= 3 x: "
+            f"{'met' if ratio <= 3 else 'NOT met'}); p99 {p99:.1f} ms at {args.rate:.0f}/s "
+            f"(target < 20 ms: {'met' if p99 < 20 else 'NOT met'}); sustained "
+            f"{float(run['max']):.0f} commands/s with {args.window} in flight "  # type: ignore[arg-type]
+            f"({run['max_done']} commands, {run['failures']} timeouts)."
+        )
+    sqlite_max = float(runs[0]["max"])  # type: ignore[arg-type]
+    verdicts.append(
+        f"- Sustained on SQLite: {sqlite_max:.0f}/s; target >= 2,000/s: "
+        f"{'met' if sqlite_max >= 2000 else 'NOT met'}."
+    )
+    return "\n".join([*lines, "", *verdicts, ""])
+
+
+async def _main(args: argparse.Namespace) -> list[dict[str, object]]:
+    runs = []
+    with tempfile.TemporaryDirectory(prefix="plaza-bench-sqlite-") as tmp:
+        runs.append(await _run_db("SQLite", "", args, Path(tmp)))
+    if not args.sqlite_only:
+        name = await _fresh_pg_database()
+        try:
+            with tempfile.TemporaryDirectory(prefix="plaza-bench-pg-") as tmp:
+                url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+                runs.append(await _run_db("PostgreSQL", url, args, Path(tmp)))
+        finally:
+            await _drop_pg_database(name)
+    return runs
+
+
+def run_reservations_bench(args: argparse.Namespace) -> int:
+    command = (
+        f"plaza bench reservations --machines {args.machines} --rate {args.rate:.0f} "
+        f"--seconds {args.seconds:.0f} --window {args.window}"
+    )
+    started = time.monotonic()
+    runs = asyncio.run(_main(args))
+    section = report(runs, args, command)
+    print(section)
+    print(f"bench took {time.monotonic() - started:.1f}s; report in {args.output}")
+    write_report(Path(args.output), section)
+    return 0
+
+
+if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--echo":
+    import uvloop
+
+    uvloop.run(echo_server(int(sys.argv[2]), sys.argv[3]))

@@ -1,0 +1,158 @@
+"""What every `plaza bench` needs: a private broker, the bridge as its own process, a report.
+
+:class:`BenchVenue` starts mosquitto from broker-config/ on free ports with the bench's
+accounts, seeds the machines into the database, and runs `plaza bench`'s bridge as a child
+process (as `plaza up` runs it), with settings given as environment variables.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO
+
+import aiomqtt
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from plaza.db import make_engine, migrate
+from plaza.mqtt import NODELAY
+from plaza.tables import Device
+from plaza.topics import Topics
+from venue.broker import LocalBroker, die_with_parent, free_port
+from venue.fleet import BRIDGE_USER, DeviceSpec, VenueSecrets
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile."""
+    ordered = sorted(values)
+    index = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return ordered[index]
+
+
+def machine_line() -> str:
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return (
+        f"Run {when} on {platform.system()} {platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}"
+    )
+
+
+class BenchVenue:
+    def __init__(
+        self,
+        work: Path,
+        fleet: list[DeviceSpec],
+        *,
+        players: int = 0,
+        database_url: str = "",
+        bridge_env: dict[str, str] | None = None,
+        seed_devices: bool = False,
+    ) -> None:
+        self.work = work
+        self.fleet = fleet
+        self.topics = Topics()
+        self.secrets = VenueSecrets()
+        self.secrets.ensure_devices([d.id for d in fleet])
+        self.secrets.players.update({f"bench{i:03d}": f"bench-pw-{i:03d}" for i in range(players)})
+        self.database_url = database_url or f"sqlite+aiosqlite:///{work / 'plaza.db'}"
+        self.bridge_env = bridge_env or {}
+        self.seed_devices = seed_devices
+        self.broker = LocalBroker(work / "broker", free_port(), free_port())
+        self.bridge: asyncio.subprocess.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    def client(self, user: str, password: str, **kw: object) -> aiomqtt.Client:
+        return aiomqtt.Client(
+            "127.0.0.1",
+            self.broker.port,
+            username=user,
+            password=password,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            socket_options=NODELAY,
+            **kw,  # type: ignore[arg-type]
+        )
+
+    async def __aenter__(self) -> BenchVenue:
+        self.broker.configure(self.secrets.broker_clients(), self.secrets.roles(self.topics))
+        self.broker.start()
+        if self.seed_devices:
+            engine = make_engine(self.database_url)
+            try:
+                await migrate(engine)
+                async with AsyncSession(engine) as session:
+                    session.add_all(
+                        Device(id=d.id, name=d.name, kind=d.kind, zone=d.zone) for d in self.fleet
+                    )
+                    await session.commit()
+            finally:
+                await engine.dispose()
+        env = dict(
+            os.environ,
+            PLAZA_DATA_DIR=str(self.work),
+            PLAZA_MQTT_PORT=str(self.broker.port),
+            PLAZA_MQTT_USERNAME=BRIDGE_USER,
+            PLAZA_MQTT_PASSWORD=self.secrets.bridge,
+            PLAZA_DATABASE_URL=self.database_url,
+            **self.bridge_env,
+        )
+        self._log = (self.work / "bridge.log").open("wb")
+        self.bridge = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "venue.cli",
+            "bridge",
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=die_with_parent,
+        )
+        return self
+
+    async def wait_bridge_ready(self) -> None:
+        """Until the bridge logs its connection (at most 30 s)."""
+        log = self.work / "bridge.log"
+        async with asyncio.timeout(30):
+            while b"bridge connected" not in log.read_bytes():  # noqa: ASYNC110 - a log file
+                await asyncio.sleep(0.05)
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.bridge is not None and self.bridge.returncode is None:
+            self.bridge.terminate()
+            try:
+                await asyncio.wait_for(self.bridge.wait(), 10)
+            except TimeoutError:
+                self.bridge.kill()
+                await self.bridge.wait()
+        if self._log is not None:
+            self._log.close()
+        self.broker.stop()
+
+
+def write_report(path: Path, section: str) -> None:
+    """Replace the section (by its first line) in docs/benchmarks.md, or append it."""
+    header = (
+        "# Benchmarks\n\nMeasured figures, newest run of each benchmark. The machines are shared "
+        "and noisy, so each benchmark reports medians and ratios against a reference measured "
+        "in the same run. Re-run with the command shown; the file is rewritten per section.\n\n"
+    )
+    text = path.read_text() if path.exists() else header
+    marker = section.splitlines()[0]
+    if marker in text:
+        start = text.index(marker)
+        nxt = text.find("\n## ", start + 1)
+        text = text[:start] + section + (text[nxt + 1 :] if nxt != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
