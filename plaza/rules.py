@@ -213,6 +213,8 @@ def decide(ctx: Context, cmd: Command) -> Decision:
     """Apply one command to the facts; never raises for bad input, never does I/O."""
     if cmd.actor.role not in ALLOWED[cmd.op]:
         return _refuse(Code.FORBIDDEN, f"{cmd.actor.role.value} may not {cmd.op.value}")
+    if cmd.actor.role is Role.DEVICE and cmd.actor.user != cmd.device_id:
+        return _refuse(Code.FORBIDDEN, "a machine may act only on itself")
     if not ctx.device_exists:
         return _refuse(Code.NOT_FOUND, f"no machine {cmd.device_id!r}")
     if cmd.op is Op.RESERVE:
@@ -224,6 +226,8 @@ def _reserve(ctx: Context, cmd: Command) -> Decision:
     start, end, policy = cmd.starts_at, cmd.ends_at, ctx.policy
     if start is None or end is None:
         return _refuse(Code.INVALID, "reserve needs starts_at and ends_at")
+    if start.tzinfo is None or end.tzinfo is None:
+        return _refuse(Code.INVALID, "starts_at and ends_at must carry a timezone")
     if end <= start:
         return _refuse(Code.INVALID, "ends_at must be after starts_at")
     if end <= ctx.now:
@@ -283,7 +287,7 @@ def _transition(ctx: Context, cmd: Command) -> Decision:
         if ctx.maintenance:
             return _refuse(Code.DEVICE_UNAVAILABLE, "the machine is in maintenance")
     if cmd.op is Op.CHECK_IN:
-        if role in (Role.PLAYER, Role.DEVICE) and (cmd.code or "") != target.code:
+        if role in (Role.PLAYER, Role.DEVICE) and (not target.code or cmd.code != target.code):
             return _refuse(Code.BAD_CODE, "the check-in code does not match")
         if ctx.now < target.starts_at - ctx.policy.check_in_early:
             return _refuse(Code.TOO_EARLY, "check-in opens shortly before the slot")

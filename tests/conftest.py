@@ -12,6 +12,10 @@ import asyncio
 import contextlib
 import dataclasses
 import os
+import signal
+import subprocess
+import sys
+import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
@@ -168,7 +172,8 @@ def api_settings(broker: BrokerHandle, db_url: str, tmp_path: Path) -> Settings:
 
 
 class RunningService:
-    """Runs a service's ``run()`` in a task; ``stop()`` cancels it and waits."""
+    """Runs a service's ``run()`` in a task; ``stop()`` cancels it and waits. Restarts use
+    :class:`BridgeProcess` (a new process), as a deploy or a crash does."""
 
     def __init__(self, make: Callable[[], BridgeService]) -> None:
         self._make = make
@@ -193,11 +198,6 @@ class RunningService:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
-
-    async def restart(self) -> BridgeService:
-        await self.stop()
-        self.service = self._make()
-        return await self.start()
 
 
 @pytest.fixture
@@ -228,6 +228,55 @@ async def bridge(bridge_settings: Settings, seeded: list[str]) -> AsyncIterator[
         yield running
     finally:
         await running.stop()
+
+
+class BridgeProcess:
+    """`plaza bridge` as its own process, so it can be killed with SIGKILL."""
+
+    def __init__(self, settings: Settings, log_path: Path, **env: str) -> None:
+        self.settings = settings
+        self.log_path = log_path
+        self.env = {
+            **os.environ,
+            "PLAZA_DATA_DIR": str(settings.data_dir),
+            "PLAZA_MQTT_HOST": settings.mqtt_host,
+            "PLAZA_MQTT_PORT": str(settings.mqtt_port),
+            "PLAZA_MQTT_USERNAME": settings.mqtt_username or "",
+            "PLAZA_MQTT_PASSWORD": settings.mqtt_password_value() or "",
+            "PLAZA_DATABASE_URL": settings.db_url,
+            "PLAZA_MAX_ACTIVE_PER_PLAYER": "1000",
+            "PLAZA_RATE_BURST": "100000",
+            "PLAZA_MAX_DAYS_AHEAD": "60",
+            **env,
+        }
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    async def start(self) -> None:
+        mark = self.log_path.stat().st_size if self.log_path.exists() else 0
+        with self.log_path.open("ab") as out:
+            self.proc = subprocess.Popen(  # noqa: ASYNC220 - a child we must SIGKILL later
+                [sys.executable, "-m", "venue.cli", "bridge"],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            if b"bridge connected" in self.log_path.read_bytes()[mark:]:
+                return
+            assert self.proc.poll() is None, self.log_path.read_text()[-3000:]
+            await asyncio.sleep(0.05)
+        raise TimeoutError(self.log_path.read_text()[-3000:])
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
 
 
 # -- observing the broker --------------------------------------------------------------------

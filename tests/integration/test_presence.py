@@ -15,10 +15,11 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine
 from plaza.messages import BoardEntry, MachineState, Presence
+from plaza.settings import Settings
 from plaza.tables import Device, DeviceStatusChange
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
-from tests.conftest import BrokerHandle, RunningService, Seen, Watch
+from tests.conftest import BridgeProcess, BrokerHandle, RunningService, Seen, Watch
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -84,37 +85,48 @@ async def rows(db_url: str, device: str) -> tuple[Device | None, list[DeviceStat
 
 async def test_a_machine_birth_turns_its_board_online_and_the_board_survives_a_bridge_restart(
     broker: BrokerHandle,
-    bridge: RunningService,
-    fleet_ids: list[str],
+    seeded: list[str],
+    bridge_settings: Settings,
     tmp_path: Path,
     db_url: str,
 ) -> None:
-    device = fleet_ids[0]
+    device = seeded[0]
+    bridge = BridgeProcess(bridge_settings, tmp_path / "bridge.log")  # a real process restart
+    await bridge.start()
     m = machine(broker, device, tmp_path)
-    async with Watch(broker.observer(), ["plaza/board/+", "plaza/events/devices"]) as watch:
-        task = await start(m)
-        first = board_of(await watch.wait_for(is_board(device, online=True, status="available")))
-        assert first.epoch == m.epoch
-        event = await watch.wait_for(lambda s: s.topic == "plaza/events/devices")
-        assert json.loads(event.payload)["type"] == "device_online"
+    try:
+        async with Watch(broker.observer(), ["plaza/board/+", "plaza/events/devices"]) as watch:
+            task = await start(m)
+            first = board_of(
+                await watch.wait_for(is_board(device, online=True, status="available"))
+            )
+            assert first.epoch == m.epoch
+            event = await watch.wait_for(lambda s: s.topic == "plaza/events/devices")
+            assert json.loads(event.payload)["type"] == "device_online"
 
-        await bridge.restart()
-        await m.set_state(MachineState.IN_USE)
-        after = board_of(await watch.wait_for(is_board(device, status="in_use")))
-        assert after.version > first.version, "board versions must grow across bridge restarts"
+            bridge.stop()
+            await bridge.start()
+            await m.set_state(MachineState.IN_USE)
+            after = board_of(await watch.wait_for(is_board(device, status="in_use")))
+            assert after.version > first.version, "board versions must grow across restarts"
 
-    # A newcomer gets the retained board at once, without any device publishing again.
-    async with Watch(broker.observer(), [f"plaza/board/{device}"]) as late:
-        retained = await late.wait_for(lambda s: s.retain)
-        assert board_of(retained).status.value == "in_use"
-        assert board_of(retained).version == after.version
+        # A newcomer gets the retained board at once, without any device publishing again.
+        async with Watch(broker.observer(), [f"plaza/board/{device}"]) as late:
+            retained = await late.wait_for(lambda s: s.retain)
+            assert board_of(retained).status.value == "in_use"
+            assert board_of(retained).version == after.version
 
-    await bridge.service.store.flushed()  # type: ignore[union-attr]
-    row, history = await rows(db_url, device)
-    assert row is not None
-    assert (row.online, row.status, row.board_version) == (True, "in_use", after.version)
-    assert [h.status for h in history][-2:] == ["available", "in_use"]
-    await stop(m, task)
+        async with asyncio.timeout(10):  # SQL follows the board within a batch or two
+            while True:
+                row, history = await rows(db_url, device)
+                if row is not None and row.board_version == after.version:
+                    break
+                await asyncio.sleep(0.1)
+        assert (row.online, row.status) == (True, "in_use")
+        assert [h.status for h in history][-2:] == ["available", "in_use"]
+        await stop(m, task)
+    finally:
+        bridge.stop()
 
 
 async def test_killing_a_machine_socket_without_disconnect_turns_its_board_offline(

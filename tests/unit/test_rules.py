@@ -553,15 +553,22 @@ def test_a_new_reservation_carries_the_new_id_and_code_and_belongs_to_the_actor(
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=TypeError,
-    reason="BUG: decide() promises never to raise for bad input, but a naive datetime in the "
-    "command raises TypeError (can't compare offset-naive and offset-aware datetimes)",
-)
 def test_a_naive_datetime_is_refused_as_invalid_rather_than_raising() -> None:
     naive = datetime(2025, 3, 10, 13, 0)  # no tzinfo: the bad input under test
     assert refused(decide(context(), book(naive, naive + timedelta(hours=1)))) == Code.INVALID
+
+
+def test_a_machine_may_check_in_only_on_itself() -> None:
+    target = slot("r1", status=Status.APPROVED, start=0, minutes=60)
+    other = Actor("pc-02", Role.DEVICE)
+    cmd = Command(Op.CHECK_IN, other, "pc-01", reservation_id="r1", code=target.code)
+    assert refused(decide(context(target=target), cmd)) == Code.FORBIDDEN
+
+
+def test_a_reservation_without_a_code_cannot_be_checked_in_with_an_empty_code() -> None:
+    target = slot("r1", status=Status.APPROVED, start=0, minutes=60, code="")
+    cmd = Command(Op.CHECK_IN, Actor(target.user, Role.PLAYER), "pc-01", reservation_id="r1")
+    assert refused(decide(context(target=target), cmd)) == Code.BAD_CODE
 
 
 # -- approve re-checks holding reservations -----------------------------------------------------
