@@ -34,7 +34,7 @@ from typing import Literal
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.outbox import OutboxPublisher, OutboxRow, reply_properties
@@ -132,6 +132,7 @@ class Outcome:
     reply: Reply | None
     rows: list[Outbox] = field(default_factory=list)
     touched: bool = False
+    row: Reservation | None = None  # the reservation written, if any
 
 
 _EVENT: dict[rules.Status, ReservationEventType] = {
@@ -211,6 +212,7 @@ class Committer:
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self.latencies_ms: list[float] = []
         self.batches = 0
+        self.careful_batches = 0
         self.decided = 0
 
     async def submit(self, job: Job) -> Reply | None:
@@ -261,7 +263,20 @@ class Committer:
 
     async def _commit(self, batch: list[Job]) -> list[Outcome]:
         now = datetime.now(UTC)
-        outcomes: list[Outcome] = []
+        if all(_batchable(j) for j in batch):
+            try:
+                async with self._sessions() as session:
+                    outcomes = await BatchDecision(self, session, now).run(batch)
+                    await session.commit()
+                return outcomes
+            except IntegrityError as exc:
+                # Another bridge won a race (PostgreSQL constraint): redo this batch one
+                # command at a time, each in its own savepoint, so only the loser is refused.
+                log.info(
+                    "batch of %d hit a constraint (%s); deciding one by one", len(batch), exc.orig
+                )
+                self.careful_batches += 1
+        outcomes = []
         async with self._sessions() as session:
             for job in batch:
                 outcomes.append(await self._one(session, job, now))
@@ -370,26 +385,47 @@ class Committer:
         assert cmd is not None
         ctx, device, target_row = await self._context(session, job, now)
         decision = rules.decide(ctx, cmd)
-        if not decision.ok:
-            assert decision.refusal is not None
-            reply = self._refusal_reply(job, decision.refusal)
-            rows = self._reply_rows(job, reply)
-            if cmd.op is rules.Op.CHECK_IN and cmd.actor.role is rules.Role.DEVICE:
-                rows.append(
-                    self._device_cmd(
-                        job.device_id,
-                        CommandName.END_SESSION,
-                        now,
-                        reason=f"check-in refused: {reply.error.message}" if reply.error else None,
-                    )
-                )
-            self._log(session, job, cmd, reply)
-            session.add_all(rows)
-            return Outcome(reply, rows)
-        after = decision.after
-        assert after is not None
-        if target_row is None:
-            target_row = Reservation(
+        if decision.refusal is not None:
+            return self.refused(session, job, cmd, decision.refusal, now)
+        assert decision.after is not None
+        outcome = self.accepted(session, job, cmd, decision.after, target_row, device, now)
+        await session.flush()
+        return outcome
+
+    def refused(
+        self,
+        session: AsyncSession,
+        job: Job,
+        cmd: rules.Command,
+        refusal: rules.Refusal,
+        now: datetime,
+    ) -> Outcome:
+        """Log the refusal and queue its reply (and tell a machine whose check-in failed)."""
+        reply = self._refusal_reply(job, refusal)
+        rows = self._reply_rows(job, reply)
+        if cmd.op is rules.Op.CHECK_IN and cmd.actor.role is rules.Role.DEVICE:
+            reason = f"check-in refused: {refusal.message}"
+            rows.append(
+                self._device_cmd(job.device_id, CommandName.END_SESSION, now, reason=reason)
+            )
+        self._log(session, job, cmd, reply)
+        session.add_all(rows)
+        return Outcome(reply, rows)
+
+    def accepted(
+        self,
+        session: AsyncSession,
+        job: Job,
+        cmd: rules.Command,
+        after: rules.Slot,
+        row: Reservation | None,
+        device: Device | None,
+        now: datetime,
+    ) -> Outcome:
+        """Write the reservation as the rules left it, log the reply and queue the messages:
+        reply, event, notification, and a session command for the machine when needed."""
+        if row is None:
+            row = Reservation(
                 id=after.id,
                 device_id=after.device_id,
                 player=after.user,
@@ -400,12 +436,10 @@ class Committer:
                 request_key=job.request_key or f"system:{after.id}",
             )
         else:
-            target_row.status = after.status.value
-            target_row.updated_at = now
-        session.add(target_row)
-        await session.flush()
-        owner_view = public(after, private=True)
-        reply = Reply(request_id=job.request_id, ok=True, reservation=owner_view)
+            row.status = after.status.value
+            row.updated_at = now
+        session.add(row)
+        reply = Reply(request_id=job.request_id, ok=True, reservation=public(after, private=True))
         rows = self._reply_rows(job, reply)
         rows += self._announce(after, now, device.name if device else after.device_id)
         if after.status is rules.Status.CHECKED_IN:
@@ -426,7 +460,7 @@ class Committer:
             )
         self._log(session, job, cmd, reply)
         session.add_all(rows)
-        return Outcome(reply, rows, touched=True)
+        return Outcome(reply, rows, touched=True, row=row)
 
     async def _after_integrity_error(
         self, session: AsyncSession, job: Job, exc: IntegrityError
@@ -577,6 +611,164 @@ class Committer:
     ) -> Outbox:
         cmd = DeviceCommand(cmd=name, ts=now.timestamp(), session=session, reason=reason)
         return Outbox(topic=self.topics.cmd(device_id), payload=cmd.encode())
+
+
+def _batchable(job: Job) -> bool:
+    """Jobs the batched path decides; the rest (reminders, check-in by code on the machine)
+    take the one-by-one path, which looks things up as it goes."""
+    cmd = job.command
+    return (
+        cmd is not None
+        and job.timer is None
+        and (cmd.op is rules.Op.RESERVE or cmd.reservation_id is not None)
+    )
+
+
+class BatchDecision:
+    """Decides a whole batch on facts loaded with a handful of queries (group commit).
+
+    All facts a batch can need are read up front: the command log for its keys, its machines,
+    its target reservations, every active reservation of its machines and players inside the
+    batch's time window, and each player's count of active reservations. Commands are then
+    decided in arrival order against that in-memory picture, which each decision updates, and
+    everything is written by one flush. Correct because within one bridge the committer is the
+    only writer; across bridges SQL constraints refuse what a stale picture let through, and
+    the batch is redone one by one (:meth:`Committer._commit`)."""
+
+    def __init__(self, committer: Committer, session: AsyncSession, now: datetime) -> None:
+        self.c = committer
+        self.session = session
+        self.now = now
+        self.rows: dict[str, Reservation] = {}
+        self.by_device: dict[str, list[Reservation]] = {}
+        self.by_player: dict[str, list[Reservation]] = {}
+        self.held: dict[str, int] = {}
+
+    def _index(self, row: Reservation) -> None:
+        if row.id in self.rows:
+            return
+        self.rows[row.id] = row
+        self.by_device.setdefault(row.device_id, []).append(row)
+        self.by_player.setdefault(row.player, []).append(row)
+
+    async def _load(self, batch: list[Job]) -> tuple[dict[str, Reply], dict[str, Device]]:
+        s, active = self.session, [st.value for st in rules.ACTIVE]
+        keys = [j.request_key for j in batch if j.request_key]
+        logged = {
+            c.request_key: Reply.model_validate_json(c.reply_json)
+            for c in (
+                await s.exec(select(CommandLog).where(col(CommandLog.request_key).in_(keys)))
+            ).all()
+        }
+        device_ids = {j.device_id for j in batch}
+        devices = {
+            d.id: d for d in (await s.exec(select(Device).where(col(Device.id).in_(device_ids))))
+        }
+        cmds = [j.command for j in batch if j.command is not None]
+        target_ids = {c.reservation_id for c in cmds if c.reservation_id}
+        if target_ids:
+            for row in (
+                await s.exec(select(Reservation).where(col(Reservation.id).in_(target_ids)))
+            ).all():
+                self._index(row)
+        starts = [c.starts_at for c in cmds if c.starts_at] + [
+            r.starts_at for r in self.rows.values()
+        ]
+        ends = [c.ends_at for c in cmds if c.ends_at] + [r.ends_at for r in self.rows.values()]
+        players = {c.actor.user for c in cmds if c.op is rules.Op.RESERVE}
+        if starts and ends:
+            owners = or_(
+                col(Reservation.device_id).in_(device_ids),
+                col(Reservation.player).in_(players or {""}),
+            )
+            for row in (
+                await s.exec(
+                    select(Reservation).where(
+                        col(Reservation.status).in_(active),
+                        Reservation.starts_at < max(ends),
+                        Reservation.ends_at > min(starts),
+                        owners,
+                    )
+                )
+            ).all():
+                self._index(row)
+        if players:
+            counted = await s.exec(
+                select(Reservation.player, func.count())
+                .where(
+                    col(Reservation.player).in_(players),
+                    col(Reservation.status).in_(active),
+                    Reservation.ends_at > self.now,
+                )
+                .group_by(col(Reservation.player))
+            )
+            self.held = {player: int(n) for player, n in counted.all()}
+        return logged, devices
+
+    async def run(self, batch: list[Job]) -> list[Outcome]:
+        logged, devices = await self._load(batch)
+        outcomes = []
+        for job in batch:
+            if job.request_key is not None and job.request_key in logged:
+                reply = logged[job.request_key]
+                rows = self.c._reply_rows(job, reply)
+                self.session.add_all(rows)
+                outcomes.append(Outcome(reply, rows))
+                continue
+            outcome = self._decide(job, devices.get(job.device_id))
+            if job.request_key is not None and outcome.reply is not None:
+                logged[job.request_key] = outcome.reply  # a repeat later in this batch
+            outcomes.append(outcome)
+        return outcomes
+
+    def _decide(self, job: Job, device: Device | None) -> Outcome:
+        c, cmd = self.c, job.command
+        assert cmd is not None
+        target_row = self.rows.get(cmd.reservation_id) if cmd.reservation_id else None
+        if cmd.op is rules.Op.RESERVE and cmd.starts_at and cmd.ends_at:
+            window = (cmd.starts_at, cmd.ends_at)
+        elif target_row is not None:
+            window = (target_row.starts_at, target_row.ends_at)
+        else:
+            window = (self.now, self.now)
+
+        def near(rows: list[Reservation]) -> tuple[rules.Slot, ...]:
+            return tuple(
+                slot_of(r)
+                for r in rows
+                if r.status in _ACTIVE_VALUES and r.starts_at < window[1] and r.ends_at > window[0]
+            )
+
+        mine = self.by_player.get(cmd.actor.user, []) if cmd.op is rules.Op.RESERVE else []
+        ctx = rules.Context(
+            now=self.now,
+            policy=c.policy,
+            device_exists=device is not None,
+            maintenance=bool(device and device.maintenance),
+            auto_approve=bool(device and device.auto_approve),
+            device_slots=near(self.by_device.get(job.device_id, [])),
+            player_slots=near(mine),
+            target=slot_of(target_row) if target_row is not None else None,
+            new_id=uuid.uuid4().hex[:16],
+            new_code=f"{secrets.randbelow(10**6):06d}",
+            player_active_count=self.held.get(cmd.actor.user, 0),
+        )
+        decision = rules.decide(ctx, cmd)
+        if decision.refusal is not None:
+            return c.refused(self.session, job, cmd, decision.refusal, self.now)
+        after = decision.after
+        assert after is not None
+        if target_row is None:
+            self.held[after.user] = self.held.get(after.user, 0) + 1
+        elif target_row.status in _ACTIVE_VALUES and after.status not in rules.ACTIVE:
+            self.held[after.user] = max(0, self.held.get(after.user, 0) - 1)
+        outcome = c.accepted(self.session, job, cmd, after, target_row, device, self.now)
+        if target_row is None and outcome.row is not None:
+            self._index(outcome.row)  # later commands in this batch must see it
+        return outcome
+
+
+_ACTIVE_VALUES = frozenset(s.value for s in rules.ACTIVE)
 
 
 class ActorPool:

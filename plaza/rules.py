@@ -180,6 +180,9 @@ class Context:
     player_slots: tuple[Slot, ...] = ()
     #: the reservation named by the command, if any
     target: Slot | None = None
+    #: how many active reservations the actor holds, when ``player_slots`` lists only those
+    #: near the requested window (the bridge's batched path); None: count ``player_slots``
+    player_active_count: int | None = None
     new_id: str = ""
     new_code: str = ""
 
@@ -254,7 +257,8 @@ def _reserve(ctx: Context, cmd: Command) -> Decision:
     for slot in mine:
         if slot.overlaps(start, end):
             return _refuse(Code.CONFLICT, "you already hold a reservation at that time", slot)
-    if len(mine) >= policy.max_active_per_player:
+    held = len(mine) if ctx.player_active_count is None else ctx.player_active_count
+    if held >= policy.max_active_per_player:
         return _refuse(
             Code.LIMIT_REACHED,
             f"at most {policy.max_active_per_player} active reservations per player",
