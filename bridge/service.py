@@ -11,18 +11,19 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.committer import Committer
 from bridge.desk import ReservationDesk
 from bridge.metrics import BridgeMetrics
 from bridge.outbox import OutboxPublisher
 from bridge.presence import Effects, Outbound, PresenceTracker
-from bridge.reservations import ActorPool, Committer, current_and_next
+from bridge.reservations import ActorPool, current_and_next
 from bridge.store import DeviceStore
 from plaza import rules
 from plaza.db import make_engine, migrate, session_factory
@@ -33,6 +34,8 @@ from plaza.tables import Reservation
 from plaza.topics import DeviceChannel, DeviceTopic, RequestTopic, TopicError, Topics
 
 log = logging.getLogger(__name__)
+#: a board entry's "next slot" looks this far ahead
+BOARD_HORIZON = timedelta(hours=24)
 
 
 class BridgeService:
@@ -53,12 +56,14 @@ class BridgeService:
 
     async def run(self) -> None:
         engine = make_engine(self.settings.db_url)
+        reader = make_engine(self.settings.db_url, reader=True)
         try:
-            await self._run(engine)
+            await self._run(engine, session_factory(reader))
         finally:
             await engine.dispose()
+            await reader.dispose()
 
-    async def _run(self, engine: AsyncEngine) -> None:
+    async def _run(self, engine: AsyncEngine, reads: Callable[[], AsyncSession]) -> None:
         await migrate(engine)
         store = DeviceStore(session_factory(engine), self.metrics)
         generation = await store.start_generation()
@@ -80,14 +85,14 @@ class BridgeService:
             len(self.tracker.views),
             unsent,
         )
-        await self._refresh_boards(set(self.tracker.views), sessions)
+        await self._refresh_boards(set(self.tracker.views), reads)
         async with asyncio.TaskGroup() as tg:
             actors.bind(tg)
             tg.create_task(store.run(), name="device-store")
             tg.create_task(self.publisher.run(), name="outbox")
             tg.create_task(self.committer.run(), name="committer")
-            tg.create_task(self.desk.run_timers(sessions, self._refresh.put_nowait), name="timers")
-            tg.create_task(self._board_refresher(sessions), name="boards")
+            tg.create_task(self.desk.run_timers(reads, self._refresh.put_nowait), name="timers")
+            tg.create_task(self._board_refresher(reads), name="boards")
             tg.create_task(self._mqtt_loop(), name="mqtt")
 
     async def _board_refresher(self, sessions: Callable[[], AsyncSession]) -> None:
@@ -115,6 +120,7 @@ class BridgeService:
                         col(Reservation.device_id).in_(devices),
                         col(Reservation.status).in_([s.value for s in rules.ACTIVE]),
                         Reservation.ends_at > moment,
+                        Reservation.starts_at < moment + BOARD_HORIZON,
                     )
                 )
             ).all()

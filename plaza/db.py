@@ -74,17 +74,20 @@ def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
 
 
-def make_engine(url: str, **kw: Any) -> AsyncEngine:
+def make_engine(url: str, *, reader: bool = False, **kw: Any) -> AsyncEngine:
+    """An engine for ``url``. ``reader=True`` (SQLite): transactions begin deferred, for
+    read-only work, so readers never queue behind the write lock (WAL lets them run beside
+    the one writer). Never write through a reader engine."""
     if is_sqlite(url):
         engine = create_async_engine(url, connect_args={"timeout": 30}, **kw)
-        _sqlite_recipe(engine)
+        _sqlite_recipe(engine, immediate=not reader)
         return engine
     kw.setdefault("pool_size", 10)
     kw.setdefault("pool_pre_ping", True)
     return create_async_engine(url, **kw)
 
 
-def _sqlite_recipe(engine: AsyncEngine) -> None:
+def _sqlite_recipe(engine: AsyncEngine, *, immediate: bool = True) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # let BEGIN IMMEDIATE below own transactions
@@ -97,7 +100,7 @@ def _sqlite_recipe(engine: AsyncEngine) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
 async def migrate(engine: AsyncEngine) -> int:

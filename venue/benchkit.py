@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import tempfile
 import platform
 import subprocess
 import sys
@@ -136,6 +138,8 @@ class BenchVenue:
                 await self.bridge.wait()
         if self._log is not None:
             self._log.close()
+            kept = Path(tempfile.gettempdir()) / "plaza-bench-bridge.log"
+            shutil.copyfile(self.work / "bridge.log", kept)  # the work dir is deleted
         self.broker.stop()
 
 

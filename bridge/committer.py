@@ -1,0 +1,653 @@
+"""Committer: decides reservation jobs in batches, one transaction per batch (group commit).
+
+Two paths, one set of rules (:func:`plaza.rules.decide`) and one set of message builders:
+
+- the *batched* path (:class:`BatchDecision`) reads every fact a batch can need with a handful
+  of queries, decides the jobs in arrival order against that in-memory picture (which each
+  decision updates), and writes everything with a few multi-row statements. Correct because
+  within one bridge the committer is the only writer; across bridges, SQL constraints refuse
+  what a stale picture let through, and the batch is redone on the careful path.
+- the *careful* path decides one job at a time, each in its own SAVEPOINT, looking facts up as
+  it goes: for reminders, check-in by code on the machine, and constraint races.
+
+Writes go through :class:`Writes` as plain rows (Core multi-row INSERT / UPDATE): building a
+SQLModel object costs more than the whole decision, and the ORM's flush more again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Table, insert, update
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import SQLModel, col, func, or_, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bridge.outbox import OutboxPublisher, OutboxRow, reply_properties
+from bridge.reservations import (
+    EVENT_FOR,
+    NOTICE_FOR,
+    Job,
+    Outcome,
+    policy_from,
+    public,
+    slot_of,
+)
+from plaza import rules
+from plaza.messages import (
+    AlertSeverity,
+    CommandName,
+    ConflictSlot,
+    DeviceCommand,
+    ErrorBody,
+    NotificationEvent,
+    Reply,
+    ReservationEvent,
+    Session,
+)
+from plaza.settings import Settings
+from plaza.tables import CommandLog, Device, Outbox, Reservation
+from plaza.topics import Topics
+
+log = logging.getLogger(__name__)
+_ACTIVE_VALUES = frozenset(s.value for s in rules.ACTIVE)
+
+
+def _table(model: type[SQLModel]) -> Table:
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, Table)
+    return table
+
+
+@dataclass
+class Writes:
+    """Rows to write, in order; :meth:`flush` writes them and returns the outbox rows with
+    their ids, in the order they were added."""
+
+    new: list[dict[str, Any]] = field(default_factory=list)
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[dict[str, Any]] = field(default_factory=list)
+
+    async def flush(self, session: AsyncSession) -> list[OutboxRow]:
+        conn = await session.connection()
+        table = _table(Reservation)
+        if self.new:
+            await conn.execute(insert(table), self.new)
+        for row in self.changed:  # few per batch: status changes and reminders
+            values = {k: v for k, v in row.items() if k != "id"}
+            await conn.execute(update(table).where(table.c.id == row["id"]).values(**values))
+        if self.logs:
+            await conn.execute(insert(_table(CommandLog)), self.logs)
+        if not self.outbox:
+            return []
+        outbox = _table(Outbox)
+        result = await conn.execute(
+            insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), self.outbox
+        )
+        ids = result.scalars().all()
+        return [
+            OutboxRow(i, o["topic"], o["payload"], o["qos"], o["retain"], o["props_json"])
+            for i, o in zip(ids, self.outbox, strict=True)
+        ]
+
+
+class Committer:
+    """Takes jobs from the actors and decides them in batches (see the module docstring)."""
+
+    def __init__(
+        self,
+        sessions: Callable[[], AsyncSession],
+        settings: Settings,
+        topics: Topics,
+        publisher: OutboxPublisher,
+        on_devices_changed: Callable[[set[str]], None],
+    ) -> None:
+        self._sessions = sessions
+        self.settings = settings
+        self.topics = topics
+        self.policy = policy_from(settings)
+        self.publisher = publisher
+        self._on_devices_changed = on_devices_changed
+        self._queue: asyncio.Queue[Job] = asyncio.Queue()
+        self.latencies_ms: list[float] = []
+        self.batches = 0
+        self.careful_batches = 0
+        self.decided = 0
+
+    async def submit(self, job: Job) -> Reply | None:
+        self._queue.put_nowait(job)
+        return await job.future
+
+    async def run(self) -> None:
+        delay = 0.05
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and len(batch) < self.settings.commit_batch_max:
+                batch.append(self._queue.get_nowait())
+            try:
+                outcomes, rows = await self._commit(batch)
+            except Exception:
+                log.exception(
+                    "reservation batch of %d failed; retrying in %.2fs", len(batch), delay
+                )
+                for job in reversed(batch):  # keep arrival order for the retry
+                    self._requeue_front(job)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+                continue
+            delay = 0.05
+            self.batches += 1
+            self.decided += len(batch)
+            self.publisher.enqueue(rows)
+            touched = {j.device_id for j, o in zip(batch, outcomes, strict=True) if o.touched}
+            if touched:
+                self._on_devices_changed(touched)
+            now = time.monotonic()
+            for job, outcome in zip(batch, outcomes, strict=True):
+                self.latencies_ms.append((now - job.received) * 1000)
+                if not job.future.done():
+                    job.future.set_result(outcome.reply)
+            del self.latencies_ms[:-10_000]
+
+    def _requeue_front(self, job: Job) -> None:
+        rest = []  # asyncio.Queue has no push-front: rebuild it with the job first
+        while not self._queue.empty():
+            rest.append(self._queue.get_nowait())
+        self._queue.put_nowait(job)
+        for item in rest:
+            self._queue.put_nowait(item)
+
+    async def _commit(self, batch: list[Job]) -> tuple[list[Outcome], list[OutboxRow]]:
+        now = datetime.now(UTC)
+        if all(_batchable(j) for j in batch):
+            try:
+                async with self._sessions() as session:
+                    writes = Writes()
+                    outcomes = await BatchDecision(self, session, now, writes).run(batch)
+                    rows = await writes.flush(session)
+                    await session.commit()
+                return outcomes, rows
+            except IntegrityError as exc:
+                # Another bridge won a race (PostgreSQL constraint): redo this batch one
+                # command at a time, each in its own savepoint, so only the loser is refused.
+                log.info("batch of %d hit a constraint (%s); one by one", len(batch), exc.orig)
+                self.careful_batches += 1
+        outcomes, rows = [], []
+        async with self._sessions() as session:
+            for job in batch:
+                outcome, out = await self._one(session, job, now)
+                outcomes.append(outcome)
+                rows += out
+            await session.commit()
+        return outcomes, rows
+
+    # -- the careful path -------------------------------------------------------------------------
+    async def _one(
+        self, session: AsyncSession, job: Job, now: datetime
+    ) -> tuple[Outcome, list[OutboxRow]]:
+        writes = Writes()
+        if job.request_key is not None:
+            logged = await session.get(CommandLog, job.request_key)
+            if logged is not None:  # a retry or redelivery: answer again, change nothing
+                reply = Reply.model_validate_json(logged.reply_json)
+                writes.outbox += self.reply_rows(job, reply)
+                return Outcome(reply), await writes.flush(session)
+        if job.timer == "remind":
+            outcome = await self._remind(session, job, now, writes)
+            return outcome, await writes.flush(session)
+        cmd = job.command
+        assert cmd is not None
+        try:
+            async with session.begin_nested():
+                ctx, device = await self._context(session, job, now)
+                decision = rules.decide(ctx, cmd)
+                outcome = self.apply(writes, job, cmd, decision, ctx.target, device, now)
+                rows = await writes.flush(session)
+        except IntegrityError as exc:
+            log.info("SQL refused %s on %s: %s", cmd.op.value, job.device_id, exc.orig)
+            conflict = await self._holding_overlap(session, job, cmd)
+            refusal = rules.Refusal(rules.Code.CONFLICT, "the slot was taken meanwhile", conflict)
+            writes = Writes()
+            outcome = self.refused(writes, job, cmd, refusal, now)
+            async with session.begin_nested():
+                rows = await writes.flush(session)
+        return outcome, rows
+
+    async def _context(
+        self, session: AsyncSession, job: Job, now: datetime
+    ) -> tuple[rules.Context, Device | None]:
+        cmd = job.command
+        assert cmd is not None
+        device = await session.get(Device, job.device_id)
+        target: Reservation | None = None
+        if cmd.reservation_id:
+            target = await session.get(Reservation, cmd.reservation_id)
+        elif cmd.op is rules.Op.CHECK_IN and cmd.code:
+            target = await self._by_code(session, job.device_id, cmd.code, now)
+        if cmd.op is rules.Op.RESERVE and cmd.starts_at and cmd.ends_at:
+            window = (cmd.starts_at, cmd.ends_at)
+        elif target is not None:
+            window = (target.starts_at, target.ends_at)
+        else:
+            window = (now, now)
+        active = list(_ACTIVE_VALUES)
+        device_rows = (
+            await session.exec(
+                select(Reservation).where(
+                    Reservation.device_id == job.device_id,
+                    col(Reservation.status).in_(active),
+                    Reservation.starts_at < window[1],
+                    Reservation.ends_at > window[0],
+                )
+            )
+        ).all()
+        player_rows: list[Reservation] = []
+        if cmd.op is rules.Op.RESERVE:
+            player_rows = list(
+                (
+                    await session.exec(
+                        select(Reservation).where(
+                            Reservation.player == cmd.actor.user,
+                            col(Reservation.status).in_(active),
+                            Reservation.ends_at > now,
+                        )
+                    )
+                ).all()
+            )
+        ctx = self.context(
+            now,
+            device,
+            tuple(slot_of(r) for r in device_rows),
+            tuple(slot_of(r) for r in player_rows),
+            slot_of(target) if target is not None else None,
+        )
+        return ctx, device
+
+    def context(
+        self,
+        now: datetime,
+        device: Device | None,
+        device_slots: tuple[rules.Slot, ...],
+        player_slots: tuple[rules.Slot, ...],
+        target: rules.Slot | None,
+        held: int | None = None,
+    ) -> rules.Context:
+        return rules.Context(
+            now=now,
+            policy=self.policy,
+            device_exists=device is not None,
+            maintenance=bool(device and device.maintenance),
+            auto_approve=bool(device and device.auto_approve),
+            device_slots=device_slots,
+            player_slots=player_slots,
+            target=target,
+            new_id=uuid.uuid4().hex[:16],
+            new_code=f"{secrets.randbelow(10**6):06d}",
+            player_active_count=held,
+        )
+
+    async def _by_code(
+        self, session: AsyncSession, device_id: str, code: str, now: datetime
+    ) -> Reservation | None:
+        """The machine's approved reservation with this code, else its current approved one
+        (so a wrong code is answered ``bad_code``, not ``not_found``)."""
+        early = now + timedelta(seconds=self.settings.check_in_early)
+        rows = (
+            await session.exec(
+                select(Reservation)
+                .where(
+                    Reservation.device_id == device_id,
+                    Reservation.status == rules.Status.APPROVED.value,
+                    Reservation.starts_at <= early,
+                    Reservation.ends_at > now,
+                )
+                .order_by(col(Reservation.starts_at))
+            )
+        ).all()
+        for row in rows:
+            if row.code == code:
+                return row
+        return rows[0] if rows else None
+
+    async def _holding_overlap(
+        self, session: AsyncSession, job: Job, cmd: rules.Command
+    ) -> rules.Slot | None:
+        if not (cmd.starts_at and cmd.ends_at):
+            return None
+        row = (
+            await session.exec(
+                select(Reservation).where(
+                    or_(
+                        Reservation.device_id == job.device_id, Reservation.player == cmd.actor.user
+                    ),
+                    col(Reservation.status).in_([s.value for s in rules.HOLDING]),
+                    Reservation.starts_at < cmd.ends_at,
+                    Reservation.ends_at > cmd.starts_at,
+                )
+            )
+        ).first()
+        return slot_of(row) if row else None
+
+    async def _remind(
+        self, session: AsyncSession, job: Job, now: datetime, writes: Writes
+    ) -> Outcome:
+        assert job.reservation_id is not None
+        row = await session.get(Reservation, job.reservation_id)
+        if row is None or row.reminded_at is not None or row.status not in ("approved", "pending"):
+            return Outcome(None)  # already reminded (or no longer due): nothing twice
+        writes.changed.append({"id": row.id, "reminded_at": now})
+        device = await session.get(Device, row.device_id)
+        minutes = max(0, round((row.starts_at - now).total_seconds() / 60))
+        note = NotificationEvent(
+            id=uuid.uuid4().hex,
+            type="reservation_reminder",
+            user_id=row.player,
+            title="예약 알림",
+            message=f"{device.name if device else row.device_id} 예약이 {minutes}분 후 "
+            f"시작합니다. 체크인 코드: {row.code}",
+            priority=AlertSeverity.HIGH,
+            ts=now.timestamp(),
+            reservation=public(slot_of(row), private=True),
+        )
+        writes.outbox.append(self.message(self.topics.notifications(row.player), note.encode()))
+        return Outcome(None)
+
+    # -- decisions to rows (both paths) -----------------------------------------------------------
+    def apply(
+        self,
+        writes: Writes,
+        job: Job,
+        cmd: rules.Command,
+        decision: rules.Decision,
+        target: rules.Slot | None,
+        device: Device | None,
+        now: datetime,
+    ) -> Outcome:
+        if decision.refusal is not None:
+            return self.refused(writes, job, cmd, decision.refusal, now)
+        after = decision.after
+        assert after is not None
+        if target is None:
+            writes.new.append(
+                {
+                    "id": after.id,
+                    "device_id": after.device_id,
+                    "player": after.user,
+                    "starts_at": after.starts_at,
+                    "ends_at": after.ends_at,
+                    "status": after.status.value,
+                    "code": after.code,
+                    "request_key": job.request_key or f"system:{after.id}",
+                    "created_at": now,
+                    "updated_at": now,
+                    "reminded_at": None,
+                }
+            )
+        else:
+            writes.changed.append({"id": after.id, "status": after.status.value, "updated_at": now})
+        reply = Reply(request_id=job.request_id, ok=True, reservation=public(after, private=True))
+        writes.outbox += self.reply_rows(job, reply)
+        writes.outbox += self.announce(after, now, device.name if device else after.device_id)
+        if after.status is rules.Status.CHECKED_IN:
+            started = Session(
+                id=after.id,
+                started_at=now.timestamp(),
+                ends_at=after.ends_at.timestamp(),
+                reservation_code=after.code,
+            )
+            writes.outbox.append(
+                self.device_cmd(after.device_id, CommandName.START_SESSION, now, session=started)
+            )
+        elif after.status is rules.Status.COMPLETED:
+            writes.outbox.append(
+                self.device_cmd(after.device_id, CommandName.END_SESSION, now, reason="slot ended")
+            )
+        self.log_reply(writes, job, cmd, reply)
+        return Outcome(reply, touched=True)
+
+    def refused(
+        self, writes: Writes, job: Job, cmd: rules.Command, refusal: rules.Refusal, now: datetime
+    ) -> Outcome:
+        conflict = None
+        if refusal.conflict is not None:
+            c = refusal.conflict
+            conflict = ConflictSlot(
+                reservation_id=c.id,
+                starts_at=c.starts_at.timestamp(),
+                ends_at=c.ends_at.timestamp(),
+                status=c.status.value,
+            )
+        reply = Reply(
+            request_id=job.request_id,
+            ok=False,
+            error=ErrorBody(code=refusal.code.value, message=refusal.message, conflict=conflict),
+        )
+        writes.outbox += self.reply_rows(job, reply)
+        if cmd.op is rules.Op.CHECK_IN and cmd.actor.role is rules.Role.DEVICE:
+            writes.outbox.append(
+                self.device_cmd(
+                    job.device_id,
+                    CommandName.END_SESSION,
+                    now,
+                    reason=f"check-in refused: {refusal.message}",
+                )
+            )
+        self.log_reply(writes, job, cmd, reply)
+        return Outcome(reply)
+
+    def message(self, topic: str, payload: bytes, props_json: str | None = None) -> dict[str, Any]:
+        return {
+            "topic": topic,
+            "payload": payload,
+            "qos": 1,
+            "retain": False,
+            "props_json": props_json,
+            "created_at": datetime.now(UTC),
+            "published_at": None,
+        }
+
+    def reply_rows(self, job: Job, reply: Reply) -> list[dict[str, Any]]:
+        if job.reply_topic is None:
+            return []
+        return [self.message(job.reply_topic, reply.encode(), reply_properties(job.correlation))]
+
+    def log_reply(self, writes: Writes, job: Job, cmd: rules.Command, reply: Reply) -> None:
+        if job.request_key is None:
+            return
+        writes.logs.append(
+            {
+                "request_key": job.request_key,
+                "device_id": job.device_id,
+                "op": cmd.op.value,
+                "ok": reply.ok,
+                "reply_json": reply.model_dump_json(),
+                "created_at": datetime.now(UTC),
+            }
+        )
+
+    def announce(self, after: rules.Slot, now: datetime, device_name: str) -> list[dict[str, Any]]:
+        """The broadcast event (no player named) and the owner's notification."""
+        ts = now.timestamp()
+        event = ReservationEvent(
+            type=EVENT_FOR[after.status],
+            reservation_id=after.id,
+            device_id=after.device_id,
+            timestamp=ts,
+            data={
+                "status": after.status.value,
+                "starts_at": after.starts_at.timestamp(),
+                "ends_at": after.ends_at.timestamp(),
+            },
+        )
+        kind, priority, title, text = NOTICE_FOR[after.status]
+        local = after.starts_at.astimezone(self.policy.tz).strftime("%m/%d %H:%M")
+        note = NotificationEvent(
+            id=uuid.uuid4().hex,
+            type=kind,
+            user_id=after.user,
+            title=title,
+            message=text.format(name=device_name, start=local, code=after.code),
+            priority=priority,
+            ts=ts,
+            reservation=public(after, private=True),
+        )
+        return [
+            self.message(self.topics.reservation_events, event.encode()),
+            self.message(self.topics.notifications(after.user), note.encode()),
+        ]
+
+    def device_cmd(
+        self,
+        device_id: str,
+        name: CommandName,
+        now: datetime,
+        *,
+        session: Session | None = None,
+        reason: str | None = None,
+    ) -> dict[str, Any]:
+        cmd = DeviceCommand(cmd=name, ts=now.timestamp(), session=session, reason=reason)
+        return self.message(self.topics.cmd(device_id), cmd.encode())
+
+
+def _batchable(job: Job) -> bool:
+    """Jobs the batched path decides; the rest take the careful path."""
+    cmd = job.command
+    return (
+        cmd is not None
+        and job.timer is None
+        and (cmd.op is rules.Op.RESERVE or cmd.reservation_id is not None)
+    )
+
+
+class BatchDecision:
+    """The batched path: facts for the whole batch up front, decisions in memory."""
+
+    def __init__(
+        self, committer: Committer, session: AsyncSession, now: datetime, writes: Writes
+    ) -> None:
+        self.c = committer
+        self.session = session
+        self.now = now
+        self.writes = writes
+        self.slots: dict[str, rules.Slot] = {}
+        self.by_device: dict[str, set[str]] = {}
+        self.by_player: dict[str, set[str]] = {}
+        self.held: dict[str, int] = {}
+
+    def _index(self, slot: rules.Slot) -> None:
+        self.slots[slot.id] = slot
+        self.by_device.setdefault(slot.device_id, set()).add(slot.id)
+        self.by_player.setdefault(slot.user, set()).add(slot.id)
+
+    async def _load(self, batch: list[Job]) -> tuple[dict[str, Reply], dict[str, Device]]:
+        s, active = self.session, list(_ACTIVE_VALUES)
+        keys = [j.request_key for j in batch if j.request_key]
+        logged = {
+            c.request_key: Reply.model_validate_json(c.reply_json)
+            for c in (
+                await s.exec(select(CommandLog).where(col(CommandLog.request_key).in_(keys)))
+            ).all()
+        }
+        device_ids = {j.device_id for j in batch}
+        devices = {
+            d.id: d for d in (await s.exec(select(Device).where(col(Device.id).in_(device_ids))))
+        }
+        cmds = [j.command for j in batch if j.command is not None]
+        target_ids = {c.reservation_id for c in cmds if c.reservation_id}
+        if target_ids:
+            for row in (
+                await s.exec(select(Reservation).where(col(Reservation.id).in_(target_ids)))
+            ).all():
+                self._index(slot_of(row))
+        starts = [c.starts_at for c in cmds if c.starts_at]
+        starts += [r.starts_at for r in self.slots.values()]
+        ends = [c.ends_at for c in cmds if c.ends_at] + [r.ends_at for r in self.slots.values()]
+        players = {c.actor.user for c in cmds if c.op is rules.Op.RESERVE}
+        if starts and ends:
+            rows = await s.exec(
+                select(Reservation).where(
+                    col(Reservation.status).in_(active),
+                    Reservation.starts_at < max(ends),
+                    Reservation.ends_at > min(starts),
+                    or_(
+                        col(Reservation.device_id).in_(device_ids),
+                        col(Reservation.player).in_(players or {""}),
+                    ),
+                )
+            )
+            for row in rows.all():
+                if row.id not in self.slots:
+                    self._index(slot_of(row))
+        if players:
+            counted = await s.exec(
+                select(Reservation.player, func.count())
+                .where(
+                    col(Reservation.player).in_(players),
+                    col(Reservation.status).in_(active),
+                    Reservation.ends_at > self.now,
+                )
+                .group_by(col(Reservation.player))
+            )
+            self.held = {player: int(n) for player, n in counted.all()}
+        return logged, devices
+
+    async def run(self, batch: list[Job]) -> list[Outcome]:
+        logged, devices = await self._load(batch)
+        outcomes = []
+        for job in batch:
+            if job.request_key is not None and job.request_key in logged:
+                reply = logged[job.request_key]  # a retry, also one earlier in this batch
+                self.writes.outbox += self.c.reply_rows(job, reply)
+                outcomes.append(Outcome(reply))
+                continue
+            outcome = self._decide(job, devices.get(job.device_id))
+            if job.request_key is not None and outcome.reply is not None:
+                logged[job.request_key] = outcome.reply
+            outcomes.append(outcome)
+        return outcomes
+
+    def _near(self, ids: set[str], window: tuple[datetime, datetime]) -> tuple[rules.Slot, ...]:
+        return tuple(
+            slot
+            for slot in (self.slots[i] for i in ids)
+            if slot.status in rules.ACTIVE and slot.overlaps(*window)
+        )
+
+    def _decide(self, job: Job, device: Device | None) -> Outcome:
+        cmd = job.command
+        assert cmd is not None
+        target = self.slots.get(cmd.reservation_id) if cmd.reservation_id else None
+        if cmd.op is rules.Op.RESERVE and cmd.starts_at and cmd.ends_at:
+            window = (cmd.starts_at, cmd.ends_at)
+        elif target is not None:
+            window = (target.starts_at, target.ends_at)
+        else:
+            window = (self.now, self.now)
+        mine = self.by_player.get(cmd.actor.user, set()) if cmd.op is rules.Op.RESERVE else set()
+        ctx = self.c.context(
+            self.now,
+            device,
+            self._near(self.by_device.get(job.device_id, set()), window),
+            self._near(mine, window),
+            target,
+            held=self.held.get(cmd.actor.user, 0),
+        )
+        decision = rules.decide(ctx, cmd)
+        outcome = self.c.apply(self.writes, job, cmd, decision, target, device, self.now)
+        after = decision.after
+        if after is not None:  # later commands in this batch must see this one
+            if target is None:
+                self.held[after.user] = self.held.get(after.user, 0) + 1
+            elif target.status in rules.ACTIVE and after.status not in rules.ACTIVE:
+                self.held[after.user] = max(0, self.held.get(after.user, 0) - 1)
+            self._index(replace(after))
+        return outcome
