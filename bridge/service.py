@@ -220,9 +220,18 @@ class BridgeService:
                 )
             else:
                 state = decode(DeviceState, raw, limit)
+                before = self.tracker.views.get(parsed.device)
                 effects = self.tracker.on_state(parsed.device, state, now())
                 code = state.session.reservation_code if state.session else None
-                if effects.view is not None and state.state is MachineState.IN_USE and code:
+                known = before.session.reservation_code if before and before.session else None
+                # A new code typed on the machine; the session the bridge itself started
+                # carries the same code back and is not a second check-in.
+                if (
+                    effects.view is not None
+                    and state.state is MachineState.IN_USE
+                    and code
+                    and code != known
+                ):
                     assert self.desk is not None
                     self.desk.check_in_by_code(parsed.device, code)
         except PayloadError as exc:

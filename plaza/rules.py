@@ -124,7 +124,7 @@ class Slot:
 @dataclass(frozen=True, slots=True)
 class Policy:
     max_minutes: int = 240
-    min_minutes: int = 10
+    min_minutes: float = 10
     max_active_per_player: int = 3
     opens: time = time(0, 0)
     closes: time = time(0, 0)  # equal to opens: open around the clock

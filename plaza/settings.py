@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     no_show_grace: float = Field(default=600, ge=0)
     check_in_early: float = Field(default=900, ge=0)
     max_slot_minutes: int = Field(default=240, ge=1)
-    min_slot_minutes: int = Field(default=10, ge=1)
+    min_slot_minutes: float = Field(default=10, gt=0)
     max_active_per_player: int = Field(default=3, ge=1)
     max_days_ahead: int = Field(default=14, ge=1)
     #: "HH:MM-HH:MM" in venue_timezone; equal times mean open around the clock

@@ -152,7 +152,7 @@ def service_settings(broker: BrokerHandle, db_url: str, tmp_path: Path, user: st
         device_keepalive=2,
         reconnect_min=0.05,
         reconnect_max=0.5,
-        min_slot_minutes=1,
+        min_slot_minutes=0.05,
         timer_tick=0.2,
         rate_burst=1000,
         actor_idle_seconds=2,

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import asyncio
 import os
-import shutil
-import tempfile
 import platform
+import shutil
 import subprocess
 import sys
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType

@@ -9,13 +9,16 @@ from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import aiomqtt
 import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.service import BridgeService
 from plaza.db import make_engine
-from plaza.messages import BoardEntry
+from plaza.messages import BoardEntry, Reply
+from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Reservation
 from tests.conftest import BrokerHandle, RunningService, Watch
 from tests.integration.reserving import Requester, as_admin, slot
@@ -275,3 +278,87 @@ async def test_check_in_through_the_simulator_turns_the_board_in_use(
     rows = await reservations(db_url)
     assert [r.status for r in rows] == ["checked_in"]
     await stop(m, task)
+
+
+async def test_a_player_over_the_command_budget_gets_rate_limited_and_others_do_not(
+    broker: BrokerHandle, bridge_settings: Settings, seeded: list[str], tmp_path: Path
+) -> None:
+    tight = bridge_settings.model_copy(update={"rate_burst": 3, "rate_per_minute": 1})
+    running = RunningService(lambda: BridgeService(tight))
+    await running.start()
+    try:
+        async with player(broker, "player1") as p1, player(broker, "player2") as p2:
+            replies = [
+                await p1.request(seeded[0], op="cancel", reservation_id=f"x{i}") for i in range(5)
+            ]
+            other = await p2.request(seeded[0], op="cancel", reservation_id="x9")
+    finally:
+        await running.stop()
+    codes = [r.error.code for r in replies if r.error]
+    assert codes == ["not_found", "not_found", "not_found", "rate_limited", "rate_limited"]
+    assert other.error is not None
+    assert other.error.code == "not_found", "one player's budget is not another's"
+
+
+async def test_an_mqtt_3_1_1_client_gets_its_reply_on_its_replies_topic_by_request_id(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str]
+) -> None:
+    client = broker.client(
+        "player3", broker.secrets.players["player3"], protocol=aiomqtt.ProtocolVersion.V311
+    )
+    async with client:
+        await client.subscribe(broker.topics.replies("player3"), qos=1)
+        body = {"request_id": "v311-1", "op": "reserve", **slot(4 * 3600, 30)}
+        await client.publish(broker.topics.request(seeded[1], "player3"), json.dumps(body), qos=1)
+        async with asyncio.timeout(10):
+            async for message in client.messages:
+                reply = Reply.model_validate_json(message.payload)
+                break
+    assert reply.request_id == "v311-1"
+    assert reply.ok
+
+
+async def test_at_the_end_of_a_checked_in_slot_the_machine_is_told_to_end_the_session(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str, tmp_path: Path
+) -> None:
+    device = seeded[2]
+    await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
+    m = machine(broker, device, tmp_path)
+    task = await start(m)
+    async with (
+        Watch(broker.observer(), [f"plaza/board/{device}", f"plaza/devices/{device}/cmd"]) as w,
+        player(broker) as p1,
+    ):
+        made = await p1.request(device, op="reserve", **slot(0, 0.1))  # a six-second slot
+        assert made.reservation is not None, made
+        assert made.reservation.status == "approved"
+        await m.start_session_with_code(made.reservation.code or "")
+        await w.wait_for(is_board(device, status="in_use"))
+        end = await w.wait_for(
+            lambda s: s.topic.endswith("/cmd") and json.loads(s.payload)["cmd"] == "end_session",
+            timeout=20,
+        )
+        assert json.loads(end.payload)["reason"] == "slot ended"
+        await w.wait_for(is_board(device, status="available"), since=w.seen.index(end))
+        done = await p1.notification("reservation_completed")
+        assert done.reservation is not None
+    assert [r.status for r in await reservations(db_url)] == ["completed"]
+    await stop(m, task)
+
+
+async def test_idle_machine_actors_are_reaped_and_come_back_on_demand(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str]
+) -> None:
+    desk = bridge.service.desk
+    assert desk is not None
+    async with player(broker) as p1:
+        await p1.request(seeded[3], op="cancel", reservation_id="nope")
+        assert seeded[3] in desk.actors.queues
+        idle = bridge.service.settings.actor_idle_seconds
+        async with asyncio.timeout(idle + 5):
+            while seeded[3] in desk.actors.queues:  # noqa: ASYNC110 - reaping is internal
+                await asyncio.sleep(0.1)
+        again = await p1.request(seeded[3], op="cancel", reservation_id="nope")
+    assert again.error is not None
+    assert again.error.code == "not_found"
+    assert desk.actors.spawned == 2
