@@ -22,12 +22,14 @@ import secrets
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Table, insert, update
+import sqlalchemy as sa
+from sqlalchemy import Connection, Table, insert, update
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel, col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -42,6 +44,7 @@ from bridge.reservations import (
     slot_of,
 )
 from plaza import rules
+from plaza.db import make_sync_engine, session_factory
 from plaza.messages import (
     AlertSeverity,
     CommandName,
@@ -58,6 +61,16 @@ from plaza.tables import CommandLog, Device, Outbox, Reservation
 from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
+
+
+class DeviceFacts(Protocol):
+    """What decisions need of a machine (a table row or a Core row)."""
+
+    name: str
+    maintenance: bool
+    auto_approve: bool
+
+
 _ACTIVE_VALUES = frozenset(s.value for s in rules.ACTIVE)
 
 
@@ -77,20 +90,19 @@ class Writes:
     logs: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
 
-    async def flush(self, session: AsyncSession) -> list[OutboxRow]:
-        conn = await session.connection()
+    def flush_sync(self, conn: Connection) -> list[OutboxRow]:
         table = _table(Reservation)
         if self.new:
-            await conn.execute(insert(table), self.new)
+            conn.execute(insert(table), self.new)
         for row in self.changed:  # few per batch: status changes and reminders
             values = {k: v for k, v in row.items() if k != "id"}
-            await conn.execute(update(table).where(table.c.id == row["id"]).values(**values))
+            conn.execute(update(table).where(table.c.id == row["id"]).values(**values))
         if self.logs:
-            await conn.execute(insert(_table(CommandLog)), self.logs)
+            conn.execute(insert(_table(CommandLog)), self.logs)
         if not self.outbox:
             return []
         outbox = _table(Outbox)
-        result = await conn.execute(
+        result = conn.execute(
             insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), self.outbox
         )
         ids = result.scalars().all()
@@ -99,19 +111,25 @@ class Writes:
             for i, o in zip(ids, self.outbox, strict=True)
         ]
 
+    async def flush(self, session: AsyncSession) -> list[OutboxRow]:
+        conn = await session.connection()
+        return await conn.run_sync(self.flush_sync)
+
 
 class Committer:
     """Takes jobs from the actors and decides them in batches (see the module docstring)."""
 
     def __init__(
         self,
-        sessions: Callable[[], AsyncSession],
+        engine: AsyncEngine,
         settings: Settings,
         topics: Topics,
         publisher: OutboxPublisher,
         on_devices_changed: Callable[[set[str]], None],
     ) -> None:
-        self._sessions = sessions
+        self.engine = engine
+        self._sessions = session_factory(engine)
+        self._sync_engine = make_sync_engine(settings.db_url)
         self.settings = settings
         self.topics = topics
         self.policy = policy_from(settings)
@@ -170,12 +188,10 @@ class Committer:
         now = datetime.now(UTC)
         if all(_batchable(j) for j in batch):
             try:
-                async with self._sessions() as session:
-                    writes = Writes()
-                    outcomes = await BatchDecision(self, session, now, writes).run(batch)
-                    rows = await writes.flush(session)
-                    await session.commit()
-                return outcomes, rows
+                if self._sync_engine is not None:  # SQLite: the whole batch in one thread
+                    return await asyncio.to_thread(self._batch_in_thread, batch, now)
+                async with self.engine.begin() as conn:
+                    return await conn.run_sync(self._batch, batch, now)
             except IntegrityError as exc:
                 # Another bridge won a race (PostgreSQL constraint): redo this batch one
                 # command at a time, each in its own savepoint, so only the loser is refused.
@@ -189,6 +205,20 @@ class Committer:
                 rows += out
             await session.commit()
         return outcomes, rows
+
+    def _batch_in_thread(
+        self, batch: list[Job], now: datetime
+    ) -> tuple[list[Outcome], list[OutboxRow]]:
+        assert self._sync_engine is not None
+        with self._sync_engine.begin() as conn:
+            return self._batch(conn, batch, now)
+
+    def _batch(
+        self, conn: Connection, batch: list[Job], now: datetime
+    ) -> tuple[list[Outcome], list[OutboxRow]]:
+        writes = Writes()
+        outcomes = BatchDecision(self, conn, now, writes).run(batch)
+        return outcomes, writes.flush_sync(conn)
 
     # -- the careful path -------------------------------------------------------------------------
     async def _one(
@@ -275,7 +305,7 @@ class Committer:
     def context(
         self,
         now: datetime,
-        device: Device | None,
+        device: DeviceFacts | None,
         device_slots: tuple[rules.Slot, ...],
         player_slots: tuple[rules.Slot, ...],
         target: rules.Slot | None,
@@ -369,7 +399,7 @@ class Committer:
         cmd: rules.Command,
         decision: rules.Decision,
         target: rules.Slot | None,
-        device: Device | None,
+        device: DeviceFacts | None,
         now: datetime,
     ) -> Outcome:
         if decision.refusal is not None:
@@ -529,13 +559,12 @@ def _batchable(job: Job) -> bool:
 
 
 class BatchDecision:
-    """The batched path: facts for the whole batch up front, decisions in memory."""
+    """The batched path: facts for the whole batch up front, decisions in memory. Runs on a
+    synchronous connection (a worker thread for SQLite, ``run_sync`` for PostgreSQL)."""
 
-    def __init__(
-        self, committer: Committer, session: AsyncSession, now: datetime, writes: Writes
-    ) -> None:
+    def __init__(self, committer: Committer, conn: Connection, now: datetime, writes: Writes):
         self.c = committer
-        self.session = session
+        self.conn = conn
         self.now = now
         self.writes = writes
         self.slots: dict[str, rules.Slot] = {}
@@ -548,60 +577,70 @@ class BatchDecision:
         self.by_device.setdefault(slot.device_id, set()).add(slot.id)
         self.by_player.setdefault(slot.user, set()).add(slot.id)
 
-    async def _load(self, batch: list[Job]) -> tuple[dict[str, Reply], dict[str, Device]]:
-        s, active = self.session, list(_ACTIVE_VALUES)
+    def _load(self, batch: list[Job]) -> tuple[dict[str, Reply], dict[str, Any]]:
+        conn, active = self.conn, list(_ACTIVE_VALUES)
+        res, cl, dev = _table(Reservation), _table(CommandLog), _table(Device)
         keys = [j.request_key for j in batch if j.request_key]
         logged = {
-            c.request_key: Reply.model_validate_json(c.reply_json)
-            for c in (
-                await s.exec(select(CommandLog).where(col(CommandLog.request_key).in_(keys)))
-            ).all()
+            key: Reply.model_validate_json(text)
+            for key, text in conn.execute(
+                sa.select(cl.c.request_key, cl.c.reply_json).where(cl.c.request_key.in_(keys))
+            )
         }
         device_ids = {j.device_id for j in batch}
         devices = {
-            d.id: d for d in (await s.exec(select(Device).where(col(Device.id).in_(device_ids))))
+            d.id: d
+            for d in conn.execute(
+                sa.select(dev.c.id, dev.c.name, dev.c.maintenance, dev.c.auto_approve).where(
+                    dev.c.id.in_(device_ids)
+                )
+            )
         }
+        columns = (
+            res.c.id,
+            res.c.device_id,
+            res.c.player,
+            res.c.starts_at,
+            res.c.ends_at,
+            res.c.status,
+            res.c.code,
+        )
         cmds = [j.command for j in batch if j.command is not None]
         target_ids = {c.reservation_id for c in cmds if c.reservation_id}
         if target_ids:
-            for row in (
-                await s.exec(select(Reservation).where(col(Reservation.id).in_(target_ids)))
-            ).all():
-                self._index(slot_of(row))
+            for row in conn.execute(sa.select(*columns).where(res.c.id.in_(target_ids))):
+                self._index(_slot(row))
         starts = [c.starts_at for c in cmds if c.starts_at]
         starts += [r.starts_at for r in self.slots.values()]
         ends = [c.ends_at for c in cmds if c.ends_at] + [r.ends_at for r in self.slots.values()]
         players = {c.actor.user for c in cmds if c.op is rules.Op.RESERVE}
         if starts and ends:
-            rows = await s.exec(
-                select(Reservation).where(
-                    col(Reservation.status).in_(active),
-                    Reservation.starts_at < max(ends),
-                    Reservation.ends_at > min(starts),
-                    or_(
-                        col(Reservation.device_id).in_(device_ids),
-                        col(Reservation.player).in_(players or {""}),
-                    ),
+            rows = conn.execute(
+                sa.select(*columns).where(
+                    res.c.status.in_(active),
+                    res.c.starts_at < max(ends),
+                    res.c.ends_at > min(starts),
+                    or_(res.c.device_id.in_(device_ids), res.c.player.in_(players or {""})),
                 )
             )
-            for row in rows.all():
+            for row in rows:
                 if row.id not in self.slots:
-                    self._index(slot_of(row))
+                    self._index(_slot(row))
         if players:
-            counted = await s.exec(
-                select(Reservation.player, func.count())
+            counted = conn.execute(
+                sa.select(res.c.player, func.count())
                 .where(
-                    col(Reservation.player).in_(players),
-                    col(Reservation.status).in_(active),
-                    Reservation.ends_at > self.now,
+                    res.c.player.in_(players),
+                    res.c.status.in_(active),
+                    res.c.ends_at > self.now,
                 )
-                .group_by(col(Reservation.player))
+                .group_by(res.c.player)
             )
-            self.held = {player: int(n) for player, n in counted.all()}
+            self.held = {player: int(n) for player, n in counted}
         return logged, devices
 
-    async def run(self, batch: list[Job]) -> list[Outcome]:
-        logged, devices = await self._load(batch)
+    def run(self, batch: list[Job]) -> list[Outcome]:
+        logged, devices = self._load(batch)
         outcomes = []
         for job in batch:
             if job.request_key is not None and job.request_key in logged:
@@ -622,7 +661,7 @@ class BatchDecision:
             if slot.status in rules.ACTIVE and slot.overlaps(*window)
         )
 
-    def _decide(self, job: Job, device: Device | None) -> Outcome:
+    def _decide(self, job: Job, device: DeviceFacts | None) -> Outcome:
         cmd = job.command
         assert cmd is not None
         target = self.slots.get(cmd.reservation_id) if cmd.reservation_id else None
@@ -649,5 +688,17 @@ class BatchDecision:
                 self.held[after.user] = self.held.get(after.user, 0) + 1
             elif target.status in rules.ACTIVE and after.status not in rules.ACTIVE:
                 self.held[after.user] = max(0, self.held.get(after.user, 0) - 1)
-            self._index(replace(after))
+            self._index(after)
         return outcome
+
+
+def _slot(row: Any) -> rules.Slot:
+    return rules.Slot(
+        row.id,
+        row.device_id,
+        row.player,
+        row.starts_at,
+        row.ends_at,
+        rules.Status(row.status),
+        row.code,
+    )

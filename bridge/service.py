@@ -74,7 +74,7 @@ class BridgeService:
         sessions = session_factory(engine)
         self.publisher = OutboxPublisher(sessions, lambda: self._client, self.connected)
         self.committer = Committer(
-            sessions, self.settings, self.topics, self.publisher, self._refresh.put_nowait
+            engine, self.settings, self.topics, self.publisher, self._refresh.put_nowait
         )
         actors = ActorPool(self.committer, self.settings.actor_idle_seconds)
         self.desk = ReservationDesk(self.settings, self.topics, actors)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import event, text
+from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -87,8 +87,24 @@ def make_engine(url: str, *, reader: bool = False, **kw: Any) -> AsyncEngine:
     return create_async_engine(url, **kw)
 
 
-def _sqlite_recipe(engine: AsyncEngine, *, immediate: bool = True) -> None:
-    @event.listens_for(engine.sync_engine, "connect")
+def make_sync_engine(url: str) -> Engine | None:
+    """For SQLite, a synchronous engine on the same file (pysqlite, same recipe), so a whole
+    batch runs in one worker thread instead of hopping threads per statement; None for
+    other databases, whose async drivers need no thread."""
+    if not is_sqlite(url):
+        return None
+    engine = create_engine(
+        url.replace("sqlite+aiosqlite:", "sqlite:", 1),
+        connect_args={"timeout": 30, "check_same_thread": False},
+    )
+    _sqlite_recipe(engine)
+    return engine
+
+
+def _sqlite_recipe(engine: AsyncEngine | Engine, *, immediate: bool = True) -> None:
+    sync_engine = engine.sync_engine if isinstance(engine, AsyncEngine) else engine
+
+    @event.listens_for(sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
         dbapi_connection.isolation_level = None  # let BEGIN IMMEDIATE below own transactions
         cursor = dbapi_connection.cursor()
@@ -98,7 +114,7 @@ def _sqlite_recipe(engine: AsyncEngine, *, immediate: bool = True) -> None:
         cursor.execute("PRAGMA busy_timeout=30000")
         cursor.close()
 
-    @event.listens_for(engine.sync_engine, "begin")
+    @event.listens_for(sync_engine, "begin")
     def _on_begin(conn: Any) -> None:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
