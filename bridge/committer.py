@@ -126,8 +126,10 @@ class Committer:
         topics: Topics,
         publisher: OutboxPublisher,
         on_devices_changed: Callable[[set[str]], None],
+        write_gate: asyncio.Lock,
     ) -> None:
         self.engine = engine
+        self._gate = write_gate
         self._sessions = session_factory(engine)
         self._sync_engine = make_sync_engine(settings.db_url)
         self.settings = settings
@@ -152,7 +154,8 @@ class Committer:
             while not self._queue.empty() and len(batch) < self.settings.commit_batch_max:
                 batch.append(self._queue.get_nowait())
             try:
-                outcomes, rows = await self._commit(batch)
+                async with self._gate:  # the bridge's writers take turns (SQLite: no busy-wait)
+                    outcomes, rows = await self._commit(batch)
             except Exception:
                 log.exception(
                     "reservation batch of %d failed; retrying in %.2fs", len(batch), delay

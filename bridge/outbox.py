@@ -64,8 +64,10 @@ class OutboxPublisher:
         sessions: Callable[[], AsyncSession],
         client: Callable[[], aiomqtt.Client | None],
         connected: asyncio.Event,
+        write_gate: asyncio.Lock,
     ) -> None:
         self._sessions = sessions
+        self._gate = write_gate
         self._client = client
         self._connected = connected
         self._queue: asyncio.Queue[OutboxRow] = asyncio.Queue()
@@ -133,7 +135,7 @@ class OutboxPublisher:
                 continue
             ids, self._sent = self._sent, []
             try:
-                async with self._sessions() as session:
+                async with self._gate, self._sessions() as session:
                     await session.exec(
                         update(Outbox)
                         .where(col(Outbox.id).in_(ids))

@@ -76,9 +76,11 @@ class DeviceStore:
         self,
         sessions: Callable[[], AsyncSession],
         metrics: BridgeMetrics,
+        write_gate: asyncio.Lock,
         max_batch: int = 500,
     ) -> None:
         self._sessions = sessions
+        self._gate = write_gate
         self._metrics = metrics
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._max_batch = max_batch
@@ -135,6 +137,10 @@ class DeviceStore:
                 self._queue.task_done()
 
     async def _commit(self, batch: list[_Write]) -> None:
+        async with self._gate:  # one writer at a time: no SQLite busy-wait between ours
+            await self._commit_batch(batch)
+
+    async def _commit_batch(self, batch: list[_Write]) -> None:
         latest: dict[str, tuple[DeviceView, float]] = {}
         for w in batch:
             if w.view is not None:
