@@ -23,7 +23,8 @@ test-all: setup
 	$(VENV)/bin/pytest -m ""
 
 bench: setup
-	$(VENV)/bin/plaza bench presence $(ARGS)
+	$(VENV)/bin/plaza bench presence
+	$(VENV)/bin/plaza bench reservations
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -35,8 +35,6 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from plaza.mqtt import NODELAY
 from plaza.topics import Topics
-from plaza_sim.epochs import EpochStore
-from plaza_sim.machine import Machine, MachineConfig
 from venue.benchkit import BenchVenue, machine_line, percentile, write_report
 from venue.fleet import BRIDGE_USER, demo_fleet
 
@@ -180,25 +178,39 @@ async def _run_db(
         )
         assert echo.stdout is not None
         await asyncio.wait_for(echo.stdout.readline(), 10)
-        machines = [
-            Machine(
-                MachineConfig(
-                    d.id, venue.secrets.devices[d.id], "127.0.0.1", venue.broker.port, keepalive=60
-                ),
-                EpochStore(None),
-                autoplay=False,
-            )
-            for d in fleet
-        ]
+        # The machines run as `plaza sim` in their own process, as in a venue, so they do not
+        # share this process's event loop with the load generator.
+        devices_file = work / "devices.json"
+        devices_file.write_text(json.dumps(venue.secrets.devices))
+        sim = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "venue.cli",
+            "sim",
+            "--devices-file",
+            str(devices_file),
+            "--no-play",
+            "--keepalive",
+            "60",
+            "--progress-every",
+            "1",
+            env={
+                **os.environ,
+                "PLAZA_MQTT_PORT": str(venue.broker.port),
+                "PLAZA_DATA_DIR": str(work),
+            },
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.DEVNULL,
+        )
+        assert sim.stdout is not None
+        want = f"sim: {len(fleet)}/{len(fleet)} online".encode()
+        async with asyncio.timeout(120):
+            while want not in await sim.stdout.readline():
+                pass
         results: dict[str, object] = {"label": label}
         async with contextlib.AsyncExitStack() as stack:
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             runs = []
-            for i, m in enumerate(machines):
-                runs.append(tg.create_task(m.run()))
-                if i % 50 == 49:
-                    await asyncio.sleep(0.05)
-            await asyncio.wait_for(asyncio.gather(*(m.connected.wait() for m in machines)), 120)
             players = []
             for i in range(args.players):
                 name = f"bench{i:03d}"
@@ -231,11 +243,11 @@ async def _run_db(
             rate, done = await sustained(args.window, args.seconds, load)
             results["max"], results["max_done"] = rate, done
             results["failures"] = load.failures
-            await asyncio.gather(*(m.stop() for m in machines))
             for t in runs:
                 t.cancel()
-        echo.terminate()
-        await echo.wait()
+        for child in (echo, sim):
+            child.terminate()
+            await child.wait()
     return results
 
 
@@ -282,8 +294,8 @@ def report(runs: list[dict[str, object]], args: argparse.Namespace, command: str
         paced_ = run["paced"]
         assert isinstance(echo, list)
         assert isinstance(paced_, list)
-        lines.append(f"| {label} " + _row("raw echo round trip (reference)", echo)[1:])
-        lines.append(f"| {label} " + _row(f"command round trip at {args.rate:.0f}/s", paced_)[1:])
+        lines.append(f"| {label} |" + _row("raw echo round trip (reference)", echo)[1:])
+        lines.append(f"| {label} |" + _row(f"command round trip at {args.rate:.0f}/s", paced_)[1:])
         ratio = statistics.median(paced_) / statistics.median(echo)
         p99 = percentile(paced_, 99)
         verdicts.append(
