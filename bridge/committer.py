@@ -612,7 +612,7 @@ class BatchDecision:
         target_ids = {c.reservation_id for c in cmds if c.reservation_id}
         if target_ids:
             for row in conn.execute(sa.select(*columns).where(res.c.id.in_(target_ids))):
-                self._index(_slot(row))
+                self._index(slot_of(row))
         starts = [c.starts_at for c in cmds if c.starts_at]
         starts += [r.starts_at for r in self.slots.values()]
         ends = [c.ends_at for c in cmds if c.ends_at] + [r.ends_at for r in self.slots.values()]
@@ -628,7 +628,7 @@ class BatchDecision:
             )
             for row in rows:
                 if row.id not in self.slots:
-                    self._index(_slot(row))
+                    self._index(slot_of(row))
         if players:
             counted = conn.execute(
                 sa.select(res.c.player, func.count())
@@ -693,15 +693,3 @@ class BatchDecision:
                 self.held[after.user] = max(0, self.held.get(after.user, 0) - 1)
             self._index(after)
         return outcome
-
-
-def _slot(row: Any) -> rules.Slot:
-    return rules.Slot(
-        row.id,
-        row.device_id,
-        row.player,
-        row.starts_at,
-        row.ends_at,
-        rules.Status(row.status),
-        row.code,
-    )

@@ -27,7 +27,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
 from plaza import rules
@@ -72,7 +72,8 @@ def policy_from(settings: Settings) -> rules.Policy:
     )
 
 
-def slot_of(row: Reservation) -> rules.Slot:
+def slot_of(row: Any) -> rules.Slot:
+    """A reservation row (ORM object or Core row) as the rules see it."""
     return rules.Slot(
         row.id,
         row.device_id,

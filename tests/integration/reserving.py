@@ -101,3 +101,28 @@ def slot(start_in: float, minutes: float) -> dict[str, float]:
 
 def as_admin(body: dict[str, Any], admin: str = "admin") -> dict[str, Any]:
     return {**body, "on_behalf_of": {"user": admin, "role": "admin"}}
+
+
+async def race(broker: BrokerHandle, device: str, clients: int, start_in: float) -> list[Reply]:
+    """``clients`` players (racer000...) send at once a reserve for slots that all overlap
+    (60 minutes, starts spread over less than an hour); every reply, in client order."""
+    racers = [Requester(broker, f"racer{i:03d}", f"racer-pw-{i:03d}") for i in range(clients)]
+    base = slot(start_in, 60)
+    bodies: list[dict[str, Any]] = [
+        {
+            "request_id": uuid.uuid4().hex,
+            "op": "reserve",
+            "starts_at": base["starts_at"] + (i % 30) * 60,
+            "ends_at": base["ends_at"] + (i % 30) * 60,
+        }
+        for i in range(clients)
+    ]
+    async with contextlib.AsyncExitStack() as stack:
+        for r in racers:
+            await stack.enter_async_context(r)
+        await asyncio.gather(*(r.send(device, b) for r, b in zip(racers, bodies, strict=True)))
+        return list(
+            await asyncio.gather(
+                *(r.reply(b["request_id"], 30) for r, b in zip(racers, bodies, strict=True))
+            )
+        )

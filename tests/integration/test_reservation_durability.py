@@ -17,7 +17,7 @@ from plaza.messages import Reply
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Outbox, Reservation
 from tests.conftest import BridgeProcess, BrokerHandle
-from tests.integration.reserving import Requester, slot
+from tests.integration.reserving import Requester, race, slot
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -137,30 +137,9 @@ async def test_two_bridges_on_one_postgresql_behind_a_shared_subscription_still_
     ]
     for b in bridges:
         await b.start()
-    racers = [Requester(broker, f"racer{i:03d}", f"racer-pw-{i:03d}") for i in range(60)]
     try:
-        for r in racers:
-            await r.__aenter__()
-        base = slot(5400, 60)
-        bodies = [
-            {
-                "request_id": uuid.uuid4().hex,
-                "op": "reserve",
-                "starts_at": base["starts_at"] + (i % 20) * 60,
-                "ends_at": base["ends_at"] + (i % 20) * 60,
-            }
-            for i in range(60)
-        ]
-        await asyncio.gather(*(r.send(device, b) for r, b in zip(racers, bodies, strict=True)))
-        replies = await asyncio.gather(
-            *(
-                r.reply(str(b["request_id"]), timeout=30)
-                for r, b in zip(racers, bodies, strict=True)
-            )
-        )
+        replies = await race(broker, device, 60, 5400)
     finally:
-        for r in racers:
-            await r.__aexit__()
         for b in bridges:
             b.stop()
     handled = [b.log_path.read_text().count("SQL refused") for b in bridges]

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -21,7 +20,7 @@ from plaza.messages import BoardEntry, Reply
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Reservation
 from tests.conftest import BrokerHandle, RunningService, Watch
-from tests.integration.reserving import Requester, as_admin, slot
+from tests.integration.reserving import Requester, as_admin, race, slot
 from tests.integration.test_presence import is_board, machine, start, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -63,30 +62,7 @@ async def test_a_hundred_clients_race_for_overlapping_slots_and_exactly_one_wins
 ) -> None:
     device = seeded[0]
     await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
-    racers = [player(broker, f"racer{i:03d}") for i in range(100)]
-    for r in racers:
-        await r.__aenter__()
-    try:
-        base = slot(3600, 60)
-        bodies = [
-            {
-                "request_id": uuid.uuid4().hex,
-                "op": "reserve",
-                "starts_at": base["starts_at"] + (i % 30) * 60,
-                "ends_at": base["ends_at"] + (i % 30) * 60,
-            }
-            for i in range(100)
-        ]
-        await asyncio.gather(*(r.send(device, b) for r, b in zip(racers, bodies, strict=True)))
-        replies = await asyncio.gather(
-            *(
-                r.reply(str(b["request_id"]), timeout=30)
-                for r, b in zip(racers, bodies, strict=True)
-            )
-        )
-    finally:
-        for r in racers:
-            await r.__aexit__()
+    replies = await race(broker, device, 100, 3600)
     winners = [x for x in replies if x.ok]
     assert len(winners) == 1
     won = winners[0].reservation
