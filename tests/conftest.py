@@ -279,6 +279,16 @@ class BridgeProcess:
             self.proc.wait(timeout=10)
 
 
+async def close_dead_client(client: aiomqtt.Client) -> None:
+    """Leave a client whose connection is already gone (taken over, socket shut down), and
+    read the reason aiomqtt left on it, so the loop reports no never-retrieved exception."""
+    with contextlib.suppress(aiomqtt.MqttError):
+        await client.__aexit__(None, None, None)
+    gone = client._disconnected
+    if gone.done() and not gone.cancelled():
+        gone.exception()
+
+
 # -- observing the broker --------------------------------------------------------------------
 @dataclass(frozen=True)
 class Seen:

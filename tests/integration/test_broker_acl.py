@@ -28,7 +28,7 @@ import aiomqtt
 import pytest
 
 from plaza.acl import DYNSEC_COMMAND, DYNSEC_RESPONSE
-from tests.conftest import BrokerHandle, Seen, Watch
+from tests.conftest import BrokerHandle, Seen, Watch, close_dead_client
 from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -327,8 +327,7 @@ async def test_a_machine_cannot_plant_a_will_on_another_machines_presence(
             async with connect(broker, "pc-01", identifier=ident) as new:
                 await new.publish(t.state("pc-01"), marker, qos=1)
             await watch.wait_for(payload_is(marker))
-            with contextlib.suppress(aiomqtt.MqttError):  # taken over: already disconnected
-                await old.__aexit__(None, None, None)
+            await close_dead_client(old)  # taken over: already disconnected
             delivered = any(s.payload == will for s in watch.seen)
             rows.append(Row("pc-01", "will", topic, allowed, delivered))
     report(rows)

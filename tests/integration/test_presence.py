@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -19,7 +18,14 @@ from plaza.settings import Settings
 from plaza.tables import Device, DeviceStatusChange
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
-from tests.conftest import BridgeProcess, BrokerHandle, RunningService, Seen, Watch
+from tests.conftest import (
+    BridgeProcess,
+    BrokerHandle,
+    RunningService,
+    Seen,
+    Watch,
+    close_dead_client,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -204,8 +210,7 @@ async def test_a_late_will_from_an_older_epoch_does_not_turn_the_board_offline(
         board = await late.wait_for(lambda s: s.topic.startswith("plaza/board/") and s.retain)
         assert board_of(board).online is True
     await stop(m, task)
-    with contextlib.suppress(aiomqtt.MqttError):  # its socket is already gone
-        await old.__aexit__(None, None, None)
+    await close_dead_client(old)  # its socket is already gone
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # about the broker, not SQL
