@@ -92,11 +92,11 @@ class Writes:
 
     def flush_sync(self, conn: Connection) -> list[OutboxRow]:
         table = _table(Reservation)
-        if self.new:
-            conn.execute(insert(table), self.new)
-        for row in self.changed:  # few per batch: status changes and reminders
+        for row in self.changed:  # first: a cancel frees its slot for a booking in this batch
             values = {k: v for k, v in row.items() if k != "id"}
             conn.execute(update(table).where(table.c.id == row["id"]).values(**values))
+        if self.new:
+            conn.execute(insert(table), self.new)
         if self.logs:
             conn.execute(insert(_table(CommandLog)), self.logs)
         if not self.outbox:
@@ -142,30 +142,49 @@ class Committer:
         self.batches = 0
         self.careful_batches = 0
         self.decided = 0
+        self.dropped = 0
 
     async def submit(self, job: Job) -> Reply | None:
         self._queue.put_nowait(job)
         return await job.future
 
     async def run(self) -> None:
-        delay = 0.05
+        delay, failures = 0.05, 0
         while True:
             batch = [await self._queue.get()]
-            while not self._queue.empty() and len(batch) < self.settings.commit_batch_max:
+            limit = 1 if failures >= RETRIES_BEFORE_SPLIT else self.settings.commit_batch_max
+            while not self._queue.empty() and len(batch) < limit:
                 batch.append(self._queue.get_nowait())
             try:
                 async with self._gate:  # the bridge's writers take turns (SQLite: no busy-wait)
                     outcomes, rows = await self._commit(batch)
             except Exception:
+                failures += 1
+                if len(batch) == 1 and failures > RETRIES_BEFORE_SPLIT + 2:
+                    # One job keeps failing on its own: drop it so it cannot stall every
+                    # machine. Nothing of it was committed; its requester hears nothing and
+                    # may retry.
+                    log.exception(
+                        "dropping a %s job for %s that keeps failing",
+                        _what(batch[0]),
+                        batch[0].device_id,
+                    )
+                    self.dropped += 1
+                    batch[0].future.set_result(None)
+                    failures = RETRIES_BEFORE_SPLIT
+                    continue
                 log.exception(
-                    "reservation batch of %d failed; retrying in %.2fs", len(batch), delay
+                    "reservation batch of %d failed (%d in a row); retrying in %.2fs",
+                    len(batch),
+                    failures,
+                    delay,
                 )
                 for job in reversed(batch):  # keep arrival order for the retry
                     self._requeue_front(job)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 5.0)
                 continue
-            delay = 0.05
+            delay, failures = 0.05, 0
             self.batches += 1
             self.decided += len(batch)
             self.publisher.enqueue(rows)
@@ -551,6 +570,14 @@ class Committer:
         return self.message(self.topics.cmd(device_id), cmd.encode())
 
 
+#: after this many failures in a row, batches shrink to one job, to find a poison job
+RETRIES_BEFORE_SPLIT = 3
+
+
+def _what(job: Job) -> str:
+    return job.timer or (job.command.op.value if job.command else "?")
+
+
 def _batchable(job: Job) -> bool:
     """Jobs the batched path decides; the rest take the careful path."""
     cmd = job.command
@@ -689,7 +716,11 @@ class BatchDecision:
         if after is not None:  # later commands in this batch must see this one
             if target is None:
                 self.held[after.user] = self.held.get(after.user, 0) + 1
-            elif target.status in rules.ACTIVE and after.status not in rules.ACTIVE:
+            elif (
+                target.status in rules.ACTIVE
+                and after.status not in rules.ACTIVE
+                and target.ends_at > self.now  # only those were counted
+            ):
                 self.held[after.user] = max(0, self.held.get(after.user, 0) - 1)
             self._index(after)
         return outcome

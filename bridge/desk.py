@@ -30,6 +30,7 @@ from plaza.topics import RequestTopic, Topics
 
 log = logging.getLogger(__name__)
 API_USER = "api"
+MAX_REPLY_TOPIC = 200  # the outbox's topic column
 
 
 @dataclass
@@ -64,6 +65,7 @@ class ReservationDesk:
         self.actors = actors
         self.bucket = TokenBucket(settings.rate_per_minute / 60, settings.rate_burst)
         self.metrics = DeskMetrics()
+        self._timers_in_flight: set[tuple[str, str]] = set()
 
     def _error(self, topic: str, request_id: str | None, code: str, message: str) -> Outbound:
         reply = Reply(request_id=request_id, ok=False, error=ErrorBody(code=code, message=message))
@@ -76,6 +78,7 @@ class ReservationDesk:
         if (
             requested
             and requested.startswith(own)
+            and len(requested) <= MAX_REPLY_TOPIC
             and "+" not in requested
             and "#" not in requested
         ):
@@ -97,7 +100,8 @@ class ReservationDesk:
         except PayloadError as exc:
             self.metrics.malformed += 1
             log.warning("bad request from %s on %s: %s", where.user, where.device, exc)
-            return [self._error(reply_to, _peek_request_id(payload), "invalid", str(exc))]
+            rid = _peek_request_id(payload, self.settings.max_payload_bytes)
+            return [self._error(reply_to, rid, "invalid", str(exc))]
         actor = rules.Actor(where.user, rules.Role.PLAYER)
         if request.on_behalf_of is not None:
             if where.user != API_USER:
@@ -134,7 +138,7 @@ class ReservationDesk:
             Job(
                 device_id=where.device,
                 command=command,
-                request_key=f"{where.user}:{request.request_id}",
+                request_key=_key(where.user, request),
                 request_id=request.request_id,
                 reply_topic=reply_to,
                 correlation=correlation,
@@ -175,10 +179,23 @@ class ReservationDesk:
                 continue
             last = now
             for job in due:
-                self.metrics.timers += 1
-                self.actors.submit(job)
+                self._submit_timer(job)
             if boundaries:
                 refresh_boards(boundaries)
+
+    def _submit_timer(self, job: Job) -> None:
+        """Submit a due timer unless the same one is still on its way (ticks repeat)."""
+        what = job.timer or (job.command.op.value if job.command else "")
+        key = (
+            what,
+            job.reservation_id or (job.command.reservation_id if job.command else "") or "",
+        )
+        if key in self._timers_in_flight:
+            return
+        self._timers_in_flight.add(key)
+        job.future.add_done_callback(lambda _f: self._timers_in_flight.discard(key))
+        self.metrics.timers += 1
+        self.actors.submit(job)
 
     async def _due(
         self, sessions: Callable[[], AsyncSession], last: datetime, now: datetime
@@ -247,11 +264,20 @@ class ReservationDesk:
         return jobs, set(crossed)
 
 
-def _peek_request_id(payload: bytes) -> str | None:
+def _key(user: str, request: ReservationRequest) -> str:
+    """The idempotency key: per requester, and per person the api acts for."""
+    if request.on_behalf_of is not None:
+        return f"{user}:{request.on_behalf_of.user}:{request.request_id}"
+    return f"{user}:{request.request_id}"
+
+
+def _peek_request_id(payload: bytes, max_bytes: int) -> str | None:
     """The request id of a payload that failed validation, if it has a usable one."""
+    if len(payload) > max_bytes:
+        return None
     try:
         data = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+    except Exception:  # not JSON, too deep (RecursionError), bad UTF-8: no id to answer to
         return None
     rid = data.get("request_id") if isinstance(data, dict) else None
     return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None

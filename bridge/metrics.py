@@ -18,3 +18,5 @@ class BridgeMetrics:
     db_batches: int = 0
     db_errors: int = 0
     board_published: int = 0
+    #: messages whose handling raised (a bug, logged with its traceback; the loop goes on)
+    handler_errors: int = 0

@@ -14,7 +14,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -26,6 +26,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from plaza.tables import Outbox
 
 log = logging.getLogger(__name__)
+SWEEP_SECONDS = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,28 +73,36 @@ class OutboxPublisher:
         self._connected = connected
         self._queue: asyncio.Queue[OutboxRow] = asyncio.Queue()
         self._sent: list[int] = []
+        self._known: set[int] = set()  # queued or sent, not yet marked in SQL
         self.published = 0
 
     def enqueue(self, rows: list[OutboxRow]) -> None:
         for row in rows:
-            self._queue.put_nowait(row)
+            if row.id not in self._known:
+                self._known.add(row.id)
+                self._queue.put_nowait(row)
 
-    async def load_unsent(self) -> int:
-        """Queue every row a previous run committed but did not mark as sent."""
+    async def load_unsent(self, older_than: float = 0.0) -> int:
+        """Queue every committed row not marked as sent that this run does not know of: at
+        start, what a previous run left; later, what a commit that reported an error (but
+        did commit) left behind."""
+        cutoff = datetime.now(UTC) - timedelta(seconds=older_than)
         async with self._sessions() as session:
             rows = (
                 await session.exec(
                     select(Outbox)
-                    .where(col(Outbox.published_at).is_(None))
+                    .where(col(Outbox.published_at).is_(None), col(Outbox.created_at) <= cutoff)
                     .order_by(col(Outbox.id))
                 )
             ).all()
-        self.enqueue([OutboxRow.of(r) for r in rows])
-        return len(rows)
+        fresh = [OutboxRow.of(r) for r in rows if r.id not in self._known]
+        self.enqueue(fresh)
+        return len(fresh)
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:
             tg.create_task(self._mark_loop())
+            tg.create_task(self._sweep_loop())
             while True:
                 batch = [await self._queue.get()]
                 while not self._queue.empty() and len(batch) < 500:
@@ -128,6 +137,17 @@ class OutboxPublisher:
             self._sent.extend(r.id for r in batch)
             return
 
+    async def _sweep_loop(self) -> None:
+        while True:
+            await asyncio.sleep(SWEEP_SECONDS)
+            try:
+                found = await self.load_unsent(older_than=SWEEP_SECONDS)
+            except Exception:  # the database may be down: sweep again later
+                log.exception("outbox sweep failed")
+                continue
+            if found:
+                log.warning("outbox sweep found %d committed rows nobody queued", found)
+
     async def _mark_loop(self) -> None:
         while True:
             await asyncio.sleep(0.2)
@@ -145,3 +165,5 @@ class OutboxPublisher:
             except Exception:  # the database may be busy or down: try again next round
                 log.exception("could not mark %d outbox rows as sent", len(ids))
                 self._sent.extend(ids)
+                continue
+            self._known.difference_update(ids)

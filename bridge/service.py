@@ -168,12 +168,18 @@ class BridgeService:
                     )
                     async for message in client.messages:
                         props = message.properties
-                        await self.handle(
-                            message.topic.value,
-                            message.payload,
-                            getattr(props, "ResponseTopic", None),
-                            getattr(props, "CorrelationData", None),
-                        )
+                        try:
+                            await self.handle(
+                                message.topic.value,
+                                message.payload,
+                                getattr(props, "ResponseTopic", None),
+                                getattr(props, "CorrelationData", None),
+                            )
+                        except aiomqtt.MqttError:
+                            raise
+                        except Exception:  # a bug must not take the bridge down: log, go on
+                            self.metrics.handler_errors += 1
+                            log.exception("message on %s could not be handled", message.topic)
             except aiomqtt.MqttError as exc:
                 self._client = None
                 self.ready.clear()

@@ -93,7 +93,7 @@ class DeviceState(Wire):
 
     state: MachineState
     epoch: Epoch
-    seq: Annotated[int, Field(ge=0)]
+    seq: Annotated[int, Field(ge=0, le=2**53)]
     session: Session | None = None
     fault: str | None = Field(default=None, max_length=200)
     ts: float
@@ -193,6 +193,10 @@ class AdminAlert(Wire):
     timestamp: float
 
 
+#: a point in time on the wire: finite, from 1970 to 2096 (anything else is refused, not crashed on)
+UnixTime = Annotated[float, Field(ge=0, le=4e9, allow_inf_nan=False)]
+
+
 # -- reservations ----------------------------------------------------------------------------
 RequestId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
 ReservationOp = Literal["reserve", "cancel", "approve", "reject", "check_in", "complete"]
@@ -212,8 +216,8 @@ class ReservationRequest(Wire):
     request_id: RequestId
     op: ReservationOp
     reservation_id: str | None = Field(default=None, max_length=32)
-    starts_at: float | None = None
-    ends_at: float | None = None
+    starts_at: UnixTime | None = None
+    ends_at: UnixTime | None = None
     code: str | None = Field(default=None, max_length=16)
     on_behalf_of: OnBehalfOf | None = None
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import uuid
 from collections import Counter
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -142,8 +145,11 @@ async def test_the_same_request_id_twice_is_applied_once_and_answered_the_same(
         (b"{not json", "invalid"),
         (b'{"request_id": "u1", "op": "teleport"}', "invalid"),
         (json.dumps({"request_id": "big", "op": "reserve", "x": "y" * 20000}).encode(), "invalid"),
+        (b'{"request_id": "far", "op": "reserve", "starts_at": 1e20, "ends_at": 1e21}', "invalid"),
+        (b'{"request_id": "nan", "op": "reserve", "starts_at": NaN, "ends_at": 5}', "invalid"),
+        (b"[" * 5000 + b"]" * 5000, "invalid"),
     ],
-    ids=["malformed-json", "unknown-op", "oversize"],
+    ids=["malformed-json", "unknown-op", "oversize", "year-3e12", "nan", "deeply-nested"],
 )
 async def test_a_bad_request_gets_a_clear_error_reply_and_the_next_one_still_works(
     broker: BrokerHandle, bridge: RunningService, seeded: list[str], body: bytes, code: str
@@ -151,7 +157,10 @@ async def test_a_bad_request_gets_a_clear_error_reply_and_the_next_one_still_wor
     device = seeded[3]
     async with player(broker) as p1:
         await p1.send(device, body)
-        peeked = json.loads(body)["request_id"] if body.startswith(b'{"') else None
+        # The reply names the request when its id can be read; an oversize payload is not
+        # parsed at all, and JSON nested deeper than Python parses has no readable id.
+        readable = body.startswith(b'{"') and len(body) <= 16 * 1024
+        peeked = json.loads(body)["request_id"] if readable else None
         bad = await p1.reply(peeked or "")  # replies without a request id are keyed ""
         assert not bad.ok
         assert bad.error is not None
@@ -159,6 +168,28 @@ async def test_a_bad_request_gets_a_clear_error_reply_and_the_next_one_still_wor
         assert bad.error.message
         good = await p1.request(device, op="reserve", **slot(3 * 3600, 30))
         assert good.ok, good
+
+
+async def test_a_response_topic_outside_the_requesters_tree_or_too_long_is_not_used(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str]
+) -> None:
+    async with player(broker) as p1:
+        for bad in ("plaza/users/player2/replies", "plaza/users/player1/" + "x" * 300):
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = bad
+            body = {"request_id": uuid.uuid4().hex, "op": "cancel", "reservation_id": "nope"}
+            await p1.client.publish(
+                broker.topics.request(seeded[0], "player1"),
+                json.dumps(body),
+                qos=1,
+                properties=props,
+            )
+            reply = await p1.reply(body["request_id"])
+            assert reply.error is not None
+            assert reply.error.code == "not_found"
+    topics = {t for t, _ in p1.raw}
+    assert topics == {"plaza/users/player1/replies"}, "replies went to the default topic only"
+    assert bridge.service.metrics.handler_errors == 0
 
 
 async def test_a_wrong_device_and_a_slot_in_the_past_are_refused_with_their_codes(

@@ -246,7 +246,7 @@ def test_any_valid_presence_round_trips(
 @given(
     state=st.sampled_from(MachineState),
     epoch=st.integers(min_value=0, max_value=2**53),
-    seq=st.integers(min_value=0, max_value=2**63),
+    seq=st.integers(min_value=0, max_value=2**53),
     ts=st.floats(allow_nan=False, allow_infinity=False),
 )
 def test_any_valid_device_state_round_trips(

@@ -1,0 +1,64 @@
+"""The committer never lets one job that keeps failing stall every machine."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from bridge.committer import Committer
+from bridge.reservations import Job, Outcome
+from plaza import rules
+from plaza.settings import Settings
+from plaza.topics import Topics
+
+pytestmark = [pytest.mark.unit, pytest.mark.anyio]
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+class NoPublisher:
+    def enqueue(self, rows: list[Any]) -> None:
+        pass
+
+
+async def test_a_job_that_always_fails_is_dropped_and_the_others_are_decided() -> None:
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    engine = create_async_engine("sqlite+aiosqlite://")
+    committer = Committer(
+        engine,
+        Settings(),
+        Topics(),
+        NoPublisher(),  # type: ignore[arg-type]
+        lambda _d: None,
+        asyncio.Lock(),
+    )
+    decided: list[str] = []
+
+    async def fake_commit(batch: list[Job]) -> tuple[list[Outcome], list[Any]]:
+        if any(j.device_id == "poison" for j in batch):
+            raise RuntimeError("value too long for type character varying(200)")
+        decided.extend(j.device_id for j in batch)
+        return [Outcome(None) for _ in batch], []
+
+    committer._commit = fake_commit  # type: ignore[method-assign]
+    system = rules.Actor("system", rules.Role.SYSTEM)
+    jobs = [
+        Job(d, rules.Command(rules.Op.COMPLETE, system, d, reservation_id="r"))
+        for d in ("pc-01", "poison", "pc-02", "pc-03")
+    ]
+    runner = asyncio.get_running_loop().create_task(committer.run())
+    try:
+        async with asyncio.timeout(30):
+            results = await asyncio.gather(*(committer.submit(j) for j in jobs))
+    finally:
+        runner.cancel()
+        await engine.dispose()
+    assert results == [None, None, None, None]  # every job's future resolved
+    assert sorted(decided) == ["pc-01", "pc-02", "pc-03"]
+    assert committer.dropped == 1
