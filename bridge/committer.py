@@ -448,7 +448,11 @@ class Committer:
             writes.changed.append({"id": after.id, "status": after.status.value, "updated_at": now})
         reply = Reply(request_id=job.request_id, ok=True, reservation=public(after, private=True))
         writes.outbox += self.reply_rows(job, reply)
-        writes.outbox += self.announce(after, now, device.name if device else after.device_id)
+        # The owner who asked already has the reply (on their own tree, so on every one of
+        # their screens); a notification is for what others or the clock did to it.
+        by_owner = cmd.actor.role is rules.Role.PLAYER and cmd.actor.user == after.user
+        name = device.name if device else after.device_id
+        writes.outbox += self.announce(after, now, name, notify=not by_owner)
         if after.status is rules.Status.CHECKED_IN:
             started = Session(
                 id=after.id,
@@ -526,7 +530,9 @@ class Committer:
             }
         )
 
-    def announce(self, after: rules.Slot, now: datetime, device_name: str) -> list[dict[str, Any]]:
+    def announce(
+        self, after: rules.Slot, now: datetime, device_name: str, *, notify: bool = True
+    ) -> list[dict[str, Any]]:
         """The broadcast event (no player named) and the owner's notification."""
         ts = now.timestamp()
         event = ReservationEvent(
@@ -540,6 +546,9 @@ class Committer:
                 "ends_at": after.ends_at.timestamp(),
             },
         )
+        broadcast = self.message(self.topics.reservation_events, event.encode())
+        if not notify:
+            return [broadcast]
         kind, priority, title, text = NOTICE_FOR[after.status]
         local = after.starts_at.astimezone(self.policy.tz).strftime("%m/%d %H:%M")
         note = NotificationEvent(
@@ -552,10 +561,7 @@ class Committer:
             ts=ts,
             reservation=public(after, private=True),
         )
-        return [
-            self.message(self.topics.reservation_events, event.encode()),
-            self.message(self.topics.notifications(after.user), note.encode()),
-        ]
+        return [broadcast, self.message(self.topics.notifications(after.user), note.encode())]
 
     def device_cmd(
         self,

@@ -369,3 +369,21 @@ async def test_idle_machine_actors_are_reaped_and_come_back_on_demand(
     assert again.error is not None
     assert again.error.code == "not_found"
     assert desk.actors.spawned == 2
+
+
+async def test_the_owner_is_notified_of_an_approval_but_not_of_their_own_request(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str]
+) -> None:
+    async with player(broker) as p1, api(broker) as admin:
+        made = await p1.request(seeded[4], op="reserve", **slot(5 * 3600, 30))
+        assert made.reservation is not None
+        assert made.reservation.status == "pending"
+        approved = await admin.request(
+            seeded[4], **as_admin({"op": "approve", "reservation_id": made.reservation.id})
+        )
+        assert approved.ok
+        note = await p1.notification("reservation_approved")
+    assert note.reservation is not None
+    assert note.reservation.code == made.reservation.code
+    assert note.priority == "high"
+    assert "reservation_created" not in [n.type for n in p1.notifications]
