@@ -19,7 +19,7 @@ from datetime import UTC, datetime, timedelta
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import update
+from sqlalchemy import delete, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -27,6 +27,8 @@ from plaza.tables import Outbox
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 5.0
+PRUNE_EVERY_ROUNDS = 120  # every 10 minutes
+KEEP_SENT = timedelta(days=1)  # sent rows kept this long, for inspection after an incident
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,15 +140,31 @@ class OutboxPublisher:
             return
 
     async def _sweep_loop(self) -> None:
+        rounds = 0
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
+            rounds += 1
             try:
                 found = await self.load_unsent(older_than=SWEEP_SECONDS)
+                if rounds % PRUNE_EVERY_ROUNDS == 0:
+                    await self.prune(KEEP_SENT)
             except Exception:  # the database may be down: sweep again later
                 log.exception("outbox sweep failed")
                 continue
             if found:
                 log.warning("outbox sweep found %d committed rows nobody queued", found)
+
+    async def prune(self, keep: timedelta) -> int:
+        """Delete rows sent longer ago than ``keep``; unsent rows are never deleted."""
+        cutoff = datetime.now(UTC) - keep
+        async with self._gate, self._sessions() as session:
+            result = await session.exec(
+                delete(Outbox).where(
+                    col(Outbox.published_at).is_not(None), col(Outbox.published_at) < cutoff
+                )
+            )
+            await session.commit()
+        return int(result.rowcount or 0)
 
     async def _mark_loop(self) -> None:
         while True:
