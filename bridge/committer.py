@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import time
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -138,7 +137,6 @@ class Committer:
         self.publisher = publisher
         self._on_devices_changed = on_devices_changed
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
-        self.latencies_ms: list[float] = []
         self.batches = 0
         self.careful_batches = 0
         self.decided = 0
@@ -191,12 +189,9 @@ class Committer:
             touched = {j.device_id for j, o in zip(batch, outcomes, strict=True) if o.touched}
             if touched:
                 self._on_devices_changed(touched)
-            now = time.monotonic()
             for job, outcome in zip(batch, outcomes, strict=True):
-                self.latencies_ms.append((now - job.received) * 1000)
                 if not job.future.done():
                     job.future.set_result(outcome.reply)
-            del self.latencies_ms[:-10_000]
 
     def _requeue_front(self, job: Job) -> None:
         rest = []  # asyncio.Queue has no push-front: rebuild it with the job first
@@ -285,12 +280,7 @@ class Committer:
             target = await session.get(Reservation, cmd.reservation_id)
         elif cmd.op is rules.Op.CHECK_IN and cmd.code:
             target = await self._by_code(session, job.device_id, cmd.code, now)
-        if cmd.op is rules.Op.RESERVE and cmd.starts_at and cmd.ends_at:
-            window = (cmd.starts_at, cmd.ends_at)
-        elif target is not None:
-            window = (target.starts_at, target.ends_at)
-        else:
-            window = (now, now)
+        window = _window(cmd, target, now)
         active = list(_ACTIVE_VALUES)
         device_rows = (
             await session.exec(
@@ -580,6 +570,16 @@ class Committer:
 RETRIES_BEFORE_SPLIT = 3
 
 
+def _window(cmd: rules.Command, target: Any, now: datetime) -> tuple[datetime, datetime]:
+    """The time span whose reservations matter to ``cmd``: the requested slot, else the
+    target reservation's (a row or a Slot), else just now."""
+    if cmd.op is rules.Op.RESERVE and cmd.starts_at and cmd.ends_at:
+        return cmd.starts_at, cmd.ends_at
+    if target is not None:
+        return target.starts_at, target.ends_at
+    return now, now
+
+
 def _what(job: Job) -> str:
     return job.timer or (job.command.op.value if job.command else "?")
 
@@ -701,12 +701,7 @@ class BatchDecision:
         cmd = job.command
         assert cmd is not None
         target = self.slots.get(cmd.reservation_id) if cmd.reservation_id else None
-        if cmd.op is rules.Op.RESERVE and cmd.starts_at and cmd.ends_at:
-            window = (cmd.starts_at, cmd.ends_at)
-        elif target is not None:
-            window = (target.starts_at, target.ends_at)
-        else:
-            window = (self.now, self.now)
+        window = _window(cmd, target, self.now)
         mine = self.by_player.get(cmd.actor.user, set()) if cmd.op is rules.Op.RESERVE else set()
         ctx = self.c.context(
             self.now,

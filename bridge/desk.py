@@ -185,11 +185,7 @@ class ReservationDesk:
 
     def _submit_timer(self, job: Job) -> None:
         """Submit a due timer unless the same one is still on its way (ticks repeat)."""
-        what = job.timer or (job.command.op.value if job.command else "")
-        key = (
-            what,
-            job.reservation_id or (job.command.reservation_id if job.command else "") or "",
-        )
+        key = (job.timer or (job.command.op.value if job.command else ""), job.reservation_id or "")
         if key in self._timers_in_flight:
             return
         self._timers_in_flight.add(key)
@@ -249,6 +245,7 @@ class ReservationDesk:
                     Job(
                         device_id=r.device_id,
                         command=rules.Command(op, system, r.device_id, reservation_id=r.id),
+                        reservation_id=r.id,
                     )
                     for r in rows
                 ]

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from datetime import time as dtime
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
@@ -58,8 +58,6 @@ def policy_from(settings: Settings) -> rules.Policy:
     opens, closes = settings.opening_hours.split("-")
     h1, m1 = (int(x) for x in opens.split(":"))
     h2, m2 = (int(x) for x in closes.split(":"))
-    from datetime import time as dtime
-
     return rules.Policy(
         max_minutes=settings.max_slot_minutes,
         min_minutes=settings.min_slot_minutes,
@@ -109,7 +107,6 @@ class Job:
     correlation: bytes | None = None
     timer: TimerOp | None = None
     reservation_id: str | None = None
-    received: float = field(default_factory=time.monotonic)
     future: asyncio.Future[Reply | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

@@ -175,9 +175,8 @@ class RunningService:
     """Runs a service's ``run()`` in a task; ``stop()`` cancels it and waits. Restarts use
     :class:`BridgeProcess` (a new process), as a deploy or a crash does."""
 
-    def __init__(self, make: Callable[[], BridgeService]) -> None:
-        self._make = make
-        self.service = make()
+    def __init__(self, service: BridgeService) -> None:
+        self.service = service
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> BridgeService:
@@ -222,7 +221,7 @@ def seeded(db_url: str, broker: BrokerHandle, fleet_ids: list[str]) -> list[str]
 
 @pytest.fixture
 async def bridge(bridge_settings: Settings, seeded: list[str]) -> AsyncIterator[RunningService]:
-    running = RunningService(lambda: BridgeService(bridge_settings))
+    running = RunningService(BridgeService(bridge_settings))
     await running.start()
     try:
         yield running

@@ -43,6 +43,10 @@ async def sql(db_url: str, *statements: object) -> None:
         await engine.dispose()
 
 
+async def auto_approve(db_url: str, device: str) -> None:
+    await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
+
+
 async def reservations(db_url: str) -> list[Reservation]:
     engine = make_engine(db_url)
     try:
@@ -64,7 +68,7 @@ async def test_a_hundred_clients_race_for_overlapping_slots_and_exactly_one_wins
     broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str
 ) -> None:
     device = seeded[0]
-    await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
+    await auto_approve(db_url, device)
     replies = await race(broker, device, 100, 3600)
     winners = [x for x in replies if x.ok]
     assert len(winners) == 1
@@ -232,7 +236,7 @@ async def test_no_show_release_frees_the_machine_and_the_board_shows_it(
     broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str, tmp_path: Path
 ) -> None:
     device = seeded[5]
-    await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
+    await auto_approve(db_url, device)
     m = machine(broker, device, tmp_path)
     task = await start(m)
     async with (
@@ -259,7 +263,7 @@ async def test_check_in_through_the_simulator_turns_the_board_in_use(
     broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str, tmp_path: Path
 ) -> None:
     device = seeded[0]
-    await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
+    await auto_approve(db_url, device)
     m = machine(broker, device, tmp_path)
     task = await start(m)
     async with (
@@ -291,7 +295,7 @@ async def test_a_player_over_the_command_budget_gets_rate_limited_and_others_do_
     broker: BrokerHandle, bridge_settings: Settings, seeded: list[str], tmp_path: Path
 ) -> None:
     tight = bridge_settings.model_copy(update={"rate_burst": 3, "rate_per_minute": 1})
-    running = RunningService(lambda: BridgeService(tight))
+    running = RunningService(BridgeService(tight))
     await running.start()
     try:
         async with player(broker, "player1") as p1, player(broker, "player2") as p2:
@@ -329,7 +333,7 @@ async def test_at_the_end_of_a_checked_in_slot_the_machine_is_told_to_end_the_se
     broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str, tmp_path: Path
 ) -> None:
     device = seeded[2]
-    await sql(db_url, update(Device).where(col(Device.id) == device).values(auto_approve=True))
+    await auto_approve(db_url, device)
     m = machine(broker, device, tmp_path)
     task = await start(m)
     async with (
