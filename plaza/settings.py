@@ -33,6 +33,20 @@ class Settings(BaseSettings):
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
 
+    # identity (api): JWT signing key (HS256), token and broker-credential lifetimes
+    jwt_secret: SecretStr | None = None
+    jwt_ttl: int = Field(default=900, ge=5, le=86400)
+    mqtt_credential_ttl: int = Field(default=3600, ge=5, le=86400)
+    #: login attempts per (username, client address): a token bucket
+    login_per_minute: float = Field(default=10, gt=0)
+    login_burst: int = Field(default=5, ge=1)
+    #: how long the api waits for the bridge's reply to a request (seconds)
+    bridge_timeout: float = Field(default=5.0, gt=0)
+    #: the MQTT-over-WebSocket URL handed to browsers; empty: ws://{mqtt_host}:{ws_port}/
+    public_ws_url: str = ""
+    #: the bridge's Prometheus endpoint (http://{http_host}:{port}/metrics); 0 turns it off
+    bridge_metrics_port: int = Field(default=9102, ge=0, le=65535)
+
     # database: empty means SQLite in WAL mode under data_dir
     database_url: str = ""
 
@@ -78,6 +92,16 @@ class Settings(BaseSettings):
             raise ValueError("PLAZA_MQTT_PASSWORD is a placeholder; set a real secret")
         return value
 
+    @field_validator("jwt_secret")
+    @classmethod
+    def _strong_jwt_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None:
+            return None
+        secret = value.get_secret_value()
+        if secret.lower() in _PLACEHOLDERS or len(secret) < 32:
+            raise ValueError("PLAZA_JWT_SECRET must be a real secret of at least 32 characters")
+        return value
+
     @model_validator(mode="after")
     def _backoff_order(self) -> Settings:
         if self.reconnect_min > self.reconnect_max:
@@ -92,3 +116,6 @@ class Settings(BaseSettings):
 
     def mqtt_password_value(self) -> str | None:
         return self.mqtt_password.get_secret_value() if self.mqtt_password else None
+
+    def ws_url(self) -> str:
+        return self.public_ws_url or f"ws://{self.mqtt_host}:{self.ws_port}/"
