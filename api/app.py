@@ -10,18 +10,30 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Literal
 
-import aiomqtt
 from fastapi import FastAPI, Request, Response
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import col, delete, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api import commands, problems
+from api.link import BrokerLink
+from api.metrics import ApiMetrics
+from api.routes import accounts, devices, operations, reservations
+from api.security import LoginLimiter, Passwords, Tokens
+from api.state import AppState
 from plaza.db import make_engine, migrate
-from plaza.mqtt import Backoff, service_client
 from plaza.settings import Settings
+from plaza.tables import BrokerCredential
+from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
 
@@ -36,33 +48,6 @@ class Readiness(BaseModel):
     broker: bool
 
 
-class BrokerLink:
-    """The api's MQTT connection, reconnected forever in the background."""
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self.connected = asyncio.Event()
-        self.client: aiomqtt.Client | None = None
-
-    async def run(self) -> None:
-        backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)
-        client = service_client(self.settings, "plaza-api", persistent=False)
-        while True:
-            try:
-                async with client:
-                    self.client = client
-                    self.connected.set()
-                    backoff.reset()
-                    async for _ in client.messages:  # keeps the link observed
-                        pass
-            except aiomqtt.MqttError as exc:
-                log.warning("api broker link lost: %s", exc)
-            finally:
-                self.client = None
-                self.connected.clear()
-            await asyncio.sleep(backoff.next_delay())
-
-
 async def database_ok(engine: AsyncEngine) -> bool:
     try:
         async with asyncio.timeout(2), engine.connect() as conn:
@@ -73,29 +58,101 @@ async def database_ok(engine: AsyncEngine) -> bool:
     return True
 
 
+async def expire_credentials(state: AppState) -> int:
+    """Replace every expired browser password with a random one nobody knows."""
+    now = datetime.now(UTC)
+    async with AsyncSession(state.reader) as session:
+        names = (
+            await session.exec(
+                select(BrokerCredential.username).where(BrokerCredential.expires_at <= now)
+            )
+        ).all()
+    for name in names:
+        await commands.set_password(state, name, commands.new_secret())
+        async with state.write() as session:  # unless a new login re-keyed it meanwhile
+            await session.exec(
+                delete(BrokerCredential).where(
+                    col(BrokerCredential.username) == name,
+                    col(BrokerCredential.expires_at) <= now,
+                )
+            )
+            await session.commit()
+    return len(names)
+
+
+async def credential_sweeper(state: AppState) -> None:
+    every = min(30.0, state.settings.mqtt_credential_ttl / 2)
+    while True:
+        await asyncio.sleep(every)
+        if not state.link.connected.is_set():
+            continue
+        try:
+            expired = await expire_credentials(state)
+        except Exception:  # the broker or database may be away: next round
+            log.exception("expiring broker credentials failed")
+            continue
+        if expired:
+            log.info("%d browser broker passwords expired", expired)
+
+
 def create_app(settings: Settings) -> FastAPI:
+    if settings.jwt_secret is None:
+        raise ValueError("PLAZA_JWT_SECRET is not set; the api cannot sign tokens without it")
+    metrics = ApiMetrics()
+    state = AppState(
+        settings=settings,
+        topics=Topics(settings.topic_root),
+        engine=make_engine(settings.db_url),
+        reader=make_engine(settings.db_url, reader=True),
+        link=BrokerLink(settings, metrics.observe_bridge),
+        tokens=Tokens(settings.jwt_secret.get_secret_value(), settings.jwt_ttl),
+        passwords=Passwords(),
+        limiter=LoginLimiter(settings.login_per_minute, settings.login_burst),
+        metrics=metrics,
+    )
+    metrics.broker_connected.set_function(lambda: float(state.link.connected.is_set()))
+
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        engine = make_engine(settings.db_url)
-        await migrate(engine)
-        link = BrokerLink(settings)
-        app.state.engine = engine
-        app.state.broker = link
-        task = asyncio.get_running_loop().create_task(link.run(), name="api-broker-link")
-        try:
-            yield
-        finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            await engine.dispose()
+        await migrate(state.engine)
+        async with asyncio.TaskGroup() as tg:
+            link = tg.create_task(state.link.run(), name="api-broker-link")
+            sweeper = tg.create_task(credential_sweeper(state), name="api-credentials")
+            try:
+                yield
+            finally:
+                link.cancel()
+                sweeper.cancel()
+        await state.engine.dispose()
+        await state.reader.dispose()
 
     app = FastAPI(
         title="GamePlaza API",
-        version="0.1.0",
+        version="0.2.0",
         summary="Admin and player REST API of the GamePlaza realtime backbone.",
+        description=(
+            "Errors are RFC 9457 problem details (application/problem+json) with a stable "
+            "`code`; docs/protocol.md lists them. Reservation changes go to the bridge as "
+            "MQTT requests; lists are read from SQL."
+        ),
         lifespan=lifespan,
     )
+    app.state.plaza = state
+    problems.install(app)
+    for router in (accounts.router, devices.router, reservations.router, operations.router):
+        app.include_router(router)
+
+    @app.middleware("http")
+    async def observe(
+        request: Request, call_next: Callable[[Request], Awaitable[Response]]
+    ) -> Response:
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        template = getattr(route, "path", "unmatched")
+        metrics.requests.labels(request.method, template, str(response.status_code)).inc()
+        metrics.latency.labels(template).observe(time.perf_counter() - started)
+        return response
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Health:
@@ -107,12 +164,22 @@ def create_app(settings: Settings) -> FastAPI:
         tags=["ops"],
         responses={503: {"model": Readiness, "description": "broker or database unreachable"}},
     )
-    async def readyz(request: Request, response: Response) -> Readiness:
+    async def readyz(response: Response) -> Readiness:
         """Ready when the database answers and the broker connection is up."""
-        db = await database_ok(request.app.state.engine)
-        mqtt = request.app.state.broker.connected.is_set()
+        db = await database_ok(state.engine)
+        mqtt = state.link.connected.is_set()
         if not (db and mqtt):
             response.status_code = 503
         return Readiness(status="ready" if db and mqtt else "not_ready", database=db, broker=mqtt)
+
+    @app.get(
+        "/metrics",
+        tags=["ops"],
+        response_class=PlainTextResponse,
+        responses={200: {"content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}}}},
+    )
+    async def prometheus() -> Response:
+        """Prometheus exposition: requests, latencies, bridge round trips, logins."""
+        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
     return app

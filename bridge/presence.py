@@ -69,6 +69,9 @@ class PresenceTracker:
         self.views = views
         self.generation = generation
         self.metrics = metrics
+        #: machines removed by an admin while this bridge runs: what they (or a late will)
+        #: still publish is cleared, not shown (a re-provisioned machine is synced back in)
+        self.removed: set[str] = set()
 
     def _view(self, device: str) -> DeviceView:
         view = self.views.get(device)
@@ -109,6 +112,16 @@ class PresenceTracker:
             return Effects()
         return self._advance(view, ts, maintenance=on)
 
+    def configure(
+        self, device: str, *, name: str, kind: str, zone: str, maintenance: bool, ts: float
+    ) -> Effects:
+        """An admin changed the machine's configuration (SQL is already written)."""
+        view = self._view(device)
+        changes = {"name": name, "kind": kind, "zone": zone, "maintenance": maintenance}
+        if all(getattr(view, k) == v for k, v in changes.items()) and view.version > 0:
+            return Effects()
+        return self._advance(view, ts, **changes)
+
     def set_slots(self, device: str, current: Slot | None, nxt: Slot | None, ts: float) -> Effects:
         """The machine's current and next reservation slots changed (or time moved on)."""
         view = self._view(device)
@@ -119,6 +132,7 @@ class PresenceTracker:
     def forget(self, device: str) -> list[Outbound]:
         """Drop a machine and clear its retained topics (empty retained payloads)."""
         self.views.pop(device, None)
+        self.removed.add(device)
         return [
             Outbound(t, b"", retain=True)
             for t in (

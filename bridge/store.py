@@ -78,8 +78,10 @@ class DeviceStore:
         metrics: BridgeMetrics,
         write_gate: asyncio.Lock,
         max_batch: int = 500,
+        removed: set[str] | None = None,
     ) -> None:
         self._sessions = sessions
+        self.removed = removed if removed is not None else set()
         self._gate = write_gate
         self._metrics = metrics
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
@@ -143,7 +145,7 @@ class DeviceStore:
     async def _commit_batch(self, batch: list[_Write]) -> None:
         latest: dict[str, tuple[DeviceView, float]] = {}
         for w in batch:
-            if w.view is not None:
+            if w.view is not None and w.view.id not in self.removed:
                 latest[w.view.id] = (w.view, w.ts)
         async with self._sessions() as session:
             if latest:
@@ -159,7 +161,7 @@ class DeviceStore:
                     session.add(row)
                 await session.flush()
             for w in batch:
-                if w.view is not None and w.history:
+                if w.view is not None and w.history and w.view.id in latest:
                     session.add(
                         DeviceStatusChange(
                             device_id=w.view.id,

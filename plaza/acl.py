@@ -84,6 +84,25 @@ def player_role(topics: Topics, user: str) -> Role:
     )
 
 
+def staff_role_name(user: str) -> str:
+    return f"staff-{user}"
+
+
+def staff_role(topics: Topics, user: str) -> Role:
+    """An admin's browser: everything a player reads plus the alerts feed; it writes nothing
+    (staff act through the REST api, which checks the admin token)."""
+    return Role(
+        staff_role_name(user),
+        (
+            *_read(topics.board_tree),
+            *_read(topics.notices),
+            *_read(topics.events_tree),
+            *_read(topics.admin_alerts),
+            *_read(topics.user_tree(user)),
+        ),
+    )
+
+
 def bridge_role(topics: Topics) -> Role:
     """The bridge is the only writer of board, events, replies, notifications and commands."""
     return Role(
@@ -105,6 +124,7 @@ def api_role(topics: Topics) -> Role:
         (
             *_read(topics.everything),
             Acl("publishClientSend", topics.requests_by("api")),
+            Acl("publishClientSend", topics.admin_requests),
             Acl("publishClientSend", DYNSEC_COMMAND),
             *_read_literal(DYNSEC_RESPONSE),
         ),

@@ -42,7 +42,14 @@ async def _v2_reservations(conn: AsyncConnection) -> None:
     the PostgreSQL constraints are added by :func:`_constraints`."""
 
 
-_UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {2: _v2_reservations}
+async def _v3_identity(conn: AsyncConnection) -> None:
+    """Version 3 adds broker credentials and notices (new tables, created by create_all)."""
+
+
+_UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
+    2: _v2_reservations,
+    3: _v3_identity,
+}
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or
 #: for one player. Half-open ranges, so back-to-back slots are fine.

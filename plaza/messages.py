@@ -301,3 +301,43 @@ class NotificationEvent(Wire):
     priority: AlertSeverity
     ts: float
     reservation: ReservationPublic | None = None
+
+
+# -- api -> bridge: admin commands -------------------------------------------------------------
+class NoticeBody(Wire):
+    """A system notice as staff write it: Korean first (the venue's language), English optional."""
+
+    title: str = Field(min_length=1, max_length=120)
+    message: str = Field(min_length=1, max_length=2000)
+    priority: AlertSeverity = AlertSeverity.MEDIUM
+    title_en: str | None = Field(default=None, max_length=120)
+    message_en: str | None = Field(default=None, max_length=2000)
+
+
+class Notice(Wire):
+    """``notices`` (retained): the current system notice."""
+
+    id: str
+    title: str
+    message: str
+    priority: AlertSeverity
+    ts: float
+    title_en: str | None = None
+    message_en: str | None = None
+
+
+AdminOp = Literal["sync_device", "remove_device", "notice"]
+
+
+class AdminCommand(Wire):
+    """``admin/requests`` (the api only): ``sync_device`` re-reads a machine's configuration
+    from SQL and republishes its board entry; ``remove_device`` forgets it and clears its
+    retained topics; ``notice`` publishes a system notice and notifies every player."""
+
+    request_id: RequestId
+    op: AdminOp
+    device_id: str | None = Field(default=None, max_length=48)
+    notice: NoticeBody | None = None
+    #: for ``notice``: its id (a retry with the same id publishes nothing twice) and author
+    notice_id: str | None = Field(default=None, pattern=r"^[a-f0-9]{32}$")
+    author: str | None = Field(default=None, max_length=48)

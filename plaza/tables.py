@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -153,6 +153,31 @@ class User(SQLModel, table=True):
     role: str = Field(default="player", max_length=10)
     locale: str = Field(default="ko", max_length=5)
     created_at: datetime = _ts(default_factory=utcnow)
+
+
+class BrokerCredential(SQLModel, table=True):
+    """A short-lived broker password handed to a browser by ``POST /auth/mqtt``. When it
+    expires the api sets the broker account's password to a random value nobody knows."""
+
+    __tablename__ = "broker_credential"
+
+    username: str = Field(primary_key=True, max_length=48)
+    expires_at: datetime = _ts(index=True)
+
+
+class NoticeRow(SQLModel, table=True):
+    """A system notice, as published (retained) on ``notices``."""
+
+    __tablename__ = "notice"
+
+    id: str = Field(primary_key=True, max_length=32)
+    title: str = Field(max_length=120)
+    message: str = Field(max_length=2000)
+    title_en: str | None = Field(default=None, max_length=120)
+    message_en: str | None = Field(default=None, max_length=2000)
+    priority: str = Field(max_length=10)
+    created_by: str = Field(max_length=48)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
 
 
 class SchemaVersion(SQLModel, table=True):

@@ -18,6 +18,7 @@ a topic, which would widen an ACL or a subscription.
     plaza/events/reservations                ReservationEvent
     plaza/events/devices                     DeviceStatusEvent
     plaza/admin/alerts                       operator alerts
+    plaza/admin/requests                     api -> bridge admin commands (machines, notices)
     plaza/notices                            current system notice (retained)
 """
 
@@ -73,6 +74,11 @@ class BoardTopic:
 
 
 @dataclass(frozen=True, slots=True)
+class AdminRequestTopic:
+    """``{root}/admin/requests``: the api's admin commands to the bridge."""
+
+
+@dataclass(frozen=True, slots=True)
 class UserTopic:
     """``{root}/users/{user}/{channel}`` with channel ``replies`` or ``notifications``."""
 
@@ -80,7 +86,7 @@ class UserTopic:
     channel: str
 
 
-ParsedTopic = DeviceTopic | RequestTopic | BoardTopic | UserTopic
+ParsedTopic = DeviceTopic | RequestTopic | BoardTopic | UserTopic | AdminRequestTopic
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,6 +118,11 @@ class Topics:
     def replies(self, user: str) -> str:
         return f"{self.root}/users/{valid_id(user, 'user name')}/replies"
 
+    def inbox(self, user: str, instance: str) -> str:
+        """``{root}/users/{user}/replies/{instance}``: an MQTT 5 response topic of one process
+        (or browser tab) of ``user``; it lies inside the user's own tree."""
+        return f"{self.replies(user)}/{valid_id(instance, 'inbox id')}"
+
     def notifications(self, user: str) -> str:
         return f"{self.root}/users/{valid_id(user, 'user name')}/notifications"
 
@@ -130,6 +141,10 @@ class Topics:
     @property
     def admin_alerts(self) -> str:
         return f"{self.root}/admin/alerts"
+
+    @property
+    def admin_requests(self) -> str:
+        return f"{self.root}/admin/requests"
 
     @property
     def notices(self) -> str:
@@ -195,6 +210,8 @@ class Topics:
                 return DeviceTopic(valid_id(rest[0], "device id"), DeviceChannel(rest[1]))
             if kind == "devices" and len(rest) == 3 and rest[1] == "requests":
                 return RequestTopic(valid_id(rest[0], "device id"), valid_id(rest[2], "user name"))
+            if kind == "admin" and rest == ["requests"]:
+                return AdminRequestTopic()
             if kind == "board" and len(rest) == 1:
                 return BoardTopic(valid_id(rest[0], "device id"))
             if kind == "users" and len(rest) == 2 and rest[1] in ("replies", "notifications"):

@@ -38,6 +38,7 @@ from venue.seed import seed
 
 DOCKER = docker_engine_answers()
 RACERS = 100  # extra player accounts for concurrency tests
+JWT_SECRET = "test-signing-key-that-is-long-enough-0123456789"
 PG_ADMIN_URL = os.environ.get("PLAZA_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
@@ -158,6 +159,8 @@ def service_settings(broker: BrokerHandle, db_url: str, tmp_path: Path, user: st
         actor_idle_seconds=2,
         reminder_lead=1.0,
         no_show_grace=1.0,
+        jwt_secret=JWT_SECRET,
+        bridge_timeout=3.0,
     )
 
 

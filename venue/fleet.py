@@ -67,6 +67,8 @@ class VenueSecrets:
     admin: str = field(default_factory=_pw)
     players: dict[str, str] = field(default_factory=lambda: {p: _pw() for p in DEMO_PLAYERS})
     devices: dict[str, str] = field(default_factory=dict)
+    #: the api's JWT signing key
+    jwt: str = field(default_factory=lambda: secrets.token_urlsafe(48))
 
     def ensure_devices(self, device_ids: list[str]) -> None:
         for device in device_ids:

@@ -12,6 +12,30 @@ from plaza.tables import Device, User
 from venue.fleet import DeviceSpec, VenueSecrets
 
 
+async def create_admin(db_url: str, username: str, password: str) -> bool:
+    """Create admin ``username`` or, if the account exists, make it an admin with this
+    password. Returns True when it was created."""
+    from plaza.db import make_engine
+    from plaza.topics import valid_id
+
+    valid_id(username, "user name")
+    engine = make_engine(db_url)
+    try:
+        await migrate(engine)
+        async with AsyncSession(engine, expire_on_commit=False) as session:
+            user = (await session.exec(select(User).where(User.username == username))).first()
+            created = user is None
+            if user is None:
+                user = User(username=username, password_hash="", role="admin")
+            user.password_hash = PasswordHash.recommended().hash(password)
+            user.role = "admin"
+            session.add(user)
+            await session.commit()
+            return created
+    finally:
+        await engine.dispose()
+
+
 async def seed(engine: AsyncEngine, fleet: list[DeviceSpec], secrets: VenueSecrets) -> None:
     """Insert missing machines, the demo admin and the demo players; change nothing else."""
     await migrate(engine)

@@ -1,0 +1,151 @@
+"""The api's writes that go through the broker: reservation and admin commands to the bridge,
+account commands to the dynamic-security plugin. Their failures become :class:`ApiError`
+(translated at this boundary, ``raise ... from``)."""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Awaitable
+from typing import Any
+
+from api.link import DynsecError, LinkDown, LinkError, LinkTimeout, refused
+from api.problems import ApiError, ConflictOut
+from api.state import AppState
+from plaza import acl, dynsec
+from plaza.messages import AdminCommand, NoticeBody, Reply, ReservationRequest
+
+#: the bridge's error codes (docs/protocol.md) as HTTP statuses
+STATUS_FOR = {
+    "not_found": 404,
+    "conflict": 409,
+    "invalid_transition": 409,
+    "device_unavailable": 409,
+    "limit_reached": 409,
+    "forbidden": 403,
+    "rate_limited": 429,
+    "invalid": 422,
+    "outside_hours": 422,
+    "too_long": 422,
+    "in_past": 422,
+    "bad_code": 422,
+}
+
+
+def request_id(idempotency_key: str | None) -> str:
+    return idempotency_key or uuid.uuid4().hex
+
+
+async def _call(call: Awaitable[Reply]) -> Reply:
+    try:
+        return await call
+    except LinkTimeout as exc:
+        raise ApiError(504, "bridge_timeout", str(exc)) from exc
+    except LinkDown as exc:
+        raise ApiError(503, "broker_unavailable", str(exc)) from exc
+    except LinkError as exc:
+        raise ApiError(502, "bridge_error", str(exc)) from exc
+
+
+def raise_for(reply: Reply) -> Reply:
+    if reply.ok:
+        return reply
+    error = reply.error
+    code = error.code if error else "error"
+    conflict = None
+    if error is not None and error.conflict is not None:
+        c = error.conflict
+        conflict = ConflictOut(
+            reservation_id=c.reservation_id,
+            starts_at=c.starts_at,
+            ends_at=c.ends_at,
+            status=c.status,
+        )
+    headers = {"Retry-After": "1"} if code == "rate_limited" else None
+    raise ApiError(
+        STATUS_FOR.get(code, 400),
+        code,
+        error.message if error else "the bridge refused the command",
+        headers=headers,
+        conflict=conflict,
+    )
+
+
+async def reservation(state: AppState, device: str, request: ReservationRequest) -> Reply:
+    return raise_for(await _call(state.link.reservation(device, request)))
+
+
+async def sync_device(state: AppState, device: str) -> None:
+    command = AdminCommand(request_id=uuid.uuid4().hex, op="sync_device", device_id=device)
+    raise_for(await _call(state.link.admin(command)))
+
+
+async def remove_device(state: AppState, device: str) -> None:
+    command = AdminCommand(request_id=uuid.uuid4().hex, op="remove_device", device_id=device)
+    reply = await _call(state.link.admin(command))
+    if not reply.ok and (reply.error is None or reply.error.code != "not_found"):
+        raise_for(reply)
+
+
+async def notice(state: AppState, body: NoticeBody, author: str) -> str:
+    """Have the bridge publish a notice; return its id (the row the bridge wrote)."""
+    notice_id = uuid.uuid4().hex
+    command = AdminCommand(
+        request_id=notice_id, op="notice", notice=body, notice_id=notice_id, author=author
+    )
+    raise_for(await _call(state.link.admin(command)))
+    return notice_id
+
+
+# -- broker accounts -------------------------------------------------------------------------
+async def _dynsec(state: AppState, commands: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    try:
+        return await state.link.dynsec(commands)
+    except LinkTimeout as exc:
+        raise ApiError(504, "broker_timeout", str(exc)) from exc
+    except LinkDown as exc:
+        raise ApiError(503, "broker_unavailable", str(exc)) from exc
+
+
+def _check(responses: list[dict[str, Any]], tolerate: tuple[str, ...] = ()) -> None:
+    try:
+        refused(responses, tolerate=tolerate)
+    except DynsecError as exc:
+        raise ApiError(502, "broker_refused", f"the broker refused {exc}") from exc
+
+
+async def provision_account(state: AppState, username: str, role: acl.Role, password: str) -> None:
+    """Create (or re-key) the broker account ``username`` with its own ``role``."""
+    responses = await _dynsec(
+        state,
+        [
+            dynsec.create_role(role),
+            dynsec.create_client(dynsec.BrokerClient(username, password, (role.name,))),
+        ],
+    )
+    _check(responses, tolerate=("already exists",))
+    if any("already exists" in str(r.get("error", "")) for r in responses[1:]):
+        responses = await _dynsec(
+            state,
+            [
+                dynsec.set_client_password(username, password),
+                {"command": "addClientRole", "username": username, "rolename": role.name},
+            ],
+        )
+        _check(responses)
+
+
+async def set_password(state: AppState, username: str, password: str) -> None:
+    _check(await _dynsec(state, [dynsec.set_client_password(username, password)]), ("not found",))
+
+
+async def revoke_account(state: AppState, username: str, role_name: str) -> None:
+    """Delete the broker account (the broker disconnects it) and its role."""
+    responses = await _dynsec(
+        state, [dynsec.delete_client(username), dynsec.delete_role(role_name)]
+    )
+    _check(responses, tolerate=("not found",))
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(24)

@@ -1,0 +1,169 @@
+"""REST request and response bodies. REST speaks ISO 8601 times; MQTT payloads use Unix
+seconds (plaza.messages). One family per entity, as in full-stack-fastapi-template."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from plaza.messages import AlertSeverity
+
+USERNAME = r"^[a-z0-9][a-z0-9_.-]{2,47}$"
+DEVICE_ID = r"^[a-z0-9][a-z0-9_.-]{0,47}$"
+Locale = Literal["ko", "en"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- accounts --------------------------------------------------------------------------------
+class RegisterIn(Strict):
+    username: str = Field(pattern=USERNAME, description="3-48 of a-z 0-9 _ . -")
+    password: str = Field(min_length=8, max_length=128)
+    locale: Locale = "ko"
+
+
+class LoginIn(Strict):
+    username: str = Field(min_length=1, max_length=48)
+    password: str = Field(min_length=1, max_length=128)
+
+
+class UserPublic(BaseModel):
+    username: str
+    role: Literal["player", "admin"]
+    locale: Locale
+    created_at: datetime
+
+
+class MeUpdate(Strict):
+    locale: Locale
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"  # noqa: S105
+    expires_in: int
+    expires_at: float
+    user: UserPublic
+
+
+class MqttCredentials(BaseModel):
+    """Short-lived broker credentials for MQTT over WebSocket. The password stops working at
+    ``expires_at`` (a connection made before then stays up); ask again to reconnect later."""
+
+    username: str
+    password: str
+    ws_url: str
+    client_id: str
+    expires_at: float
+    topic_root: str
+
+
+# -- devices ---------------------------------------------------------------------------------
+class DeviceCreate(Strict):
+    id: str = Field(pattern=DEVICE_ID, description="1-48 of a-z 0-9 _ . -; also its MQTT username")
+    name: str = Field(min_length=1, max_length=80)
+    kind: str = Field(default="pc", min_length=1, max_length=40)
+    zone: str = Field(default="main", min_length=1, max_length=40)
+    auto_approve: bool = False
+    maintenance: bool = False
+
+
+class DeviceUpdate(Strict):
+    name: str | None = Field(default=None, min_length=1, max_length=80)
+    kind: str | None = Field(default=None, min_length=1, max_length=40)
+    zone: str | None = Field(default=None, min_length=1, max_length=40)
+    auto_approve: bool | None = None
+    maintenance: bool | None = None
+
+
+class DevicePublic(BaseModel):
+    id: str
+    name: str
+    kind: str
+    zone: str
+    auto_approve: bool
+    maintenance: bool
+    online: bool
+    status: str
+    since: datetime
+    last_seen: datetime | None
+
+
+class DeviceSecret(BaseModel):
+    """A machine's broker credentials: shown once, at provisioning or rotation."""
+
+    username: str
+    password: str
+    mqtt_host: str
+    mqtt_port: int
+
+
+class ProvisionedDevice(BaseModel):
+    device: DevicePublic
+    credentials: DeviceSecret
+
+
+# -- reservations ----------------------------------------------------------------------------
+class ReservationCreate(Strict):
+    device_id: str = Field(pattern=DEVICE_ID)
+    starts_at: datetime
+    ends_at: datetime
+    user: str | None = Field(
+        default=None, pattern=USERNAME, description="admins only: book for this player"
+    )
+
+
+class ReservationPublic(BaseModel):
+    id: str
+    device_id: str
+    user: str
+    starts_at: datetime
+    ends_at: datetime
+    status: str
+    code: str | None = Field(default=None, description="check-in code (owner and admins)")
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+class ReservationPage(BaseModel):
+    items: list[ReservationPublic]
+    next_cursor: str | None = Field(description="pass as `cursor` for the next page; null: last")
+
+
+# -- notices and alerts ----------------------------------------------------------------------
+class NoticeIn(Strict):
+    title: str = Field(min_length=1, max_length=120)
+    message: str = Field(min_length=1, max_length=2000)
+    priority: AlertSeverity = AlertSeverity.MEDIUM
+    title_en: str | None = Field(default=None, min_length=1, max_length=120)
+    message_en: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class NoticePublic(BaseModel):
+    id: str
+    title: str
+    message: str
+    title_en: str | None
+    message_en: str | None
+    priority: str
+    created_by: str
+    created_at: datetime
+
+
+class AlertPublic(BaseModel):
+    id: str
+    type: str
+    severity: str
+    device_id: str | None
+    message: str
+    created_at: datetime
+    acknowledged_at: datetime | None
+
+
+class AlertPage(BaseModel):
+    items: list[AlertPublic]
+    total: int

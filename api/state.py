@@ -1,0 +1,100 @@
+"""What every request needs (settings, engines, broker link, token service), kept on
+``app.state.plaza`` by :func:`api.app.create_app`, and the dependencies that hand it out.
+
+Two engines: request handlers read through ``reader`` (SQLite: deferred transactions, which
+never take the write lock, so a handler waiting on the bridge never blocks the bridge's own
+writes) and write only inside ``async with state.write() as session`` blocks, which hold no
+network call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from api.link import BrokerLink
+from api.metrics import ApiMetrics
+from api.problems import ApiError
+from api.security import LoginLimiter, Passwords, Tokens
+from plaza.settings import Settings
+from plaza.tables import User
+from plaza.topics import Topics
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    topics: Topics
+    engine: AsyncEngine
+    reader: AsyncEngine
+    link: BrokerLink
+    tokens: Tokens
+    passwords: Passwords
+    limiter: LoginLimiter
+    metrics: ApiMetrics
+
+    def write(self) -> AsyncSession:
+        """A session for one short write transaction (``async with``; commit inside)."""
+        return AsyncSession(self.engine, expire_on_commit=False)
+
+
+def app_state(request: Request) -> AppState:
+    state = request.app.state.plaza
+    assert isinstance(state, AppState)
+    return state
+
+
+State = Annotated[AppState, Depends(app_state)]
+
+
+async def db_session(state: State) -> AsyncIterator[AsyncSession]:
+    async with AsyncSession(state.reader, expire_on_commit=False) as session:
+        yield session
+
+
+Db = Annotated[AsyncSession, Depends(db_session)]
+_bearer = HTTPBearer(auto_error=False, description="a JWT from POST /auth/login")
+
+
+async def current_user(
+    state: State,
+    session: Db,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> User:
+    if credentials is None:
+        raise ApiError(
+            401,
+            "not_authenticated",
+            "send an access token: Authorization: Bearer <token>",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    claims = state.tokens.verify(credentials.credentials)
+    user = (await session.exec(select(User).where(User.username == claims.username))).first()
+    await session.commit()  # end the read snapshot: what the handler reads next is current
+    if user is None:
+        raise ApiError(
+            401,
+            "token_invalid",
+            "the account of this token no longer exists",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return user
+
+
+CurrentUser = Annotated[User, Depends(current_user)]
+
+
+async def admin_user(user: CurrentUser) -> User:
+    if user.role != "admin":
+        raise ApiError(403, "forbidden", "this needs an admin account")
+    return user
+
+
+AdminUser = Annotated[User, Depends(admin_user)]

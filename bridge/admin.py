@@ -1,0 +1,219 @@
+"""AdminDesk: the api's admin commands to the bridge (``admin/requests``).
+
+The api owns machine *configuration* rows (name, kind, zone, auto-approve, maintenance) and
+broker identities; the bridge owns what every screen sees. After changing a row the api asks
+the bridge to ``sync_device`` (re-read the row, republish the board entry, lock or unlock the
+machine on a maintenance change) or to ``remove_device`` (forget it and clear its retained
+topics). A ``notice`` is written with its retained message and one notification per player in
+one transaction (the outbox), so a crash loses none of them.
+
+Every command is answered on the requester's response topic with a :class:`Reply`; a command
+that names no known machine gets ``not_found``. Only the api account may publish here (ACL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bridge.committer import Writes
+from bridge.outbox import OutboxPublisher, reply_properties
+from bridge.presence import Effects, Outbound, PresenceTracker
+from plaza.messages import (
+    AdminCommand,
+    CommandName,
+    DeviceCommand,
+    ErrorBody,
+    Notice,
+    NotificationEvent,
+    PayloadError,
+    Reply,
+    decode,
+    now,
+)
+from plaza.settings import Settings
+from plaza.tables import Device, NoticeRow, User
+from plaza.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def _message(
+    topic: str, payload: bytes, *, retain: bool = False, props: str | None = None
+) -> dict[str, object]:
+    return {
+        "topic": topic,
+        "payload": payload,
+        "qos": 1,
+        "retain": retain,
+        "props_json": props,
+        "created_at": datetime.now(UTC),
+        "published_at": None,
+    }
+
+
+class AdminDesk:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics,
+        tracker: PresenceTracker,
+        sessions: Callable[[], AsyncSession],
+        gate: asyncio.Lock,
+        outbox: OutboxPublisher,
+        apply: Callable[[Effects], Awaitable[None]],
+        publish: Callable[[list[Outbound]], Awaitable[None]],
+        refresh: Callable[[set[str]], None],
+    ) -> None:
+        self.settings = settings
+        self.topics = topics
+        self.tracker = tracker
+        self._sessions = sessions
+        self._gate = gate
+        self._outbox = outbox
+        self._apply = apply
+        self._publish = publish
+        self._refresh = refresh
+
+    async def handle(
+        self, payload: bytes, response_topic: str | None, correlation: bytes | None
+    ) -> None:
+        reply_to = response_topic or self.topics.replies("api")
+        try:
+            cmd = decode(AdminCommand, payload, self.settings.max_payload_bytes)
+        except PayloadError as exc:
+            log.warning("bad admin command: %s", exc)
+            await self._answer(reply_to, correlation, None, "invalid", str(exc))
+            return
+        if cmd.op == "notice":
+            await self._notice(cmd, reply_to, correlation)
+            return
+        if cmd.device_id is None:
+            await self._answer(
+                reply_to, correlation, cmd.request_id, "invalid", "device_id missing"
+            )
+            return
+        if cmd.op == "sync_device":
+            found = await self._sync(cmd.device_id)
+        else:
+            found = await self._remove(cmd.device_id)
+        if found:
+            await self._answer(reply_to, correlation, cmd.request_id)
+        else:
+            await self._answer(
+                reply_to, correlation, cmd.request_id, "not_found", f"no machine {cmd.device_id!r}"
+            )
+
+    async def _answer(
+        self,
+        topic: str,
+        correlation: bytes | None,
+        request_id: str | None,
+        code: str | None = None,
+        message: str = "",
+    ) -> None:
+        error = ErrorBody(code=code, message=message) if code else None
+        reply = Reply(request_id=request_id, ok=code is None, error=error)
+        await self._publish_with(topic, reply.encode(), correlation)
+
+    async def _publish_with(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
+        # Replies carry the correlation data: the outbox publisher knows how to attach it.
+        props = reply_properties(correlation)
+        async with self._gate, self._sessions() as session:
+            rows = await Writes(outbox=[_message(topic, payload, props=props)]).flush(session)
+            await session.commit()
+        self._outbox.enqueue(rows)
+
+    async def _sync(self, device_id: str) -> bool:
+        async with self._sessions() as session:
+            row = await session.get(Device, device_id)
+        if row is None:
+            return False
+        self.tracker.removed.discard(device_id)
+        before = self.tracker.views.get(device_id)
+        ts = now()
+        effects = self.tracker.configure(
+            device_id,
+            name=row.name,
+            kind=row.kind,
+            zone=row.zone,
+            maintenance=row.maintenance,
+            ts=ts,
+        )
+        if before is None or before.maintenance != row.maintenance:
+            name = CommandName.LOCK if row.maintenance else CommandName.UNLOCK
+            reason = "maintenance" if row.maintenance else "maintenance over"
+            cmd = DeviceCommand(cmd=name, ts=ts, reason=reason)
+            effects.publish.append(Outbound(self.topics.cmd(device_id), cmd.encode()))
+        await self._apply(effects)
+        self._refresh({device_id})
+        return True
+
+    async def _remove(self, device_id: str) -> bool:
+        known = device_id in self.tracker.views
+        clear = self.tracker.forget(device_id)
+        await self._publish(clear)
+        return known
+
+    async def _notice(self, cmd: AdminCommand, reply_to: str, correlation: bytes | None) -> None:
+        if cmd.notice is None:
+            await self._answer(reply_to, correlation, cmd.request_id, "invalid", "notice missing")
+            return
+        body = cmd.notice
+        notice_id = cmd.notice_id or uuid.uuid4().hex
+        ts = now()
+        notice = Notice(
+            id=notice_id,
+            title=body.title,
+            message=body.message,
+            priority=body.priority,
+            ts=ts,
+            title_en=body.title_en,
+            message_en=body.message_en,
+        )
+        reply = Reply(request_id=cmd.request_id, ok=True)
+        async with self._gate, self._sessions() as session:
+            if await session.get(NoticeRow, notice_id) is not None:  # a retry: done already
+                rows = await Writes(
+                    outbox=[_message(reply_to, reply.encode(), props=reply_properties(correlation))]
+                ).flush(session)
+                await session.commit()
+                self._outbox.enqueue(rows)
+                return
+            players = (await session.exec(select(User.username).where(User.role == "player"))).all()
+            session.add(
+                NoticeRow(
+                    id=notice_id,
+                    title=body.title,
+                    message=body.message,
+                    title_en=body.title_en,
+                    message_en=body.message_en,
+                    priority=body.priority.value,
+                    created_by=cmd.author or "api",
+                    created_at=datetime.fromtimestamp(ts, UTC),
+                )
+            )
+            await session.flush()
+            messages = [_message(self.topics.notices, notice.encode(), retain=True)]
+            for player in players:
+                note = NotificationEvent(
+                    id=uuid.uuid4().hex,
+                    type="system_notice",
+                    user_id=player,
+                    title=body.title,
+                    message=body.message,
+                    priority=body.priority,
+                    ts=ts,
+                )
+                messages.append(_message(self.topics.notifications(player), note.encode()))
+            messages.append(_message(reply_to, reply.encode(), props=reply_properties(correlation)))
+            rows = await Writes(outbox=messages).flush(session)
+            await session.commit()
+        self._outbox.enqueue(rows)
+        log.info("notice %s published to %d players", notice_id, len(players))

@@ -1,0 +1,66 @@
+"""The api in-process (httpx ASGITransport, the app's real lifespan) against the real broker,
+the real bridge and SQLite; accounts come from the demo seeding (admin, player1..3)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from fastapi import FastAPI
+
+from api.app import create_app
+from plaza.settings import Settings
+from tests.conftest import BrokerHandle, RunningService
+
+
+@pytest.fixture(params=["sqlite"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """REST tests run on SQLite; the SQL rules themselves are proven on both databases in
+    tests/integration."""
+    yield f"sqlite+aiosqlite:///{tmp_path / 'plaza.db'}"
+
+
+@dataclass
+class Api:
+    app: FastAPI
+    client: httpx.AsyncClient
+    broker: BrokerHandle
+    settings: Settings
+
+    async def token(self, username: str, password: str) -> str:
+        reply = await self.client.post(
+            "/auth/login", json={"username": username, "password": password}
+        )
+        assert reply.status_code == 200, reply.text
+        token = reply.json()["access_token"]
+        assert isinstance(token, str)
+        return token
+
+    async def headers(self, username: str) -> dict[str, str]:
+        s = self.broker.secrets
+        password = s.admin if username == "admin" else s.players[username]
+        return {"Authorization": f"Bearer {await self.token(username, password)}"}
+
+
+async def wait_ready(client: httpx.AsyncClient) -> None:
+    for _ in range(200):
+        if (await client.get("/readyz")).status_code == 200:
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError("the api did not become ready")
+
+
+@pytest.fixture
+async def api(
+    api_settings: Settings, broker: BrokerHandle, bridge: RunningService
+) -> AsyncIterator[Api]:
+    app = create_app(api_settings)
+    async with app.router.lifespan_context(app):
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://plaza") as client:
+            await wait_ready(client)
+            yield Api(app, client, broker, api_settings)
