@@ -29,6 +29,7 @@ STATUS_FOR = {
     "too_long": 422,
     "in_past": 422,
     "bad_code": 422,
+    "too_early": 409,
 }
 
 
@@ -125,14 +126,20 @@ async def provision_account(state: AppState, username: str, role: acl.Role, pass
     )
     _check(responses, tolerate=("already exists",))
     if any("already exists" in str(r.get("error", "")) for r in responses[1:]):
+        # Re-key only: setClientPassword leaves the account's live connections up (other tabs
+        # of the same player), where modifyClient would kick them all.
         responses = await _dynsec(
             state,
             [
                 dynsec.set_client_password(username, password),
-                {"command": "addClientRole", "username": username, "rolename": role.name},
+                {"command": "getClient", "username": username},
             ],
         )
         _check(responses)
+        roles = responses[1].get("data", {}).get("client", {}).get("roles", [])
+        if role.name not in {r.get("rolename") for r in roles}:
+            add = {"command": "addClientRole", "username": username, "rolename": role.name}
+            _check(await _dynsec(state, [add]))
 
 
 async def set_password(state: AppState, username: str, password: str) -> None:

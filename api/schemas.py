@@ -3,16 +3,18 @@ seconds (plaza.messages). One family per entity, as in full-stack-fastapi-templa
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from plaza.messages import AlertSeverity
 
 USERNAME = r"^[a-z0-9][a-z0-9_.-]{2,47}$"
 DEVICE_ID = r"^[a-z0-9][a-z0-9_.-]{0,47}$"
 Locale = Literal["ko", "en"]
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2096, 1, 1, tzinfo=UTC)  # plaza.messages.UnixTime's bound
 
 
 class Strict(BaseModel):
@@ -110,11 +112,19 @@ class ProvisionedDevice(BaseModel):
 # -- reservations ----------------------------------------------------------------------------
 class ReservationCreate(Strict):
     device_id: str = Field(pattern=DEVICE_ID)
-    starts_at: datetime
+    starts_at: datetime = Field(description="ISO 8601; without an offset it is UTC")
     ends_at: datetime
     user: str | None = Field(
         default=None, pattern=USERNAME, description="admins only: book for this player"
     )
+
+    @field_validator("starts_at", "ends_at")
+    @classmethod
+    def _plausible(cls, value: datetime) -> datetime:
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        if not EARLIEST <= value <= LATEST:
+            raise ValueError("must lie between 1970 and 2096")
+        return value
 
 
 class ReservationPublic(BaseModel):

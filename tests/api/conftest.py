@@ -4,7 +4,7 @@ the real bridge and SQLite; accounts come from the demo seeding (admin, player1.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,10 +18,10 @@ from tests.conftest import BrokerHandle, RunningService
 
 
 @pytest.fixture(params=["sqlite"])
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """REST tests run on SQLite; the SQL rules themselves are proven on both databases in
     tests/integration."""
-    yield f"sqlite+aiosqlite:///{tmp_path / 'plaza.db'}"
+    return f"sqlite+aiosqlite:///{tmp_path / 'plaza.db'}"
 
 
 @dataclass
@@ -30,6 +30,7 @@ class Api:
     client: httpx.AsyncClient
     broker: BrokerHandle
     settings: Settings
+    bridge: RunningService
 
     async def token(self, username: str, password: str) -> str:
         reply = await self.client.post(
@@ -63,4 +64,4 @@ async def api(
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://plaza") as client:
             await wait_ready(client)
-            yield Api(app, client, broker, api_settings)
+            yield Api(app, client, broker, api_settings, bridge)

@@ -74,9 +74,10 @@ async def test_readyz_says_503_when_the_database_is_unreachable(
         assert (await wait_ready(client)).status_code == 200
         # Swap in an engine whose database path is a directory: every connect fails.
         (tmp_path / "blocker").mkdir()
-        await app.state.engine.dispose()
-        app.state.engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'blocker'}")
+        state = app.state.plaza
+        await state.engine.dispose()
+        state.engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'blocker'}")
         reply = await client.get("/readyz")
         assert reply.status_code == 503
         assert reply.json()["database"] is False
-        await app.state.engine.dispose()
+        assert reply.headers["content-type"] == "application/json"
