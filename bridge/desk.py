@@ -17,9 +17,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
+from prometheus_client import CollectorRegistry
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.metrics import UNKNOWN_OP, CommandMeter
 from bridge.presence import Outbound
 from bridge.reservations import ActorPool, Job, to_dt
 from plaza import rules
@@ -59,12 +61,20 @@ class DeskMetrics:
 
 
 class ReservationDesk:
-    def __init__(self, settings: Settings, topics: Topics, actors: ActorPool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Topics,
+        actors: ActorPool,
+        commands: CommandMeter | None = None,
+    ) -> None:
         self.settings = settings
         self.topics = topics
         self.actors = actors
         self.bucket = TokenBucket(settings.rate_per_minute / 60, settings.rate_burst)
         self.metrics = DeskMetrics()
+        #: requests by op and result, and their latency (a private registry if none is given)
+        self.commands = commands or CommandMeter(CollectorRegistry())
         self._timers_in_flight: set[tuple[str, str]] = set()
 
     def _error(self, topic: str, request_id: str | None, code: str, message: str) -> Outbound:
@@ -93,12 +103,14 @@ class ReservationDesk:
         correlation: bytes | None,
     ) -> list[Outbound]:
         """Route one request; returns replies to publish now (refusals before any decision)."""
+        started = time.perf_counter()
         self.metrics.requests += 1
         reply_to = self.reply_topic(where.user, response_topic)
         try:
             request = decode(ReservationRequest, payload, self.settings.max_payload_bytes)
         except PayloadError as exc:
             self.metrics.malformed += 1
+            self.commands.refused(UNKNOWN_OP, "invalid")
             log.warning("bad request from %s on %s: %s", where.user, where.device, exc)
             rid = _peek_request_id(payload, self.settings.max_payload_bytes)
             return [self._error(reply_to, rid, "invalid", str(exc))]
@@ -106,6 +118,7 @@ class ReservationDesk:
         if request.on_behalf_of is not None:
             if where.user != API_USER:
                 self.metrics.forbidden += 1
+                self.commands.refused(request.op, "forbidden")
                 return [
                     self._error(
                         reply_to,
@@ -117,6 +130,7 @@ class ReservationDesk:
             actor = rules.Actor(request.on_behalf_of.user, rules.Role(request.on_behalf_of.role))
         if actor.role is rules.Role.PLAYER and not self.bucket.take(actor.user, time.monotonic()):
             self.metrics.rate_limited += 1
+            self.commands.refused(request.op, "rate_limited")
             return [
                 self._error(
                     reply_to,
@@ -134,16 +148,16 @@ class ReservationDesk:
             ends_at=to_dt(request.ends_at) if request.ends_at is not None else None,
             code=request.code,
         )
-        self.actors.submit(
-            Job(
-                device_id=where.device,
-                command=command,
-                request_key=_key(where.user, request),
-                request_id=request.request_id,
-                reply_topic=reply_to,
-                correlation=correlation,
-            )
+        job = Job(
+            device_id=where.device,
+            command=command,
+            request_key=_key(where.user, request),
+            request_id=request.request_id,
+            reply_topic=reply_to,
+            correlation=correlation,
         )
+        self.commands.follow(request.op, job.future, started)
+        self.actors.submit(job)
         return []
 
     def check_in_by_code(self, device: str, code: str) -> None:

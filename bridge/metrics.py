@@ -1,22 +1,224 @@
-"""Counters and gauges of the bridge (exported in Prometheus format by a later issue)."""
+"""The bridge's metrics, in Prometheus form, each bridge with its own registry.
+
+Three kinds, chosen by what they cost on the hot path:
+
+- plain int counters on :class:`BridgeMetrics` that the presence and device paths increment
+  (no lock, no label lookup), exported as ``plaza_bridge_<field>_total`` at scrape time;
+- :class:`CommandMeter`: ``commands_total{op,result}`` and the ``command_seconds`` histogram,
+  prometheus_client objects because they carry labels and buckets;
+- live values (machines online, actor queues, committer and outbox counters) read from the
+  running service at scrape time by :class:`BridgeCollector`: nothing to keep in step.
+
+Every :class:`BridgeMetrics` owns a :class:`~prometheus_client.CollectorRegistry`, never the
+global default one, so several bridges in one process (the tests) do not clash.
+:mod:`bridge.metrics_http` serves it.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import asyncio
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING, Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
+from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+from plaza.messages import Reply
+
+if TYPE_CHECKING:
+    from bridge.committer import Committer
+    from bridge.desk import ReservationDesk
+    from bridge.outbox import OutboxPublisher
+    from bridge.presence import PresenceTracker
+
+PREFIX = "plaza_bridge_"
+#: command latency buckets, seconds: a decision takes ~1 ms on SQLite, a batch under load tens
+LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+)
+#: the op label of a request whose payload could not be parsed
+UNKNOWN_OP = "unknown"
+
+
+def _counter(help_text: str) -> int:
+    return field(default=0, metadata={"help": help_text})
+
+
+class CommandMeter:
+    """Reservation requests by op and result, and how long each took to decide.
+
+    ``result`` is ``ok`` or the reply's error code (``conflict``, ``invalid``, ``rate_limited``,
+    ``forbidden``, ...); ``dropped`` when the committer gave up on a job that kept failing (its
+    requester hears nothing and retries)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.total = Counter(
+            f"{PREFIX}commands",
+            "Reservation requests by op and result (ok or the error code)",
+            ("op", "result"),
+            registry=registry,
+        )
+        self.seconds = Histogram(
+            f"{PREFIX}command_seconds",
+            "From the desk accepting a request to its reply being decided (committed)",
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+
+    def refused(self, op: str, code: str) -> None:
+        """A request answered by the desk itself, before any actor saw it."""
+        self.total.labels(op, code).inc()
+
+    def follow(self, op: str, decided: asyncio.Future[Reply | None], started: float) -> None:
+        """Count the request and observe its latency (from ``started``, a
+        :func:`time.perf_counter` reading) once ``decided`` has its reply."""
+
+        def done(future: asyncio.Future[Reply | None]) -> None:
+            if future.cancelled():  # the bridge is stopping: nothing was decided
+                return
+            if future.exception() is not None:
+                result = "error"
+            else:
+                reply = future.result()
+                if reply is None:
+                    result = "dropped"
+                elif reply.ok:
+                    result = "ok"
+                else:
+                    result = reply.error.code if reply.error else "error"
+            self.seconds.observe(time.perf_counter() - started)
+            self.total.labels(op, result).inc()
+
+        decided.add_done_callback(done)
 
 
 @dataclass
 class BridgeMetrics:
-    presence_applied: int = 0
+    presence_applied: int = _counter("Presence messages that changed a machine's view")
     #: presences older than the machine's current epoch (a late will of a dead connection)
-    fenced_presences: int = 0
-    states_applied: int = 0
-    stale_states: int = 0
-    bad_payloads: int = 0
-    unknown_topics: int = 0
-    reconnects: int = 0
-    db_batches: int = 0
-    db_errors: int = 0
-    board_published: int = 0
+    fenced_presences: int = _counter(
+        "Presences ignored because their epoch is older than the machine's current one"
+    )
+    states_applied: int = _counter("Machine state messages applied")
+    stale_states: int = _counter("Machine state messages ignored as older than the current one")
+    bad_payloads: int = _counter("Device messages dropped because their payload was invalid")
+    unknown_topics: int = _counter("Messages dropped because the bridge does not handle the topic")
+    reconnects: int = _counter("Times the bridge lost the broker and reconnected")
+    db_batches: int = _counter("Device view batches written to SQL")
+    db_errors: int = _counter("Device view batches that failed to write (retried)")
+    board_published: int = _counter("Retained board entries published")
     #: messages whose handling raised (a bug, logged with its traceback; the loop goes on)
-    handler_errors: int = 0
+    handler_errors: int = _counter("Messages whose handling raised (a bug; see the log)")
+    registry: CollectorRegistry = field(
+        default_factory=CollectorRegistry, repr=False, compare=False
+    )
+    commands: CommandMeter = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self.commands = CommandMeter(self.registry)
+
+    def counters(self) -> Iterator[tuple[str, str, int]]:
+        """(name, help, value) of every int counter, for export."""
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int):
+                yield f.name, str(f.metadata.get("help", f.name.replace("_", " "))), value
+
+    def watch(self, bridge: LiveBridge, *, process: bool = True) -> None:
+        """Export ``bridge``'s live values (and this process's CPU, memory, fds) too."""
+        self.registry.register(BridgeCollector(self, bridge))
+        if process:
+            ProcessCollector(registry=self.registry)
+
+
+class LiveBridge(Protocol):
+    """What :class:`BridgeCollector` reads of the running service; each part is None until
+    the service has started it."""
+
+    @property
+    def tracker(self) -> PresenceTracker | None: ...
+
+    @property
+    def desk(self) -> ReservationDesk | None: ...
+
+    @property
+    def committer(self) -> Committer | None: ...
+
+    @property
+    def publisher(self) -> OutboxPublisher | None: ...
+
+
+class BridgeCollector(Collector):
+    """Reads the counters and the live values at scrape time."""
+
+    def __init__(self, metrics: BridgeMetrics, bridge: LiveBridge) -> None:
+        self.metrics = metrics
+        self.bridge = bridge
+
+    def collect(self) -> Iterator[Metric]:
+        for name, help_text, value in self.metrics.counters():
+            yield CounterMetricFamily(f"{PREFIX}{name}", help_text, value=value)
+        tracker, desk = self.bridge.tracker, self.bridge.desk
+        views = list(tracker.views.values()) if tracker is not None else []
+        yield _gauge("devices", "Machines the bridge knows", len(views))
+        yield _gauge(
+            "devices_online", "Machines whose presence says online", sum(v.online for v in views)
+        )
+        actors = desk.actors if desk is not None else None
+        yield _gauge(
+            "actor_queue_depth",
+            "Reservation jobs queued in device actors, all machines",
+            actors.depth() if actors is not None else 0,
+        )
+        yield _gauge(
+            "actors",
+            "Device actors alive (one per machine with recent work)",
+            len(actors.queues) if actors is not None else 0,
+        )
+        if desk is not None:
+            yield CounterMetricFamily(
+                f"{PREFIX}requests", "Reservation requests received", value=desk.metrics.requests
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}timer_jobs",
+                "Timer jobs submitted (reminders, no-show release, end of slot)",
+                value=desk.metrics.timers,
+            )
+        committer = self.bridge.committer
+        if committer is not None:
+            yield CounterMetricFamily(
+                f"{PREFIX}commit_batches",
+                "Reservation batches committed (group commit)",
+                value=committer.batches,
+            )
+            yield CounterMetricFamily(
+                f"{PREFIX}commit_dropped",
+                "Reservation jobs dropped after failing again and again (nothing committed)",
+                value=committer.dropped,
+            )
+        publisher = self.bridge.publisher
+        if publisher is not None:
+            yield CounterMetricFamily(
+                f"{PREFIX}outbox_published",
+                "Outbox messages published to the broker",
+                value=publisher.published,
+            )
+
+
+def _gauge(name: str, help_text: str, value: float) -> GaugeMetricFamily:
+    return GaugeMetricFamily(f"{PREFIX}{name}", help_text, value=value)

@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bridge.committer import Committer
 from bridge.desk import ReservationDesk
 from bridge.metrics import BridgeMetrics
+from bridge.metrics_http import metrics_endpoint
 from bridge.outbox import OutboxPublisher
 from bridge.presence import Effects, Outbound, PresenceTracker
 from bridge.reservations import ActorPool, current_and_next
@@ -40,7 +41,9 @@ BOARD_HORIZON = timedelta(hours=24)
 
 
 class BridgeService:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, *, metrics_port: int | None = None) -> None:
+        """``metrics_port`` overrides ``settings.bridge_metrics_port`` (where 0 means off);
+        here 0 means any free port, read back from :attr:`metrics_port` once running."""
         self.settings = settings
         self.identifier = settings.bridge_id
         self.topics = Topics(settings.topic_root)
@@ -54,6 +57,12 @@ class BridgeService:
         self.publisher: OutboxPublisher | None = None
         self._client: aiomqtt.Client | None = None
         self._refresh: asyncio.Queue[set[str]] = asyncio.Queue()
+        self.metrics.watch(self)
+        self._metrics_bind = (
+            (settings.bridge_metrics_port or None) if metrics_port is None else metrics_port
+        )
+        #: the port /metrics is served on (None: not served)
+        self.metrics_port: int | None = None
 
     async def run(self) -> None:
         # Database work runs in worker threads; with the default 5 ms GIL switch interval a
@@ -82,7 +91,7 @@ class BridgeService:
             engine, self.settings, self.topics, self.publisher, self._refresh.put_nowait, gate
         )
         actors = ActorPool(self.committer, self.settings.actor_idle_seconds)
-        self.desk = ReservationDesk(self.settings, self.topics, actors)
+        self.desk = ReservationDesk(self.settings, self.topics, actors, self.metrics.commands)
         unsent = await self.publisher.load_unsent()
         log.info(
             "bridge generation %d, %d machines known, %d outbox rows to send",
@@ -91,7 +100,15 @@ class BridgeService:
             unsent,
         )
         await self._refresh_boards(set(self.tracker.views), reads)
-        async with asyncio.TaskGroup() as tg:
+        async with (
+            metrics_endpoint(
+                self.metrics.registry, self.settings.http_host, self._metrics_bind
+            ) as endpoint,
+            asyncio.TaskGroup() as tg,
+        ):
+            if endpoint is not None:
+                self.metrics_port = endpoint.port
+                tg.create_task(endpoint.serve(), name="metrics")
             actors.bind(tg)
             tg.create_task(store.run(), name="device-store")
             tg.create_task(self.publisher.run(), name="outbox")

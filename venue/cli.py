@@ -65,6 +65,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         mqtt_port=args.mqtt_port,
         ws_port=args.ws_port,
         http_port=args.http_port,
+        metrics_port=args.metrics_port,
         database_url=args.database_url or os.environ.get("PLAZA_DATABASE_URL", ""),
         sim_speed=args.sim_speed,
     )
@@ -221,6 +222,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mqtt-port", type=int, default=None, help="MQTT TCP port (default 1883)")
     p.add_argument("--ws-port", type=int, default=None, help="MQTT WebSocket port (default 9001)")
     p.add_argument("--http-port", type=int, default=None, help="REST API port (default 8000)")
+    p.add_argument(
+        "--metrics-port", type=int, default=None, help="bridge /metrics port (default 9102)"
+    )
     p.add_argument("--database-url", default=None, help="default: SQLite in the data dir")
     p.add_argument(
         "--sim-speed",

@@ -52,6 +52,7 @@ class UpOptions:
     mqtt_port: int | None = None
     ws_port: int | None = None
     http_port: int | None = None
+    metrics_port: int | None = None
     database_url: str = ""
     sim_speed: float = 30.0
     ready_timeout: float = 60.0
@@ -95,6 +96,7 @@ class Venue:
             PLAZA_MQTT_PORT=str(self.settings.mqtt_port),
             PLAZA_WS_PORT=str(self.settings.ws_port),
             PLAZA_HTTP_PORT=str(self.settings.http_port),
+            PLAZA_BRIDGE_METRICS_PORT=str(self.settings.bridge_metrics_port),
             PLAZA_DATABASE_URL=self.settings.db_url,
             PYTHONUNBUFFERED="1",
         )
@@ -177,11 +179,15 @@ def prepare(options: UpOptions) -> Venue:
     mqtt_port = choose_port("MQTT", "--mqtt-port", options.mqtt_port, 1883, taken)
     ws_port = choose_port("WebSocket", "--ws-port", options.ws_port, 9001, taken)
     http_port = choose_port("HTTP", "--http-port", options.http_port, 8000, taken)
+    metrics_port = choose_port(
+        "bridge metrics", "--metrics-port", options.metrics_port, 9102, taken
+    )
     settings = Settings(
         data_dir=data,
         mqtt_port=mqtt_port,
         ws_port=ws_port,
         http_port=http_port,
+        bridge_metrics_port=metrics_port,
         database_url=options.database_url,
     )
     secrets, device_ids = init_venue(settings, options.devices)
@@ -242,6 +248,7 @@ def summary(venue: Venue, elapsed: float) -> str:
             f"  MQTT (TCP)        mqtt://127.0.0.1:{s.mqtt_port}",
             f"  MQTT (WebSocket)  ws://127.0.0.1:{s.ws_port}/",
             f"  REST API          http://{s.http_host}:{s.http_port}  (/docs, /healthz, /readyz)",
+            f"  Bridge metrics    http://{s.http_host}:{s.bridge_metrics_port}/metrics",
             f"  Database          {s.db_url.replace('+aiosqlite', '').replace('+asyncpg', '')}",
             f"  Credentials       {creds}",
             f"  Logs              {venue.log_dir}/",
