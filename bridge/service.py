@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.admin import AdminDesk
 from bridge.committer import Committer
 from bridge.desk import ReservationDesk
 from bridge.metrics import BridgeMetrics
@@ -33,7 +34,14 @@ from plaza.messages import DeviceState, MachineState, PayloadError, Presence, de
 from plaza.mqtt import Backoff, service_client
 from plaza.settings import Settings
 from plaza.tables import Reservation
-from plaza.topics import DeviceChannel, DeviceTopic, RequestTopic, TopicError, Topics
+from plaza.topics import (
+    AdminRequestTopic,
+    DeviceChannel,
+    DeviceTopic,
+    RequestTopic,
+    TopicError,
+    Topics,
+)
 
 log = logging.getLogger(__name__)
 #: a board entry's "next slot" looks this far ahead
@@ -54,6 +62,7 @@ class BridgeService:
         self.store: DeviceStore | None = None
         self.committer: Committer | None = None
         self.desk: ReservationDesk | None = None
+        self.admin: AdminDesk | None = None
         self.publisher: OutboxPublisher | None = None
         self._client: aiomqtt.Client | None = None
         self._refresh: asyncio.Queue[set[str]] = asyncio.Queue()
@@ -92,6 +101,18 @@ class BridgeService:
         )
         actors = ActorPool(self.committer, self.settings.actor_idle_seconds)
         self.desk = ReservationDesk(self.settings, self.topics, actors, self.metrics.commands)
+        store.removed = self.tracker.removed
+        self.admin = AdminDesk(
+            self.settings,
+            self.topics,
+            self.tracker,
+            sessions,
+            gate,
+            self.publisher,
+            self.apply,
+            self.publish_all,
+            self._refresh.put_nowait,
+        )
         unsent = await self.publisher.load_unsent()
         log.info(
             "bridge generation %d, %d machines known, %d outbox rows to send",
@@ -169,6 +190,7 @@ class BridgeService:
                         self.topics.all_presence,
                         self.topics.all_state,
                         self._requests_filter(),
+                        self.topics.admin_requests,
                     ]
                     granted = await client.subscribe([(f, 1) for f in filters])
                     for f, code in zip(filters, granted or [], strict=False):
@@ -234,12 +256,20 @@ class BridgeService:
             if immediate:
                 await self.publish_all(immediate)
             return
+        if isinstance(parsed, AdminRequestTopic):
+            assert self.admin is not None
+            await self.admin.handle(raw, response_topic, correlation)
+            return
         if not isinstance(parsed, DeviceTopic) or parsed.channel is DeviceChannel.CMD:
             self.metrics.unknown_topics += 1
             log.warning("dropped message on a topic the bridge does not handle: %s", topic)
             return
         if not raw:
             return  # an empty retained payload clears a removed machine's topic
+        if parsed.device in self.tracker.removed:
+            # a removed machine's late will (or a retained copy): clear it again, show nothing
+            await self.publish_all([Outbound(topic, b"", retain=True)])
+            return
         limit = self.settings.max_payload_bytes
         try:
             if parsed.channel is DeviceChannel.PRESENCE:

@@ -1,4 +1,5 @@
-"""`plaza`: the one operator CLI. Subcommands: up, broker, bridge, api, sim, bench."""
+"""`plaza`: the one operator CLI. Subcommands: up, init, broker, bridge, api, admin, sim,
+bench."""
 
 from __future__ import annotations
 
@@ -27,12 +28,15 @@ def _settings(args: argparse.Namespace, user: str | None = None) -> Settings:
         if value is not None:
             overrides[name] = value
     settings = Settings(**overrides)
-    if user and settings.mqtt_username is None:
-        secrets_file = settings.data_dir / "secrets.json"
-        if secrets_file.exists():
-            secrets = VenueSecrets.load(secrets_file)
-            password = secrets.bridge if user == BRIDGE_USER else secrets.api
-            settings = Settings(**overrides, mqtt_username=user, mqtt_password=password)
+    secrets_file = settings.data_dir / "secrets.json"
+    if user and secrets_file.exists():
+        secrets = VenueSecrets.load(secrets_file)
+        if settings.mqtt_username is None:
+            overrides["mqtt_username"] = user
+            overrides["mqtt_password"] = secrets.bridge if user == BRIDGE_USER else secrets.api
+        if user == API_USER and settings.jwt_secret is None:
+            overrides["jwt_secret"] = secrets.jwt
+        settings = Settings(**overrides)
     return settings
 
 
@@ -147,6 +151,24 @@ def cmd_api(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_admin(args: argparse.Namespace) -> int:
+    """`plaza admin create NAME`: create (or re-key) an admin account in the database."""
+    import getpass
+
+    from venue.seed import create_admin
+
+    settings = _settings(args)
+    password = os.environ.get("PLAZA_NEW_ADMIN_PASSWORD") or getpass.getpass(
+        f"password for admin {args.name}: "
+    )
+    if len(password) < 8:
+        print("plaza admin: the password needs at least 8 characters", file=sys.stderr)
+        return 2
+    created = asyncio.run(create_admin(settings.db_url, args.name, password))
+    print(f"admin {args.name} {'created' if created else 'updated (new password, role admin)'}")
+    return 0
+
+
 def cmd_sim(args: argparse.Namespace) -> int:
     from plaza_sim.epochs import EpochStore
     from plaza_sim.fleet import FaultPlan, Fleet, load_devices
@@ -251,6 +273,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("api", help="run the REST API (uvicorn)")
     common(p)
     p.set_defaults(func=cmd_api)
+
+    p = sub.add_parser("admin", help="manage admin accounts: `plaza admin create NAME`")
+    common(p)
+    p.add_argument("action", choices=["create"])
+    p.add_argument("name", help="3-48 of a-z 0-9 _ . -")
+    p.set_defaults(func=cmd_admin)
 
     p = sub.add_parser("sim", help="run simulated game machines")
     common(p)
