@@ -27,7 +27,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api import commands, problems
 from api.link import BrokerLink
 from api.metrics import ApiMetrics
-from api.routes import accounts, devices, operations, reservations
+from api.routes import accounts, devices, operations, reservations, stats
 from api.security import LoginLimiter, Passwords, Tokens
 from api.state import AppState
 from plaza.db import make_engine, migrate
@@ -139,7 +139,13 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.plaza = state
     problems.install(app)
-    for router in (accounts.router, devices.router, reservations.router, operations.router):
+    for router in (
+        accounts.router,
+        devices.router,
+        reservations.router,
+        operations.router,
+        stats.router,
+    ):
         app.include_router(router)
 
     @app.middleware("http")

@@ -10,7 +10,7 @@ network call.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,7 +20,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api.link import BrokerLink
-from api.metrics import ApiMetrics
+from api.metrics import ApiMetrics, LatencyWindow
 from api.problems import ApiError
 from api.security import LoginLimiter, Passwords, Tokens
 from plaza.settings import Settings
@@ -39,6 +39,7 @@ class AppState:
     passwords: Passwords
     limiter: LoginLimiter
     metrics: ApiMetrics
+    latency: LatencyWindow = field(default_factory=LatencyWindow)
 
     def write(self) -> AsyncSession:
         """A session for one short write transaction (``async with``; commit inside)."""

@@ -160,6 +160,7 @@ def service_settings(broker: BrokerHandle, db_url: str, tmp_path: Path, user: st
         reminder_lead=1.0,
         no_show_grace=1.0,
         jwt_secret=JWT_SECRET,
+        bridge_metrics_port=0,
         bridge_timeout=3.0,
     )
 

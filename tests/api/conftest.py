@@ -13,6 +13,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
+from bridge.service import BridgeService
 from plaza.settings import Settings
 from tests.conftest import BrokerHandle, RunningService
 
@@ -56,9 +57,23 @@ async def wait_ready(client: httpx.AsyncClient) -> None:
 
 
 @pytest.fixture
+async def bridge(bridge_settings: Settings, seeded: list[str]) -> AsyncIterator[RunningService]:
+    """The bridge with its metrics endpoint on a free port (the admin stats read it)."""
+    running = RunningService(BridgeService(bridge_settings, metrics_port=0))
+    await running.start()
+    try:
+        yield running
+    finally:
+        await running.stop()
+
+
+@pytest.fixture
 async def api(
     api_settings: Settings, broker: BrokerHandle, bridge: RunningService
 ) -> AsyncIterator[Api]:
+    port = bridge.service.metrics_port
+    assert port
+    api_settings = api_settings.model_copy(update={"bridge_metrics_port": port})
     app = create_app(api_settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

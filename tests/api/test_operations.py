@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -102,3 +103,37 @@ async def test_metrics_count_requests_logins_and_bridge_round_trips(api: Api) ->
     assert 'route="/notices",status="201"' in text
     assert "plaza_api_bridge_request_seconds_count 1.0" in text
     assert "plaza_api_broker_connected 1.0" in text
+
+
+async def test_admin_stats_count_machines_commands_and_the_bridges_p99(api: Api) -> None:
+    admin = await api.headers("admin")
+    player = await api.headers("player1")
+    topics = api.broker.topics
+    async with api.broker.client("pc-01", api.broker.device_password("pc-01")) as machine:
+        await machine.publish(
+            topics.presence("pc-01"), Presence(online=True, epoch=3).encode(), qos=1, retain=True
+        )
+        first = (await api.client.get("/admin/stats", headers=admin)).json()
+        for minutes in (30, 90, 150):
+            start = datetime.now(UTC) + timedelta(minutes=minutes)
+            await api.client.post(
+                "/reservations",
+                headers=player,
+                json={
+                    "device_id": "pc-02",
+                    "starts_at": start.isoformat(),
+                    "ends_at": (start + timedelta(minutes=30)).isoformat(),
+                },
+            )
+        for _ in range(100):
+            stats = (await api.client.get("/admin/stats", headers=admin)).json()
+            if stats["machines_online"] == 1:
+                break
+            await asyncio.sleep(0.05)
+    assert (stats["machines_online"], stats["machines_total"]) == (1, 6)
+    assert stats["commands_per_minute"] == 3
+    assert 0 < stats["command_p99_ms"] <= 5000
+    assert stats["p99_window_seconds"] > 0
+    assert first["commands_per_minute"] == 0
+    forbidden = await api.client.get("/admin/stats", headers=player)
+    assert_problem(forbidden, 403, "forbidden")
