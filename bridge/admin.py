@@ -23,7 +23,8 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.committer import Writes
-from bridge.outbox import OutboxPublisher, reply_properties
+from bridge.notifier import Note
+from bridge.outbox import OutboxPublisher, outbox_message, reply_properties
 from bridge.presence import Effects, Outbound, PresenceTracker
 from plaza.messages import (
     AdminCommand,
@@ -31,7 +32,6 @@ from plaza.messages import (
     DeviceCommand,
     ErrorBody,
     Notice,
-    NotificationEvent,
     PayloadError,
     Reply,
     decode,
@@ -42,20 +42,6 @@ from plaza.tables import Device, NoticeRow, User
 from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
-
-
-def _message(
-    topic: str, payload: bytes, *, retain: bool = False, props: str | None = None
-) -> dict[str, object]:
-    return {
-        "topic": topic,
-        "payload": payload,
-        "qos": 1,
-        "retain": retain,
-        "props_json": props,
-        "created_at": datetime.now(UTC),
-        "published_at": None,
-    }
 
 
 class AdminDesk:
@@ -126,7 +112,7 @@ class AdminDesk:
         # Replies carry the correlation data: the outbox publisher knows how to attach it.
         props = reply_properties(correlation)
         async with self._gate, self._sessions() as session:
-            rows = await Writes(outbox=[_message(topic, payload, props=props)]).flush(session)
+            rows = await Writes(outbox=[outbox_message(topic, payload, props=props)]).flush(session)
             await session.commit()
         self._outbox.enqueue(rows)
 
@@ -181,7 +167,11 @@ class AdminDesk:
         async with self._gate, self._sessions() as session:
             if await session.get(NoticeRow, notice_id) is not None:  # a retry: done already
                 rows = await Writes(
-                    outbox=[_message(reply_to, reply.encode(), props=reply_properties(correlation))]
+                    outbox=[
+                        outbox_message(
+                            reply_to, reply.encode(), props=reply_properties(correlation)
+                        )
+                    ]
                 ).flush(session)
                 await session.commit()
                 self._outbox.enqueue(rows)
@@ -200,20 +190,24 @@ class AdminDesk:
                 )
             )
             await session.flush()
-            messages = [_message(self.topics.notices, notice.encode(), retain=True)]
-            for player in players:
-                note = NotificationEvent(
-                    id=uuid.uuid4().hex,
+            messages = [
+                outbox_message(self.topics.notices, notice.encode(), retain=True),
+                outbox_message(reply_to, reply.encode(), props=reply_properties(correlation)),
+            ]
+            texts = {"ko": (body.title, body.message)}
+            if body.title_en or body.message_en:
+                texts["en"] = (body.title_en or body.title, body.message_en or body.message)
+            notes = [
+                Note(
+                    user=player,
+                    topic=self.topics.notifications(player),
                     type="system_notice",
-                    user_id=player,
-                    title=body.title,
-                    message=body.message,
                     priority=body.priority,
-                    ts=ts,
+                    texts=texts,
                 )
-                messages.append(_message(self.topics.notifications(player), note.encode()))
-            messages.append(_message(reply_to, reply.encode(), props=reply_properties(correlation)))
-            rows = await Writes(outbox=messages).flush(session)
+                for player in players
+            ]
+            rows = await Writes(outbox=messages, notes=notes).flush(session)
             await session.commit()
         self._outbox.enqueue(rows)
         log.info("notice %s published to %d players", notice_id, len(players))

@@ -32,7 +32,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel, col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bridge.outbox import OutboxPublisher, OutboxRow, reply_properties
+from bridge.notifier import Note, write_notes
+from bridge.outbox import (
+    OutboxPublisher,
+    OutboxRow,
+    insert_outbox,
+    outbox_message,
+    reply_properties,
+)
 from bridge.reservations import (
     EVENT_FOR,
     NOTICE_FOR,
@@ -42,21 +49,22 @@ from bridge.reservations import (
     public,
     slot_of,
 )
+from bridge.store import alert_row
 from plaza import rules
 from plaza.db import make_sync_engine, session_factory
 from plaza.messages import (
+    AdminAlert,
     AlertSeverity,
     CommandName,
     ConflictSlot,
     DeviceCommand,
     ErrorBody,
-    NotificationEvent,
     Reply,
     ReservationEvent,
     Session,
 )
 from plaza.settings import Settings
-from plaza.tables import CommandLog, Device, Outbox, Reservation
+from plaza.tables import Alert, CommandLog, Device, Reservation
 from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -88,6 +96,10 @@ class Writes:
     changed: list[dict[str, Any]] = field(default_factory=list)
     logs: list[dict[str, Any]] = field(default_factory=list)
     outbox: list[dict[str, Any]] = field(default_factory=list)
+    #: notifications: numbered, rendered and (unless low priority) queued at flush
+    notes: list[Note] = field(default_factory=list)
+    #: admin alerts to store (their outbox message is added by whoever raises them)
+    alerts: list[AdminAlert] = field(default_factory=list)
 
     def flush_sync(self, conn: Connection) -> list[OutboxRow]:
         table = _table(Reservation)
@@ -98,17 +110,10 @@ class Writes:
             conn.execute(insert(table), self.new)
         if self.logs:
             conn.execute(insert(_table(CommandLog)), self.logs)
-        if not self.outbox:
-            return []
-        outbox = _table(Outbox)
-        result = conn.execute(
-            insert(outbox).returning(outbox.c.id, sort_by_parameter_order=True), self.outbox
-        )
-        ids = result.scalars().all()
-        return [
-            OutboxRow(i, o["topic"], o["payload"], o["qos"], o["retain"], o["props_json"])
-            for i, o in zip(ids, self.outbox, strict=True)
-        ]
+        if self.alerts:
+            conn.execute(insert(_table(Alert)), [alert_row(a) for a in self.alerts])
+        messages = self.outbox + write_notes(conn, self.notes, datetime.now(UTC))
+        return insert_outbox(conn, messages)
 
     async def flush(self, session: AsyncSession) -> list[OutboxRow]:
         conn = await session.connection()
@@ -141,6 +146,8 @@ class Committer:
         self.careful_batches = 0
         self.decided = 0
         self.dropped = 0
+        #: batches that failed (and were retried): a database in trouble
+        self.failed_batches = 0
 
     async def submit(self, job: Job) -> Reply | None:
         self._queue.put_nowait(job)
@@ -158,6 +165,7 @@ class Committer:
                     outcomes, rows = await self._commit(batch)
             except Exception:
                 failures += 1
+                self.failed_batches += 1
                 if len(batch) == 1 and failures > RETRIES_BEFORE_SPLIT + 2:
                     # One job keeps failing on its own: drop it so it cannot stall every
                     # machine. Nothing of it was committed; its requester hears nothing and
@@ -389,18 +397,20 @@ class Committer:
         writes.changed.append({"id": row.id, "reminded_at": now})
         device = await session.get(Device, row.device_id)
         minutes = max(0, round((row.starts_at - now).total_seconds() / 60))
-        note = NotificationEvent(
-            id=uuid.uuid4().hex,
-            type="reservation_reminder",
-            user_id=row.player,
-            title="예약 알림",
-            message=f"{device.name if device else row.device_id} 예약이 {minutes}분 후 "
-            f"시작합니다. 체크인 코드: {row.code}",
-            priority=AlertSeverity.HIGH,
-            ts=now.timestamp(),
-            reservation=public(slot_of(row), private=True),
+        writes.notes.append(
+            Note(
+                user=row.player,
+                topic=self.topics.notifications(row.player),
+                type="reservation_reminder",
+                priority=AlertSeverity.HIGH,
+                params={
+                    "name": device.name if device else row.device_id,
+                    "minutes": minutes,
+                    "code": row.code,
+                },
+                reservation=public(slot_of(row), private=True),
+            )
         )
-        writes.outbox.append(self.message(self.topics.notifications(row.player), note.encode()))
         return Outcome(None)
 
     # -- decisions to rows (both paths) -----------------------------------------------------------
@@ -442,7 +452,7 @@ class Committer:
         # their screens); a notification is for what others or the clock did to it.
         by_owner = cmd.actor.role is rules.Role.PLAYER and cmd.actor.user == after.user
         name = device.name if device else after.device_id
-        writes.outbox += self.announce(after, now, name, notify=not by_owner)
+        self.announce(writes, after, now, name, notify=not by_owner)
         if after.status is rules.Status.CHECKED_IN:
             started = Session(
                 id=after.id,
@@ -491,15 +501,7 @@ class Committer:
         return Outcome(reply)
 
     def message(self, topic: str, payload: bytes, props_json: str | None = None) -> dict[str, Any]:
-        return {
-            "topic": topic,
-            "payload": payload,
-            "qos": 1,
-            "retain": False,
-            "props_json": props_json,
-            "created_at": datetime.now(UTC),
-            "published_at": None,
-        }
+        return outbox_message(topic, payload, props=props_json)
 
     def reply_rows(self, job: Job, reply: Reply) -> list[dict[str, Any]]:
         if job.reply_topic is None:
@@ -521,9 +523,16 @@ class Committer:
         )
 
     def announce(
-        self, after: rules.Slot, now: datetime, device_name: str, *, notify: bool = True
-    ) -> list[dict[str, Any]]:
-        """The broadcast event (no player named) and the owner's notification."""
+        self,
+        writes: Writes,
+        after: rules.Slot,
+        now: datetime,
+        device_name: str,
+        *,
+        notify: bool = True,
+    ) -> None:
+        """The broadcast event (no player named), the owner's notification, and for a
+        no-show an admin alert."""
         ts = now.timestamp()
         event = ReservationEvent(
             type=EVENT_FOR[after.status],
@@ -536,22 +545,32 @@ class Committer:
                 "ends_at": after.ends_at.timestamp(),
             },
         )
-        broadcast = self.message(self.topics.reservation_events, event.encode())
-        if not notify:
-            return [broadcast]
-        kind, priority, title, text = NOTICE_FOR[after.status]
+        writes.outbox.append(self.message(self.topics.reservation_events, event.encode()))
         local = after.starts_at.astimezone(self.policy.tz).strftime("%m/%d %H:%M")
-        note = NotificationEvent(
-            id=uuid.uuid4().hex,
-            type=kind,
-            user_id=after.user,
-            title=title,
-            message=text.format(name=device_name, start=local, code=after.code),
-            priority=priority,
-            ts=ts,
-            reservation=public(after, private=True),
+        if after.status is rules.Status.NO_SHOW:
+            alert = AdminAlert(
+                id=uuid.uuid4().hex,
+                type="no_show",
+                severity=AlertSeverity.MEDIUM,
+                device_id=after.device_id,
+                message=f"{device_name} ({after.device_id}) {local}: no check-in; released",
+                timestamp=ts,
+            )
+            writes.alerts.append(alert)
+            writes.outbox.append(self.message(self.topics.admin_alerts, alert.encode()))
+        if not notify:
+            return
+        kind, priority = NOTICE_FOR[after.status]
+        writes.notes.append(
+            Note(
+                user=after.user,
+                topic=self.topics.notifications(after.user),
+                type=kind,
+                priority=priority,
+                params={"name": device_name, "start": local, "code": after.code},
+                reservation=public(after, private=True),
+            )
         )
-        return [broadcast, self.message(self.topics.notifications(after.user), note.encode())]
 
     def device_cmd(
         self,

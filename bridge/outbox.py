@@ -15,11 +15,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import delete, update
+from sqlalchemy import Connection, delete, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -53,6 +54,36 @@ class OutboxRow:
         if "correlation_data" in data:
             props.CorrelationData = base64.b64decode(data["correlation_data"])
         return props
+
+
+def outbox_message(
+    topic: str, payload: bytes, *, retain: bool = False, props: str | None = None
+) -> dict[str, Any]:
+    """An outbox row to insert (QoS 1), in the shape :func:`insert_outbox` takes."""
+    return {
+        "topic": topic,
+        "payload": payload,
+        "qos": 1,
+        "retain": retain,
+        "props_json": props,
+        "created_at": datetime.now(UTC),
+        "published_at": None,
+    }
+
+
+def insert_outbox(conn: Connection, messages: list[dict[str, Any]]) -> list[OutboxRow]:
+    """Insert ``messages`` in order; return them with their ids (the publishing order)."""
+    if not messages:
+        return []
+    table = Outbox.__table__  # type: ignore[attr-defined]
+    result = conn.execute(
+        insert(table).returning(table.c.id, sort_by_parameter_order=True), messages
+    )
+    ids = result.scalars().all()
+    return [
+        OutboxRow(i, m["topic"], m["payload"], m["qos"], m["retain"], m["props_json"])
+        for i, m in zip(ids, messages, strict=True)
+    ]
 
 
 def reply_properties(correlation: bytes | None) -> str | None:

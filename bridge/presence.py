@@ -14,6 +14,7 @@ to persist, an optional history row and alerts); the service publishes and write
 from __future__ import annotations
 
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 
 from bridge.board import DeviceView
@@ -64,8 +65,16 @@ class PresenceTracker:
         views: dict[str, DeviceView],
         generation: int,
         metrics: BridgeMetrics,
+        *,
+        flap_count: int = 4,
+        flap_window: float = 300.0,
     ) -> None:
         self.topics = topics
+        self.flap_count = flap_count
+        self.flap_window = flap_window
+        #: when each machine came online lately, and when it was last reported as flapping
+        self._births: dict[str, deque[float]] = {}
+        self._flap_alerted: dict[str, float] = {}
         self.views = views
         self.generation = generation
         self.metrics = metrics
@@ -111,6 +120,30 @@ class PresenceTracker:
         if view.maintenance == on:
             return Effects()
         return self._advance(view, ts, maintenance=on)
+
+    def _flapping(self, view: DeviceView, ts: float, effects: Effects) -> None:
+        """Alert once per window when a machine keeps coming back (flap_count births)."""
+        births = self._births.setdefault(view.id, deque())
+        births.append(ts)
+        while births and ts - births[0] > self.flap_window:
+            births.popleft()
+        last = self._flap_alerted.get(view.id)
+        if len(births) < self.flap_count or (last is not None and ts - last < self.flap_window):
+            return
+        self._flap_alerted[view.id] = ts
+        alert = AdminAlert(
+            id=uuid.uuid4().hex,
+            type="device_flapping",
+            severity=AlertSeverity.MEDIUM,
+            device_id=view.id,
+            message=(
+                f"{view.name} ({view.id}) reconnected {len(births)} times in "
+                f"{self.flap_window / 60:g} min: check its network and power"
+            ),
+            timestamp=ts,
+        )
+        effects.alerts.append(alert)
+        effects.publish.append(Outbound(self.topics.admin_alerts, alert.encode()))
 
     def configure(
         self, device: str, *, name: str, kind: str, zone: str, maintenance: bool, ts: float
@@ -159,6 +192,8 @@ class PresenceTracker:
                 metadata={"epoch": new.epoch, "previous": view.status.value},
             )
             effects.publish.append(Outbound(self.topics.device_events, event.encode()))
+        if came_online:
+            self._flapping(new, ts, effects)
         if new.status is BoardStatus.FAULT and view.status is not BoardStatus.FAULT:
             alert = AdminAlert(
                 id=uuid.uuid4().hex,

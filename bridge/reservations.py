@@ -131,50 +131,15 @@ EVENT_FOR: dict[rules.Status, ReservationEventType] = {
     rules.Status.NO_SHOW: "reservation_no_show",
 }
 
-# (type, priority, Korean title, Korean message) per new status; the player's own topic
-NOTICE_FOR: dict[rules.Status, tuple[NotificationType, AlertSeverity, str, str]] = {
-    rules.Status.PENDING: (
-        "reservation_created",
-        AlertSeverity.LOW,
-        "예약 요청 접수",
-        "{name} {start} 예약 요청이 접수되었습니다.",
-    ),
-    rules.Status.APPROVED: (
-        "reservation_approved",
-        AlertSeverity.HIGH,
-        "예약 승인",
-        "{name} {start} 예약이 승인되었습니다. 체크인 코드: {code}",
-    ),
-    rules.Status.REJECTED: (
-        "reservation_rejected",
-        AlertSeverity.HIGH,
-        "예약 거절",
-        "{name} {start} 예약이 거절되었습니다.",
-    ),
-    rules.Status.CANCELLED: (
-        "reservation_cancelled",
-        AlertSeverity.MEDIUM,
-        "예약 취소",
-        "{name} {start} 예약이 취소되었습니다.",
-    ),
-    rules.Status.NO_SHOW: (
-        "no_show_released",
-        AlertSeverity.HIGH,
-        "노쇼 처리",
-        "{name} {start} 예약이 체크인 없이 지나 해제되었습니다.",
-    ),
-    rules.Status.CHECKED_IN: (
-        "reservation_checked_in",
-        AlertSeverity.LOW,
-        "체크인 완료",
-        "{name} 이용을 시작합니다.",
-    ),
-    rules.Status.COMPLETED: (
-        "reservation_completed",
-        AlertSeverity.LOW,
-        "이용 종료",
-        "{name} 이용 시간이 끝났습니다.",
-    ),
+# (notification type, priority) per new status; texts are in plaza.i18n
+NOTICE_FOR: dict[rules.Status, tuple[NotificationType, AlertSeverity]] = {
+    rules.Status.PENDING: ("reservation_created", AlertSeverity.LOW),
+    rules.Status.APPROVED: ("reservation_approved", AlertSeverity.HIGH),
+    rules.Status.REJECTED: ("reservation_rejected", AlertSeverity.HIGH),
+    rules.Status.CANCELLED: ("reservation_cancelled", AlertSeverity.MEDIUM),
+    rules.Status.NO_SHOW: ("no_show_released", AlertSeverity.HIGH),
+    rules.Status.CHECKED_IN: ("reservation_checked_in", AlertSeverity.LOW),
+    rules.Status.COMPLETED: ("reservation_completed", AlertSeverity.LOW),
 }
 
 

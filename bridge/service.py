@@ -24,13 +24,24 @@ from bridge.committer import Committer
 from bridge.desk import ReservationDesk
 from bridge.metrics import BridgeMetrics
 from bridge.metrics_http import metrics_endpoint
+from bridge.notifier import Notifier
+from bridge.outages import OutageWatch
 from bridge.outbox import OutboxPublisher
 from bridge.presence import Effects, Outbound, PresenceTracker
 from bridge.reservations import ActorPool, current_and_next
+from bridge.selfwatch import Readings, SelfWatch
 from bridge.store import DeviceStore
 from plaza import rules
 from plaza.db import make_engine, migrate, session_factory
-from plaza.messages import DeviceState, MachineState, PayloadError, Presence, decode, now
+from plaza.messages import (
+    AdminAlert,
+    DeviceState,
+    MachineState,
+    PayloadError,
+    Presence,
+    decode,
+    now,
+)
 from plaza.mqtt import Backoff, service_client
 from plaza.settings import Settings
 from plaza.tables import Reservation
@@ -41,6 +52,7 @@ from plaza.topics import (
     RequestTopic,
     TopicError,
     Topics,
+    UserTopic,
 )
 
 log = logging.getLogger(__name__)
@@ -63,6 +75,8 @@ class BridgeService:
         self.committer: Committer | None = None
         self.desk: ReservationDesk | None = None
         self.admin: AdminDesk | None = None
+        self.notifier: Notifier | None = None
+        self.outages: OutageWatch | None = None
         self.publisher: OutboxPublisher | None = None
         self._client: aiomqtt.Client | None = None
         self._refresh: asyncio.Queue[set[str]] = asyncio.Queue()
@@ -91,7 +105,12 @@ class BridgeService:
         store = DeviceStore(session_factory(engine), self.metrics, gate)
         generation = await store.start_generation()
         self.tracker = PresenceTracker(
-            self.topics, await store.load_views(), generation, self.metrics
+            self.topics,
+            await store.load_views(),
+            generation,
+            self.metrics,
+            flap_count=self.settings.flap_count,
+            flap_window=self.settings.flap_window,
         )
         self.store = store
         sessions = session_factory(engine)
@@ -112,6 +131,27 @@ class BridgeService:
             self.apply,
             self.publish_all,
             self._refresh.put_nowait,
+        )
+        self.notifier = Notifier(
+            self.topics,
+            sessions,
+            gate,
+            self.publisher,
+            self.settings.digest_interval,
+            self.settings.max_payload_bytes,
+        )
+        self.outages = OutageWatch(
+            self.settings, self.topics, self.tracker, sessions, gate, self.publisher
+        )
+        watch = SelfWatch(
+            lambda: Readings(
+                db_errors=self.metrics.db_errors
+                + (self.committer.failed_batches if self.committer else 0),
+                backlog=sum(q.qsize() for q in actors.queues.values()),
+            ),
+            self._raise_alert,
+            self.settings.backlog_alert,
+            self.settings.alert_cooldown,
         )
         unsent = await self.publisher.load_unsent()
         log.info(
@@ -136,6 +176,9 @@ class BridgeService:
             tg.create_task(self.committer.run(), name="committer")
             tg.create_task(self.desk.run_timers(reads, self._refresh.put_nowait), name="timers")
             tg.create_task(self._board_refresher(reads), name="boards")
+            tg.create_task(self.notifier.run_digests(), name="digests")
+            tg.create_task(self.outages.run(), name="outages")
+            tg.create_task(watch.run(), name="self-watch")
             tg.create_task(self._mqtt_loop(), name="mqtt")
 
     async def _board_refresher(self, sessions: Callable[[], AsyncSession]) -> None:
@@ -191,6 +234,7 @@ class BridgeService:
                         self.topics.all_state,
                         self._requests_filter(),
                         self.topics.admin_requests,
+                        self.topics.all_acks,
                     ]
                     granted = await client.subscribe([(f, 1) for f in filters])
                     for f, code in zip(filters, granted or [], strict=False):
@@ -256,6 +300,10 @@ class BridgeService:
             if immediate:
                 await self.publish_all(immediate)
             return
+        if isinstance(parsed, UserTopic) and parsed.channel == "acks":
+            assert self.notifier is not None
+            await self.notifier.ack(parsed.user, raw)
+            return
         if isinstance(parsed, AdminRequestTopic):
             assert self.admin is not None
             await self.admin.handle(raw, response_topic, correlation)
@@ -308,6 +356,11 @@ class BridgeService:
             effects.alerts,
             effects.view.since if effects.view else time.time(),
         )
+
+    async def _raise_alert(self, alert: AdminAlert) -> None:
+        assert self.store is not None
+        await self.publish_all([Outbound(self.topics.admin_alerts, alert.encode())])
+        self.store.enqueue(None, False, [alert], alert.timestamp)
 
     async def republish_board(self) -> None:
         """Publish every machine's current board entry (same version) after (re)connecting:

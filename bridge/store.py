@@ -13,6 +13,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -47,6 +48,19 @@ def view_from_row(row: Device) -> DeviceView:
         status=BoardStatus(row.status),
         since=row.since.timestamp(),
     )
+
+
+def alert_row(alert: AdminAlert) -> dict[str, Any]:
+    """An ``alert`` table row for a published :class:`AdminAlert`."""
+    return {
+        "id": alert.id,
+        "type": alert.type,
+        "severity": alert.severity.value,
+        "device_id": alert.device_id,
+        "message": alert.message,
+        "created_at": _dt(alert.timestamp),
+        "acknowledged_at": None,
+    }
 
 
 def _apply(row: Device, view: DeviceView, seen: float) -> None:
@@ -173,14 +187,5 @@ class DeviceStore:
                         )
                     )
                 for alert in w.alerts:
-                    session.add(
-                        Alert(
-                            id=alert.id,
-                            type=alert.type,
-                            severity=alert.severity.value,
-                            device_id=alert.device_id,
-                            message=alert.message,
-                            created_at=_dt(alert.timestamp),
-                        )
-                    )
+                    session.add(Alert(**alert_row(alert)))
             await session.commit()

@@ -80,6 +80,7 @@ def player_role(topics: Topics, user: str) -> Role:
             *_read(topics.events_tree),
             *_read(topics.user_tree(user)),
             Acl("publishClientSend", topics.requests_by(user)),
+            Acl("publishClientSend", topics.acks(user)),
         ),
     )
 

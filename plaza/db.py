@@ -46,9 +46,14 @@ async def _v3_identity(conn: AsyncConnection) -> None:
     """Version 3 adds broker credentials and notices (new tables, created by create_all)."""
 
 
+async def _v4_notifications(conn: AsyncConnection) -> None:
+    """Version 4 adds persisted notifications (a new table, created by create_all)."""
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
+    4: _v4_notifications,
 }
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or

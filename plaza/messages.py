@@ -287,11 +287,33 @@ NotificationType = Literal[
     "reservation_created",
     "reservation_checked_in",
     "reservation_completed",
+    "digest",
 ]
 
 
+class RebookOffer(Wire):
+    """An equivalent free machine for the slot of a reservation whose machine went down: the
+    client books it with an ordinary ``reserve`` request (and may cancel ``replaces``)."""
+
+    device_id: str
+    name: str
+    starts_at: float
+    ends_at: float
+    replaces: str
+
+
+class DigestItem(Wire):
+    seq: int
+    type: NotificationType
+    title: str
+    message: str
+    ts: float
+
+
 class NotificationEvent(Wire):
-    """``users/{user}/notifications``: something one player should know."""
+    """``users/{user}/notifications``: something one player should know. ``seq`` grows by one
+    per player; a client that has seen seq N asks ``GET /me/notifications?after=N`` for what
+    it missed. Low-priority notifications arrive bundled in a ``digest`` (``items``)."""
 
     id: str
     type: NotificationType
@@ -300,7 +322,17 @@ class NotificationEvent(Wire):
     message: str
     priority: AlertSeverity
     ts: float
+    seq: int | None = None
     reservation: ReservationPublic | None = None
+    offer: RebookOffer | None = None
+    items: list[DigestItem] | None = None
+
+
+class NotificationAck(Wire):
+    """``users/{user}/acks`` (the player): read receipts, up to a seq or for listed seqs."""
+
+    up_to: Annotated[int, Field(ge=0, le=2**53)] | None = None
+    seqs: list[Annotated[int, Field(ge=0, le=2**53)]] | None = Field(default=None, max_length=500)
 
 
 # -- api -> bridge: admin commands -------------------------------------------------------------

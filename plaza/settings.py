@@ -78,6 +78,21 @@ class Settings(BaseSettings):
     bridge_id: str = Field(default="plaza-bridge", min_length=1, max_length=64)
     shared_group: str = ""
     commit_batch_max: int = Field(default=256, ge=1)
+
+    # notifications and alerts (seconds); see bridge/notifier.py and docs/protocol.md
+    #: low-priority notifications are published in a digest this often
+    digest_interval: float = Field(default=60, gt=0)
+    #: a reserved machine offline (or faulty) this long pages its player and staff
+    outage_grace: float = Field(default=20, ge=0)
+    #: ... when its reservation is current or starts within this window
+    outage_horizon: float = Field(default=1800, ge=0)
+    #: a machine that comes online this many times within flap_window is flapping
+    flap_count: int = Field(default=4, ge=2)
+    flap_window: float = Field(default=300, gt=0)
+    #: the bridge's own degradation alerts: at most one per kind this often
+    alert_cooldown: float = Field(default=300, ge=0)
+    #: queued commands across actors above this raise a backlog alert
+    backlog_alert: int = Field(default=500, ge=1)
     actor_idle_seconds: float = Field(default=30, gt=0)
 
     @field_validator("topic_root")

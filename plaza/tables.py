@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -153,6 +153,29 @@ class User(SQLModel, table=True):
     role: str = Field(default="player", max_length=10)
     locale: str = Field(default="ko", max_length=5)
     created_at: datetime = _ts(default_factory=utcnow)
+
+
+class Notification(SQLModel, table=True):
+    """A notification as sent to one player: ``seq`` grows by one per player (unique), so a
+    client asks for what it missed after the last seq it saw. Rendered in the player's locale
+    when created. Low priority ones wait for the digest (``digested_at``)."""
+
+    __table_args__ = (sa.UniqueConstraint("user", "seq", name="notification_user_seq"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    user: str = Field(index=True, max_length=48)
+    seq: int = Field(sa_type=sa.BigInteger)
+    type: str = Field(max_length=40)
+    priority: str = Field(max_length=10)
+    title: str = Field(max_length=200)
+    message: str = Field(max_length=2000)
+    locale: str = Field(default="ko", max_length=5)
+    reservation_id: str | None = Field(default=None, index=True, max_length=32)
+    #: the reservation and rebook offer as sent (JSON), for the backlog
+    data_json: str | None = None
+    created_at: datetime = _ts(default_factory=utcnow)
+    read_at: datetime | None = _ts(default=None)
+    digested_at: datetime | None = _ts(default=None)
 
 
 class BrokerCredential(SQLModel, table=True):

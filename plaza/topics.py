@@ -14,6 +14,7 @@ a topic, which would widen an ACL or a subscription.
     plaza/devices/{device}/requests/{user}   reservation commands (user = MQTT username)
     plaza/users/{user}/replies               bridge -> user replies (MQTT 3.1.1 clients)
     plaza/users/{user}/notifications         bridge -> user notifications
+    plaza/users/{user}/acks                  user -> bridge read receipts
     plaza/board/{device}                     merged board entry (retained, versioned)
     plaza/events/reservations                ReservationEvent
     plaza/events/devices                     DeviceStatusEvent
@@ -80,7 +81,7 @@ class AdminRequestTopic:
 
 @dataclass(frozen=True, slots=True)
 class UserTopic:
-    """``{root}/users/{user}/{channel}`` with channel ``replies`` or ``notifications``."""
+    """``{root}/users/{user}/{channel}``: ``replies``, ``notifications`` or ``acks``."""
 
     user: str
     channel: str
@@ -117,6 +118,9 @@ class Topics:
     # -- users ------------------------------------------------------------------------------
     def replies(self, user: str) -> str:
         return f"{self.root}/users/{valid_id(user, 'user name')}/replies"
+
+    def acks(self, user: str) -> str:
+        return f"{self.root}/users/{valid_id(user, 'user name')}/acks"
 
     def inbox(self, user: str, instance: str) -> str:
         """``{root}/users/{user}/replies/{instance}``: an MQTT 5 response topic of one process
@@ -169,6 +173,10 @@ class Topics:
         return f"{self.root}/devices/+/requests/+"
 
     @property
+    def all_acks(self) -> str:
+        return f"{self.root}/users/+/acks"
+
+    @property
     def all_board(self) -> str:
         return f"{self.root}/board/+"
 
@@ -214,7 +222,11 @@ class Topics:
                 return AdminRequestTopic()
             if kind == "board" and len(rest) == 1:
                 return BoardTopic(valid_id(rest[0], "device id"))
-            if kind == "users" and len(rest) == 2 and rest[1] in ("replies", "notifications"):
+            if (
+                kind == "users"
+                and len(rest) == 2
+                and rest[1] in ("replies", "notifications", "acks")
+            ):
                 return UserTopic(valid_id(rest[0], "user name"), rest[1])
         except ValueError as exc:
             raise TopicError(f"unknown topic {topic!r}: {exc}") from exc

@@ -161,6 +161,7 @@ def service_settings(broker: BrokerHandle, db_url: str, tmp_path: Path, user: st
         no_show_grace=1.0,
         jwt_secret=JWT_SECRET,
         bridge_metrics_port=0,
+        digest_interval=0.3,
         bridge_timeout=3.0,
     )
 

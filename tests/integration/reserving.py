@@ -83,11 +83,14 @@ class Requester:
         return await self.reply(body["request_id"], timeout)
 
     async def notification(self, kind: str, timeout: float = 10.0) -> NotificationEvent:
+        """The first notification of type ``kind``, or the digest that carries one (low
+        priority notifications arrive in digests)."""
+
         async def wait() -> NotificationEvent:
             async with self._arrived:
                 while True:
                     for n in self.notifications:
-                        if n.type == kind:
+                        if n.type == kind or any(i.type == kind for i in n.items or []):
                             return n
                     await self._arrived.wait()
 

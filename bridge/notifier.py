@@ -1,0 +1,279 @@
+"""Notifications: persisted with a per-player sequence, rendered in the player's language,
+published through the outbox, low priority batched into a digest.
+
+Theory of operation
+-------------------
+Whoever decides that a player should hear something (the committer for reservation changes
+and reminders, the admin desk for notices, the outage watch for a machine that went down)
+adds a :class:`Note` to the transaction's writes. When the transaction is flushed,
+:func:`write_notes` reads the players' locales and last sequence numbers, renders each note,
+inserts a ``notification`` row (``seq`` = last + 1, unique per player) and, unless the note is
+low priority, an outbox row for ``users/{user}/notifications``: the notification and the change
+it announces commit together, and are published together after commit.
+
+Priority routing (documented in docs/protocol.md):
+- **high**: published at once; where staff should act too (a no-show, a machine down under a
+  reservation) the same transaction writes an admin alert.
+- **medium**: published at once.
+- **low**: stored at once (so ``GET /me/notifications`` has it), published in a ``digest``
+  every ``PLAZA_DIGEST_INTERVAL`` seconds: one message per player with every low-priority
+  notification since the last digest.
+
+Read receipts (``users/{user}/acks`` and ``POST /me/notifications/read``) set ``read_at``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import Connection, Table
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bridge.outbox import OutboxPublisher, OutboxRow, insert_outbox, outbox_message
+from plaza.i18n import locale_of, render
+from plaza.messages import (
+    AlertSeverity,
+    DigestItem,
+    NotificationAck,
+    NotificationEvent,
+    NotificationType,
+    PayloadError,
+    RebookOffer,
+    ReservationPublic,
+    decode,
+)
+from plaza.tables import Notification, User
+from plaza.topics import Topics
+
+log = logging.getLogger(__name__)
+
+
+def _table(model: Any) -> Table:
+    table = model.__table__
+    assert isinstance(table, Table)
+    return table
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something one player should hear; rendered and numbered at flush time."""
+
+    user: str
+    topic: str  # users/{user}/notifications of the venue's root
+    type: NotificationType
+    priority: AlertSeverity
+    params: Mapping[str, object] = field(default_factory=dict)
+    reservation: ReservationPublic | None = None
+    offer: RebookOffer | None = None
+    #: per-locale (title, message) given as is (a system notice written by staff)
+    texts: Mapping[str, tuple[str, str]] | None = None
+
+
+def _texts(note: Note, locale: str) -> tuple[str, str]:
+    if note.texts is not None:
+        return note.texts.get(locale) or note.texts["ko"]
+    params = dict(note.params)
+    if note.offer is not None:
+        params["offer"] = render("offer", locale, {"alt": note.offer.name})[0]
+    return render(note.type, locale, params)
+
+
+def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[dict[str, Any]]:
+    """Insert the notification rows; return outbox messages for those published now."""
+    if not notes:
+        return []
+    users_t, notes_t = _table(User), _table(Notification)
+    wanted = {n.user for n in notes}
+    query = sa.select(users_t.c.username, users_t.c.locale).where(users_t.c.username.in_(wanted))
+    locales: dict[str, str] = {name: locale for name, locale in conn.execute(query)}  # noqa: C416
+    last = {
+        name: int(seq)
+        for name, seq in conn.execute(
+            sa.select(notes_t.c.user, sa.func.max(notes_t.c.seq))
+            .where(notes_t.c.user.in_(wanted))
+            .group_by(notes_t.c.user)
+        )
+    }
+    rows: list[dict[str, Any]] = []
+    outbox: list[dict[str, Any]] = []
+    for note in notes:
+        seq = last.get(note.user, 0) + 1
+        last[note.user] = seq
+        locale = locale_of(locales.get(note.user))
+        title, message = _texts(note, locale)
+        event = NotificationEvent(
+            id=uuid.uuid4().hex,
+            type=note.type,
+            user_id=note.user,
+            title=title,
+            message=message,
+            priority=note.priority,
+            ts=now.timestamp(),
+            seq=seq,
+            reservation=note.reservation,
+            offer=note.offer,
+        )
+        data = {}
+        if note.reservation is not None:
+            data["reservation"] = note.reservation.model_dump(exclude_none=True)
+        if note.offer is not None:
+            data["offer"] = note.offer.model_dump()
+        rows.append(
+            {
+                "id": event.id,
+                "user": note.user,
+                "seq": seq,
+                "type": note.type,
+                "priority": note.priority.value,
+                "title": title[:200],
+                "message": message[:2000],
+                "locale": locale,
+                "reservation_id": note.reservation.id if note.reservation else None,
+                "data_json": json.dumps(data) if data else None,
+                "created_at": now,
+                "read_at": None,
+                "digested_at": None,
+            }
+        )
+        if note.priority is not AlertSeverity.LOW:
+            outbox.append(outbox_message(note.topic, event.encode()))
+    conn.execute(sa.insert(notes_t), rows)
+    return outbox
+
+
+def mark_read(conn: Connection, user: str, ack: NotificationAck, now: datetime) -> int:
+    """Set ``read_at`` on the acknowledged notifications of ``user``; return how many."""
+    table = _table(Notification)
+    where = [table.c.user == user, table.c.read_at.is_(None)]
+    if ack.up_to is not None and ack.seqs:
+        where.append(sa.or_(table.c.seq <= ack.up_to, table.c.seq.in_(ack.seqs)))
+    elif ack.up_to is not None:
+        where.append(table.c.seq <= ack.up_to)
+    elif ack.seqs:
+        where.append(table.c.seq.in_(ack.seqs))
+    else:
+        return 0
+    result = conn.execute(sa.update(table).where(*where).values(read_at=now))
+    return int(result.rowcount or 0)
+
+
+def digest_rows(conn: Connection, topics: Topics, now: datetime) -> list[dict[str, Any]]:
+    """One digest message per player with low-priority notifications not yet digested; the
+    rows are marked digested in the same transaction."""
+    table = _table(Notification)
+    pending = conn.execute(
+        sa.select(table.c.id, table.c.user, table.c.seq, table.c.type, table.c.title)
+        .add_columns(table.c.message, table.c.created_at, table.c.locale)
+        .where(table.c.priority == AlertSeverity.LOW.value, table.c.digested_at.is_(None))
+        .order_by(table.c.user, table.c.seq)
+    ).all()
+    if not pending:
+        return []
+    by_user: dict[str, list[Any]] = {}
+    for row in pending:
+        by_user.setdefault(row.user, []).append(row)
+    outbox = []
+    for user, rows in by_user.items():
+        items = [
+            DigestItem(
+                seq=r.seq,
+                type=r.type,
+                title=r.title,
+                message=r.message,
+                ts=_aware(r.created_at).timestamp(),
+            )
+            for r in rows
+        ]
+        title, message = render(
+            "digest",
+            rows[-1].locale,
+            {"count": len(items), "titles": " · ".join(i.title for i in items)},
+        )
+        event = NotificationEvent(
+            id=uuid.uuid4().hex,
+            type="digest",
+            user_id=user,
+            title=title,
+            message=message[:2000],
+            priority=AlertSeverity.LOW,
+            ts=now.timestamp(),
+            seq=items[-1].seq,
+            items=items,
+        )
+        outbox.append(outbox_message(topics.notifications(user), event.encode()))
+    conn.execute(
+        sa.update(table).where(table.c.id.in_([r.id for r in pending])).values(digested_at=now)
+    )
+    return outbox
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+class Notifier:
+    """The bridge's own notification work: digests on a timer, and read receipts."""
+
+    def __init__(
+        self,
+        topics: Topics,
+        sessions: Callable[[], AsyncSession],
+        gate: asyncio.Lock,
+        outbox: OutboxPublisher,
+        interval: float,
+        max_payload: int,
+    ) -> None:
+        self.topics = topics
+        self._sessions = sessions
+        self._gate = gate
+        self._outbox = outbox
+        self.interval = interval
+        self.max_payload = max_payload
+        self.digests = 0
+        self.acks = 0
+
+    async def run_digests(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval)
+            try:
+                await self.digest_once()
+            except Exception:  # the database may be away: the next round picks them up
+                log.exception("digest round failed")
+
+    async def digest_once(self) -> int:
+        now = datetime.now(UTC)
+        async with self._gate, self._sessions() as session:
+            conn = await session.connection()
+            messages = await conn.run_sync(lambda c: digest_rows(c, self.topics, now))
+            rows = await self._flush(session, messages)
+            await session.commit()
+        self._outbox.enqueue(rows)
+        self.digests += len(rows)
+        return len(rows)
+
+    async def _flush(
+        self, session: AsyncSession, messages: list[dict[str, Any]]
+    ) -> list[OutboxRow]:
+        conn = await session.connection()
+        return await conn.run_sync(lambda c: insert_outbox(c, messages))
+
+    async def ack(self, user: str, payload: bytes) -> None:
+        try:
+            ack = decode(NotificationAck, payload, self.max_payload)
+        except PayloadError as exc:
+            log.warning("bad read receipt from %s: %s", user, exc)
+            return
+        now = datetime.now(UTC)
+        async with self._gate, self._sessions() as session:
+            conn = await session.connection()
+            await conn.run_sync(lambda c: mark_read(c, user, ack, now))
+            await session.commit()
+        self.acks += 1

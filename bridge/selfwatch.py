@@ -1,0 +1,80 @@
+"""The bridge watching itself: staff hear of its own degradation before players complain.
+
+Every few seconds it compares the database-error counters with the last look and the number
+of commands queued across actors with ``PLAZA_BACKLOG_ALERT``. Either raises an admin alert,
+at most one per kind per ``PLAZA_ALERT_COOLDOWN``. The alert is published at once (the
+database may be what is failing) and stored through the device store, which retries until
+the database answers again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from plaza.messages import AdminAlert, AlertSeverity
+
+CHECK_EVERY = 5.0
+
+
+@dataclass
+class Readings:
+    db_errors: int
+    backlog: int
+
+
+class SelfWatch:
+    def __init__(
+        self,
+        read: Callable[[], Readings],
+        raise_alert: Callable[[AdminAlert], Awaitable[None]],
+        backlog_limit: int,
+        cooldown: float,
+    ) -> None:
+        self._read = read
+        self._raise = raise_alert
+        self.backlog_limit = backlog_limit
+        self.cooldown = cooldown
+        self._last_errors = 0
+        self._last_alert: dict[str, float] = {}
+
+    async def run(self) -> None:
+        self._last_errors = self._read().db_errors
+        while True:
+            await asyncio.sleep(CHECK_EVERY)
+            for alert in self.look(time.time()):
+                await self._raise(alert)
+
+    def look(self, now: float) -> list[AdminAlert]:
+        readings = self._read()
+        found: list[tuple[str, str]] = []
+        new_errors = readings.db_errors - self._last_errors
+        self._last_errors = readings.db_errors
+        if new_errors > 0:
+            found.append(("bridge_db_errors", f"{new_errors} database errors in the last seconds"))
+        if readings.backlog > self.backlog_limit:
+            found.append(
+                (
+                    "bridge_backlog",
+                    f"{readings.backlog} commands waiting (limit {self.backlog_limit})",
+                )
+            )
+        alerts = []
+        for kind, message in found:
+            last = self._last_alert.get(kind)
+            if last is not None and now - last < self.cooldown:
+                continue
+            self._last_alert[kind] = now
+            alerts.append(
+                AdminAlert(
+                    id=uuid.uuid4().hex,
+                    type=kind,
+                    severity=AlertSeverity.HIGH,
+                    message=f"bridge degraded: {message}",
+                    timestamp=now,
+                )
+            )
+        return alerts

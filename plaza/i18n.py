@@ -1,0 +1,98 @@
+"""Notification texts in Korean (the venue's language, the default) and English (pure).
+
+Each player has a locale (``ko`` or ``en``, ``PATCH /me``); a notification is rendered in it
+when it is created and stored as sent. Unknown locales fall back to Korean; a missing
+parameter renders as an empty string rather than failing a commit.
+"""
+
+from __future__ import annotations
+
+import string
+from collections.abc import Mapping
+from typing import Literal
+
+Locale = Literal["ko", "en"]
+DEFAULT_LOCALE: Locale = "ko"
+
+#: type -> locale -> (title, message template)
+TEXTS: dict[str, dict[str, tuple[str, str]]] = {
+    "reservation_created": {
+        "ko": ("예약 요청 접수", "{name} {start} 예약 요청이 접수되었습니다."),
+        "en": ("Reservation requested", "Your reservation of {name} at {start} was received."),
+    },
+    "reservation_approved": {
+        "ko": ("예약 승인", "{name} {start} 예약이 승인되었습니다. 체크인 코드: {code}"),
+        "en": (
+            "Reservation approved",
+            "Your reservation of {name} at {start} is approved. Check-in code: {code}",
+        ),
+    },
+    "reservation_rejected": {
+        "ko": ("예약 거절", "{name} {start} 예약이 거절되었습니다."),
+        "en": ("Reservation rejected", "Your reservation of {name} at {start} was rejected."),
+    },
+    "reservation_cancelled": {
+        "ko": ("예약 취소", "{name} {start} 예약이 취소되었습니다."),
+        "en": ("Reservation cancelled", "Your reservation of {name} at {start} was cancelled."),
+    },
+    "no_show_released": {
+        "ko": ("노쇼 처리", "{name} {start} 예약이 체크인 없이 지나 해제되었습니다."),
+        "en": (
+            "Reservation released",
+            "Your reservation of {name} at {start} was released: nobody checked in.",
+        ),
+    },
+    "reservation_checked_in": {
+        "ko": ("체크인 완료", "{name} 이용을 시작합니다."),
+        "en": ("Checked in", "Your session on {name} has started."),
+    },
+    "reservation_completed": {
+        "ko": ("이용 종료", "{name} 이용 시간이 끝났습니다."),
+        "en": ("Session over", "Your time on {name} is over."),
+    },
+    "reservation_reminder": {
+        "ko": ("예약 알림", "{name} 예약이 {minutes}분 후 시작합니다. 체크인 코드: {code}"),
+        "en": (
+            "Reservation reminder",
+            "Your reservation of {name} starts in {minutes} min. Check-in code: {code}",
+        ),
+    },
+    "device_offline_during_reservation": {
+        "ko": (
+            "예약 기기 이상",
+            "예약하신 {name}({start})이 응답하지 않습니다.{offer}",
+        ),
+        "en": (
+            "Your machine is down",
+            "{name}, reserved for you at {start}, is not responding.{offer}",
+        ),
+    },
+    "offer": {
+        "ko": (" 같은 종류의 {alt}를 대신 예약할 수 있습니다.", ""),
+        "en": (" You can book {alt} of the same kind instead.", ""),
+    },
+    "digest": {
+        "ko": ("새 알림 {count}건", "{titles}"),
+        "en": ("{count} new notifications", "{titles}"),
+    },
+}
+
+
+class _Lenient(dict[str, object]):
+    def __missing__(self, key: str) -> str:
+        return ""
+
+
+def locale_of(value: str | None) -> Locale:
+    return "en" if value == "en" else DEFAULT_LOCALE
+
+
+def render(kind: str, locale: str | None, params: Mapping[str, object]) -> tuple[str, str]:
+    """(title, message) of notification ``kind`` in ``locale``."""
+    texts = TEXTS.get(kind)
+    if texts is None:
+        raise KeyError(f"no texts for notification type {kind!r}")
+    title, message = texts[locale_of(locale)]
+    values = _Lenient(params)
+    formatter = string.Formatter()
+    return formatter.vformat(title, (), values), formatter.vformat(message, (), values)
