@@ -125,6 +125,10 @@ async def provision_account(state: AppState, username: str, role: acl.Role, pass
         ],
     )
     _check(responses, tolerate=("already exists",))
+    if "already exists" in str(responses[0].get("error", "")):
+        # An older release may have made the role with fewer rights: add what is missing
+        # (an ACL it already has is refused, which is fine).
+        await _dynsec(state, [dynsec.add_role_acl(role.name, acl) for acl in role.acls])
     if any("already exists" in str(r.get("error", "")) for r in responses[1:]):
         # Re-key only: setClientPassword leaves the account's live connections up (other tabs
         # of the same player), where modifyClient would kick them all.

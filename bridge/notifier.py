@@ -39,6 +39,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.outbox import OutboxPublisher, OutboxRow, insert_outbox, outbox_message
 from plaza.i18n import locale_of, render
+from plaza.inbox import mark_read
 from plaza.messages import (
     AlertSeverity,
     DigestItem,
@@ -147,22 +148,6 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[dict
             outbox.append(outbox_message(note.topic, event.encode()))
     conn.execute(sa.insert(notes_t), rows)
     return outbox
-
-
-def mark_read(conn: Connection, user: str, ack: NotificationAck, now: datetime) -> int:
-    """Set ``read_at`` on the acknowledged notifications of ``user``; return how many."""
-    table = _table(Notification)
-    where = [table.c.user == user, table.c.read_at.is_(None)]
-    if ack.up_to is not None and ack.seqs:
-        where.append(sa.or_(table.c.seq <= ack.up_to, table.c.seq.in_(ack.seqs)))
-    elif ack.up_to is not None:
-        where.append(table.c.seq <= ack.up_to)
-    elif ack.seqs:
-        where.append(table.c.seq.in_(ack.seqs))
-    else:
-        return 0
-    result = conn.execute(sa.update(table).where(*where).values(read_at=now))
-    return int(result.rowcount or 0)
 
 
 def digest_rows(conn: Connection, topics: Topics, now: datetime) -> list[dict[str, Any]]:

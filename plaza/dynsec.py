@@ -80,6 +80,10 @@ def create_role(role: Role) -> dict[str, Any]:
     return {"command": "createRole", **role_json(role)}
 
 
+def add_role_acl(role: str, acl: Acl) -> dict[str, Any]:
+    return {"command": "addRoleACL", "rolename": role, **_acl_json(acl)}
+
+
 def delete_role(name: str) -> dict[str, Any]:
     return {"command": "deleteRole", "rolename": name}
 

@@ -1,0 +1,120 @@
+"""A player's notifications from SQL: the backlog after a seq (for a client that lost its
+session, and the seed's "backup polling") and read receipts. The same rows the bridge
+published; nobody reads anyone else's."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query
+from pydantic import BaseModel, Field, model_validator
+from sqlmodel import col, func, select
+
+from api.problems import responses
+from api.schemas import Strict
+from api.state import CurrentUser, Db, State
+from plaza.inbox import mark_read
+from plaza.messages import NotificationAck
+from plaza.tables import Notification
+
+router = APIRouter(prefix="/me/notifications", tags=["notifications"])
+
+
+class NotificationPublic(BaseModel):
+    seq: int
+    id: str
+    type: str
+    title: str
+    message: str
+    priority: str
+    created_at: datetime
+    read_at: datetime | None
+    reservation: dict[str, Any] | None = None
+    offer: dict[str, Any] | None = None
+
+
+class NotificationPage(BaseModel):
+    items: list[NotificationPublic]
+    unread: int
+    last_seq: int = Field(description="the highest seq the player has (0: none yet)")
+
+
+class ReadIn(Strict):
+    up_to: int | None = Field(default=None, ge=0, le=2**53, description="mark seq <= up_to read")
+    seqs: list[Annotated[int, Field(ge=0, le=2**53)]] | None = Field(default=None, max_length=500)
+
+    @model_validator(mode="after")
+    def _something(self) -> ReadIn:
+        if self.up_to is None and not self.seqs:
+            raise ValueError("give up_to or seqs")
+        return self
+
+
+class ReadOut(BaseModel):
+    marked: int
+    unread: int
+
+
+def _public(row: Notification) -> NotificationPublic:
+    data = json.loads(row.data_json) if row.data_json else {}
+    return NotificationPublic(
+        seq=row.seq,
+        id=row.id,
+        type=row.type,
+        title=row.title,
+        message=row.message,
+        priority=row.priority,
+        created_at=row.created_at,
+        read_at=row.read_at,
+        reservation=data.get("reservation"),
+        offer=data.get("offer"),
+    )
+
+
+async def _unread(session: Db, user: str) -> int:
+    query = (
+        select(func.count())
+        .select_from(Notification)
+        .where(Notification.user == user, col(Notification.read_at).is_(None))
+    )
+    return (await session.exec(query)).one()
+
+
+@router.get("", responses=responses(401, 422), summary="My notifications after a seq")
+async def backlog(
+    user: CurrentUser,
+    session: Db,
+    after: Annotated[int, Query(ge=0, le=2**53, description="the last seq you have")] = 0,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+) -> NotificationPage:
+    rows = (
+        await session.exec(
+            select(Notification)
+            .where(Notification.user == user.username, Notification.seq > after)
+            .order_by(col(Notification.seq))
+            .limit(limit)
+        )
+    ).all()
+    last = (
+        await session.exec(
+            select(func.max(Notification.seq)).where(Notification.user == user.username)
+        )
+    ).one()
+    return NotificationPage(
+        items=[_public(r) for r in rows],
+        unread=await _unread(session, user.username),
+        last_seq=last or 0,
+    )
+
+
+@router.post("/read", responses=responses(401, 422), summary="Mark notifications read")
+async def read(body: ReadIn, user: CurrentUser, state: State, session: Db) -> ReadOut:
+    ack = NotificationAck(up_to=body.up_to, seqs=body.seqs)
+    now = datetime.now(UTC)
+    async with state.write() as write:
+        conn = await write.connection()
+        marked = await conn.run_sync(lambda c: mark_read(c, user.username, ack, now))
+        await write.commit()
+    return ReadOut(marked=marked, unread=await _unread(session, user.username))
