@@ -13,10 +13,12 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Literal
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
+from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
@@ -27,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api import commands, problems
 from api.link import BrokerLink
 from api.metrics import ApiMetrics
-from api.routes import accounts, devices, operations, reservations, stats
+from api.routes import accounts, devices, notifications, operations, reservations, stats
 from api.security import LoginLimiter, Passwords, Tokens
 from api.state import AppState
 from plaza.db import make_engine, migrate
@@ -36,6 +38,7 @@ from plaza.tables import BrokerCredential
 from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
+WEB_ROOT = Path(__file__).resolve().parent / "web"
 
 
 class Health(BaseModel):
@@ -145,6 +148,7 @@ def create_app(settings: Settings) -> FastAPI:
         reservations.router,
         operations.router,
         stats.router,
+        notifications.router,
     ):
         app.include_router(router)
 
@@ -188,4 +192,20 @@ def create_app(settings: Settings) -> FastAPI:
         """Prometheus exposition: requests, latencies, bridge round trips, logins."""
         return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
 
+    mount_web_client(app)  # last: "/" must not shadow any API route
     return app
+
+
+def mount_web_client(app: FastAPI, root: Path = WEB_ROOT) -> None:
+    """Serve the venue web client (docs/web.md) at ``/`` and mqtt.js (the npm package, as
+    installed by scripts/setup.sh) at ``/vendor/mqtt/``. Mounts are not in the OpenAPI
+    schema. Without node_modules the API still serves; the page then cannot go live."""
+    vendor = root / "node_modules" / "mqtt" / "dist"
+    if vendor.is_dir():
+        app.mount("/vendor/mqtt", StaticFiles(directory=vendor), name="vendor-mqtt")
+    else:
+        log.warning("%s is missing (run scripts/setup.sh): the web client has no mqtt.js", vendor)
+    if (root / "index.html").is_file():
+        app.mount("/", StaticFiles(directory=root, html=True), name="web")
+    else:
+        log.warning("%s/index.html is missing: the web client is not served", root)
