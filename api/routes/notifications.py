@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, Field
 from sqlmodel import col, func, select
 
 from api.problems import responses
@@ -42,14 +42,12 @@ class NotificationPage(BaseModel):
 
 
 class ReadIn(Strict):
-    up_to: int | None = Field(default=None, ge=0, le=2**53, description="mark seq <= up_to read")
-    seqs: list[Annotated[int, Field(ge=0, le=2**53)]] | None = Field(default=None, max_length=500)
+    """``up_to``, ``seqs`` or both; a receipt with neither marks nothing."""
 
-    @model_validator(mode="after")
-    def _something(self) -> ReadIn:
-        if self.up_to is None and not self.seqs:
-            raise ValueError("give up_to or seqs")
-        return self
+    up_to: int | None = Field(default=None, ge=0, le=2**53, description="mark seq <= up_to read")
+    seqs: list[Annotated[int, Field(ge=0, le=2**53)]] | None = Field(
+        default=None, min_length=1, max_length=500
+    )
 
 
 class ReadOut(BaseModel):

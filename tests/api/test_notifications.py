@@ -102,7 +102,9 @@ async def test_read_receipts_over_rest_and_over_mqtt(api: Api) -> None:
         await asyncio.sleep(0.05)
     assert page["unread"] == 0
     assert all(n["read_at"] for n in page["items"])
-    bad = await api.client.post("/me/notifications/read", headers=player, json={})
+    empty = await api.client.post("/me/notifications/read", headers=player, json={})
+    assert empty.json() == {"marked": 0, "unread": 0}
+    bad = await api.client.post("/me/notifications/read", headers=player, json={"up_to": -1})
     assert_problem(bad, 422, "validation_error")
 
 

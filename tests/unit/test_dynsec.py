@@ -228,9 +228,11 @@ def test_a_player_role_uses_wildcards_only_for_own_requests_and_shared_reads() -
     assert literal == {
         ("subscribePattern", "plaza/notices"),
         ("publishClientReceive", "plaza/notices"),
+        ("publishClientSend", "plaza/users/player1/acks"),
     }
     assert [a.topic for a in role.acls if a.acltype == "publishClientSend"] == [
-        "plaza/devices/+/requests/player1"
+        "plaza/devices/+/requests/player1",
+        "plaza/users/player1/acks",
     ]
 
 
