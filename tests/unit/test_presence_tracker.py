@@ -461,3 +461,37 @@ def test_for_any_interleaving_of_presences_the_board_follows_the_latest_presence
         if o.topic == T.device_events
     ]
     assert online_events == (["device_offline"] if latest_online else [])
+
+
+# -- flapping ---------------------------------------------------------------------------------
+def flap_tracker() -> PresenceTracker:
+    return PresenceTracker(T, {DEVICE: view()}, GEN, BridgeMetrics(), flap_count=3, flap_window=60)
+
+
+def test_a_machine_coming_back_flap_count_times_in_the_window_raises_one_alert() -> None:
+    t = flap_tracker()
+    alerts: list[AdminAlert] = []
+    for epoch, at in enumerate((0.0, 10.0, 20.0, 30.0, 40.0), start=1):
+        alerts += t.on_presence(DEVICE, birth(epoch), at).alerts
+        t.on_presence(DEVICE, will(epoch), at + 1)
+    assert [(a.type, a.severity) for a in alerts] == [("device_flapping", AlertSeverity.MEDIUM)]
+    assert "3 times" in alerts[0].message
+
+
+def test_births_spread_wider_than_the_window_are_not_flapping() -> None:
+    t = flap_tracker()
+    alerts: list[AdminAlert] = []
+    for epoch, at in enumerate((0.0, 40.0, 80.0, 120.0), start=1):
+        alerts += t.on_presence(DEVICE, birth(epoch), at).alerts
+        t.on_presence(DEVICE, will(epoch), at + 1)
+    assert alerts == []
+
+
+def test_a_machine_that_keeps_flapping_is_reported_again_after_the_window() -> None:
+    t = flap_tracker()
+    alerts: list[AdminAlert] = []
+    for epoch in range(1, 13):  # a birth every 10 s for two minutes
+        at = epoch * 10.0
+        alerts += t.on_presence(DEVICE, birth(epoch), at).alerts
+        t.on_presence(DEVICE, will(epoch), at + 1)
+    assert len(alerts) == 2
