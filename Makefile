@@ -18,6 +18,7 @@ test: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -m e2e
 
 test-all: setup
 	$(VENV)/bin/pytest -m ""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Install what a fresh machine lacks: mosquitto (Debian packages), a virtualenv with the
-# project and its pinned dependencies (constraints.txt). Safe to run again: it skips what is
-# already there.
+# Install what a fresh machine lacks: mosquitto, chromium and a Korean font (Debian packages;
+# the browser tests need the last two), a virtualenv with the project and its pinned
+# dependencies (constraints.txt), and the web client's npm package (mqtt.js, api/web). Safe to
+# run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -9,6 +10,12 @@ VENV=${VENV:-.venv}
 need_apt=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=(mosquitto)
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
+command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
+command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# Korean is the web client's default language: without a Hangul font screenshots show boxes.
+if ! command -v fc-list >/dev/null 2>&1 || [ -z "$(fc-list :lang=ko 2>/dev/null | head -1)" ]; then
+    need_apt+=(fonts-nanum)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     echo "setup: installing ${need_apt[*]} (apt-get)"
     SUDO=""
@@ -29,4 +36,11 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ constraints.txt -nt
     "$VENV/bin/pip" install -q --upgrade pip
     "$VENV/bin/pip" install -q -c constraints.txt -e ".[test,dev]"
     touch "$stamp"
+fi
+
+# The web client's only dependency, mqtt.js, served from api/web/node_modules/mqtt/dist.
+web=api/web
+if [ ! -d "$web/node_modules/mqtt/dist" ] || [ "$web/package-lock.json" -nt "$web/node_modules/.package-lock.json" ]; then
+    echo "setup: installing the web client's npm packages (npm ci)"
+    npm ci --prefix "$web" --no-audit --no-fund --loglevel=error
 fi

@@ -1,0 +1,400 @@
+// The venue web client: log in over REST, then live over MQTT (realtime.js). Views: the
+// board (everyone), the booking form and "my reservations" (players), notifications, and the
+// admin panel (admins). ?wall=1 is the wall-screen mode: the board only, large, no chrome.
+// ?fallback=SECONDS sets how long the live link may be down before polling REST (default 8).
+
+import { AdminPanel } from "./admin.js";
+import { Board, BoardView } from "./board.js";
+import { Booking, requestId } from "./booking.js";
+import { applyI18n, currentLocale, has, onLocaleChange, setLocale, t } from "./i18n.js";
+import { icon } from "./icons.js";
+import { Notifications } from "./notifications.js";
+import { Realtime } from "./realtime.js";
+import { MyReservations } from "./reservations.js";
+import { Rest } from "./rest.js";
+
+const $ = (selector) => document.querySelector(selector);
+const params = new URLSearchParams(location.search);
+const WALL = params.get("wall") === "1";
+const FALLBACK_AFTER = Number(params.get("fallback")) || 8;
+const POLL_EVERY = 5;
+
+const rest = new Rest();
+let session = null;
+let localeChosenBeforeLogin = false;
+
+function errorText(err) {
+  const code = err?.code || "generic";
+  const key = `error.${code}`;
+  return has(key) ? t(key) : t("error.generic", { code });
+}
+
+function flash(text, type = "info") {
+  const el = document.createElement("div");
+  el.className = "toast";
+  el.dataset.type = type;
+  const p = document.createElement("p");
+  p.textContent = text;
+  el.append(p);
+  $("#toasts").append(el);
+  setTimeout(() => el.remove(), type === "error" ? 8000 : 4000);
+  $(type === "error" ? "#live-assertive" : "#live-polite").textContent = text;
+}
+
+function show(id) {
+  for (const view of ["#view-login", "#view-board", "#view-admin"]) $(view).hidden = view !== id;
+  for (const b of document.querySelectorAll("#nav [data-view]")) {
+    b.setAttribute("aria-pressed", String(`#view-${b.dataset.view}` === id));
+  }
+}
+
+// -- login -------------------------------------------------------------------------------------
+function showLogin() {
+  $("#nav").hidden = true;
+  $("#who").hidden = true;
+  $("#conn").hidden = true;
+  show("#view-login");
+  $("#login-form [name=username]").focus();
+}
+
+$("#login-form").addEventListener("submit", async (e) => {
+  e.preventDefault();
+  const form = e.target;
+  const button = form.querySelector("button[type=submit]");
+  const error = $("#login-error");
+  error.hidden = true;
+  button.disabled = true;
+  button.textContent = t("login.busy");
+  try {
+    const user = await rest.login(form.username.value.trim(), form.password.value);
+    form.reset();
+    if (localeChosenBeforeLogin && user.locale !== currentLocale()) {
+      saveLocale(currentLocale());
+    } else if (user.locale) {
+      setLocale(user.locale);
+    }
+    startSession(rest.user);
+  } catch (err) {
+    error.textContent = err.code === "login_rate_limited" ? t("login.rate_limited") : t("login.failed");
+    error.hidden = false;
+  } finally {
+    button.disabled = false;
+    button.textContent = t("login.submit");
+  }
+});
+
+// -- language ----------------------------------------------------------------------------------
+async function saveLocale(locale) {
+  if (!rest.user) return;
+  try {
+    rest.updateUser(await rest.patch("/me", { locale }));
+  } catch (err) {
+    console.warn("could not store the language", err);
+  }
+}
+
+$("#lang").addEventListener("change", (e) => {
+  setLocale(e.target.value);
+  if (rest.user) saveLocale(e.target.value);
+  else localeChosenBeforeLogin = true;
+});
+
+onLocaleChange(() => {
+  $("#lang").value = currentLocale();
+  if (!session) return;
+  session.boardView.render();
+  session.mine.render();
+  session.notifications.render();
+  session.admin?.render();
+  session.booking.relabel();
+  renderConnection();
+  renderWho();
+  renderNotice();
+});
+
+// -- connection indicator and the degraded mode ------------------------------------------------
+function renderConnection() {
+  if (!session) return;
+  const { realtime } = session;
+  let state = realtime.state;
+  if (state === "degraded" && session.pollOk === false) state = "offline";
+  const el = $("#conn");
+  el.hidden = false;
+  el.dataset.state = state;
+  const retry = Math.max(1, Math.round(session.retryIn || 0));
+  const texts = {
+    connecting: t("conn.connecting"),
+    live: t("conn.live"),
+    reconnecting: t("conn.reconnecting", { seconds: retry }),
+    degraded: t("conn.degraded", { seconds: POLL_EVERY }),
+    offline: t("conn.offline"),
+  };
+  el.querySelector(".conn-icon").innerHTML = icon(state === "offline" ? "offline" : state);
+  el.querySelector(".conn-text").textContent = texts[state];
+}
+
+async function poll() {
+  if (!session) return;
+  try {
+    session.board.applyRest(await rest.get("/devices"));
+    if (!session.admin) await session.mine.load(rest);
+    else await session.admin.resync();
+    session.pollOk = true;
+  } catch (err) {
+    session.pollOk = false;
+  }
+  renderConnection();
+}
+
+function startPolling() {
+  if (!session || session.poller) return;
+  poll();
+  session.poller = setInterval(poll, POLL_EVERY * 1000);
+}
+
+function stopPolling() {
+  if (!session) return;
+  clearInterval(session.poller);
+  session.poller = null;
+  session.pollOk = null;
+}
+
+// -- notices -----------------------------------------------------------------------------------
+function renderNotice() {
+  const n = session?.notice;
+  const box = $("#notice");
+  if (!n || sessionStorage.getItem("plaza.notice.dismissed") === n.id) {
+    box.hidden = true;
+    return;
+  }
+  const en = currentLocale() === "en";
+  box.dataset.priority = n.priority;
+  $("#notice-title").textContent = (en && n.title_en) || n.title;
+  $("#notice-message").textContent = (en && n.message_en) || n.message;
+  box.hidden = false;
+}
+
+$("#notice-dismiss").addEventListener("click", () => {
+  if (session?.notice) sessionStorage.setItem("plaza.notice.dismissed", session.notice.id);
+  renderNotice();
+});
+
+// -- the signed-in session ---------------------------------------------------------------------
+function renderWho() {
+  const user = rest.user;
+  if (!user) return;
+  const role = user.role === "admin" ? ` (${t("nav.role.admin")})` : "";
+  $("#whoami").textContent = t("nav.user", { user: user.username }) + role;
+}
+
+function nameOf(device) {
+  return session?.board.get(device)?.name || device;
+}
+
+async function command(device, body) {
+  try {
+    return await session.booking.command(device, { request_id: requestId(session.realtime.slot || "web"), ...body });
+  } catch (err) {
+    return { ok: false, error: { code: err.code } };
+  }
+}
+
+async function cancelReservation(id) {
+  const r = session.mine.items.get(id);
+  if (!r) return;
+  session.mine.setBusy(id, true);
+  const reply = await command(r.device_id, { op: "cancel", reservation_id: id });
+  if (reply.ok) {
+    session.mine.upsert(reply.reservation);
+    flash(t("mine.cancelled"));
+  } else {
+    session.mine.setBusy(id, false);
+    flash(errorText(reply.error), "error");
+  }
+}
+
+/** A rebook offer (the machine went down under a reservation): cancel the reservation it
+ * replaces (a player may not hold two overlapping ones), then book the offered machine for
+ * the rest of the slot. */
+async function takeOffer(offer) {
+  const old = session.mine.items.get(offer.replaces);
+  if (old) {
+    const cancelled = await command(old.device_id, { op: "cancel", reservation_id: old.id });
+    if (!cancelled.ok && cancelled.error?.code !== "invalid_transition") {
+      flash(errorText(cancelled.error), "error");
+      return false;
+    }
+    if (cancelled.ok) session.mine.upsert(cancelled.reservation);
+  }
+  const starts_at = Math.max(offer.starts_at, Date.now() / 1000);
+  const reply = await command(offer.device_id, { op: "reserve", starts_at, ends_at: offer.ends_at });
+  if (!reply.ok) {
+    flash(errorText(reply.error), "error");
+    return false;
+  }
+  session.mine.upsert(reply.reservation);
+  flash(t("notif.offer_done", { name: offer.name }));
+  return true;
+}
+
+function startSession(user) {
+  const admin = user.role === "admin";
+  const board = new Board();
+  const realtime = new Realtime(rest, { fallbackAfter: FALLBACK_AFTER, admin });
+  const boardView = new BoardView($("#board"), board, {
+    interactive: !WALL && !admin,
+    onSelect: (device) => session.booking.open(device),
+    summary: $("#board-count"),
+  });
+  const mine = new MyReservations($("#mine"), { nameOf, onCancel: cancelReservation });
+  const notifications = new Notifications({
+    list: $("#notif-list"),
+    toasts: $("#toasts"),
+    polite: $("#live-polite"),
+    assertive: $("#live-assertive"),
+    badge: $("#unread"),
+    user: user.username,
+    onOffer: takeOffer,
+  });
+  const booking = new Booking($("#booking"), {
+    board,
+    realtime,
+    rest,
+    mine,
+    notify: (text) => flash(text),
+  });
+  const adminPanel = admin
+    ? new AdminPanel($("#view-admin"), {
+        rest,
+        nameOf,
+        notify: (text) => flash(text),
+        fail: (err) => flash(errorText(err), "error"),
+      })
+    : null;
+  session = {
+    user,
+    board,
+    boardView,
+    realtime,
+    mine,
+    notifications,
+    booking,
+    admin: adminPanel,
+    poller: null,
+    pollOk: null,
+    notice: null,
+    retryIn: 0,
+    connects: 0,
+  };
+  mine.addEventListener("change", () => boardView.setMine(mine.ids()));
+
+  realtime.addEventListener("state", (e) => {
+    session.retryIn = e.detail.retryIn || 0;
+    if (e.detail.state === "degraded") startPolling();
+    if (e.detail.state === "live") stopPolling();
+    renderConnection();
+  });
+  realtime.addEventListener("connected", () => {
+    // Resync: the retained board arrives by itself; the REST backlog fills what it cannot.
+    session.connects += 1;
+    if (!admin) mine.load(rest).catch(() => {});
+    notifications.loadBacklog(rest, { toast: session.connects > 1 });
+    adminPanel?.resync();
+  });
+  realtime.addEventListener("board", (e) => board.apply(e.detail.device, e.detail.entry));
+  realtime.addEventListener("notice", (e) => {
+    session.notice = e.detail;
+    renderNotice();
+  });
+  realtime.addEventListener("reservation-event", (e) => {
+    mine.applyEvent(e.detail);
+    booking.onEvent(e.detail);
+    adminPanel?.onEvent(e.detail);
+  });
+  realtime.addEventListener("device-event", () => adminPanel?.onDeviceEvent());
+  realtime.addEventListener("alert", (e) => adminPanel?.onAlert(e.detail));
+  realtime.addEventListener("notification", (e) => {
+    const n = e.detail;
+    notifications.add(n);
+    if (n.reservation && !admin) mine.upsert(n.reservation);
+  });
+  realtime.addEventListener("reply", (e) => {
+    // Replies to this player's other tabs (their tree is ours too) keep this list current.
+    const { reply, ours } = e.detail;
+    if (!ours && reply.ok && reply.reservation && !admin) mine.upsert(reply.reservation);
+  });
+
+  $("#nav").hidden = WALL;
+  $("#nav-admin").hidden = !admin;
+  $('#nav [data-view="board"]').hidden = !admin; // players have one view
+  $("#who").hidden = WALL;
+  $("#side-mine").hidden = admin || WALL;
+  document.body.dataset.role = user.role;
+  renderWho();
+  show("#view-board");
+  boardView.render();
+  mine.render();
+  if (!admin) mine.load(rest).catch(() => {});
+  notifications.loadBacklog(rest, { toast: false });
+  adminPanel?.start();
+  adminPanel?.render();
+  realtime.start();
+  renderConnection();
+  session.ticker = setInterval(() => boardView.tick(), 1000);
+}
+
+function endSession() {
+  if (session) {
+    session.realtime.stop();
+    session.admin?.stop();
+    stopPolling();
+    clearInterval(session.ticker);
+    session.booking.close();
+    session = null;
+  }
+  $("#notifications").hidden = true;
+  $("#notice").hidden = true;
+  $("#toasts").replaceChildren();
+  showLogin();
+}
+
+rest.addEventListener("unauthorized", endSession);
+
+$("#logout").addEventListener("click", () => {
+  rest.logout();
+  endSession();
+});
+
+for (const button of document.querySelectorAll("#nav [data-view]")) {
+  button.addEventListener("click", () => {
+    show(`#view-${button.dataset.view}`);
+    if (button.dataset.view === "admin") session?.admin?.resync();
+  });
+}
+
+// -- the notification drawer -------------------------------------------------------------------
+function setDrawer(open) {
+  const drawer = $("#notifications");
+  drawer.hidden = !open;
+  $("#nav-bell").setAttribute("aria-expanded", String(open));
+  if (open) {
+    session?.notifications.markAllRead(rest);
+    $("#notif-title").focus();
+  } else {
+    $("#nav-bell").focus();
+  }
+}
+
+$("#nav-bell").addEventListener("click", () => setDrawer($("#notifications").hidden));
+$("#notif-close").addEventListener("click", () => setDrawer(false));
+document.addEventListener("keydown", (e) => {
+  if (e.key === "Escape" && !$("#notifications").hidden) setDrawer(false);
+});
+
+// -- start -------------------------------------------------------------------------------------
+if (WALL) document.body.classList.add("wall");
+$("#nav-bell .bell").innerHTML = icon("bell");
+$("#lang").value = currentLocale();
+applyI18n();
+if (rest.user) startSession(rest.user);
+else showLogin();

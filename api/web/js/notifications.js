@@ -1,0 +1,219 @@
+// Notifications: toasts, a list with an unread count, and an aria-live announcement for each.
+// They arrive on plaza/users/{me}/notifications (QoS 1 on a persistent session, so the broker
+// replays what came while we were away; low priority ones bundled in a `digest`) and from
+// GET /me/notifications?after=SEQ (the REST backlog, asked on every (re)connect). Each has a
+// per-player `seq`; a seq we already hold is dropped (delivery is at-least-once). Texts come
+// rendered in the player's language by the bridge. The last 50 are kept in localStorage.
+
+import { clock, t, tOr } from "./i18n.js";
+
+const KEEP = 50;
+
+function keyOf(n) {
+  return n.seq !== undefined && n.seq !== null ? `seq:${n.seq}` : `id:${n.id}`;
+}
+
+export class Notifications extends EventTarget {
+  constructor({ list, toasts, polite, assertive, badge, user, onOffer }) {
+    super();
+    this.list = list;
+    this.toasts = toasts;
+    this.polite = polite;
+    this.assertive = assertive;
+    this.badge = badge;
+    this.onOffer = onOffer;
+    this.key = `plaza.notifications.${user}`;
+    this.backlog = true; // GET /me/notifications answers (false once it 404s)
+    let saved = [];
+    try {
+      saved = JSON.parse(localStorage.getItem(this.key) || "[]");
+    } catch {
+      saved = [];
+    }
+    this.items = Array.isArray(saved) ? saved : [];
+    this.keys = new Set(this.items.map(keyOf));
+    this.offersTaken = new Set();
+    list.addEventListener("click", (e) => this.clickOffer(e));
+    toasts.addEventListener("click", (e) => this.clickOffer(e));
+    this.render();
+  }
+
+  get unread() {
+    return this.items.filter((n) => !n.read).length;
+  }
+
+  get lastSeq() {
+    return this.items.reduce((max, n) => Math.max(max, n.seq ?? 0), 0);
+  }
+
+  /** A notification from MQTT or the backlog; returns false when we hold it already. */
+  add(n, { toast = true } = {}) {
+    if (!n || (!n.id && n.seq === undefined)) return false;
+    if (n.type === "digest" && Array.isArray(n.items)) {
+      const fresh = n.items.filter((item) => this.store({ ...item, priority: "low" }));
+      if (fresh.length && toast) this.toast({ ...n, id: `digest-${n.seq}` });
+      this.commit();
+      return fresh.length > 0;
+    }
+    const item = this.store(n);
+    if (!item) return false;
+    this.commit();
+    if (toast && !item.read) this.toast(item);
+    return true;
+  }
+
+  store(n) {
+    const key = keyOf(n);
+    if (this.keys.has(key)) return null;
+    this.keys.add(key);
+    const ts = n.ts ?? Date.parse(n.created_at) / 1000;
+    const item = { ...n, id: n.id ?? key, ts, read: Boolean(n.read_at) };
+    delete item.items;
+    this.items.push(item);
+    return item;
+  }
+
+  commit() {
+    this.items.sort((a, b) => b.ts - a.ts || (b.seq ?? 0) - (a.seq ?? 0));
+    this.items = this.items.slice(0, KEEP);
+    this.keys = new Set(this.items.map(keyOf));
+    this.save();
+    this.render();
+  }
+
+  /** The REST backlog after our last seq; a missing endpoint (404) turns it off quietly. */
+  async loadBacklog(rest, { toast }) {
+    if (!this.backlog) return;
+    try {
+      for (;;) {
+        const page = await rest.get(`/me/notifications?after=${this.lastSeq}&limit=100`);
+        const items = page.items || [];
+        for (const n of items) this.add(n, { toast });
+        if (items.length < 100) break;
+      }
+    } catch (err) {
+      if (err.status === 404 || err.status === 405) this.backlog = false;
+    }
+  }
+
+  async markAllRead(rest) {
+    if (!this.unread) return;
+    for (const n of this.items) n.read = true;
+    this.save();
+    this.render();
+    if (this.backlog && this.lastSeq) {
+      try {
+        await rest.post("/me/notifications/read", { up_to: this.lastSeq });
+      } catch (err) {
+        if (err.status === 404 || err.status === 405) this.backlog = false;
+      }
+    }
+  }
+
+  title(n) {
+    return n.title || tOr(`notif.type.${n.type}`, n.type);
+  }
+
+  offerButton(n) {
+    const offer = n.offer;
+    if (!offer || this.offersTaken.has(offer.replaces)) return null;
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "secondary offer";
+    button.dataset.offer = n.id;
+    button.textContent = t("notif.offer", { name: offer.name });
+    return button;
+  }
+
+  async clickOffer(e) {
+    const button = e.target.closest("button[data-offer]");
+    if (!button) return;
+    const n = this.items.find((item) => item.id === button.dataset.offer);
+    if (!n?.offer) return;
+    button.disabled = true;
+    if (await this.onOffer(n.offer)) {
+      this.offersTaken.add(n.offer.replaces);
+      this.render();
+      for (const b of this.toasts.querySelectorAll(`button[data-offer="${CSS.escape(n.id)}"]`)) b.remove();
+    } else {
+      button.disabled = false;
+    }
+  }
+
+  toast(n) {
+    const title = this.title(n);
+    const el = document.createElement("div");
+    el.className = "toast";
+    el.dataset.type = n.type;
+    el.dataset.priority = n.priority || "medium";
+    el.dataset.notification = n.id;
+    const body = document.createElement("div");
+    const strong = document.createElement("strong");
+    strong.textContent = title;
+    const p = document.createElement("p");
+    p.textContent = n.message;
+    body.append(strong, p);
+    const offer = this.offerButton(n);
+    if (offer) body.append(offer);
+    const close = document.createElement("button");
+    close.type = "button";
+    close.className = "toast-close";
+    close.textContent = "×";
+    close.setAttribute("aria-label", t("notif.dismiss"));
+    close.addEventListener("click", () => el.remove());
+    el.append(body, close);
+    this.toasts.append(el);
+    while (this.toasts.children.length > 4) this.toasts.firstElementChild.remove();
+    setTimeout(() => el.remove(), n.priority === "high" || offer ? 15000 : 8000);
+    const region = n.priority === "high" ? this.assertive : this.polite;
+    region.textContent = `${title}. ${n.message}`;
+  }
+
+  save() {
+    try {
+      localStorage.setItem(this.key, JSON.stringify(this.items));
+    } catch {
+      // storage full or disabled: the list still works for this page
+    }
+  }
+
+  render() {
+    const unread = this.unread;
+    this.badge.textContent = unread ? String(unread) : "";
+    this.badge.hidden = !unread;
+    this.badge.dataset.count = String(unread);
+    this.badge
+      .closest("button")
+      ?.setAttribute(
+        "aria-label",
+        `${t("nav.notifications")}${unread ? ", " + t("notif.unread", { count: unread }) : ""}`,
+      );
+    this.list.replaceChildren();
+    if (!this.items.length) {
+      const li = document.createElement("li");
+      li.className = "empty";
+      li.textContent = t("notif.empty");
+      this.list.append(li);
+      return;
+    }
+    for (const n of this.items) {
+      const li = document.createElement("li");
+      li.className = "notification";
+      li.dataset.type = n.type;
+      li.dataset.read = String(n.read);
+      if (n.seq !== undefined) li.dataset.seq = String(n.seq);
+      const head = document.createElement("div");
+      const strong = document.createElement("strong");
+      strong.textContent = this.title(n);
+      const time = document.createElement("time");
+      time.textContent = clock(n.ts);
+      head.append(strong, " ", time);
+      const p = document.createElement("p");
+      p.textContent = n.message;
+      li.append(head, p);
+      const offer = this.offerButton(n);
+      if (offer) li.append(offer);
+      this.list.append(li);
+    }
+  }
+}
