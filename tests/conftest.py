@@ -224,14 +224,23 @@ def seeded(db_url: str, broker: BrokerHandle, fleet_ids: list[str]) -> list[str]
     return fleet_ids
 
 
-@pytest.fixture
-async def bridge(bridge_settings: Settings, seeded: list[str]) -> AsyncIterator[RunningService]:
-    running = RunningService(BridgeService(bridge_settings))
+@contextlib.asynccontextmanager
+async def running_bridge(
+    settings: Settings, *, metrics_port: int | None = None
+) -> AsyncIterator[RunningService]:
+    """An in-process bridge, started and stopped around the block."""
+    running = RunningService(BridgeService(settings, metrics_port=metrics_port))
     await running.start()
     try:
         yield running
     finally:
         await running.stop()
+
+
+@pytest.fixture
+async def bridge(bridge_settings: Settings, seeded: list[str]) -> AsyncIterator[RunningService]:
+    async with running_bridge(bridge_settings) as running:
+        yield running
 
 
 class BridgeProcess:

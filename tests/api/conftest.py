@@ -13,9 +13,8 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
-from bridge.service import BridgeService
 from plaza.settings import Settings
-from tests.conftest import BrokerHandle, RunningService
+from tests.conftest import BrokerHandle, RunningService, running_bridge
 
 
 @pytest.fixture(params=["sqlite"])
@@ -59,12 +58,8 @@ async def wait_ready(client: httpx.AsyncClient) -> None:
 @pytest.fixture
 async def bridge(bridge_settings: Settings, seeded: list[str]) -> AsyncIterator[RunningService]:
     """The bridge with its metrics endpoint on a free port (the admin stats read it)."""
-    running = RunningService(BridgeService(bridge_settings, metrics_port=0))
-    await running.start()
-    try:
+    async with running_bridge(bridge_settings, metrics_port=0) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 @pytest.fixture

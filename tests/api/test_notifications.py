@@ -15,7 +15,6 @@ import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from bridge.service import BridgeService
 from plaza.messages import (
     AdminAlert,
     AdminCommand,
@@ -29,7 +28,7 @@ from plaza_sim.machine import Machine, MachineConfig
 from tests.api.conftest import Api
 from tests.api.test_accounts import assert_problem
 from tests.api.test_reservations_rest import reserve
-from tests.conftest import BrokerHandle, RunningService, Watch
+from tests.conftest import BrokerHandle, RunningService, Watch, running_bridge
 from tests.integration.reserving import Requester, slot
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -153,12 +152,8 @@ async def quiet_bridge(
 ) -> AsyncIterator[RunningService]:
     """A bridge whose digest runs only when a test says so."""
     settings = bridge_settings.model_copy(update={"digest_interval": 3600})
-    running = RunningService(BridgeService(settings))
-    await running.start()
-    try:
+    async with running_bridge(settings) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def test_low_priority_notifications_arrive_together_in_one_digest(
@@ -206,12 +201,8 @@ async def watchful_bridge(
     bridge_settings: Settings, seeded: list[str]
 ) -> AsyncIterator[RunningService]:
     settings = bridge_settings.model_copy(update={"outage_grace": 1.5, "timer_tick": 0.1})
-    running = RunningService(BridgeService(settings))
-    await running.start()
-    try:
+    async with running_bridge(settings) as running:
         yield running
-    finally:
-        await running.stop()
 
 
 async def book(broker: BrokerHandle, device: str, minutes: float) -> Any:
