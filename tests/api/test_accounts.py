@@ -257,3 +257,16 @@ async def test_a_removed_account_loses_its_token_and_its_broker_access(api: Api)
     assert_problem(
         await api.client.delete("/users/admin", headers=admin), 409, "cannot_remove_self"
     )
+
+
+async def test_an_admin_lists_every_account_with_its_role(api: Api) -> None:
+    reply = await api.client.get("/users", headers=await api.headers("admin"))
+    assert reply.status_code == 200
+    roles = {u["username"]: u["role"] for u in reply.json()}
+    assert roles == {
+        "admin": "admin",
+        "player1": "player",
+        "player2": "player",
+        "player3": "player",
+    }
+    assert all("password" not in json.dumps(u) for u in reply.json())
