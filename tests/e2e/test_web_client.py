@@ -367,3 +367,52 @@ def test_the_board_ignores_a_lower_version_and_an_empty_payload_removes_the_tile
         }
     finally:
         context.close()
+
+
+def test_a_notification_sent_while_the_page_was_cut_off_arrives_after_it_reconnects(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    context = new_context(browser)
+    links: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+    cut = False
+
+    def through(ws: WebSocketRoute) -> None:
+        if cut:
+            ws.close(code=1011, reason="cut by the test")
+            return
+        links.append((ws, ws.connect_to_server()))
+
+    try:
+        context.route_web_socket(re.compile(".*"), through)
+        page = log_in(context, e2e_venue, "player3")
+        book(page, "racing-01", minutes=30)
+        page.select_option("#book-start", index=6)  # three hours from now
+        page.click("#book-submit")
+        booked = page.locator('#mine .res[data-device="racing-01"]')
+        expect(booked).to_have_attribute("data-status", "pending")
+        expect(booked).not_to_have_attribute("data-optimistic", "true")
+        reservation_id = booked.get_attribute("data-reservation")
+
+        cut = True
+        for browser_side, server_side in links:
+            browser_side.close(code=1011, reason="cut by the test")
+            server_side.close()
+        expect(page.locator("#conn")).not_to_have_attribute("data-state", "live")
+        login = httpx.post(
+            f"{e2e_venue.base_url}/auth/login",
+            json={"username": "admin", "password": e2e_venue.password("admin")},
+        )
+        headers = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        rejected = httpx.post(
+            f"{e2e_venue.base_url}/reservations/{reservation_id}/reject", headers=headers
+        )
+        assert rejected.status_code == 200, rejected.text
+        cut = False
+
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=20_000)
+        toast = page.locator('.toast[data-type="reservation_rejected"]')
+        expect(toast).to_have_count(1)
+        expect(booked).to_have_count(0)
+        expect(page.locator('#notif-list li[data-type="reservation_rejected"]')).to_have_count(1)
+    finally:
+        context.close()
