@@ -28,6 +28,7 @@ import asyncio
 import json
 import logging
 import uuid
+from collections import Counter
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -35,6 +36,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import Connection, Table
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.outbox import OutboxPublisher, OutboxRow, insert_outbox, outbox_message
@@ -51,7 +54,7 @@ from plaza.messages import (
     ReservationPublic,
     decode,
 )
-from plaza.tables import Notification, User
+from plaza.tables import Notification, NotificationSeq, User
 from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,26 @@ def _texts(note: Note, locale: str) -> tuple[str, str]:
     return render(note.type, locale, params)
 
 
+def reserve_seqs(conn: Connection, wanted: Mapping[str, int]) -> dict[str, int]:
+    """Take ``wanted[user]`` seqs per player from their counter row; return, per player,
+    the seq just before the first one taken (one upsert per player: a row lock on
+    PostgreSQL, the write lock on SQLite)."""
+    table = _table(NotificationSeq)
+    upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+    before: dict[str, int] = {}
+    for user, count in sorted(wanted.items()):  # a fixed order: no deadlock between bridges
+        taken = (
+            upsert(table)
+            .values(user=user, last=count)
+            .on_conflict_do_update(
+                index_elements=[table.c.user], set_={"last": table.c.last + count}
+            )
+            .returning(table.c.last)
+        )
+        before[user] = int(conn.execute(taken).scalar_one()) - count
+    return before
+
+
 def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[dict[str, Any]]:
     """Insert the notification rows; return outbox messages for those published now."""
     if not notes:
@@ -95,14 +118,7 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[dict
     wanted = {n.user for n in notes}
     query = sa.select(users_t.c.username, users_t.c.locale).where(users_t.c.username.in_(wanted))
     locales: dict[str, str] = {name: locale for name, locale in conn.execute(query)}  # noqa: C416
-    last = {
-        name: int(seq)
-        for name, seq in conn.execute(
-            sa.select(notes_t.c.user, sa.func.max(notes_t.c.seq))
-            .where(notes_t.c.user.in_(wanted))
-            .group_by(notes_t.c.user)
-        )
-    }
+    last = reserve_seqs(conn, Counter(n.user for n in notes))
     rows: list[dict[str, Any]] = []
     outbox: list[dict[str, Any]] = []
     for note in notes:

@@ -50,10 +50,22 @@ async def _v4_notifications(conn: AsyncConnection) -> None:
     """Version 4 adds persisted notifications (a new table, created by create_all)."""
 
 
+async def _v5_notification_seq(conn: AsyncConnection) -> None:
+    """Version 5 numbers notifications from a per-player counter row (created by
+    create_all), seeded from what version 4 already numbered."""
+    await conn.execute(
+        text(
+            'INSERT INTO notification_seq ("user", last) '
+            'SELECT "user", MAX(seq) FROM notification GROUP BY "user"'
+        )
+    )
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
     4: _v4_notifications,
+    5: _v5_notification_seq,
 }
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -176,6 +176,17 @@ class Notification(SQLModel, table=True):
     created_at: datetime = _ts(default_factory=utcnow)
     read_at: datetime | None = _ts(default=None)
     digested_at: datetime | None = _ts(default=None)
+
+
+class NotificationSeq(SQLModel, table=True):
+    """The last notification seq handed out per player: taken with one upsert per player and
+    transaction, which row-locks on PostgreSQL, so several bridges never hand out one seq
+    twice."""
+
+    __tablename__ = "notification_seq"
+
+    user: str = Field(primary_key=True, max_length=48)
+    last: int = Field(default=0, sa_type=sa.BigInteger)
 
 
 class BrokerCredential(SQLModel, table=True):
