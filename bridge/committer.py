@@ -450,7 +450,11 @@ class Committer:
         writes.outbox += self.reply_rows(job, reply)
         # The owner who asked already has the reply (on their own tree, so on every one of
         # their screens); a notification is for what others or the clock did to it.
-        by_owner = cmd.actor.role is rules.Role.PLAYER and cmd.actor.user == after.user
+        by_owner = (
+            job.initiated_by is None
+            and cmd.actor.role is rules.Role.PLAYER
+            and cmd.actor.user == after.user
+        )
         name = device.name if device else after.device_id
         self.announce(writes, after, now, name, notify=not by_owner)
         if after.status is rules.Status.CHECKED_IN:

@@ -155,6 +155,7 @@ class ReservationDesk:
             request_id=request.request_id,
             reply_topic=reply_to,
             correlation=correlation,
+            initiated_by=request.on_behalf_of.by if request.on_behalf_of else None,
         )
         self.commands.follow(request.op, job.future, started)
         self.actors.submit(job)
@@ -277,8 +278,11 @@ class ReservationDesk:
 
 def _key(user: str, request: ReservationRequest) -> str:
     """The idempotency key: per requester, and per person the api acts for."""
-    if request.on_behalf_of is not None:
-        return f"{user}:{request.on_behalf_of.user}:{request.request_id}"
+    behalf = request.on_behalf_of
+    if behalf is not None and behalf.by:
+        return f"{user}:{behalf.by}>{behalf.user}:{request.request_id}"
+    if behalf is not None:
+        return f"{user}:{behalf.user}:{request.request_id}"
     return f"{user}:{request.request_id}"
 
 

@@ -107,6 +107,8 @@ class Job:
     correlation: bytes | None = None
     timer: TimerOp | None = None
     reservation_id: str | None = None
+    #: someone other than the command's actor made it (an admin booking for a player)
+    initiated_by: str | None = None
     future: asyncio.Future[Reply | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

@@ -207,6 +207,9 @@ class OnBehalfOf(Wire):
 
     user: str = Field(min_length=1, max_length=48)
     role: Literal["player", "admin"]
+    #: an admin who made the change for ``user`` (a booking made for a player): the player
+    #: is then notified, as of any change someone else made
+    by: str | None = Field(default=None, min_length=1, max_length=48)
 
 
 class ReservationRequest(Wire):

@@ -155,21 +155,23 @@ async def create_reservation(
 ) -> ReservationPublic:
     """For players this is the same command their MQTT client sends; it is the fallback
     when the WebSocket is down. Admins may book for a player (``user``)."""
-    person, role = user.username, user.role
+    behalf = OnBehalfOf(user=user.username, role="admin" if user.role == "admin" else "player")
     if body.user is not None and body.user != user.username:
         if user.role != "admin":
             raise ApiError(403, "forbidden", "players book for themselves only")
         if (await session.exec(select(User).where(User.username == body.user))).first() is None:
             raise ApiError(404, "not_found", f"no account {body.user!r}")
-        person, role = body.user, "player"
+        # the player's rules (overlaps, cap) apply; the player hears of it as of any change
+        # someone else made
+        behalf = OnBehalfOf(user=body.user, role="player", by=user.username)
     request = ReservationRequest(
         request_id=commands.request_id(idempotency_key),
         op="reserve",
         starts_at=_aware(body.starts_at).timestamp(),
         ends_at=_aware(body.ends_at).timestamp(),
-        on_behalf_of=OnBehalfOf(user=person, role="admin" if role == "admin" else "player"),
+        on_behalf_of=behalf,
     )
-    return await _send(state, body.device_id, request, person)
+    return await _send(state, body.device_id, request, behalf.user)
 
 
 async def _send(

@@ -134,6 +134,12 @@ async def test_an_admin_rejects_and_books_for_a_player(api: Api) -> None:
     admin = await api.headers("admin")
     booked = await reserve(api, admin, "pc-04", 30, user="player3")
     assert booked["user"] == "player3"
+    for _ in range(100):  # low priority: it comes with the next digest (0.3 s in tests)
+        notes = await api.client.get("/me/notifications", headers=await api.headers("player3"))
+        if notes.json()["items"]:
+            break
+        await asyncio.sleep(0.05)
+    assert [n["type"] for n in notes.json()["items"]] == ["reservation_created"]
     rejected = await api.client.post(f"/reservations/{booked['id']}/reject", headers=admin)
     assert rejected.json()["status"] == "rejected"
     reply = await api.client.post(
