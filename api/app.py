@@ -23,7 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, delete, select
+from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api import commands, problems
@@ -34,7 +34,7 @@ from api.security import LoginLimiter, Passwords, Tokens
 from api.state import AppState
 from plaza.db import make_engine, migrate
 from plaza.settings import Settings
-from plaza.tables import BrokerCredential
+from plaza.tables import BrokerSession
 from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -62,25 +62,26 @@ async def database_ok(engine: AsyncEngine) -> bool:
 
 
 async def expire_credentials(state: AppState) -> int:
-    """Replace every expired browser password with a random one nobody knows."""
+    """Delete the broker account of every expired browser session (the broker drops its
+    connection; the browser asks for credentials again and resumes its session)."""
     now = datetime.now(UTC)
     async with AsyncSession(state.reader) as session:
-        names = (
-            await session.exec(
-                select(BrokerCredential.username).where(BrokerCredential.expires_at <= now)
-            )
+        clients = (
+            await session.exec(select(BrokerSession.client).where(BrokerSession.expires_at <= now))
         ).all()
-    for name in names:
-        await commands.set_password(state, name, commands.new_secret())
-        async with state.write() as session:  # unless a new login re-keyed it meanwhile
-            await session.exec(
-                delete(BrokerCredential).where(
-                    col(BrokerCredential.username) == name,
-                    col(BrokerCredential.expires_at) <= now,
-                )
-            )
-            await session.commit()
-    return len(names)
+    expired = 0
+    for client in clients:
+        async with state.session_lock(client):  # not while the same session re-keys
+            async with state.write() as session:
+                row = await session.get(BrokerSession, client)
+                if row is None or row.expires_at > now:
+                    continue  # re-keyed meanwhile
+                await session.delete(row)
+                await session.commit()
+            await commands.revoke_accounts(state, [client], None)
+            expired += 1
+        state.session_locks.pop(client, None)
+    return expired
 
 
 async def credential_sweeper(state: AppState) -> None:

@@ -115,47 +115,51 @@ def _check(responses: list[dict[str, Any]], tolerate: tuple[str, ...] = ()) -> N
         raise ApiError(502, "broker_refused", f"the broker refused {exc}") from exc
 
 
+async def _roles_of(state: AppState, username: str) -> list[str] | None:
+    """The roles of broker account ``username``, or None when there is no such account."""
+    response = (await _dynsec(state, [{"command": "getClient", "username": username}]))[0]
+    if response.get("error"):
+        if "not found" in str(response["error"]):
+            return None
+        _check([response])
+    roles = response.get("data", {}).get("client", {}).get("roles", [])
+    return [str(r.get("rolename")) for r in roles]
+
+
 async def provision_account(state: AppState, username: str, role: acl.Role, password: str) -> None:
-    """Create (or re-key) the broker account ``username`` with its own ``role``."""
-    responses = await _dynsec(
-        state,
-        [
-            dynsec.create_role(role),
-            dynsec.create_client(dynsec.BrokerClient(username, password, (role.name,))),
-        ],
-    )
+    """Create broker account ``username`` holding exactly ``role``, or re-key it. An existing
+    account that holds any other role belongs to someone else: 409 ``broker_account_conflict``
+    (a player can never take over a machine's account, nor an admin a player's).
+
+    Re-keying (setClientPassword) disconnects the account's live connection in Mosquitto
+    2.0.11; that is why every browser session has an account of its own."""
+    existing = await _roles_of(state, username)
+    if existing is not None and existing != [role.name]:
+        raise ApiError(
+            409,
+            "broker_account_conflict",
+            f"the broker account {username!r} belongs to someone else",
+        )
+    responses = await _dynsec(state, [dynsec.create_role(role)])
     _check(responses, tolerate=("already exists",))
-    if "already exists" in str(responses[0].get("error", "")):
+    if responses[0].get("error"):
         # An older release may have made the role with fewer rights: add what is missing
         # (an ACL it already has is refused, which is fine).
         await _dynsec(state, [dynsec.add_role_acl(role.name, acl) for acl in role.acls])
-    if any("already exists" in str(r.get("error", "")) for r in responses[1:]):
-        # Re-key only: setClientPassword leaves the account's live connections up (other tabs
-        # of the same player), where modifyClient would kick them all.
-        responses = await _dynsec(
-            state,
-            [
-                dynsec.set_client_password(username, password),
-                {"command": "getClient", "username": username},
-            ],
-        )
-        _check(responses)
-        roles = responses[1].get("data", {}).get("client", {}).get("roles", [])
-        if role.name not in {r.get("rolename") for r in roles}:
-            add = {"command": "addClientRole", "username": username, "rolename": role.name}
-            _check(await _dynsec(state, [add]))
+    if existing is None:
+        client = dynsec.BrokerClient(username, password, (role.name,))
+        _check(await _dynsec(state, [dynsec.create_client(client)]))
+    else:
+        _check(await _dynsec(state, [dynsec.set_client_password(username, password)]))
 
 
-async def set_password(state: AppState, username: str, password: str) -> None:
-    _check(await _dynsec(state, [dynsec.set_client_password(username, password)]), ("not found",))
-
-
-async def revoke_account(state: AppState, username: str, role_name: str) -> None:
-    """Delete the broker account (the broker disconnects it) and its role."""
-    responses = await _dynsec(
-        state, [dynsec.delete_client(username), dynsec.delete_role(role_name)]
-    )
-    _check(responses, tolerate=("not found",))
+async def revoke_accounts(state: AppState, usernames: list[str], role_name: str | None) -> None:
+    """Delete broker accounts (the broker disconnects them) and, if given, their role."""
+    commands: list[dict[str, Any]] = [dynsec.delete_client(u) for u in usernames]
+    if role_name is not None:
+        commands.append(dynsec.delete_role(role_name))
+    if commands:
+        _check(await _dynsec(state, commands), tolerate=("not found",))
 
 
 def new_secret() -> str:

@@ -52,14 +52,26 @@ class TokenOut(BaseModel):
     user: UserPublic
 
 
-class MqttCredentials(BaseModel):
-    """Short-lived broker credentials for MQTT over WebSocket. The password stops working at
-    ``expires_at`` (a connection made before then stays up); ask again to reconnect later."""
+class MqttSessionIn(Strict):
+    session: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]{4,16}$",
+        description="this browser session's key (from an earlier answer): re-key its account",
+    )
 
-    username: str
+
+class MqttCredentials(BaseModel):
+    """Broker credentials of one browser session for MQTT over WebSocket. ``username`` is the
+    session's own broker account; topics use ``user``. At ``expires_at`` the account is deleted
+    and its connection dropped: ask again (with ``session``) and reconnect with ``client_id``
+    and a persistent session, which the broker resumes."""
+
+    username: str = Field(description="the broker login: {user}~{session}")
     password: str
+    user: str = Field(description="the account name, as used in topics")
+    session: str
     ws_url: str
-    client_id: str
+    client_id: str = Field(description="a client id for this session (persistent sessions)")
     expires_at: float
     topic_root: str
 

@@ -9,6 +9,7 @@ network call.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Annotated
@@ -40,6 +41,11 @@ class AppState:
     limiter: LoginLimiter
     metrics: ApiMetrics
     latency: LatencyWindow = field(default_factory=LatencyWindow)
+    session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    def session_lock(self, client: str) -> asyncio.Lock:
+        """Serializes re-keying and expiring one browser session's broker account."""
+        return self.session_locks.setdefault(client, asyncio.Lock())
 
     def write(self) -> AsyncSession:
         """A session for one short write transaction (``async with``; commit inside)."""

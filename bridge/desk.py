@@ -73,13 +73,22 @@ class ReservationDesk:
         self.actors = actors
         self.bucket = TokenBucket(settings.rate_per_minute / 60, settings.rate_burst)
         self.metrics = DeskMetrics()
+        #: machines being removed (the tracker's set): their requests are refused here
+        self.removed: set[str] = set()
         #: requests by op and result, and their latency (a private registry if none is given)
         self.commands = commands or CommandMeter(CollectorRegistry())
         self._timers_in_flight: set[tuple[str, str]] = set()
 
-    def _error(self, topic: str, request_id: str | None, code: str, message: str) -> Outbound:
+    def _error(
+        self,
+        topic: str,
+        request_id: str | None,
+        code: str,
+        message: str,
+        correlation: bytes | None = None,
+    ) -> Outbound:
         reply = Reply(request_id=request_id, ok=False, error=ErrorBody(code=code, message=message))
-        return Outbound(topic, reply.encode())
+        return Outbound(topic, reply.encode(), correlation=correlation)
 
     def reply_topic(self, user: str, requested: str | None) -> str:
         """The MQTT 5 response topic if it lies in the requester's own tree, else the
@@ -113,7 +122,17 @@ class ReservationDesk:
             self.commands.refused(UNKNOWN_OP, "invalid")
             log.warning("bad request from %s on %s: %s", where.user, where.device, exc)
             rid = _peek_request_id(payload, self.settings.max_payload_bytes)
-            return [self._error(reply_to, rid, "invalid", str(exc))]
+            return [self._error(reply_to, rid, "invalid", str(exc), correlation)]
+        if where.device in self.removed:
+            return [
+                self._error(
+                    reply_to,
+                    request.request_id,
+                    "not_found",
+                    f"no machine {where.device!r}",
+                    correlation,
+                )
+            ]
         actor = rules.Actor(where.user, rules.Role.PLAYER)
         if request.on_behalf_of is not None:
             if where.user != API_USER:
@@ -125,6 +144,7 @@ class ReservationDesk:
                         request.request_id,
                         "forbidden",
                         "on_behalf_of is for the api only",
+                        correlation,
                     )
                 ]
             actor = rules.Actor(request.on_behalf_of.user, rules.Role(request.on_behalf_of.role))
@@ -137,6 +157,7 @@ class ReservationDesk:
                     request.request_id,
                     "rate_limited",
                     "too many commands; slow down and retry with the same request_id",
+                    correlation,
                 )
             ]
         command = rules.Command(

@@ -17,6 +17,9 @@ import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
 from bridge.board import DeviceView
 from bridge.metrics import BridgeMetrics
 from plaza.messages import (
@@ -48,6 +51,15 @@ class Outbound:
     payload: bytes
     qos: int = 1
     retain: bool = False
+    #: MQTT 5 correlation data of a reply (what the requester matches it by)
+    correlation: bytes | None = None
+
+    def properties(self) -> Properties | None:
+        if self.correlation is None:
+            return None
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.CorrelationData = self.correlation
+        return props
 
 
 @dataclass

@@ -121,6 +121,7 @@ class BridgeService:
         actors = ActorPool(self.committer, self.settings.actor_idle_seconds)
         self.desk = ReservationDesk(self.settings, self.topics, actors, self.metrics.commands)
         store.removed = self.tracker.removed
+        self.desk.removed = self.tracker.removed
         self.admin = AdminDesk(
             self.settings,
             self.topics,
@@ -383,7 +384,12 @@ class BridgeService:
             return
         try:
             await asyncio.gather(
-                *(client.publish(o.topic, o.payload, qos=o.qos, retain=o.retain) for o in outbound)
+                *(
+                    client.publish(
+                        o.topic, o.payload, qos=o.qos, retain=o.retain, properties=o.properties()
+                    )
+                    for o in outbound
+                )
             )
         except aiomqtt.MqttError as exc:
             log.warning("publish failed (%s); boards are re-published on reconnect", exc)

@@ -61,11 +61,17 @@ async def _v5_notification_seq(conn: AsyncConnection) -> None:
     )
 
 
+async def _v6_broker_sessions(conn: AsyncConnection) -> None:
+    """Version 6 gives every browser session a broker account of its own (``broker_session``,
+    created by create_all); version 3's ``broker_credential`` is no longer read."""
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
     4: _v4_notifications,
     5: _v5_notification_seq,
+    6: _v6_broker_sessions,
 }
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or

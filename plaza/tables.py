@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -189,13 +189,15 @@ class NotificationSeq(SQLModel, table=True):
     last: int = Field(default=0, sa_type=sa.BigInteger)
 
 
-class BrokerCredential(SQLModel, table=True):
-    """A short-lived broker password handed to a browser by ``POST /auth/mqtt``. When it
-    expires the api sets the broker account's password to a random value nobody knows."""
+class BrokerSession(SQLModel, table=True):
+    """A browser's broker account (``{user}~{session}``), made by ``POST /auth/mqtt`` with the
+    user's role. One per browser session, so re-keying one never disconnects another; deleted
+    (and its connection dropped) when it expires."""
 
-    __tablename__ = "broker_credential"
+    __tablename__ = "broker_session"
 
-    username: str = Field(primary_key=True, max_length=48)
+    client: str = Field(primary_key=True, max_length=72)
+    owner: str = Field(index=True, max_length=48)
     expires_at: datetime = _ts(index=True)
 
 

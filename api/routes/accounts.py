@@ -14,10 +14,18 @@ from sqlmodel import col, select
 
 from api import commands
 from api.problems import ApiError, responses
-from api.schemas import LoginIn, MeUpdate, MqttCredentials, RegisterIn, TokenOut, UserPublic
+from api.schemas import (
+    LoginIn,
+    MeUpdate,
+    MqttCredentials,
+    MqttSessionIn,
+    RegisterIn,
+    TokenOut,
+    UserPublic,
+)
 from api.state import AdminUser, CurrentUser, Db, State
 from plaza import acl
-from plaza.tables import BrokerCredential, User
+from plaza.tables import BrokerSession, Device, User
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["accounts"])
@@ -51,6 +59,9 @@ async def register(body: RegisterIn, state: State) -> UserPublic:
     reserved = {"api", "bridge", "observer", "system"}
     if body.username in reserved:
         raise ApiError(409, "username_taken", f"{body.username!r} is reserved")
+    async with state.write() as session:  # a machine's id is its broker name: not a person's
+        if await session.get(Device, body.username) is not None:
+            raise ApiError(409, "username_taken", f"{body.username!r} is a machine's name")
     user = User(
         username=body.username,
         password_hash=state.passwords.hash(body.password),
@@ -111,26 +122,35 @@ async def update_me(body: MeUpdate, user: CurrentUser, state: State) -> UserPubl
     responses=responses(401, 502, 503, 504),
     summary="Short-lived broker credentials for MQTT over WebSocket",
 )
-async def mqtt_credentials(user: CurrentUser, state: State) -> MqttCredentials:
-    """Creates or re-keys the caller's broker account with a role of literal topics (the
-    board, notices, events, the caller's own tree; players also write requests in their own
-    name, admins read the alerts feed). The password is new on every call and is replaced by
-    an unknown one when it expires."""
+async def mqtt_credentials(
+    user: CurrentUser, state: State, body: MqttSessionIn | None = None
+) -> MqttCredentials:
+    """A broker account for this browser session (``{user}~{session}``) holding the user's
+    role of literal topics: the board, notices, events and the user's own tree; players also
+    write requests (and read receipts) in their own name, admins read the alerts feed.
+    Without ``session`` a new session is made; with it, that session's account gets a new
+    password (which drops only that session's own old connection). Other sessions (tabs,
+    phones) are never touched."""
+    key = body.session if body and body.session else secrets.token_hex(4)
+    client = f"{user.username}~{key}"
     password = commands.new_secret()
-    await commands.provision_account(state, user.username, role_of(state, user), password)
     expires = datetime.now(UTC) + timedelta(seconds=state.settings.mqtt_credential_ttl)
-    async with state.write() as session:
-        row = await session.get(BrokerCredential, user.username)
-        if row is None:
-            row = BrokerCredential(username=user.username, expires_at=expires)
-        row.expires_at = expires
-        session.add(row)
-        await session.commit()
+    async with state.session_lock(client):
+        async with state.write() as session:  # first: an account never outlives its row
+            row = await session.get(BrokerSession, client)
+            if row is None:
+                row = BrokerSession(client=client, owner=user.username, expires_at=expires)
+            row.expires_at = expires
+            session.add(row)
+            await session.commit()
+        await commands.provision_account(state, client, role_of(state, user), password)
     return MqttCredentials(
-        username=user.username,
+        username=client,
         password=password,
+        user=user.username,
+        session=key,
         ws_url=state.settings.ws_url(),
-        client_id=f"web-{user.username}-{secrets.token_hex(4)}",
+        client_id=f"web-{user.username}-{key}",
         expires_at=expires.timestamp(),
         topic_root=state.settings.topic_root,
     )
@@ -155,9 +175,13 @@ async def delete_user(username: str, admin: AdminUser, state: State, session: Db
         raise ApiError(404, "not_found", f"no account {username!r}")
     if user.username == admin.username:
         raise ApiError(409, "cannot_remove_self", "an admin cannot remove their own account")
-    await commands.revoke_account(state, user.username, role_of(state, user).name)
+    sessions = (
+        await session.exec(select(BrokerSession.client).where(BrokerSession.owner == username))
+    ).all()
+    # its browser sessions, and the account of its own name (demo seeding makes one)
+    await commands.revoke_accounts(state, [*sessions, user.username], role_of(state, user).name)
     async with state.write() as write:
-        await write.exec(delete(BrokerCredential).where(col(BrokerCredential.username) == username))
+        await write.exec(delete(BrokerSession).where(col(BrokerSession.owner) == username))
         await write.exec(delete(User).where(col(User.username) == username))
         await write.commit()
     log.info("account %s removed by %s", username, admin.username)

@@ -8,8 +8,11 @@ the account (the broker disconnects it) and has the bridge clear its retained to
 
 from __future__ import annotations
 
+import logging
+
 from fastapi import APIRouter, Response, status
 from sqlalchemy import delete
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, func, select
 
 from api import commands
@@ -23,8 +26,9 @@ from api.schemas import (
 )
 from api.state import AdminUser, CurrentUser, Db, State
 from plaza import acl, rules
-from plaza.tables import Device, Reservation
+from plaza.tables import Device, Reservation, User
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/devices", tags=["devices"])
 BRIDGE_ERRORS = (502, 503, 504)
 
@@ -71,13 +75,24 @@ async def create_device(body: DeviceCreate, _admin: AdminUser, state: State) -> 
     async with state.write() as session:
         if await session.get(Device, body.id) is not None:
             raise ApiError(409, "device_exists", f"machine {body.id!r} exists")
-        session.add(row)
-        await session.commit()
+        if (await session.exec(select(User).where(User.username == body.id))).first():
+            raise ApiError(409, "device_exists", f"{body.id!r} is a person's name")
+    # The broker account first: if it belongs to someone else nothing is written, and a
+    # failure here leaves no row that would make a retry a 409.
     password = commands.new_secret()
     await commands.provision_account(
         state, body.id, acl.device_role(state.topics, body.id), password
     )
-    await commands.sync_device(state, body.id)
+    async with state.write() as session:
+        session.add(row)
+        try:
+            await session.commit()
+        except IntegrityError as exc:  # provisioned twice at once: the other one won
+            raise ApiError(409, "device_exists", f"machine {body.id!r} exists") from exc
+    try:
+        await commands.sync_device(state, body.id)
+    except ApiError as exc:  # the machine exists; its board entry follows with the bridge
+        log.warning("machine %s provisioned, board not synced yet: %s", body.id, exc.detail)
     return ProvisionedDevice(device=public(row), credentials=_secret(state, body.id, password))
 
 
@@ -117,6 +132,19 @@ async def rotate_credentials(
     return _secret(state, device_id, password)
 
 
+async def _active(session: Db, device_id: str) -> int:
+    await session.commit()  # a fresh snapshot
+    query = (
+        select(func.count())
+        .select_from(Reservation)
+        .where(
+            Reservation.device_id == device_id,
+            col(Reservation.status).in_([s.value for s in rules.ACTIVE]),
+        )
+    )
+    return (await session.exec(query)).one()
+
+
 @router.delete(
     "/{device_id}",
     status_code=status.HTTP_204_NO_CONTENT,
@@ -125,26 +153,22 @@ async def rotate_credentials(
 )
 async def delete_device(device_id: str, _admin: AdminUser, state: State, session: Db) -> Response:
     await _get(session, device_id)
-    active = (
-        await session.exec(
-            select(func.count())
-            .select_from(Reservation)
-            .where(
-                Reservation.device_id == device_id,
-                col(Reservation.status).in_([s.value for s in rules.ACTIVE]),
-            )
-        )
-    ).one()
+    active = await _active(session, device_id)
     if active:
         raise ApiError(
             409,
             "device_has_reservations",
             f"machine {device_id!r} has {active} active reservations; cancel them first",
         )
-    # The bridge first: it stops writing the machine and clears its retained topics, and it
-    # clears again whatever the machine's will publishes when the broker drops it next.
+    # The bridge first: it refuses new requests for the machine, stops writing it and clears
+    # its retained topics (and whatever the machine's will publishes when the broker drops it
+    # next). A booking accepted between the count above and that moment is found here, and
+    # the machine is put back.
     await commands.remove_device(state, device_id)
-    await commands.revoke_account(state, device_id, acl.device_role_name(device_id))
+    if await _active(session, device_id):
+        await commands.sync_device(state, device_id)
+        raise ApiError(409, "device_has_reservations", f"machine {device_id!r} was booked just now")
+    await commands.revoke_accounts(state, [device_id], acl.device_role_name(device_id))
     async with state.write() as write:
         await write.exec(delete(Reservation).where(col(Reservation.device_id) == device_id))
         await write.exec(delete(Device).where(col(Device.id) == device_id))

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import aiomqtt
 import httpx
 import pytest
 from fastapi import FastAPI
@@ -15,6 +16,8 @@ from fastapi import FastAPI
 from api.app import create_app
 from plaza.settings import Settings
 from tests.conftest import BrokerHandle, RunningService, running_bridge
+
+PROBLEM = "application/problem+json"
 
 
 @pytest.fixture(params=["sqlite"])
@@ -75,3 +78,22 @@ async def api(
         async with httpx.AsyncClient(transport=transport, base_url="http://plaza") as client:
             await wait_ready(client)
             yield Api(app, client, broker, api_settings, bridge)
+
+
+def assert_problem(reply: httpx.Response, status: int, code: str) -> dict[str, object]:
+    assert reply.status_code == status, reply.text
+    assert reply.headers["content-type"].startswith(PROBLEM)
+    body = reply.json()
+    assert isinstance(body, dict)
+    assert body["code"] == code
+    assert body["status"] == status
+    assert body["type"] == f"/problems/{code}"
+    assert body["detail"]
+    return body
+
+
+async def until_dropped(client: aiomqtt.Client) -> None:
+    """Read until the broker drops the connection (raises MqttError), at most 5 s."""
+    async with asyncio.timeout(5):
+        async for _ in client.messages:
+            pass

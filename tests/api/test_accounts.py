@@ -9,7 +9,6 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
-import httpx
 import pytest
 from sqlalchemy import update
 from sqlmodel import col
@@ -18,24 +17,11 @@ from api.app import expire_credentials
 from api.security import Tokens
 from plaza.db import make_engine
 from plaza.mqtt import NODELAY
-from plaza.tables import BrokerCredential
-from tests.api.conftest import Api
-from tests.conftest import JWT_SECRET
+from plaza.tables import BrokerSession
+from tests.api.conftest import Api, assert_problem, until_dropped
+from tests.conftest import JWT_SECRET, close_dead_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-PROBLEM = "application/problem+json"
-
-
-def assert_problem(reply: httpx.Response, status: int, code: str) -> dict[str, object]:
-    assert reply.status_code == status, reply.text
-    assert reply.headers["content-type"].startswith(PROBLEM)
-    body = reply.json()
-    assert isinstance(body, dict)
-    assert body["code"] == code
-    assert body["status"] == status
-    assert body["type"] == f"/problems/{code}"
-    assert body["detail"]
-    return body
 
 
 async def test_a_player_registers_logs_in_and_reads_their_account(api: Api) -> None:
@@ -166,7 +152,8 @@ async def test_broker_credentials_work_over_websocket_with_the_players_rights_on
     reply = await api.client.post("/auth/mqtt", headers=headers)
     assert reply.status_code == 200, reply.text
     creds = reply.json()
-    assert creds["username"] == "player1"
+    assert creds["user"] == "player1"
+    assert creds["username"] == f"player1~{creds['session']}"
     assert creds["ws_url"] == f"ws://127.0.0.1:{api.broker.ws_port}/"
     topics = api.broker.topics
     async with ws_client(api, creds) as client:
@@ -200,30 +187,71 @@ async def test_broker_credentials_work_over_websocket_with_the_players_rights_on
                     break
 
 
-async def test_a_new_credential_call_rekeys_and_an_expired_one_is_refused(api: Api) -> None:
+async def test_each_browser_session_has_its_own_account_and_rekeying_one_spares_the_others(
+    api: Api,
+) -> None:
     headers = await api.headers("player2")
-    first = (await api.client.post("/auth/mqtt", headers=headers)).json()
-    second = (await api.client.post("/auth/mqtt", headers=headers)).json()
-    assert first["password"] != second["password"]
-    with pytest.raises(aiomqtt.MqttError):
-        async with ws_client(api, first):
+    tab1 = (await api.client.post("/auth/mqtt", headers=headers)).json()
+    tab2 = (await api.client.post("/auth/mqtt", headers=headers)).json()
+    assert tab1["session"] != tab2["session"]
+    assert tab1["username"] == f"player2~{tab1['session']}"
+    async with ws_client(api, tab1) as first:
+        # tab 2 connects and later re-keys its own session: tab 1 stays connected
+        again = await api.client.post(
+            "/auth/mqtt", headers=headers, json={"session": tab2["session"]}
+        )
+        rekeyed = again.json()
+        assert (rekeyed["username"], rekeyed["client_id"]) == (tab2["username"], tab2["client_id"])
+        with pytest.raises(aiomqtt.MqttError):
+            async with ws_client(api, tab2):  # its old password is gone
+                pass
+        async with ws_client(api, rekeyed):
             pass
-    async with ws_client(api, second):
+        await first.publish(api.broker.topics.acks("player2"), b'{"up_to": 0}', qos=1)
+
+
+async def test_an_expired_session_account_is_deleted_and_its_connection_dropped(api: Api) -> None:
+    headers = await api.headers("player2")
+    creds = (await api.client.post("/auth/mqtt", headers=headers)).json()
+    async with ws_client(api, creds) as live:
+        engine = make_engine(api.settings.db_url)
+        try:
+            async with engine.begin() as conn:
+                await conn.execute(
+                    update(BrokerSession)
+                    .where(col(BrokerSession.client) == creds["username"])
+                    .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+                )
+        finally:
+            await engine.dispose()
+        assert await expire_credentials(api.app.state.plaza) == 1
+        with pytest.raises(aiomqtt.MqttError):
+            await until_dropped(live)
+    await close_dead_client(live)
+    with pytest.raises(aiomqtt.MqttError):
+        async with ws_client(api, creds):
+            pass
+    # the browser asks again for the same session and goes on
+    fresh = await api.client.post("/auth/mqtt", headers=headers, json={"session": creds["session"]})
+    async with ws_client(api, fresh.json()):
         pass
-    engine = make_engine(api.settings.db_url)
-    try:
-        async with engine.begin() as conn:
-            await conn.execute(
-                update(BrokerCredential)
-                .where(col(BrokerCredential.username) == "player2")
-                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
-            )
-    finally:
-        await engine.dispose()
-    assert await expire_credentials(api.app.state.plaza) == 1
-    with pytest.raises(aiomqtt.MqttError):
-        async with ws_client(api, second):
-            pass
+
+
+async def test_names_are_not_shared_between_people_machines_and_services(api: Api) -> None:
+    reply = await api.client.post(
+        "/auth/register", json={"username": "pc-01", "password": "long-enough-pw"}
+    )
+    assert_problem(reply, 409, "username_taken")
+    admin = await api.headers("admin")
+    reply = await api.client.post("/devices", headers=admin, json={"id": "player1", "name": "x"})
+    assert_problem(reply, 409, "device_exists")
+    # a broker account of another kind (the observer service) is never taken over
+    reply = await api.client.post("/devices", headers=admin, json={"id": "observer", "name": "x"})
+    assert_problem(reply, 409, "broker_account_conflict")
+    listed = [d["id"] for d in (await api.client.get("/devices", headers=admin)).json()]
+    assert "observer" not in listed
+    async with api.broker.observer():  # and still logs in with its own password
+        pass
 
 
 async def test_an_admins_browser_credentials_read_the_alerts_feed(api: Api) -> None:

@@ -11,8 +11,7 @@ import aiomqtt
 import pytest
 
 from plaza.messages import BoardEntry, DeviceCommand, Presence
-from tests.api.conftest import Api
-from tests.api.test_accounts import assert_problem
+from tests.api.conftest import Api, assert_problem, until_dropped
 from tests.conftest import Watch, close_dead_client
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -115,13 +114,6 @@ async def test_maintenance_shows_on_the_board_and_locks_the_machine(api: Api) ->
         await machine.__aexit__(None, None, None)
 
 
-async def until_dropped(client: aiomqtt.Client) -> None:
-    """Read until the broker drops the connection (raises MqttError), at most 5 s."""
-    async with asyncio.timeout(5):
-        async for _ in client.messages:
-            pass
-
-
 async def _now_slot() -> tuple[str, str]:
     start = datetime.now(UTC) + timedelta(minutes=30)
     return start.isoformat(), (start + timedelta(minutes=30)).isoformat()
@@ -169,6 +161,14 @@ async def test_removing_a_machine_revokes_it_and_clears_its_retained_topics(api:
         await watch.wait_for(lambda s: s.topic == marker)
         assert [s.topic for s in watch.seen if s.payload] == [marker]
     assert_problem(await api.client.get("/devices/vr-99", headers=admin), 404, "not_found")
+    # the bridge refuses requests for it at once, answering with the request's correlation
+    start, end = await _now_slot()
+    reply = await api.client.post(
+        "/reservations",
+        headers=await api.headers("player1"),
+        json={"device_id": "vr-99", "starts_at": start, "ends_at": end},
+    )
+    assert_problem(reply, 404, "not_found")
     listed = [d["id"] for d in (await api.client.get("/devices", headers=admin)).json()]
     assert "vr-99" not in listed
 

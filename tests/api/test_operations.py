@@ -8,8 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from plaza.messages import DeviceState, MachineState, Notice, Presence, now
-from tests.api.conftest import Api
-from tests.api.test_accounts import assert_problem
+from tests.api.conftest import Api, assert_problem
 from tests.conftest import Watch
 from tests.integration.reserving import Requester
 

@@ -10,8 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.conftest import Api
-from tests.api.test_accounts import assert_problem
+from tests.api.conftest import Api, assert_problem
 from tests.integration.reserving import Requester
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

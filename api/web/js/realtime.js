@@ -56,7 +56,7 @@ function claimClientSlot(user) {
   const free = (id) => !leases[id] || leases[id].page === PAGE || now - leases[id].at > LEASE_MS;
   let id = sessionStorage.getItem(key);
   if (!id || !free(id)) {
-    id = Object.keys(leases).find(free) || `w${Math.random().toString(16).slice(2, 10)}`;
+    id = Object.keys(leases).find(free) || `w${Math.random().toString(16).slice(2, 10).padEnd(8, "0")}`;
   }
   const renew = () => {
     const all = JSON.parse(localStorage.getItem(key) || "{}");
@@ -166,17 +166,18 @@ export class Realtime extends EventTarget {
   async connectOnce() {
     let creds;
     try {
-      creds = await this.rest.post("/auth/mqtt");
+      // this tab's session: its own broker account, re-keyed on every reconnect
+      creds = await this.rest.post("/auth/mqtt", { session: this.slot });
     } catch (err) {
       if (err instanceof ApiError && err.status === 401) this.stop();
       return false;
     }
     if (this.stopped) return false;
-    this.topics = new Topics(creds.topic_root, creds.username);
+    this.topics = new Topics(creds.topic_root, creds.user);
     const client = mqtt.connect(creds.ws_url, {
       protocolVersion: 5,
       clean: false,
-      clientId: `web-${creds.username}-${this.slot}`,
+      clientId: creds.client_id, // web-{user}-{session}: the same across reconnects
       username: creds.username,
       password: creds.password,
       reconnectPeriod: 0,
