@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -25,19 +26,25 @@ ALGORITHM = "HS256"
 
 
 class Passwords:
+    """argon2 hashing off the event loop (each hash takes ~100-200 ms of CPU), at most two at
+    once, so logins never stall the api's other requests or its broker link."""
+
     def __init__(self) -> None:
         self._hasher = PasswordHash.recommended()
         # verifying against a dummy hash when the user does not exist keeps the timing equal
         self._dummy = self._hasher.hash(uuid.uuid4().hex)
+        self._slots = asyncio.Semaphore(2)
 
-    def hash(self, password: str) -> str:
-        return self._hasher.hash(password)
+    async def hash(self, password: str) -> str:
+        async with self._slots:
+            return await asyncio.to_thread(self._hasher.hash, password)
 
-    def verify(self, password: str, hashed: str | None) -> bool:
-        if hashed is None:
-            self._hasher.verify(password, self._dummy)
-            return False
-        return self._hasher.verify(password, hashed)
+    async def verify(self, password: str, hashed: str | None) -> bool:
+        async with self._slots:
+            if hashed is None:
+                await asyncio.to_thread(self._hasher.verify, password, self._dummy)
+                return False
+            return await asyncio.to_thread(self._hasher.verify, password, hashed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,16 +106,30 @@ class LoginLimiter:
     _buckets: dict[tuple[str, str], tuple[float, float]] = field(default_factory=dict)
 
     def take(self, username: str, client: str, now: float | None = None) -> float:
-        """Take one attempt; return 0 if allowed, else the seconds until the next one."""
+        """Take one attempt; return 0 if allowed, else the seconds until the next one.
+        Each address also has a budget across all names (ten times one name's), so
+        rotating user names does not get around the limit."""
         moment = now if now is not None else time.monotonic()
-        key = (username.lower(), client)
-        rate = self.per_minute / 60
-        level, last = self._buckets.get(key, (float(self.burst), moment))
-        level = min(float(self.burst), level + (moment - last) * rate)
-        if level < 1:
-            self._buckets[key] = (level, moment)
-            return (1 - level) / rate
-        self._buckets[key] = (level - 1, moment)
+        wait = max(
+            self._peek((username.lower(), client), moment, 1),
+            self._peek(("*", client), moment, 10),
+        )
+        if wait > 0:
+            return wait
+        self._take((username.lower(), client), moment, 1)
+        self._take(("*", client), moment, 10)
         if len(self._buckets) > 100_000:  # bound the memory an address sweep can take
             self._buckets.clear()
         return 0.0
+
+    def _level(self, key: tuple[str, str], moment: float, scale: int) -> float:
+        rate = self.per_minute * scale / 60
+        level, last = self._buckets.get(key, (float(self.burst * scale), moment))
+        return min(float(self.burst * scale), level + (moment - last) * rate)
+
+    def _peek(self, key: tuple[str, str], moment: float, scale: int) -> float:
+        level = self._level(key, moment, scale)
+        return 0.0 if level >= 1 else (1 - level) / (self.per_minute * scale / 60)
+
+    def _take(self, key: tuple[str, str], moment: float, scale: int) -> None:
+        self._buckets[key] = (self._level(key, moment, scale) - 1, moment)

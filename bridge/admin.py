@@ -66,6 +66,19 @@ class AdminDesk:
         self._apply = apply
         self._publish = publish
         self._refresh = refresh
+        self._queue: asyncio.Queue[tuple[bytes, str | None, bytes | None]] = asyncio.Queue()
+
+    def submit(self, payload: bytes, response_topic: str | None, correlation: bytes | None) -> None:
+        """Queue an admin command: they run one at a time, off the MQTT loop."""
+        self._queue.put_nowait((payload, response_topic, correlation))
+
+    async def run(self) -> None:
+        while True:
+            payload, response_topic, correlation = await self._queue.get()
+            try:
+                await self.handle(payload, response_topic, correlation)
+            except Exception:  # the api times out and retries; the next command goes on
+                log.exception("admin command failed")
 
     async def handle(
         self, payload: bytes, response_topic: str | None, correlation: bytes | None

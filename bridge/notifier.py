@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 import uuid
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -40,6 +41,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.desk import TokenBucket
 from bridge.outbox import OutboxPublisher, OutboxRow, insert_outbox, outbox_message
 from plaza.i18n import locale_of, render
 from plaza.inbox import mark_read
@@ -216,6 +218,11 @@ def digest_rows(conn: Connection, topics: Topics, now: datetime) -> list[dict[st
     return outbox
 
 
+def _mark_all(conn: Connection, batch: list[tuple[str, NotificationAck]], now: datetime) -> None:
+    for user, ack in batch:
+        mark_read(conn, user, ack, now)
+
+
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
@@ -240,6 +247,8 @@ class Notifier:
         self.max_payload = max_payload
         self.digests = 0
         self.acks = 0
+        self._acks: asyncio.Queue[tuple[str, NotificationAck]] = asyncio.Queue()
+        self._ack_budget = TokenBucket(rate_per_s=1.0, burst=20)
 
     async def run_digests(self) -> None:
         while True:
@@ -266,15 +275,31 @@ class Notifier:
         conn = await session.connection()
         return await conn.run_sync(lambda c: insert_outbox(c, messages))
 
-    async def ack(self, user: str, payload: bytes) -> None:
+    def ack(self, user: str, payload: bytes) -> None:
+        """Queue a read receipt (the MQTT loop never waits on the database for one); a
+        player over their budget (a burst of 20, one a second after) is dropped and logged."""
         try:
             ack = decode(NotificationAck, payload, self.max_payload)
         except PayloadError as exc:
             log.warning("bad read receipt from %s: %s", user, exc)
             return
-        now = datetime.now(UTC)
-        async with self._gate, self._sessions() as session:
-            conn = await session.connection()
-            await conn.run_sync(lambda c: mark_read(c, user, ack, now))
-            await session.commit()
-        self.acks += 1
+        if not self._ack_budget.take(user, time.monotonic()):
+            log.warning("read receipts from %s over budget: dropped", user)
+            return
+        self._acks.put_nowait((user, ack))
+
+    async def run_acks(self) -> None:
+        """Apply queued read receipts, as many as have arrived, in one transaction."""
+        while True:
+            batch = [await self._acks.get()]
+            while not self._acks.empty() and len(batch) < 500:
+                batch.append(self._acks.get_nowait())
+            try:
+                async with self._gate, self._sessions() as session:
+                    conn = await session.connection()
+                    await conn.run_sync(_mark_all, batch, datetime.now(UTC))
+                    await session.commit()
+            except Exception:  # receipts are advisory: a failed batch is logged, not retried
+                log.exception("%d read receipts not stored", len(batch))
+                continue
+            self.acks += len(batch)

@@ -178,6 +178,8 @@ class BridgeService:
             tg.create_task(self.desk.run_timers(reads, self._refresh.put_nowait), name="timers")
             tg.create_task(self._board_refresher(reads), name="boards")
             tg.create_task(self.notifier.run_digests(), name="digests")
+            tg.create_task(self.notifier.run_acks(), name="read-receipts")
+            tg.create_task(self.admin.run(), name="admin-commands")
             tg.create_task(self.outages.run(), name="outages")
             tg.create_task(watch.run(), name="self-watch")
             tg.create_task(self._mqtt_loop(), name="mqtt")
@@ -303,11 +305,11 @@ class BridgeService:
             return
         if isinstance(parsed, UserTopic) and parsed.channel == "acks":
             assert self.notifier is not None
-            await self.notifier.ack(parsed.user, raw)
+            self.notifier.ack(parsed.user, raw)
             return
         if isinstance(parsed, AdminRequestTopic):
             assert self.admin is not None
-            await self.admin.handle(raw, response_topic, correlation)
+            self.admin.submit(raw, response_topic, correlation)
             return
         if not isinstance(parsed, DeviceTopic) or parsed.channel is DeviceChannel.CMD:
             self.metrics.unknown_topics += 1

@@ -52,10 +52,19 @@ def role_of(state: State, user: User) -> acl.Role:
 @router.post(
     "/auth/register",
     status_code=status.HTTP_201_CREATED,
-    responses=responses(409, 422),
+    responses=responses(409, 422, 429),
     summary="Register a player account",
 )
-async def register(body: RegisterIn, state: State) -> UserPublic:
+async def register(body: RegisterIn, request: Request, state: State) -> UserPublic:
+    client = request.client.host if request.client else "unknown"
+    wait = state.limiter.take("+register", client)  # the same per-address budget as logins
+    if wait > 0:
+        raise ApiError(
+            429,
+            "login_rate_limited",
+            f"too many attempts from this address; try again in {wait:.0f} s",
+            headers={"Retry-After": str(max(1, round(wait)))},
+        )
     reserved = {"api", "bridge", "observer", "system"}
     if body.username in reserved:
         raise ApiError(409, "username_taken", f"{body.username!r} is reserved")
@@ -64,7 +73,7 @@ async def register(body: RegisterIn, state: State) -> UserPublic:
             raise ApiError(409, "username_taken", f"{body.username!r} is a machine's name")
     user = User(
         username=body.username,
-        password_hash=state.passwords.hash(body.password),
+        password_hash=await state.passwords.hash(body.password),
         role="player",
         locale=body.locale,
     )
@@ -90,7 +99,7 @@ async def login(body: LoginIn, request: Request, state: State, session: Db) -> T
             headers={"Retry-After": str(max(1, round(wait)))},
         )
     user = (await session.exec(select(User).where(User.username == body.username))).first()
-    if not state.passwords.verify(body.password, user.password_hash if user else None):
+    if not await state.passwords.verify(body.password, user.password_hash if user else None):
         state.metrics.logins.labels("invalid_credentials").inc()
         raise ApiError(401, "invalid_credentials", "unknown user or wrong password")
     assert user is not None
