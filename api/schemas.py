@@ -129,6 +129,11 @@ class ReservationCreate(Strict):
     user: str | None = Field(
         default=None, pattern=USERNAME, description="admins only: book for this player"
     )
+    replaces: str | None = Field(
+        default=None,
+        max_length=32,
+        description="your own reservation this one replaces (a rebook offer): released at once",
+    )
 
     @field_validator("starts_at", "ends_at")
     @classmethod

@@ -195,6 +195,7 @@ class Committer:
             self.decided += len(batch)
             self.publisher.enqueue(rows)
             touched = {j.device_id for j, o in zip(batch, outcomes, strict=True) if o.touched}
+            touched |= {d for o in outcomes for d in o.also}
             if touched:
                 self._on_devices_changed(touched)
             for job, outcome in zip(batch, outcomes, strict=True):
@@ -313,12 +314,14 @@ class Committer:
                     )
                 ).all()
             )
+        replaced = await session.get(Reservation, cmd.replaces) if cmd.replaces else None
         ctx = self.context(
             now,
             device,
             tuple(slot_of(r) for r in device_rows),
             tuple(slot_of(r) for r in player_rows),
             slot_of(target) if target is not None else None,
+            replaced=slot_of(replaced) if replaced is not None else None,
         )
         return ctx, device
 
@@ -330,6 +333,7 @@ class Committer:
         player_slots: tuple[rules.Slot, ...],
         target: rules.Slot | None,
         held: int | None = None,
+        replaced: rules.Slot | None = None,
     ) -> rules.Context:
         return rules.Context(
             now=now,
@@ -343,6 +347,7 @@ class Committer:
             new_id=uuid.uuid4().hex[:16],
             new_code=f"{secrets.randbelow(10**6):06d}",
             player_active_count=held,
+            replaced=replaced,
         )
 
     async def _by_code(
@@ -446,6 +451,12 @@ class Committer:
             )
         else:
             writes.changed.append({"id": after.id, "status": after.status.value, "updated_at": now})
+        released = decision.released
+        if released is not None:  # first in the writes: updates run before inserts
+            writes.changed.insert(
+                0, {"id": released.id, "status": released.status.value, "updated_at": now}
+            )
+            self.announce(writes, released, now, released.device_id, notify=False)
         reply = Reply(request_id=job.request_id, ok=True, reservation=public(after, private=True))
         writes.outbox += self.reply_rows(job, reply)
         # The owner who asked already has the reply (on their own tree, so on every one of
@@ -472,7 +483,8 @@ class Committer:
                 self.device_cmd(after.device_id, CommandName.END_SESSION, now, reason="slot ended")
             )
         self.log_reply(writes, job, cmd, reply)
-        return Outcome(reply, touched=True)
+        also = frozenset({released.device_id}) if released is not None else frozenset()
+        return Outcome(reply, touched=True, also=also)
 
     def refused(
         self, writes: Writes, job: Job, cmd: rules.Command, refusal: rules.Refusal, now: datetime
@@ -666,6 +678,7 @@ class BatchDecision:
         )
         cmds = [j.command for j in batch if j.command is not None]
         target_ids = {c.reservation_id for c in cmds if c.reservation_id}
+        target_ids |= {c.replaces for c in cmds if c.replaces}
         if target_ids:
             for row in conn.execute(sa.select(*columns).where(res.c.id.in_(target_ids))):
                 self._index(slot_of(row))
@@ -733,10 +746,14 @@ class BatchDecision:
             self._near(mine, window),
             target,
             held=self.held.get(cmd.actor.user, 0),
+            replaced=self.slots.get(cmd.replaces) if cmd.replaces else None,
         )
         decision = rules.decide(ctx, cmd)
         outcome = self.c.apply(self.writes, job, cmd, decision, target, device, self.now)
         after = decision.after
+        if decision.released is not None:
+            self._index(decision.released)
+            self.held[cmd.actor.user] = max(0, self.held.get(cmd.actor.user, 0) - 1)
         if after is not None:  # later commands in this batch must see this one
             if target is None:
                 self.held[after.user] = self.held.get(after.user, 0) + 1

@@ -168,6 +168,7 @@ class ReservationDesk:
             starts_at=to_dt(request.starts_at) if request.starts_at is not None else None,
             ends_at=to_dt(request.ends_at) if request.ends_at is not None else None,
             code=request.code,
+            replaces=request.replaces,
         )
         job = Job(
             device_id=where.device,

@@ -121,6 +121,8 @@ class Outcome:
 
     reply: Reply | None
     touched: bool = False
+    #: other machines whose reservations changed too (a replaced reservation's)
+    also: frozenset[str] = frozenset()
 
 
 EVENT_FOR: dict[rules.Status, ReservationEventType] = {

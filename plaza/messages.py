@@ -223,6 +223,8 @@ class ReservationRequest(Wire):
     ends_at: UnixTime | None = None
     code: str | None = Field(default=None, max_length=16)
     on_behalf_of: OnBehalfOf | None = None
+    #: reserve only: your own reservation this one replaces (released in the same decision)
+    replaces: str | None = Field(default=None, max_length=32)
 
 
 class ReservationPublic(Wire):

@@ -163,6 +163,9 @@ class Command:
     starts_at: datetime | None = None
     ends_at: datetime | None = None
     code: str | None = None
+    #: reserve only: the actor's own reservation this one replaces (a rebook offer), released
+    #: in the same decision, so the player never holds both nor loses both
+    replaces: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,6 +188,8 @@ class Context:
     player_active_count: int | None = None
     new_id: str = ""
     new_code: str = ""
+    #: the reservation named by ``Command.replaces``, if it exists
+    replaced: Slot | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +206,8 @@ class Decision:
     before: Slot | None = None
     after: Slot | None = None
     refusal: Refusal | None = None
+    #: a reserve that replaces another: that one, cancelled
+    released: Slot | None = None
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -250,14 +257,32 @@ def _reserve(ctx: Context, cmd: Command) -> Decision:
         return _refuse(Code.OUTSIDE_HOURS, "the slot is outside opening hours")
     if ctx.maintenance:
         return _refuse(Code.DEVICE_UNAVAILABLE, "the machine is in maintenance")
+    released = None
+    if cmd.replaces is not None:
+        old = ctx.replaced
+        if old is None or old.user != cmd.actor.user:
+            return _refuse(Code.NOT_FOUND, f"no reservation {cmd.replaces!r} of yours to replace")
+        if old.status not in (Status.PENDING, Status.APPROVED):
+            return _refuse(
+                Code.INVALID_TRANSITION, f"a {old.status.value} reservation cannot be replaced"
+            )
+        released = replace(old, status=Status.CANCELLED)
     for slot in ctx.device_slots:
+        if released is not None and slot.id == released.id:
+            continue
         if slot.status in ACTIVE and slot.overlaps(start, end):
             return _refuse(Code.CONFLICT, "the machine is taken for part of that slot", slot)
-    mine = [s for s in ctx.player_slots if s.status in ACTIVE]
+    mine = [
+        s
+        for s in ctx.player_slots
+        if s.status in ACTIVE and (released is None or s.id != released.id)
+    ]
     for slot in mine:
         if slot.overlaps(start, end):
             return _refuse(Code.CONFLICT, "you already hold a reservation at that time", slot)
     held = len(mine) if ctx.player_active_count is None else ctx.player_active_count
+    if released is not None and ctx.player_active_count is not None:
+        held -= 1
     if held >= policy.max_active_per_player:
         return _refuse(
             Code.LIMIT_REACHED,
@@ -265,7 +290,7 @@ def _reserve(ctx: Context, cmd: Command) -> Decision:
         )
     status = Status.APPROVED if ctx.auto_approve else Status.PENDING
     after = Slot(ctx.new_id, cmd.device_id, cmd.actor.user, start, end, status, ctx.new_code)
-    return Decision(after=after)
+    return Decision(after=after, released=released)
 
 
 def _transition(ctx: Context, cmd: Command) -> Decision:

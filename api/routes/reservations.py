@@ -170,6 +170,7 @@ async def create_reservation(
         starts_at=_aware(body.starts_at).timestamp(),
         ends_at=_aware(body.ends_at).timestamp(),
         on_behalf_of=behalf,
+        replaces=body.replaces,
     )
     return await _send(state, body.device_id, request, behalf.user)
 

@@ -14,7 +14,10 @@ import aiomqtt
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from plaza.db import make_engine
 from plaza.messages import (
     AdminAlert,
     AdminCommand,
@@ -23,6 +26,7 @@ from plaza.messages import (
     NotificationEvent,
 )
 from plaza.settings import Settings
+from plaza.tables import Reservation
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
 from tests.api.conftest import Api, assert_problem
@@ -204,6 +208,15 @@ async def watchful_bridge(
         yield running
 
 
+async def reservations_of(bridge: RunningService) -> list[Reservation]:
+    engine = make_engine(bridge.service.settings.db_url)
+    try:
+        async with AsyncSession(engine) as session:
+            return list((await session.exec(select(Reservation))).all())
+    finally:
+        await engine.dispose()
+
+
 async def book(broker: BrokerHandle, device: str, minutes: float) -> Any:
     async with Requester(broker, "player1", broker.secrets.players["player1"]) as p1:
         made = await p1.request(device, op="reserve", **slot(minutes * 60, 30))
@@ -243,6 +256,20 @@ async def test_a_reserved_machine_down_past_the_grace_pages_staff_and_offers_a_r
     assert note.offer.ends_at == reservation.ends_at
     assert (alert.device_id, alert.severity) == ("pc-01", "high")
     assert "pc-02" in alert.message
+    # one tap: an ordinary reserve that replaces the old booking in the same decision
+    async with Requester(broker, "player1", broker.secrets.players["player1"]) as phone:
+        taken = await phone.request(
+            note.offer.device_id,
+            op="reserve",
+            starts_at=note.offer.starts_at,
+            ends_at=note.offer.ends_at,
+            replaces=note.offer.replaces,
+        )
+    assert taken.ok, taken
+    assert taken.reservation is not None
+    assert taken.reservation.device_id == "pc-02"
+    statuses = {r.id: r.status for r in await reservations_of(watchful_bridge)}
+    assert statuses == {reservation.id: "cancelled", taken.reservation.id: "pending"}
     for m in (down, spare):
         await m.stop()
     for t in tasks:

@@ -394,3 +394,26 @@ async def test_the_owner_is_notified_of_an_approval_but_not_of_their_own_request
     assert note.reservation.code == made.reservation.code
     assert note.priority == "high"
     assert "reservation_created" not in [n.type for n in p1.notifications]
+
+
+async def test_a_booking_that_replaces_the_players_own_overlapping_one_swaps_them_at_once(
+    broker: BrokerHandle, bridge: RunningService, seeded: list[str], db_url: str
+) -> None:
+    first, second = seeded[0], seeded[1]
+    await auto_approve(db_url, first)
+    async with player(broker) as p1, Watch(broker.observer(), ["plaza/board/+"]) as boards:
+        old = await p1.request(first, op="reserve", **slot(0, 30))
+        assert old.reservation is not None
+        await boards.wait_for(lambda s: s.topic.endswith(first) and b"current_slot" in s.payload)
+        clash = await p1.request(second, op="reserve", **slot(0, 30))
+        assert (clash.ok, clash.error and clash.error.code) == (False, "conflict")
+        moved = await p1.request(second, op="reserve", replaces=old.reservation.id, **slot(0, 30))
+        assert moved.ok, moved
+        mark = boards.mark()
+        await boards.wait_for(
+            lambda s: s.topic.endswith(first) and b"current_slot" not in s.payload, since=mark
+        )
+        again = await p1.request(second, op="reserve", replaces=old.reservation.id, **slot(60, 30))
+        assert (again.ok, again.error and again.error.code) == (False, "invalid_transition")
+    statuses = sorted((r.device_id, r.status) for r in await reservations(db_url))
+    assert statuses == [(first, "cancelled"), (second, "pending")]

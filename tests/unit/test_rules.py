@@ -959,3 +959,69 @@ def test_overlapping_requests_that_slipped_in_are_never_both_approved(
     for step in script:
         plaza.run(step)
         assert clashes(plaza.rows, HOLDING, by="device_id") == []
+
+
+# -- replacing a reservation (a rebook offer) ---------------------------------------------------
+def rebook(old: Slot, *, actor: Actor = ANA, device: str = "pc-02") -> Command:
+    return Command(
+        Op.RESERVE,
+        actor,
+        device,
+        starts_at=old.starts_at,
+        ends_at=old.ends_at,
+        replaces=old.id,
+    )
+
+
+def test_a_reservation_replacing_the_players_own_overlapping_one_releases_it() -> None:
+    old = slot("r1", device="pc-01", status=Status.APPROVED)
+    decision = decide(context(player_slots=(old,), replaced=old), rebook(old))
+    new = accepted(decision)
+    assert (new.device_id, new.starts_at, new.ends_at) == ("pc-02", old.starts_at, old.ends_at)
+    assert decision.released == replace(old, status=Status.CANCELLED)
+
+
+def test_without_replaces_the_same_booking_conflicts_with_the_players_own() -> None:
+    old = slot("r1", device="pc-01")
+    decision = decide(
+        context(player_slots=(old,)), book(old.starts_at, old.ends_at, device="pc-02")
+    )
+    assert refused(decision) is Code.CONFLICT
+
+
+def test_a_replacement_on_the_same_machine_may_overlap_the_slot_it_releases() -> None:
+    old = slot("r1", device="pc-01", start=5, minutes=60)
+    cmd = replace(rebook(old, device="pc-01"), starts_at=at(35), ends_at=at(95))
+    decision = decide(context(device_slots=(old,), player_slots=(old,), replaced=old), cmd)
+    assert accepted(decision).starts_at == at(35)
+    assert decision.released is not None
+
+
+def test_a_replaced_slot_frees_its_place_under_the_cap() -> None:
+    mine = tuple(slot(f"r{i}", device="pc-01", start=100 * i + 5) for i in range(3))
+    cmd = rebook(mine[0])
+    decision = decide(context(player_slots=mine, replaced=mine[0]), cmd)
+    assert accepted(decision)
+    capped = decide(context(player_slots=mine, player_active_count=3, replaced=mine[0]), cmd)
+    assert accepted(capped)
+
+
+@pytest.mark.parametrize(
+    ("owner", "status", "code"),
+    [
+        ("bo", Status.APPROVED, Code.NOT_FOUND),  # someone else's: as if it did not exist
+        ("ana", Status.CHECKED_IN, Code.INVALID_TRANSITION),
+        ("ana", Status.CANCELLED, Code.INVALID_TRANSITION),
+    ],
+)
+def test_only_the_players_own_pending_or_approved_reservation_can_be_replaced(
+    owner: str, status: Status, code: Code
+) -> None:
+    old = slot("r1", device="pc-01", user=owner, status=status)
+    decision = decide(context(replaced=old), rebook(old))
+    assert refused(decision) is code
+
+
+def test_replacing_a_reservation_that_does_not_exist_is_not_found() -> None:
+    cmd = replace(book(at(5), at(65), device="pc-02"), replaces="gone")
+    assert refused(decide(context(), cmd)) is Code.NOT_FOUND

@@ -213,25 +213,23 @@ async function cancelReservation(id) {
   }
 }
 
-/** A rebook offer (the machine went down under a reservation): cancel the reservation it
- * replaces (a player may not hold two overlapping ones), then book the offered machine for
- * the rest of the slot. */
+/** A rebook offer (the machine went down under a reservation): book the offered machine for
+ * the rest of the slot, replacing the old reservation in the same decision (`replaces`), so
+ * the player never holds both and never loses both. */
 async function takeOffer(offer) {
-  const old = session.mine.items.get(offer.replaces);
-  if (old) {
-    const cancelled = await command(old.device_id, { op: "cancel", reservation_id: old.id });
-    if (!cancelled.ok && cancelled.error?.code !== "invalid_transition") {
-      flash(errorText(cancelled.error), "error");
-      return false;
-    }
-    if (cancelled.ok) session.mine.upsert(cancelled.reservation);
-  }
   const starts_at = Math.max(offer.starts_at, Date.now() / 1000);
-  const reply = await command(offer.device_id, { op: "reserve", starts_at, ends_at: offer.ends_at });
+  const reply = await command(offer.device_id, {
+    op: "reserve",
+    starts_at,
+    ends_at: offer.ends_at,
+    replaces: offer.replaces,
+  });
   if (!reply.ok) {
     flash(errorText(reply.error), "error");
     return false;
   }
+  const old = session.mine.items.get(offer.replaces);
+  if (old) session.mine.upsert({ ...old, status: "cancelled" });
   session.mine.upsert(reply.reservation);
   flash(t("notif.offer_done", { name: offer.name }));
   return true;
