@@ -84,17 +84,21 @@ async def _unread(session: Db, user: str) -> int:
 async def backlog(
     user: CurrentUser,
     session: Db,
-    after: Annotated[int, Query(ge=0, le=2**53, description="the last seq you have")] = 0,
+    after: Annotated[
+        int | None,
+        Query(ge=0, le=2**53, description="the last seq you have; without it: the latest"),
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
 ) -> NotificationPage:
-    rows = (
-        await session.exec(
-            select(Notification)
-            .where(Notification.user == user.username, Notification.seq > after)
-            .order_by(col(Notification.seq))
-            .limit(limit)
-        )
-    ).all()
+    """In seq order: those after ``after`` (page on with the last seq of a full page), or,
+    without ``after``, the latest ``limit`` (a page that holds nothing yet)."""
+    query = select(Notification).where(Notification.user == user.username)
+    if after is not None:
+        query = query.where(Notification.seq > after).order_by(col(Notification.seq))
+        rows = list((await session.exec(query.limit(limit))).all())
+    else:
+        query = query.order_by(col(Notification.seq).desc())
+        rows = list(reversed((await session.exec(query.limit(limit))).all()))
     last = (
         await session.exec(
             select(func.max(Notification.seq)).where(Notification.user == user.username)

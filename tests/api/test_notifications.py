@@ -91,6 +91,12 @@ async def test_read_receipts_over_rest_and_over_mqtt(api: Api) -> None:
     page = (await api.client.get("/me/notifications", headers=player)).json()
     assert [n["seq"] for n in page["items"]] == [1, 2]
     assert page["unread"] == 2
+    latest = await api.client.get("/me/notifications", headers=player, params={"limit": 1})
+    assert [n["seq"] for n in latest.json()["items"]] == [2], "without after: the latest"
+    first = await api.client.get(
+        "/me/notifications", headers=player, params={"after": 0, "limit": 1}
+    )
+    assert [n["seq"] for n in first.json()["items"]] == [1]
     marked = await api.client.post("/me/notifications/read", headers=player, json={"up_to": 1})
     assert marked.json() == {"marked": 1, "unread": 1}
     topics = api.broker.topics

@@ -46,6 +46,22 @@ export class Notifications extends EventTarget {
     return this.items.reduce((max, n) => Math.max(max, n.seq ?? 0), 0);
   }
 
+  /** Where the backlog should start: below the first gap in the seqs we hold (null: we hold
+   * none). Low-priority notifications come later, in a digest, with seqs lower than ones
+   * already seen; a page that missed that digest still gets them from here. */
+  get heldThrough() {
+    const seqs = [];
+    for (const n of this.items) {
+      if (n.seq != null) seqs.push(n.seq);
+      for (const item of n.items || []) if (item.seq != null) seqs.push(item.seq);
+    }
+    if (!seqs.length) return null;
+    const held = new Set(seqs);
+    let through = Math.min(...seqs);
+    while (held.has(through + 1)) through += 1;
+    return through;
+  }
+
   /** A notification from MQTT or the backlog; returns false when we hold it already. */
   add(n, { toast = true } = {}) {
     if (!n || (!n.id && n.seq === undefined)) return false;
@@ -85,11 +101,14 @@ export class Notifications extends EventTarget {
   async loadBacklog(rest, { toast }) {
     if (!this.backlog) return;
     try {
+      let after = this.heldThrough; // null: the latest page only
       for (;;) {
-        const page = await rest.get(`/me/notifications?after=${this.lastSeq}&limit=100`);
+        const query = after === null ? "limit=100" : `after=${after}&limit=100`;
+        const page = await rest.get(`/me/notifications?${query}`);
         const items = page.items || [];
         for (const n of items) this.add(n, { toast });
-        if (items.length < 100) break;
+        if (after === null || items.length < 100) break;
+        after = items[items.length - 1].seq;
       }
     } catch (err) {
       if (err.status === 404 || err.status === 405) this.backlog = false;
