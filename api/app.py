@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
@@ -197,6 +198,17 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
+class WebFiles(StaticFiles):
+    """The web client's own files only: not its npm tree nor its package manifest."""
+
+    PRIVATE = ("node_modules", "package.json", "package-lock.json")
+
+    def lookup_path(self, path: str) -> tuple[str, os.stat_result | None]:
+        if path.split("/", 1)[0] in self.PRIVATE:
+            return "", None
+        return super().lookup_path(path)
+
+
 def mount_web_client(app: FastAPI, root: Path = WEB_ROOT) -> None:
     """Serve the venue web client (docs/web.md) at ``/`` and mqtt.js (the npm package, as
     installed by scripts/setup.sh) at ``/vendor/mqtt/``. Mounts are not in the OpenAPI
@@ -207,6 +219,6 @@ def mount_web_client(app: FastAPI, root: Path = WEB_ROOT) -> None:
     else:
         log.warning("%s is missing (run scripts/setup.sh): the web client has no mqtt.js", vendor)
     if (root / "index.html").is_file():
-        app.mount("/", StaticFiles(directory=root, html=True), name="web")
+        app.mount("/", WebFiles(directory=root, html=True), name="web")
     else:
         log.warning("%s/index.html is missing: the web client is not served", root)

@@ -56,6 +56,7 @@ class AdminDesk:
         apply: Callable[[Effects], Awaitable[None]],
         publish: Callable[[list[Outbound]], Awaitable[None]],
         refresh: Callable[[set[str]], None],
+        reads: Callable[[], AsyncSession] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -66,6 +67,8 @@ class AdminDesk:
         self._apply = apply
         self._publish = publish
         self._refresh = refresh
+        #: reads go through the reader engine (SQLite: no write lock outside the gate)
+        self._reads = reads or sessions
         self._queue: asyncio.Queue[tuple[bytes, str | None, bytes | None]] = asyncio.Queue()
 
     def submit(self, payload: bytes, response_topic: str | None, correlation: bytes | None) -> None:
@@ -130,7 +133,7 @@ class AdminDesk:
         self._outbox.enqueue(rows)
 
     async def _sync(self, device_id: str) -> bool:
-        async with self._sessions() as session:
+        async with self._reads() as session:
             row = await session.get(Device, device_id)
         if row is None:
             return False

@@ -132,6 +132,7 @@ class BridgeService:
             self.apply,
             self.publish_all,
             self._refresh.put_nowait,
+            reads,
         )
         self.notifier = Notifier(
             self.topics,

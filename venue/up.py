@@ -247,6 +247,7 @@ def summary(venue: Venue, elapsed: float) -> str:
             f"GamePlaza venue is up in {elapsed:.1f}s: {len(venue.device_ids)} machines online.",
             f"  MQTT (TCP)        mqtt://127.0.0.1:{s.mqtt_port}",
             f"  MQTT (WebSocket)  ws://127.0.0.1:{s.ws_port}/",
+            f"  Web client        http://{s.http_host}:{s.http_port}/  (?wall=1 for a wall screen)",
             f"  REST API          http://{s.http_host}:{s.http_port}  (/docs, /healthz, /readyz)",
             f"  Bridge metrics    http://{s.http_host}:{s.bridge_metrics_port}/metrics",
             f"  Database          {s.db_url.replace('+aiosqlite', '').replace('+asyncpg', '')}",

@@ -136,3 +136,14 @@ async def test_admin_stats_count_machines_commands_and_the_bridges_p99(api: Api)
     assert first["commands_per_minute"] == 0
     forbidden = await api.client.get("/admin/stats", headers=player)
     assert_problem(forbidden, 403, "forbidden")
+
+
+async def test_the_web_client_is_served_but_not_its_npm_tree(api: Api) -> None:
+    page = await api.client.get("/")
+    assert page.status_code == 200
+    assert "text/html" in page.headers["content-type"]
+    mqtt_js = await api.client.get("/vendor/mqtt/mqtt.esm.js")
+    assert mqtt_js.status_code == 200
+    for private in ("/package.json", "/package-lock.json", "/node_modules/mqtt/package.json"):
+        assert (await api.client.get(private)).status_code == 404, private
+    assert (await api.client.get("/js/app.js")).status_code == 200
