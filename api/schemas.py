@@ -187,6 +187,7 @@ class AlertPublic(BaseModel):
     severity: str
     device_id: str | None
     message: str
+    message_en: str | None = None
     created_at: datetime
     acknowledged_at: datetime | None
 

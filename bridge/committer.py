@@ -32,6 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import SQLModel, col, func, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.alerts import make_alert
 from bridge.notifier import Note, write_notes
 from bridge.outbox import (
     OutboxPublisher,
@@ -564,13 +565,8 @@ class Committer:
         writes.outbox.append(self.message(self.topics.reservation_events, event.encode()))
         local = after.starts_at.astimezone(self.policy.tz).strftime("%m/%d %H:%M")
         if after.status is rules.Status.NO_SHOW:
-            alert = AdminAlert(
-                id=uuid.uuid4().hex,
-                type="no_show",
-                severity=AlertSeverity.MEDIUM,
-                device_id=after.device_id,
-                message=f"{device_name} ({after.device_id}) {local}: no check-in; released",
-                timestamp=ts,
+            alert = make_alert(
+                "no_show", AlertSeverity.MEDIUM, ts, after.device_id, name=device_name, start=local
             )
             writes.alerts.append(alert)
             writes.outbox.append(self.message(self.topics.admin_alerts, alert.encode()))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -26,6 +25,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.alerts import make_alert
 from bridge.board import DeviceView
 from bridge.committer import Writes
 from bridge.notifier import Note
@@ -34,7 +34,6 @@ from bridge.presence import PresenceTracker
 from bridge.reservations import public, slot_of
 from plaza import rules
 from plaza.messages import (
-    AdminAlert,
     AlertSeverity,
     BoardStatus,
     NotificationType,
@@ -148,17 +147,20 @@ class OutageWatch:
                     offer=offer,
                 )
             )
-            alternative = f"offered {offer.device_id}" if offer else "no free machine to offer"
-            alert = AdminAlert(
-                id=uuid.uuid4().hex,
-                type="device_down_reserved",
-                severity=AlertSeverity.HIGH,
-                device_id=slot.device_id,
-                message=(
-                    f"{view.name} ({slot.device_id}) is {view.status.value} with a reservation "
-                    f"at {local}; {alternative}"
-                ),
-                timestamp=now.timestamp(),
+            alert = make_alert(
+                "device_down_reserved",
+                AlertSeverity.HIGH,
+                now.timestamp(),
+                slot.device_id,
+                name=view.name,
+                status=view.status.value,
+                start=local,
+                alternative_ko=f"{offer.device_id} 대체 예약을 제안했습니다."
+                if offer
+                else "제안할 빈 기기가 없습니다.",
+                alternative_en=f"offered {offer.device_id}"
+                if offer
+                else "no free machine to offer",
             )
             writes.alerts.append(alert)
             writes.outbox.append(outbox_message(self.topics.admin_alerts, alert.encode()))

@@ -13,13 +13,13 @@ to persist, an optional history row and alerts); the service publishes and write
 
 from __future__ import annotations
 
-import uuid
 from collections import deque
 from dataclasses import dataclass, field
 
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from bridge.alerts import make_alert
 from bridge.board import DeviceView
 from bridge.metrics import BridgeMetrics
 from plaza.messages import (
@@ -143,16 +143,14 @@ class PresenceTracker:
         if len(births) < self.flap_count or (last is not None and ts - last < self.flap_window):
             return
         self._flap_alerted[view.id] = ts
-        alert = AdminAlert(
-            id=uuid.uuid4().hex,
-            type="device_flapping",
-            severity=AlertSeverity.MEDIUM,
-            device_id=view.id,
-            message=(
-                f"{view.name} ({view.id}) reconnected {len(births)} times in "
-                f"{self.flap_window / 60:g} min: check its network and power"
-            ),
-            timestamp=ts,
+        alert = make_alert(
+            "device_flapping",
+            AlertSeverity.MEDIUM,
+            ts,
+            view.id,
+            name=view.name,
+            count=len(births),
+            minutes=f"{self.flap_window / 60:g}",
         )
         effects.alerts.append(alert)
         effects.publish.append(Outbound(self.topics.admin_alerts, alert.encode()))
@@ -207,13 +205,13 @@ class PresenceTracker:
         if came_online:
             self._flapping(new, ts, effects)
         if new.status is BoardStatus.FAULT and view.status is not BoardStatus.FAULT:
-            alert = AdminAlert(
-                id=uuid.uuid4().hex,
-                type="device_fault",
-                severity=AlertSeverity.HIGH,
-                device_id=new.id,
-                message=f"{new.name} ({new.id}) reports a fault: {new.fault or 'unspecified'}",
-                timestamp=ts,
+            alert = make_alert(
+                "device_fault",
+                AlertSeverity.HIGH,
+                ts,
+                new.id,
+                name=new.name,
+                fault=new.fault,
             )
             effects.alerts.append(alert)
             effects.publish.append(Outbound(self.topics.admin_alerts, alert.encode()))

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
+from bridge.alerts import make_alert
 from plaza.messages import AdminAlert, AlertSeverity
 
 CHECK_EVERY = 5.0
@@ -50,31 +50,20 @@ class SelfWatch:
 
     def look(self, now: float) -> list[AdminAlert]:
         readings = self._read()
-        found: list[tuple[str, str]] = []
+        found: list[tuple[str, dict[str, object]]] = []
         new_errors = readings.db_errors - self._last_errors
         self._last_errors = readings.db_errors
         if new_errors > 0:
-            found.append(("bridge_db_errors", f"{new_errors} database errors in the last seconds"))
+            found.append(("bridge_db_errors", {"count": new_errors}))
         if readings.backlog > self.backlog_limit:
             found.append(
-                (
-                    "bridge_backlog",
-                    f"{readings.backlog} commands waiting (limit {self.backlog_limit})",
-                )
+                ("bridge_backlog", {"count": readings.backlog, "limit": self.backlog_limit})
             )
         alerts = []
-        for kind, message in found:
+        for kind, params in found:
             last = self._last_alert.get(kind)
             if last is not None and now - last < self.cooldown:
                 continue
             self._last_alert[kind] = now
-            alerts.append(
-                AdminAlert(
-                    id=uuid.uuid4().hex,
-                    type=kind,
-                    severity=AlertSeverity.HIGH,
-                    message=f"bridge degraded: {message}",
-                    timestamp=now,
-                )
-            )
+            alerts.append(make_alert(kind, AlertSeverity.HIGH, now, None, **params))
         return alerts

@@ -58,6 +58,7 @@ def alert_row(alert: AdminAlert) -> dict[str, Any]:
         "severity": alert.severity.value,
         "device_id": alert.device_id,
         "message": alert.message,
+        "message_en": alert.message_en,
         "created_at": _dt(alert.timestamp),
         "acknowledged_at": None,
     }

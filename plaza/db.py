@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, inspect, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -66,12 +66,22 @@ async def _v6_broker_sessions(conn: AsyncConnection) -> None:
     created by create_all); version 3's ``broker_credential`` is no longer read."""
 
 
+async def _v7_alert_english(conn: AsyncConnection) -> None:
+    """Version 7: alerts carry their English text beside the Korean one."""
+    columns = await conn.run_sync(
+        lambda c: {col["name"] for col in inspect(c).get_columns("alert")}
+    )
+    if "message_en" not in columns:
+        await conn.execute(text("ALTER TABLE alert ADD COLUMN message_en VARCHAR(500)"))
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
     4: _v4_notifications,
     5: _v5_notification_seq,
     6: _v6_broker_sessions,
+    7: _v7_alert_english,
 }
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or

@@ -78,6 +78,48 @@ TEXTS: dict[str, dict[str, tuple[str, str]]] = {
 }
 
 
+#: admin alert type -> (Korean, English): staff are Korean; the English is for the rest
+ALERTS: dict[str, tuple[str, str]] = {
+    "device_fault": (
+        "{name}({id}) 고장 보고: {fault}",
+        "{name} ({id}) reports a fault: {fault}",
+    ),
+    "device_flapping": (
+        "{name}({id})이 {minutes}분 동안 {count}번 다시 접속했습니다. "
+        "네트워크와 전원을 확인하세요.",
+        "{name} ({id}) reconnected {count} times in {minutes} min: check its network and power",
+    ),
+    "device_down_reserved": (
+        "{name}({id}) {status} 상태, {start} 예약이 있습니다. {alternative_ko}",
+        "{name} ({id}) is {status} with a reservation at {start}; {alternative_en}",
+    ),
+    "no_show": (
+        "{name}({id}) {start} 예약: 체크인이 없어 해제했습니다.",
+        "{name} ({id}) {start}: no check-in; released",
+    ),
+    "bridge_db_errors": (
+        "브리지 이상: 최근 데이터베이스 오류 {count}건",
+        "bridge degraded: {count} database errors in the last seconds",
+    ),
+    "bridge_backlog": (
+        "브리지 이상: 명령 {count}건 대기 중 (한도 {limit})",
+        "bridge degraded: {count} commands waiting (limit {limit})",
+    ),
+}
+
+
+def alert_texts(kind: str, params: Mapping[str, object]) -> tuple[str, str]:
+    """(Korean, English) message of an admin alert of type ``kind``."""
+    ko, en = ALERTS[kind]
+    formatter = string.Formatter()
+    missing = {"ko": "내용 없음", "en": "unspecified"}
+    texts = []
+    for template, lang in ((ko, "ko"), (en, "en")):
+        values = _Lenient({k: missing[lang] if v is None else v for k, v in params.items()})
+        texts.append(formatter.vformat(template, (), values))
+    return texts[0], texts[1]
+
+
 class _Lenient(dict[str, object]):
     def __missing__(self, key: str) -> str:
         return ""

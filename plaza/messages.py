@@ -189,8 +189,10 @@ class AdminAlert(Wire):
     type: str
     severity: AlertSeverity
     device_id: str | None = None
+    #: in Korean (the venue's language); ``message_en`` in English
     message: str
     timestamp: float
+    message_en: str | None = None
 
 
 #: a point in time on the wire: finite, from 1970 to 2096 (anything else is refused, not crashed on)

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlmodel import Field, SQLModel
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -92,6 +92,7 @@ class Alert(SQLModel, table=True):
     severity: str = Field(max_length=10)
     device_id: str | None = Field(default=None, index=True, max_length=48)
     message: str = Field(max_length=500)
+    message_en: str | None = Field(default=None, max_length=500)
     created_at: datetime = _ts(default_factory=utcnow, index=True)
     acknowledged_at: datetime | None = _ts(default=None)
 

@@ -285,7 +285,8 @@ def test_a_fault_raises_one_admin_alert_and_no_other_while_the_machine_stays_fau
     again = tr.on_state(DEVICE, state(MachineState.FAULT, 1, 4), tick())
     (second,) = alerts(again)
     assert second.id != alert.id
-    assert "unspecified" in second.message
+    assert second.message.endswith("고장 보고: 내용 없음")
+    assert (second.message_en or "").endswith("reports a fault: unspecified")
 
 
 def test_a_fault_alert_is_published_on_the_admin_alerts_topic_not_retained() -> None:
@@ -475,7 +476,8 @@ def test_a_machine_coming_back_flap_count_times_in_the_window_raises_one_alert()
         alerts += t.on_presence(DEVICE, birth(epoch), at).alerts
         t.on_presence(DEVICE, will(epoch), at + 1)
     assert [(a.type, a.severity) for a in alerts] == [("device_flapping", AlertSeverity.MEDIUM)]
-    assert "3 times" in alerts[0].message
+    assert "3 times" in (alerts[0].message_en or "")
+    assert "3번" in alerts[0].message
 
 
 def test_births_spread_wider_than_the_window_are_not_flapping() -> None:

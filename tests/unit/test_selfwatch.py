@@ -32,7 +32,8 @@ def test_new_database_errors_raise_one_alert_per_cooldown() -> None:
     gauges.now = Readings(db_errors=3, backlog=0)
     first = w.look(5)
     assert [(a.type, a.severity) for a in first] == [("bridge_db_errors", "high")]
-    assert "3 database errors" in first[0].message
+    assert "3 database errors" in (first[0].message_en or "")
+    assert "데이터베이스 오류 3건" in first[0].message
     gauges.now = Readings(db_errors=5, backlog=0)
     assert w.look(10) == [], "still within the cooldown"
     gauges.now = Readings(db_errors=9, backlog=0)
@@ -53,6 +54,6 @@ def test_a_backlog_over_the_limit_raises_an_alert() -> None:
     gauges.now = Readings(db_errors=0, backlog=101)
     alerts = w.look(0)
     assert [a.type for a in alerts] == ["bridge_backlog"]
-    assert "101 commands waiting" in alerts[0].message
+    assert "101 commands waiting" in (alerts[0].message_en or "")
     gauges.now = Readings(db_errors=0, backlog=100)
     assert w.look(1000) == []

@@ -1,0 +1,41 @@
+"""Schema upgrades on a real database: a database left at an older version is brought to the
+current one, keeping its data (SQLite and PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import text
+
+from plaza.db import make_engine, migrate
+from plaza.tables import SCHEMA_VERSION
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+
+
+async def test_a_version_4_database_gets_seq_counters_and_english_alerts(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        assert await migrate(engine) == SCHEMA_VERSION
+        async with engine.begin() as conn:  # what version 4 looked like, with data
+            await conn.execute(text("DROP TABLE notification_seq"))
+            await conn.execute(text("ALTER TABLE alert DROP COLUMN message_en"))
+            for seq in (1, 2, 3):
+                await conn.execute(
+                    text(
+                        'INSERT INTO notification (id, "user", seq, type, priority, title, '
+                        "message, locale, created_at) VALUES (:id, 'ana', :seq, 'system_notice', "
+                        "'low', 't', 'm', 'ko', CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": f"n{seq}", "seq": seq},
+                )
+            await conn.execute(text("UPDATE schema_version SET version = 4"))
+        assert await migrate(engine) == SCHEMA_VERSION
+        async with engine.connect() as conn:
+            last = await conn.scalar(
+                text("SELECT last FROM notification_seq WHERE \"user\" = 'ana'")
+            )
+            version = await conn.scalar(text("SELECT version FROM schema_version"))
+            await conn.execute(text("SELECT message_en FROM alert"))
+        assert (last, version) == (3, SCHEMA_VERSION)
+    finally:
+        await engine.dispose()
