@@ -3,20 +3,40 @@
 The scenario runs in one test because its steps build on each other (a reservation, its
 conflict, its approval, its machine's crash, a broker restart), with three browser contexts
 open throughout: two players and an admin. Smaller tests cover the language switch, the
-markup, the wall screen, the REST fallback, maintenance and notices, a phone screen, and the
-board's version rule. Screenshots go to tests/e2e/artifacts/.
+markup, the wall screen, the REST fallback, maintenance and notices, a phone screen, the
+board's version rule, and the review findings on the client's own state: a session built
+once per login, a stopped link, booking answers that arrive late or not at all, REST reloads
+racing live updates, token expiry, and conflict texts. Screenshots go to
+tests/e2e/artifacts/.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import math
 import re
 import time
+from collections.abc import Callable
+from datetime import datetime
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, Locator, Page, WebSocketRoute, expect
+from playwright.sync_api import (
+    APIResponse,
+    Browser,
+    Error,
+    Locator,
+    Page,
+    Route,
+    WebSocket,
+    WebSocketRoute,
+    expect,
+)
 
 from tests.e2e.conftest import TARGET, E2EVenue, log_in, new_context
 
@@ -32,6 +52,97 @@ WATCH_OPTIMISTIC = """() => {
     }
   }).observe(document.querySelector("#mine"), {childList: true});
 }"""
+
+
+SEOUL = ZoneInfo("Asia/Seoul")  # the browser contexts' time zone (conftest.new_context)
+STEP = 1800  # the booking form's start times: every half hour
+
+SEED_OFFER = """({user, offer}) => {
+  localStorage.setItem(`plaza.notifications.${user}`, JSON.stringify([{
+    id: "offer-e2e", type: "device_offline_during_reservation", title: "예약 기기 오프라인",
+    message: "예약한 기기가 꺼졌습니다.", priority: "high", ts: Date.now() / 1000, read: false,
+    offer}]));
+}"""
+
+
+def at(k: int) -> int:
+    """The form's k-th half-hour start after now (its option value), k >= 0."""
+    return math.ceil(time.time() / STEP) * STEP + k * STEP
+
+
+def clock_range(starts: float, ends: float) -> str:
+    """How the page writes a slot (the day, when not today, comes in front)."""
+    fmt = "%H:%M"
+    return (
+        f"{datetime.fromtimestamp(starts, SEOUL).strftime(fmt)}"
+        f"\N{EN DASH}{datetime.fromtimestamp(ends, SEOUL).strftime(fmt)}"
+    )
+
+
+def auth(venue: E2EVenue, user: str) -> dict[str, str]:
+    login = httpx.post(
+        f"{venue.base_url}/auth/login", json={"username": user, "password": venue.password(user)}
+    )
+    assert login.status_code == 200, login.text
+    return {"Authorization": f"Bearer {login.json()['access_token']}"}
+
+
+def reserve(venue: E2EVenue, user: str, device: str, starts: int, minutes: int) -> str:
+    """A reservation made over REST (another screen), returned by id."""
+    body = {
+        "device_id": device,
+        "starts_at": datetime.fromtimestamp(starts, SEOUL).isoformat(),
+        "ends_at": datetime.fromtimestamp(starts + minutes * 60, SEOUL).isoformat(),
+    }
+    made = httpx.post(
+        f"{venue.base_url}/reservations", json=body, headers=auth(venue, user), timeout=10
+    )
+    assert made.status_code in (200, 201), made.text
+    return str(made.json()["id"])
+
+
+def active(venue: E2EVenue, user: str) -> list[dict[str, Any]]:
+    query = "status=pending&status=approved&status=checked_in&limit=100"
+    page = httpx.get(f"{venue.base_url}/reservations?{query}", headers=auth(venue, user))
+    assert page.status_code == 200, page.text
+    return list(page.json()["items"])
+
+
+def cancel_all(venue: E2EVenue, user: str) -> None:
+    """Leave no active reservation of ``user`` behind (players may hold three)."""
+    headers = auth(venue, user)
+    for r in active(venue, user):
+        httpx.post(f"{venue.base_url}/reservations/{r['id']}/cancel", headers=headers, timeout=10)
+
+
+def set_maintenance(venue: E2EVenue, device: str, *, on: bool) -> None:
+    done = httpx.patch(
+        f"{venue.base_url}/devices/{device}",
+        json={"maintenance": on},
+        headers=auth(venue, "admin"),
+        timeout=10,
+    )
+    assert done.status_code == 200, done.text
+
+
+def submit_login(page: Page, venue: E2EVenue, user: str) -> None:
+    page.fill("#login-form [name=username]", user)
+    page.fill("#login-form [name=password]", venue.password(user))
+    page.click("#login-form button[type=submit]")
+
+
+def wait_until(page: Page, done: Callable[[], bool], seconds: float) -> None:
+    """Poll ``done`` while the page (and Playwright's route handlers) keep running."""
+    deadline = time.monotonic() + seconds
+    while not done():
+        assert time.monotonic() < deadline, "timed out"
+        page.wait_for_timeout(100)
+
+
+def go_online(page: Page) -> bool:
+    """Say the network is back (the client then retries at once); true once live."""
+    page.evaluate("dispatchEvent(new Event('online'))")
+    return page.locator("#conn[data-state=live]").count() == 1
 
 
 def tile(page: Page, device: str, status: str | None = None) -> Locator:
@@ -145,8 +256,13 @@ def test_the_venue_scenario_across_two_players_and_an_admin(
         expect(outage).to_be_visible()
         expect(outage.locator("button[data-offer]")).to_be_visible()
         alerts = admin.locator("#alert-list li[data-type=device_down_reserved]")
-        expect(alerts.and_(admin.locator(f'[data-device="{TARGET}"]'))).to_be_visible()
+        alert = alerts.and_(admin.locator(f'[data-device="{TARGET}"]')).first
+        expect(alert).to_be_visible()
+        expect(alert.locator("time")).to_have_text(re.compile(r"^\d+월 \d+일 \d\d:\d\d$"))
         admin.screenshot(path=artifacts / "admin-alert.png", full_page=True)
+        alert.locator("button[data-ack]").click()  # POST /alerts/{id}/ack
+        expect(alert).to_have_attribute("data-acknowledged", "true")
+        expect(alert.locator("button[data-ack]")).to_have_count(0)
         admin.click('#nav [data-view="board"]')
 
         # 6. The broker restarts while the machine comes back: every page notices, reconnects
@@ -247,34 +363,112 @@ def test_the_wall_screen_shows_the_board_only_with_large_tiles(
 def test_without_the_websocket_the_client_polls_rest_says_so_and_still_books(
     e2e_venue: E2EVenue, browser: Browser, artifacts: Path
 ) -> None:
+    """Degraded mode: polled tiles say so; a booking whose answer is lost stays unconfirmed
+    and is settled by the same request (same Idempotency-Key); a rebook offer keeps its
+    `replaces`; when the link returns, a poll still on its way does not undo the live board."""
+    venue = e2e_venue
+    cancel_all(venue, "player3")
+    slot = at(22)
+    old = reserve(venue, "player3", "pc-05", slot, 30)
+    offer = {"device_id": "pc-06", "name": "PC 6", "starts_at": slot, "ends_at": slot + 1800}
     context = new_context(browser)
+    link = {"blocked": True}
+    lost = {"post": True, "get": False}
+    posts: list[dict[str, object]] = []
+    held: list[tuple[Route, APIResponse]] = []
+    hold = {"devices": False}
 
-    def refuse(ws: WebSocketRoute) -> None:
-        ws.close(code=1011, reason="blocked by the test")
+    def gate(ws: WebSocketRoute) -> None:
+        if link["blocked"]:
+            ws.close(code=1011, reason="blocked by the test")
+        else:
+            ws.connect_to_server()
+
+    def reservations(route: Route) -> None:
+        request = route.request
+        if request.method == "POST":
+            body: dict[str, object] = request.post_data_json or {}
+            posts.append({"key": request.headers.get("idempotency-key"), **body})
+            if lost["post"]:
+                lost["post"] = False
+                route.fetch()  # the api books it ...
+                route.abort()  # ... and the answer never arrives
+                return
+        elif lost["get"]:
+            route.abort()  # the settling's look-up fails too: it must send the same request
+            return
+        route.continue_()
+
+    def devices(route: Route) -> None:
+        if hold["devices"] and not held:
+            held.append((route, route.fetch()))  # answered now, delivered later
+            return
+        route.continue_()
 
     try:
-        context.route_web_socket(re.compile(".*"), refuse)
+        context.route_web_socket(re.compile(".*"), gate)
         page = context.new_page()
-        page.goto(f"{e2e_venue.base_url}/?fallback=2")
-        page.fill("#login-form [name=username]", "player3")
-        page.fill("#login-form [name=password]", e2e_venue.password("player3"))
-        page.click("#login-form button[type=submit]")
+        page.route(re.compile(r".*/reservations(\?.*)?$"), reservations)
+        page.route(re.compile(r".*/devices$"), devices)
+        page.goto(f"{venue.base_url}/?fallback=2")
+        page.evaluate(SEED_OFFER, {"user": "player3", "offer": {**offer, "replaces": old}})
+        submit_login(page, venue, "player3")
         expect(page.locator("#conn")).to_have_attribute("data-state", "degraded", timeout=6000)
         expect(page.locator('.tile[data-source="rest"]')).to_have_count(10)
-        truth = e2e_venue.board()
+        truth = venue.board()
         for device, entry in truth.items():
             expect(tile(page, device)).to_have_attribute("data-status", entry.status.value)
+        # polled tiles say so and show no countdowns (REST does not keep them current)
+        expect(page.locator('.tile[data-source="rest"] [data-line="polled"]')).to_have_count(10)
+        expect(page.locator(".tile [data-line]:not([data-line=polled])")).to_have_count(0)
+
+        # 1. The booking's answer is lost: the entry stays, unconfirmed, and the same request
+        # (same Idempotency-Key) settles it.
+        lost["get"] = True
         book(page, "vr-01", minutes=30)
         page.select_option("#book-start", index=4)  # two hours from now: no clash with others
         page.click("#book-submit")
         expect(page.locator("#booking")).to_be_hidden()
         booked = page.locator('#mine .res[data-device="vr-01"]')
+        expect(booked).to_have_attribute("data-unconfirmed", "true")
         expect(booked).to_have_attribute("data-status", "pending")
+        expect(booked).not_to_have_attribute("data-optimistic", "true", timeout=8000)
+        lost["get"] = False
+        reserve_posts = [p for p in posts if p["device_id"] == "vr-01"]
+        assert len(reserve_posts) == 2
+        assert reserve_posts[0]["key"] == reserve_posts[1]["key"]
+        assert [r["device_id"] for r in active(venue, "player3")].count("vr-01") == 1
         page.screenshot(path=artifacts / "degraded.png", full_page=True)
         booked.locator("button[data-cancel]").click()
         expect(booked).to_have_count(0)
+
+        # 2. A rebook offer taken over REST replaces the old booking in the same decision.
+        page.click("#nav-bell")
+        page.locator("#notif-list button[data-offer]").click()
+        expect(page.locator('#mine .res[data-device="pc-06"]')).to_have_count(1)
+        expect(page.locator('#mine .res[data-device="pc-05"]')).to_have_count(0)
+        assert posts[-1]["replaces"] == old
+        assert sorted(r["device_id"] for r in active(venue, "player3")) == ["pc-06"]
+        page.keyboard.press("Escape")
+
+        # 3. The link comes back while a poll is on its way; that poll's (older) answer must
+        # not overwrite the retained board: pc-04 went into maintenance meanwhile.
+        hold["devices"] = True
+        wait_until(page, lambda: bool(held), 8)
+        set_maintenance(venue, "pc-04", on=True)
+        link["blocked"] = False
+        wait_until(page, lambda: go_online(page), 20)
+        expect(tile(page, "pc-04", "maintenance")).to_have_attribute("data-source", "live")
+        route, answer = held[0]
+        with page.expect_request_finished(lambda r: r.url.endswith("/devices")):
+            route.fulfill(response=answer)
+        page.wait_for_timeout(300)
+        expect(page.locator('.tile[data-source="rest"]')).to_have_count(0)
+        expect(tile(page, "pc-04")).to_have_attribute("data-status", "maintenance")
     finally:
         context.close()
+        set_maintenance(venue, "pc-04", on=False)
+        cancel_all(venue, "player3")
 
 
 def test_an_admin_puts_a_machine_in_maintenance_and_broadcasts_a_notice_to_every_screen(
@@ -344,11 +538,13 @@ BOARD_RULES = """async () => {
   const status = board.get("x").status;
   board.apply("x", null);
   const now = 1000;
-  const lines = tileLines({...entry(6, "in_use"),
+  const timed = {...entry(6, "in_use"),
     session: {id: "s", started_at: 0, ends_at: now + 125},
     next_slot: {reservation_id: "r", starts_at: now + 3725, ends_at: now + 7325,
-      status: "approved"}}, now);
-  return {applied, status, removed: board.get("x") === undefined, lines};
+      status: "approved"}};
+  const lines = tileLines(timed, now);
+  const polled = tileLines({...timed, polled: true}, now);
+  return {applied, status, removed: board.get("x") === undefined, lines, polled};
 }"""
 
 
@@ -364,6 +560,8 @@ def test_the_board_ignores_a_lower_version_and_an_empty_payload_removes_the_tile
             "status": "in_use",
             "removed": True,
             "lines": [["session", "남은 시간 2:05"], ["next", "다음 예약 1:02:05 후"]],
+            # a polled tile says so and drops countdowns REST does not keep current
+            "polled": [["polled", "주기 갱신 값 (실시간 아님)"]],
         }
     finally:
         context.close()
@@ -414,5 +612,315 @@ def test_a_notification_sent_while_the_page_was_cut_off_arrives_after_it_reconne
         expect(toast).to_have_count(1)
         expect(booked).to_have_count(0)
         expect(page.locator('#notif-list li[data-type="reservation_rejected"]')).to_have_count(1)
+    finally:
+        context.close()
+
+
+def commands_sent(sent: list[bytes], op: str) -> int:
+    """How many reservation commands ``op`` went out in the MQTT frames a page sent (each
+    PUBLISH; the bridge answers in milliseconds, long before the client's 3 s retry)."""
+    return sum(frame.count(f'"op":"{op}"'.encode()) for frame in sent)
+
+
+def test_after_logging_out_and_in_as_someone_else_each_command_is_sent_once(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    """Every login used to attach the views' listeners again: after a user switch one click
+    sent two cancels. Logging out also forgets the account's notifications (check-in codes)
+    in this browser, and a network error at login is not called a wrong password."""
+    venue = e2e_venue
+    cancel_all(venue, "player2")
+    starts = at(12)
+    context = new_context(browser)
+    sent: list[bytes] = []
+
+    def watch(ws: WebSocket) -> None:
+        ws.on(
+            "framesent",
+            lambda payload: sent.append(
+                payload if isinstance(payload, bytes) else payload.encode()
+            ),
+        )
+
+    try:
+        page = log_in(context, venue, "player3")
+        page.on("websocket", watch)
+        page.evaluate(
+            "localStorage.setItem('plaza.notifications.player3', JSON.stringify([{id: 'n1',"
+            " seq: 1, type: 'reservation_approved', message: '체크인 코드 123456', ts: 1}]))"
+        )
+        page.click("#logout")
+        expect(page.locator("#login-form")).to_be_visible()
+        expect(page.locator("#login-notice")).to_be_hidden()
+        kept = "Object.keys(localStorage).filter((k) => k.startsWith('plaza.notifications.'))"
+        assert page.evaluate(kept) == []
+
+        page.route("**/auth/login", lambda route: route.abort())
+        submit_login(page, venue, "player2")
+        expect(page.locator("#login-error")).to_have_text("서버에 연결할 수 없습니다.")
+        page.unroute("**/auth/login")
+        submit_login(page, venue, "player2")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+
+        book(page, "pc-03", start=str(starts), minutes=30)
+        page.click("#book-submit")
+        booked = page.locator('#mine .res[data-device="pc-03"]')
+        expect(booked).to_have_attribute("data-status", "pending")
+        expect(booked).not_to_have_attribute("data-optimistic", "true")
+        booked.locator("button[data-cancel]").click()
+        expect(booked).to_have_count(0)
+        page.wait_for_timeout(300)  # a second copy would go out at the same moment
+        assert commands_sent(sent, "reserve") == 1
+        assert commands_sent(sent, "cancel") == 1
+        assert active(venue, "player2") == []
+    finally:
+        context.close()
+        cancel_all(venue, "player2")
+
+
+STOP_WHILE_CONNECTING = """async () => {
+  const { Realtime } = await import("/js/realtime.js");
+  const creds = {topic_root: "plaza", user: "probe", ws_url: "ws://127.0.0.1:9/mqtt",
+    client_id: "web-probe-e2e", username: "probe~e2e", password: "x"};
+  const rest = {user: {username: "probe"}, post: async () => creds};
+  window.__link = new Realtime(rest, {fallbackAfter: 60});
+  window.__states = [];
+  window.__link.addEventListener("state", (e) => window.__states.push(e.detail.state));
+  window.__link.start();
+}"""
+
+
+def test_stopping_the_link_ends_a_connection_still_being_set_up(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    """The broker never answers CONNECT; stop() must close that socket at once, ignore a
+    CONNACK that comes later, and give the client-id lease back."""
+    context = new_context(browser)
+    sockets: list[WebSocketRoute] = []
+    closed: list[int | None] = []
+
+    def broker(ws: WebSocketRoute) -> None:
+        sockets.append(ws)
+        ws.on_message(lambda message: None)  # CONNECT arrives; no CONNACK yet
+        ws.on_close(lambda code, reason: closed.append(code))
+
+    try:
+        context.route_web_socket("ws://127.0.0.1:9/mqtt", broker)
+        page = context.new_page()
+        page.goto(f"{e2e_venue.base_url}/")
+        page.evaluate(STOP_WHILE_CONNECTING)
+        wait_until(page, lambda: bool(sockets), 5)
+        page.evaluate("window.__link.stop()")
+        wait_until(page, lambda: bool(closed), 2)
+        with contextlib.suppress(Error):  # closed already: nothing to deliver
+            sockets[0].send(bytes([0x20, 0x03, 0x00, 0x00, 0x00]))  # CONNACK, too late
+        page.wait_for_timeout(300)
+        assert page.evaluate("window.__states") == ["connecting"]
+        assert page.evaluate("window.__link.client") is None
+        assert page.evaluate("localStorage.getItem('plaza.clients.probe')") is None
+    finally:
+        context.close()
+
+
+def test_a_booking_answer_goes_to_the_form_that_sent_it_and_warnings_stay_with_their_machine(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    venue = e2e_venue
+    cancel_all(venue, "player2")
+    cancel_all(venue, "player3")
+    context = new_context(browser)
+    hold = {"on": False}
+    held: list[tuple[WebSocketRoute, str | bytes]] = []
+
+    def proxy(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_page(message: str | bytes) -> None:
+            if hold["on"] and isinstance(message, bytes) and b'"op":"reserve"' in message:
+                hold["on"] = False
+                held.append((server, message))
+                return
+            server.send(message)
+
+        ws.on_message(from_page)
+
+    own = at(14)
+    try:
+        reserve(venue, "player2", "pc-04", own, 30)
+        context.route_web_socket(re.compile(".*"), proxy)
+        page = log_in(context, venue, "player2")
+
+        # 1. A booking that collides with the player's own slot is held on its way; its
+        # form is closed meanwhile.
+        book(page, "pc-05", start=str(own), minutes=30)
+        hold["on"] = True
+        page.click("#book-submit")
+        wait_until(page, lambda: bool(held), 5)
+        page.click("#book-close")
+
+        # 2. A new form is not blocked by the booking still on its way, and books.
+        book(page, "pc-06", start=str(at(16)), minutes=30)
+        expect(page.locator("#book-submit")).to_be_enabled()
+        page.click("#book-submit")
+        expect(page.locator("#booking")).to_be_hidden()
+        expect(page.locator('#mine .res[data-device="pc-06"]')).not_to_have_attribute(
+            "data-optimistic", "true"
+        )
+
+        # 3. With another form open, the held booking is refused: the refusal is a toast
+        # naming the slot; the open form is neither closed nor written into.
+        book(page, "console-01", start=str(at(18)), minutes=30)
+        server, message = held[0]
+        server.send(message)
+        toast = page.locator('.toast[data-type="error"]')
+        expect(toast).to_contain_text("PC 5")
+        expect(toast).to_contain_text(clock_range(own, own + 1800))
+        expect(page.locator('#mine .res[data-device="pc-05"]')).to_have_count(0)
+        expect(page.locator("#booking")).to_be_visible()
+        expect(page.locator("#book-error")).to_be_hidden()
+        page.click("#book-close")
+
+        # 4. The live warning belongs to the machine it was seen on.
+        taken = at(20)
+        book(page, "pc-02", start=str(taken), minutes=60)
+        expect(page.locator("#book-warning")).to_be_hidden()
+        reserve(venue, "player3", "pc-02", taken, 60)
+        expect(page.locator("#book-warning")).to_be_visible()
+        page.select_option("#book-device", "console-01")
+        expect(page.locator("#book-warning")).to_be_hidden()
+    finally:
+        context.close()
+        cancel_all(venue, "player2")
+        cancel_all(venue, "player3")
+
+
+STORED_FOR_LONG = """() =>
+  JSON.parse(sessionStorage.getItem("plaza.auth")).local_expires_at > Date.now() / 1000 + 600"""
+
+
+def test_a_token_near_its_end_is_refreshed_on_return_and_an_expired_one_says_so(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    venue = e2e_venue
+    context = new_context(browser)
+    expire_in = """(seconds) => {
+      const auth = JSON.parse(sessionStorage.getItem("plaza.auth"));
+      auth.expires_at = auth.local_expires_at = Date.now() / 1000 + seconds;
+      sessionStorage.setItem("plaza.auth", JSON.stringify(auth));
+    }"""
+    expired = "세션이 만료되었습니다. 다시 로그인하세요."
+    try:
+        page = log_in(context, venue, "player1")
+        # A background tab's timer has not fired; coming back (focus) refreshes at once.
+        page.evaluate(expire_in, 90)
+        page.reload()
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        with page.expect_response(lambda r: r.url.endswith("/auth/refresh"), timeout=3000) as r:
+            page.evaluate("dispatchEvent(new Event('focus'))")
+        assert r.value.ok
+        page.wait_for_function(STORED_FOR_LONG)  # the new token is stored
+
+        # A token that lapsed while the page was away: the login form says why.
+        page.evaluate(expire_in, -5)
+        page.reload()
+        expect(page.locator("#login-form")).to_be_visible()
+        expect(page.locator("#login-notice")).to_have_text(expired)
+
+        # A token the api refuses mid-session: the same.
+        submit_login(page, venue, "player1")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live")
+        page.evaluate(
+            """() => {
+              const auth = JSON.parse(sessionStorage.getItem("plaza.auth"));
+              auth.access_token = "not-a-token";
+              sessionStorage.setItem("plaza.auth", JSON.stringify(auth));
+            }"""
+        )
+        page.reload()
+        expect(page.locator("#login-notice")).to_have_text(expired)
+        expect(page.locator("#login-form")).to_be_visible()
+    finally:
+        context.close()
+
+
+def test_the_admin_is_told_which_slot_an_approval_collides_with(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    """Approval conflicts only arise from races the venue cannot stage on demand, so the
+    api's answer (problem+json with `conflict`) is given to the page; p99 likewise."""
+    venue = e2e_venue
+    cancel_all(venue, "player1")
+    starts = at(21)
+    pending = reserve(venue, "player1", "pc-03", starts, 30)
+    conflict = {
+        "type": "/problems/conflict",
+        "title": "Conflict",
+        "status": 409,
+        "detail": "approving overlaps an approved reservation",
+        "code": "conflict",
+        "conflict": {
+            "reservation_id": "0123456789abcdef",
+            "starts_at": starts - 900,
+            "ends_at": starts + 900,
+            "status": "approved",
+        },
+    }
+    stats = {
+        "machines_online": 10,
+        "machines_total": 10,
+        "commands_per_minute": 4,
+        "command_p99_ms": 25.0,
+        "p99_window_seconds": 60.0,
+    }
+    context = new_context(browser)
+    try:
+        context.route(
+            f"**/reservations/{pending}/approve",
+            lambda route: route.fulfill(
+                status=409, content_type="application/problem+json", body=json.dumps(conflict)
+            ),
+        )
+        context.route("**/admin/stats", lambda route: route.fulfill(json=stats))
+        page = log_in(context, venue, "admin")
+        page.click("#nav-admin")
+        expect(page.locator("#stat-p99")).to_have_text("≤ 25 ms")  # a bucket's upper bound
+        page.click(f'#pending-list button[data-action=approve][data-reservation="{pending}"]')
+        toast = page.locator('.toast[data-type="error"]')
+        expect(toast).to_contain_text(clock_range(starts - 900, starts + 900))
+        expect(toast).to_contain_text("승인됨")
+    finally:
+        context.close()
+        cancel_all(venue, "player1")
+
+
+MERGE_RULES = """async () => {
+  const { MyReservations } = await import("/js/reservations.js");
+  const mine = new MyReservations(document.createElement("ul"), {nameOf: (d) => d, onCancel() {}});
+  const r = (id, status, starts_at) => ({id, device_id: "pc-02", starts_at, ends_at: starts_at + 60,
+    status, code: "123456", user: "p"});
+  let answer;
+  const rest = {get: () => new Promise((resolve) => { answer = resolve; })};
+  mine.upsert(r("a", "pending", 1000));
+  const loading = mine.load(rest);
+  mine.upsert(r("a", "cancelled", 1000)); // a reply overtakes the reload ...
+  mine.upsert(r("b", "approved", 2000)); // ... and a new booking arrives meanwhile
+  answer({items: [r("a", "pending", 1000)]}); // the answer was read before both
+  await loading;
+  const afterRace = [...mine.items.keys()].sort();
+  const next = mine.load(rest);
+  answer({items: [r("b", "approved", 2000), r("c", "pending", 3000)]});
+  await next;
+  return {afterRace, afterQuiet: [...mine.items.keys()].sort()};
+}"""
+
+
+def test_a_reload_of_my_reservations_does_not_undo_newer_live_changes(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    context = new_context(browser)
+    try:
+        page = context.new_page()
+        page.goto(f"{e2e_venue.base_url}/")
+        assert page.evaluate(MERGE_RULES) == {"afterRace": ["b"], "afterQuiet": ["b", "c"]}
     finally:
         context.close()

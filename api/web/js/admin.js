@@ -1,9 +1,13 @@
 // The admin view. Staff read the live feeds over MQTT (their broker role writes nothing) and
 // act through REST: approve / reject (POST /reservations/{id}/approve|reject), notices
 // (POST /notices), maintenance (PATCH /devices/{id}). Figures come from GET /admin/stats
-// every few seconds and show "–" when the endpoint or a figure is missing.
+// every few seconds and show "–" when the endpoint or a figure is missing. The p99 is a
+// histogram bucket's upper bound, so it shows as "≤ N ms". Alerts are acknowledged with
+// POST /alerts/{id}/ack. The pending list is reloaded over REST on every reservation event;
+// a reload merges and never undoes a change that arrived after it was asked (freshness.js).
 
-import { clock, range, t } from "./i18n.js";
+import { LocalChanges } from "./freshness.js";
+import { dateTime, number, range, t } from "./i18n.js";
 import { normalise } from "./reservations.js";
 
 const DASH = "–";
@@ -25,6 +29,7 @@ export class AdminPanel {
     this.notify = notify;
     this.fail = fail;
     this.pending = new Map();
+    this.pendingChanges = new LocalChanges();
     this.alerts = [];
     this.alertTotal = 0;
     this.devices = [];
@@ -39,6 +44,10 @@ export class AdminPanel {
     root.querySelector("#pending-list").addEventListener("click", (e) => {
       const button = e.target.closest("button[data-action]");
       if (button) this.act(button.dataset.action, button.dataset.reservation, button);
+    });
+    root.querySelector("#alert-list").addEventListener("click", (e) => {
+      const button = e.target.closest("button[data-ack]");
+      if (button) this.acknowledge(button.dataset.ack, button);
     });
     root.querySelector("#device-list").addEventListener("change", (e) => {
       const box = e.target.closest("input[data-maintenance]");
@@ -72,23 +81,44 @@ export class AdminPanel {
   }
 
   async loadPending() {
+    const changes = this.pendingChanges;
+    const ticket = changes.begin();
+    let page;
     try {
-      const page = await this.rest.get("/reservations?status=pending&limit=100");
-      this.pending = new Map(page.items.map((r) => [r.id, normalise(r)]));
+      page = await this.rest.get("/reservations?status=pending&limit=100");
     } catch (err) {
+      changes.finish(ticket, false);
       return;
     }
+    if (!changes.current(ticket)) {
+      changes.finish(ticket, false);
+      return;
+    }
+    const fresh = new Map(page.items.map((r) => [r.id, normalise(r)]));
+    for (const id of [...this.pending.keys()]) {
+      if (!fresh.has(id) && !changes.newer(id, ticket)) this.pending.delete(id);
+    }
+    for (const [id, r] of fresh) {
+      if (!changes.newer(id, ticket)) this.pending.set(id, r);
+    }
+    changes.finish(ticket, true);
     this.renderPending();
   }
 
   async loadAlerts() {
+    let page;
     try {
-      const page = await this.rest.get("/alerts?limit=20");
-      this.alerts = page.items.map((a) => ({ ...a, ts: Date.parse(a.created_at) / 1000 }));
-      this.alertTotal = page.total;
+      page = await this.rest.get("/alerts?limit=20");
     } catch (err) {
       return;
     }
+    // Live alerts that came while this was on its way stay (merged by id, newest first).
+    const listed = page.items.map((a) => ({ ...a, ts: Date.parse(a.created_at) / 1000 }));
+    const newest = listed.length ? listed[0].ts : 0;
+    const ids = new Set(listed.map((a) => a.id));
+    const later = this.alerts.filter((a) => !ids.has(a.id) && a.ts > newest);
+    this.alerts = [...later, ...listed].slice(0, 20);
+    this.alertTotal = page.total + later.length;
     this.renderAlerts();
   }
 
@@ -111,8 +141,9 @@ export class AdminPanel {
   }
 
   onEvent(ev) {
-    if (ev.type !== "reservation_created" && this.pending.delete(ev.reservation_id)) {
-      this.renderPending();
+    if (ev.type !== "reservation_created") {
+      this.pendingChanges.touch(ev.reservation_id);
+      if (this.pending.delete(ev.reservation_id)) this.renderPending();
     }
     this.reloadPending();
   }
@@ -133,6 +164,7 @@ export class AdminPanel {
     button.disabled = true;
     try {
       await this.rest.post(`/reservations/${encodeURIComponent(id)}/${action}`);
+      this.pendingChanges.touch(id);
       this.pending.delete(id);
       this.renderPending();
       this.notify(t(action === "approve" ? "admin.approved" : "admin.rejected"));
@@ -140,6 +172,19 @@ export class AdminPanel {
       button.disabled = false;
       this.fail(err);
       this.reloadPending();
+    }
+  }
+
+  async acknowledge(id, button) {
+    button.disabled = true;
+    try {
+      const row = await this.rest.post(`/alerts/${encodeURIComponent(id)}/ack`);
+      const at = row?.acknowledged_at ?? new Date().toISOString();
+      this.alerts = this.alerts.map((a) => (a.id === id ? { ...a, acknowledged_at: at } : a));
+      this.renderAlerts();
+    } catch (err) {
+      button.disabled = false;
+      this.fail(err);
     }
   }
 
@@ -192,7 +237,7 @@ export class AdminPanel {
     set("#stat-cpm", s && known(s.commands_per_minute) ? String(s.commands_per_minute) : DASH);
     set(
       "#stat-p99",
-      s && known(s.command_p99_ms) ? t("admin.stats.ms", { value: Number(s.command_p99_ms).toFixed(1) }) : DASH,
+      s && known(s.command_p99_ms) ? t("admin.stats.p99_value", { value: number(Number(s.command_p99_ms)) }) : DASH,
     );
   }
 
@@ -249,15 +294,32 @@ export class AdminPanel {
       li.dataset.type = a.type;
       li.dataset.device = a.device_id || "";
       li.dataset.severity = a.severity;
+      li.dataset.acknowledged = String(Boolean(a.acknowledged_at));
       const sev = document.createElement("span");
       sev.className = "badge";
       sev.dataset.severity = a.severity;
       sev.textContent = t(`admin.severity.${a.severity}`);
       const time = document.createElement("time");
-      time.textContent = clock(a.ts);
+      time.dateTime = new Date(a.ts * 1000).toISOString();
+      time.textContent = dateTime(a.ts);
       const msg = document.createElement("span");
+      msg.className = "grow";
       msg.textContent = a.message;
       li.append(sev, " ", time, " ", msg);
+      if (a.acknowledged_at) {
+        const done = document.createElement("span");
+        done.className = "acked muted";
+        done.textContent = t("admin.alerts.acked");
+        li.append(" ", done);
+      } else {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = "secondary";
+        b.dataset.ack = a.id;
+        b.textContent = t("admin.alerts.ack");
+        b.setAttribute("aria-label", t("admin.alerts.ack_label", { message: a.message }));
+        li.append(" ", b);
+      }
       list.append(li);
     }
   }

@@ -2,11 +2,16 @@
 // board (everyone), the booking form and "my reservations" (players), notifications, and the
 // admin panel (admins). ?wall=1 is the wall-screen mode: the board only, large, no chrome.
 // ?fallback=SECONDS sets how long the live link may be down before polling REST (default 8).
+//
+// A session is built once per page: logging out, or a token that is no longer accepted,
+// clears what the page holds of the account and loads the page again, which is the one sure
+// way to drop every listener, timer and connection of that session.
 
 import { AdminPanel } from "./admin.js";
 import { Board, BoardView } from "./board.js";
 import { Booking, requestId } from "./booking.js";
-import { applyI18n, currentLocale, has, onLocaleChange, setLocale, t } from "./i18n.js";
+import { errorText, outcomeUnknown } from "./errors.js";
+import { applyI18n, currentLocale, onLocaleChange, setLocale, t } from "./i18n.js";
 import { icon } from "./icons.js";
 import { Notifications } from "./notifications.js";
 import { Realtime } from "./realtime.js";
@@ -18,16 +23,13 @@ const params = new URLSearchParams(location.search);
 const WALL = params.get("wall") === "1";
 const FALLBACK_AFTER = Number(params.get("fallback")) || 8;
 const POLL_EVERY = 5;
+const LOGIN_NOTICE = "plaza.login.notice"; // why the last session ended, for the login form
+const PLAYER_DATA = ["plaza.notifications."]; // localStorage keys with an account's data
 
 const rest = new Rest();
 let session = null;
+let ending = false;
 let localeChosenBeforeLogin = false;
-
-function errorText(err) {
-  const code = err?.code || "generic";
-  const key = `error.${code}`;
-  return has(key) ? t(key) : t("error.generic", { code });
-}
 
 function flash(text, type = "info") {
   const el = document.createElement("div");
@@ -53,6 +55,14 @@ function showLogin() {
   $("#nav").hidden = true;
   $("#who").hidden = true;
   $("#conn").hidden = true;
+  const reason = sessionStorage.getItem(LOGIN_NOTICE) || (rest.lapsed ? "expired" : null);
+  sessionStorage.removeItem(LOGIN_NOTICE);
+  const notice = $("#login-notice");
+  notice.hidden = reason !== "expired";
+  if (!notice.hidden) {
+    notice.dataset.i18n = "login.expired"; // relabelled by a language switch
+    notice.textContent = t("login.expired");
+  }
   show("#view-login");
   $("#login-form [name=username]").focus();
 }
@@ -63,6 +73,7 @@ $("#login-form").addEventListener("submit", async (e) => {
   const button = form.querySelector("button[type=submit]");
   const error = $("#login-error");
   error.hidden = true;
+  $("#login-notice").hidden = true;
   button.disabled = true;
   button.textContent = t("login.busy");
   try {
@@ -75,7 +86,9 @@ $("#login-form").addEventListener("submit", async (e) => {
     }
     startSession(rest.user);
   } catch (err) {
-    error.textContent = err.code === "login_rate_limited" ? t("login.rate_limited") : t("login.failed");
+    // only a refused login means a wrong password; a network or server error says what it is
+    const key = { invalid_credentials: "login.failed", login_rate_limited: "login.rate_limited" }[err.code];
+    error.textContent = key ? t(key) : errorText(err);
     error.hidden = false;
   } finally {
     button.disabled = false;
@@ -133,15 +146,24 @@ function renderConnection() {
   el.querySelector(".conn-text").textContent = texts[state];
 }
 
+/** One round of the degraded mode. An answer that comes after the live link is back (or
+ * after polling stopped) is dropped: the retained board it would overwrite is newer. */
 async function poll() {
-  if (!session) return;
+  const s = session;
+  if (!s) return;
+  const round = s.pollRound;
+  const overtaken = () => session !== s || s.pollRound !== round || s.realtime.live;
   try {
-    session.board.applyRest(await rest.get("/devices"));
-    if (!session.admin) await session.mine.load(rest);
-    else await session.admin.resync();
-    session.pollOk = true;
+    const devices = await rest.get("/devices");
+    if (overtaken()) return;
+    s.board.applyRest(devices);
+    if (!s.admin) await s.mine.load(rest);
+    else await s.admin.resync();
+    if (overtaken()) return;
+    s.pollOk = true;
   } catch (err) {
-    session.pollOk = false;
+    if (overtaken()) return;
+    s.pollOk = false;
   }
   renderConnection();
 }
@@ -157,6 +179,7 @@ function stopPolling() {
   clearInterval(session.poller);
   session.poller = null;
   session.pollOk = null;
+  session.pollRound += 1; // a round still on its way is dropped
 }
 
 // -- notices -----------------------------------------------------------------------------------
@@ -191,41 +214,61 @@ function nameOf(device) {
   return session?.board.get(device)?.name || device;
 }
 
-async function command(device, body) {
-  try {
-    return await session.booking.command(device, { request_id: requestId(session.realtime.slot || "web"), ...body });
-  } catch (err) {
-    return { ok: false, error: { code: err.code } };
+/** A reservation command (MQTT while live, else REST); resolves with the reply. `key` names
+ * the action, so that trying it again after an unknown outcome sends the same request_id
+ * (the idempotency key: applied once). */
+const requestIds = new Map();
+function command(device, body, key) {
+  let id = requestIds.get(key);
+  if (!id) {
+    id = requestId(session.realtime.slot || "web");
+    requestIds.set(key, id);
   }
+  return session.booking.command(device, { request_id: id, ...body });
+}
+
+/** A command whose answer did not come: say so and look again at the list. */
+function unconfirmed() {
+  flash(t("error.unconfirmed"));
+  session.mine.load(rest).catch(() => {});
 }
 
 async function cancelReservation(id) {
   const r = session.mine.items.get(id);
   if (!r) return;
   session.mine.setBusy(id, true);
-  const reply = await command(r.device_id, { op: "cancel", reservation_id: id });
+  const key = `cancel:${id}`;
+  const reply = await command(r.device_id, { op: "cancel", reservation_id: id }, key);
+  if (!outcomeUnknown(reply.error)) requestIds.delete(key);
   if (reply.ok) {
     session.mine.upsert(reply.reservation);
     flash(t("mine.cancelled"));
-  } else {
-    session.mine.setBusy(id, false);
-    flash(errorText(reply.error), "error");
+    return;
   }
+  session.mine.setBusy(id, false);
+  if (outcomeUnknown(reply.error)) unconfirmed();
+  else flash(errorText(reply.error), "error");
 }
 
 /** A rebook offer (the machine went down under a reservation): book the offered machine for
  * the rest of the slot, replacing the old reservation in the same decision (`replaces`), so
  * the player never holds both and never loses both. */
 async function takeOffer(offer) {
-  const starts_at = Math.max(offer.starts_at, Date.now() / 1000);
-  const reply = await command(offer.device_id, {
-    op: "reserve",
-    starts_at,
-    ends_at: offer.ends_at,
-    replaces: offer.replaces,
-  });
+  const key = `offer:${offer.replaces}:${offer.device_id}`;
+  const starts_at = offer.starts_at_sent ?? Math.max(offer.starts_at, Date.now() / 1000);
+  offer.starts_at_sent = starts_at; // a retry is the same request, slot included
+  const reply = await command(
+    offer.device_id,
+    { op: "reserve", starts_at, ends_at: offer.ends_at, replaces: offer.replaces },
+    key,
+  );
+  if (!outcomeUnknown(reply.error)) {
+    requestIds.delete(key);
+    delete offer.starts_at_sent;
+  }
   if (!reply.ok) {
-    flash(errorText(reply.error), "error");
+    if (outcomeUnknown(reply.error)) unconfirmed();
+    else flash(errorText(reply.error), "error");
     return false;
   }
   const old = session.mine.items.get(offer.replaces);
@@ -260,6 +303,7 @@ function startSession(user) {
     rest,
     mine,
     notify: (text) => flash(text),
+    fail: (text) => flash(text, "error"),
   });
   const adminPanel = admin
     ? new AdminPanel($("#view-admin"), {
@@ -280,6 +324,7 @@ function startSession(user) {
     admin: adminPanel,
     poller: null,
     pollOk: null,
+    pollRound: 0,
     notice: null,
     retryIn: 0,
     connects: 0,
@@ -298,6 +343,7 @@ function startSession(user) {
     if (!admin) mine.load(rest).catch(() => {});
     notifications.loadBacklog(rest, { toast: session.connects > 1 });
     adminPanel?.resync();
+    booking.settleAll();
   });
   realtime.addEventListener("board", (e) => board.apply(e.detail.device, e.detail.entry));
   realtime.addEventListener("notice", (e) => {
@@ -319,6 +365,7 @@ function startSession(user) {
   realtime.addEventListener("reply", (e) => {
     // Replies to this player's other tabs (their tree is ours too) keep this list current.
     const { reply, ours } = e.detail;
+    if (!ours) booking.onReply(reply); // a late answer to an unconfirmed booking settles it
     if (!ours && reply.ok && reply.reservation && !admin) mine.upsert(reply.reservation);
   });
 
@@ -341,27 +388,36 @@ function startSession(user) {
   session.ticker = setInterval(() => boardView.tick(), 1000);
 }
 
-function endSession() {
+/** The end of a session (logging out, or a token no longer accepted): stop what runs, forget
+ * the account's data in this browser (notifications hold check-in codes), then load the page
+ * again. `reason` is shown on the login form ("expired"). */
+function endSession(reason) {
+  if (ending) return;
+  ending = true;
   if (session) {
     session.realtime.stop();
     session.admin?.stop();
+    session.notifications.forget();
     stopPolling();
     clearInterval(session.ticker);
-    session.booking.close();
-    session = null;
   }
-  $("#notifications").hidden = true;
-  $("#notice").hidden = true;
-  $("#toasts").replaceChildren();
-  showLogin();
+  rest.logout();
+  for (const key of Object.keys(localStorage)) {
+    if (PLAYER_DATA.some((prefix) => key.startsWith(prefix))) localStorage.removeItem(key);
+  }
+  if (reason) sessionStorage.setItem(LOGIN_NOTICE, reason);
+  location.reload();
 }
 
-rest.addEventListener("unauthorized", endSession);
+rest.addEventListener("expired", () => endSession("expired"));
+$("#logout").addEventListener("click", () => endSession(null));
 
-$("#logout").addEventListener("click", () => {
-  rest.logout();
-  endSession();
+// A background tab's timers run late: coming back refreshes a token near its end at once.
+document.addEventListener("visibilitychange", () => {
+  if (document.visibilityState === "visible") rest.wakeUp();
 });
+addEventListener("focus", () => rest.wakeUp());
+addEventListener("online", () => rest.wakeUp());
 
 for (const button of document.querySelectorAll("#nav [data-view]")) {
   button.addEventListener("click", () => {

@@ -1,7 +1,8 @@
 // The venue board: one tile per machine, grouped by zone and kind, from the retained
 // plaza/board/{device} entries. A client keeps the highest `version` it has seen per machine
 // and ignores lower ones; an empty retained payload removes the machine. While the live link
-// is down, GET /devices refreshes statuses (marked as polled) until the board returns.
+// is down, GET /devices refreshes statuses (marked as polled: the tile says so and drops its
+// session and slot countdowns, which REST does not keep current) until the board returns.
 
 import { duration, range, t, tOr } from "./i18n.js";
 import { icon } from "./icons.js";
@@ -30,7 +31,9 @@ export class Board extends EventTarget {
     return true;
   }
 
-  /** Statuses from GET /devices (the degraded mode): newer than any board entry we hold. */
+  /** Statuses from GET /devices (the degraded mode): newer than any board entry we hold.
+   * Every tile is marked polled; the retained board (equal or higher version) takes over
+   * again when the live link is back. */
   applyRest(devices) {
     const ids = new Set();
     for (const d of devices) {
@@ -49,7 +52,8 @@ export class Board extends EventTarget {
         polled: true,
       };
       if (d.status !== "in_use") delete entry.session;
-      if (old && old.status === entry.status && old.name === entry.name && !old.polled) continue;
+      const same = old?.polled && old.status === entry.status && old.name === entry.name;
+      if (same && old.online === entry.online && old.zone === entry.zone && old.kind === entry.kind) continue;
       this.entries.set(d.id, entry);
       this.changed(d.id, !old);
     }
@@ -79,8 +83,10 @@ function compareTiles(a, b) {
   );
 }
 
-/** The timer lines of a tile: the session's remaining time, the current or next slot. */
+/** The timer lines of a tile: the session's remaining time, the current or next slot; for a
+ * polled tile only that it is polled (its slots and session may be stale). */
 export function tileLines(entry, now = Date.now() / 1000) {
+  if (entry.polled) return [["polled", t("board.stale")]];
   const lines = [];
   if (entry.status === "in_use" && entry.session?.ends_at) {
     lines.push(["session", t("board.session_left", { time: duration(entry.session.ends_at - now) })]);

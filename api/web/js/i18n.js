@@ -23,6 +23,7 @@ const CATALOGUE = {
     "login.busy": "로그인 중…",
     "login.failed": "아이디 또는 비밀번호가 맞지 않습니다.",
     "login.rate_limited": "로그인 시도가 너무 많습니다. 잠시 후 다시 시도하세요.",
+    "login.expired": "세션이 만료되었습니다. 다시 로그인하세요.",
     "login.hint": "데모 계정은 credentials.json 에 있습니다.",
     "conn.connecting": "연결 중…",
     "conn.live": "실시간",
@@ -39,7 +40,7 @@ const CATALOGUE = {
     "board.next_in": "다음 예약 {time} 후",
     "board.next_at": "다음 예약 {range}",
     "board.book_hint": "눌러서 예약",
-    "board.stale": "주기 갱신 값",
+    "board.stale": "주기 갱신 값 (실시간 아님)",
     "status.available": "이용 가능",
     "status.in_use": "사용 중",
     "status.reserved": "예약됨",
@@ -60,6 +61,7 @@ const CATALOGUE = {
     "mine.cancel_label": "{name} {range} 예약 취소",
     "mine.sending": "전송 중…",
     "mine.cancelled": "예약을 취소했습니다.",
+    "mine.unconfirmed": "확인 중: 응답을 받지 못했습니다",
     "res.pending": "승인 대기",
     "res.approved": "승인됨",
     "res.checked_in": "체크인 완료",
@@ -84,6 +86,8 @@ const CATALOGUE = {
     "book.warning_board": "이 시간대({range})는 이미 예약되어 있습니다.",
     "book.requested": "예약을 요청했습니다: {name} {range}",
     "book.fallback": "실시간 연결이 없어 REST로 예약합니다.",
+    "book.unconfirmed": "응답이 없습니다. 예약을 '확인 중'으로 두고 같은 요청으로 다시 확인합니다.",
+    "book.refused": "예약하지 못했습니다 ({name} {range}): {reason}",
     "error.conflict": "이미 예약된 시간과 겹칩니다: {range} ({status})",
     "error.conflict_plain": "이미 예약된 시간과 겹칩니다.",
     "error.not_found": "기기나 예약을 찾을 수 없습니다.",
@@ -100,6 +104,7 @@ const CATALOGUE = {
     "error.rate_limited": "요청이 너무 많습니다. 잠시 후 다시 시도하세요.",
     "error.timeout": "응답이 없습니다. 다시 시도하세요.",
     "error.network": "서버에 연결할 수 없습니다.",
+    "error.unconfirmed": "응답이 없어 결과를 다시 확인합니다.",
     "error.generic": "오류가 발생했습니다 ({code}).",
     "notif.title": "알림",
     "notif.empty": "알림이 없습니다.",
@@ -127,7 +132,7 @@ const CATALOGUE = {
     "admin.stats.online": "온라인 기기",
     "admin.stats.cpm": "분당 명령",
     "admin.stats.p99": "명령 지연 p99",
-    "admin.stats.ms": "{value} ms",
+    "admin.stats.p99_value": "≤ {value} ms",
     "admin.pending": "승인 대기 예약",
     "admin.pending.empty": "승인 대기 중인 예약이 없습니다.",
     "admin.pending.item": "{user} · {name} · {range}",
@@ -140,6 +145,9 @@ const CATALOGUE = {
     "admin.alerts": "경보",
     "admin.alerts.empty": "경보가 없습니다.",
     "admin.alerts.total": "전체 {total}건",
+    "admin.alerts.ack": "확인",
+    "admin.alerts.ack_label": "경보 확인: {message}",
+    "admin.alerts.acked": "확인됨",
     "admin.severity.high": "높음",
     "admin.severity.medium": "보통",
     "admin.severity.low": "낮음",
@@ -178,6 +186,7 @@ const CATALOGUE = {
     "login.busy": "Logging in…",
     "login.failed": "Unknown user or wrong password.",
     "login.rate_limited": "Too many attempts. Try again in a moment.",
+    "login.expired": "Your session has expired. Please log in again.",
     "login.hint": "Demo accounts are in credentials.json.",
     "conn.connecting": "Connecting…",
     "conn.live": "Live",
@@ -194,7 +203,7 @@ const CATALOGUE = {
     "board.next_in": "Next booking in {time}",
     "board.next_at": "Next booking {range}",
     "board.book_hint": "Select to book",
-    "board.stale": "polled value",
+    "board.stale": "Polled, not live",
     "status.available": "Available",
     "status.in_use": "In use",
     "status.reserved": "Reserved",
@@ -215,6 +224,7 @@ const CATALOGUE = {
     "mine.cancel_label": "Cancel the booking of {name} {range}",
     "mine.sending": "Sending…",
     "mine.cancelled": "Reservation cancelled.",
+    "mine.unconfirmed": "Unconfirmed: no answer yet",
     "res.pending": "Pending",
     "res.approved": "Approved",
     "res.checked_in": "Checked in",
@@ -239,6 +249,8 @@ const CATALOGUE = {
     "book.warning_board": "This slot ({range}) is already booked.",
     "book.requested": "Booking requested: {name} {range}",
     "book.fallback": "No live connection: booking over REST.",
+    "book.unconfirmed": "No answer yet: the booking stays unconfirmed and is checked again with the same request.",
+    "book.refused": "Booking not made ({name} {range}): {reason}",
     "error.conflict": "That overlaps an existing booking: {range} ({status})",
     "error.conflict_plain": "That overlaps an existing booking.",
     "error.not_found": "No such machine or reservation.",
@@ -255,6 +267,7 @@ const CATALOGUE = {
     "error.rate_limited": "Too many requests. Try again in a moment.",
     "error.timeout": "No answer. Please try again.",
     "error.network": "The server cannot be reached.",
+    "error.unconfirmed": "No answer: checking the result again.",
     "error.generic": "Something went wrong ({code}).",
     "notif.title": "Notifications",
     "notif.empty": "No notifications.",
@@ -282,7 +295,7 @@ const CATALOGUE = {
     "admin.stats.online": "Machines online",
     "admin.stats.cpm": "Commands per minute",
     "admin.stats.p99": "Command latency p99",
-    "admin.stats.ms": "{value} ms",
+    "admin.stats.p99_value": "≤ {value} ms",
     "admin.pending": "Pending approvals",
     "admin.pending.empty": "Nothing waits for approval.",
     "admin.pending.item": "{user} · {name} · {range}",
@@ -295,6 +308,9 @@ const CATALOGUE = {
     "admin.alerts": "Alerts",
     "admin.alerts.empty": "No alerts.",
     "admin.alerts.total": "{total} in all",
+    "admin.alerts.ack": "Acknowledge",
+    "admin.alerts.ack_label": "Acknowledge the alert: {message}",
+    "admin.alerts.acked": "Acknowledged",
     "admin.severity.high": "high",
     "admin.severity.medium": "medium",
     "admin.severity.low": "low",
@@ -386,6 +402,16 @@ export function day(unix) {
   return new Intl.DateTimeFormat(BCP47[locale], { month: "short", day: "numeric" }).format(
     new Date(unix * 1000),
   );
+}
+
+/** "11/24 19:00": a day and a time. */
+export function dateTime(unix) {
+  return `${day(unix)} ${clock(unix)}`;
+}
+
+/** A number in the page's language, at most one decimal. */
+export function number(value) {
+  return new Intl.NumberFormat(BCP47[locale], { maximumFractionDigits: 1 }).format(value);
 }
 
 /** "19:00–20:00", with the day in front when the slot is not today. */

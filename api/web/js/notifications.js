@@ -188,7 +188,14 @@ export class Notifications extends EventTarget {
     region.textContent = `${title}. ${n.message}`;
   }
 
+  /** The session ends: remove the stored list (it holds check-in codes) and store no more. */
+  forget() {
+    this.closed = true;
+    localStorage.removeItem(this.key);
+  }
+
   save() {
+    if (this.closed) return;
     try {
       localStorage.setItem(this.key, JSON.stringify(this.items));
     } catch {

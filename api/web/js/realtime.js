@@ -48,7 +48,8 @@ const PAGE = Math.random().toString(16).slice(2);
 
 /** A client id for `user` that stays the same across reloads of this tab (so the broker's
  * persistent session is found again) and differs between tabs open at the same time
- * (a duplicated tab inherits sessionStorage, so live tabs hold a lease in localStorage). */
+ * (a duplicated tab inherits sessionStorage, so live tabs hold a lease in localStorage).
+ * Returns the id and `release()`, which stops renewing the lease and gives it back. */
 function claimClientSlot(user) {
   const key = `plaza.clients.${user}`;
   const now = Date.now();
@@ -66,13 +67,16 @@ function claimClientSlot(user) {
   renew();
   sessionStorage.setItem(key, id);
   const timer = setInterval(renew, LEASE_MS / 3);
-  addEventListener("pagehide", () => {
+  const release = () => {
     clearInterval(timer);
+    removeEventListener("pagehide", release);
     const all = JSON.parse(localStorage.getItem(key) || "{}");
     if (all[id]?.page === PAGE) delete all[id];
-    localStorage.setItem(key, JSON.stringify(all));
-  });
-  return id;
+    if (Object.keys(all).length) localStorage.setItem(key, JSON.stringify(all));
+    else localStorage.removeItem(key);
+  };
+  addEventListener("pagehide", release);
+  return { id, release };
 }
 
 function text(payload) {
@@ -90,34 +94,48 @@ export class Realtime extends EventTarget {
     this.requestTries = options.requestTries ?? 3;
     this.admin = Boolean(options.admin);
     this.state = "connecting";
-    this.client = null;
+    this.client = null; // the connection that came up
+    this.connecting = null; // the connection being set up (or up): ended by stop()
     this.topics = null;
     this.stopped = true;
     this.pending = new Map();
     this.wake = null;
     this.slot = null;
+    this.lease = null;
+    this.onOnline = () => this.wake?.();
   }
 
   start() {
     if (!this.stopped) return;
     this.stopped = false;
-    this.slot = this.slot || claimClientSlot(this.rest.user.username);
-    this.onOnline = () => this.wake?.();
+    this.lease = claimClientSlot(this.rest.user.username);
+    this.slot = this.lease.id;
     addEventListener("online", this.onOnline);
     this.loop();
   }
 
+  /** Stop for good: end the connection, also one still being set up (its events are ignored
+   * from now on), give the client-id lease back, and fail the requests still waiting. */
   stop() {
+    if (this.stopped) return;
     this.stopped = true;
     removeEventListener("online", this.onOnline);
     this.wake?.();
-    if (this.client) this.client.end(true);
-    for (const p of this.pending.values()) clearTimeout(p.timer);
+    this.connecting?.end(true);
+    this.client?.end(true);
+    this.connecting = null;
+    this.client = null;
+    this.lease?.release();
+    this.lease = null;
+    for (const p of this.pending.values()) {
+      clearTimeout(p.timer);
+      p.reject(new ApiError(0, "stopped", "the live link was stopped"));
+    }
     this.pending.clear();
   }
 
   get live() {
-    return this.state === "live";
+    return !this.stopped && this.state === "live";
   }
 
   setState(state, detail = {}) {
@@ -186,6 +204,7 @@ export class Realtime extends EventTarget {
       resubscribe: false,
       properties: { sessionExpiryInterval: SESSION_EXPIRY },
     });
+    this.connecting = client;
     return new Promise((resolve) => {
       let live = false;
       let done = false;
@@ -197,16 +216,19 @@ export class Realtime extends EventTarget {
         client.on("error", () => {});
         client.end(true);
         if (this.client === client) this.client = null;
+        if (this.connecting === client) this.connecting = null;
         resolve(live);
       };
       const guard = setTimeout(() => live || finish(), 8000);
       client.on("connect", (connack) => {
+        if (this.stopped) return finish();
         live = true;
         this.client = client;
         const topics = [this.topics.board, this.topics.notices, this.topics.events, this.topics.mine];
         if (this.admin) topics.push(this.topics.alerts);
         const map = Object.fromEntries(topics.map((t) => [t, { qos: 1 }]));
         client.subscribe(map, (err, granted) => {
+          if (this.stopped || this.client !== client) return;
           if (err) console.warn("subscribe failed", err);
           for (const g of granted || []) if (g.qos >= 128) console.warn("refused", g.topic);
           this.setState("live");
@@ -216,7 +238,9 @@ export class Realtime extends EventTarget {
           for (const id of this.pending.keys()) this.send(id);
         });
       });
-      client.on("message", (topic, payload, packet) => this.route(topic, payload, packet));
+      client.on("message", (topic, payload, packet) => {
+        if (!this.stopped && this.client === client) this.route(topic, payload, packet);
+      });
       client.on("error", (err) => console.warn("mqtt:", err.message));
       client.on("close", finish);
       client.on("end", finish);
@@ -258,6 +282,7 @@ export class Realtime extends EventTarget {
   /** Send a reservation command and resolve with the bridge's reply. With no reply in
    * `requestTimeout` s the same request (same request_id: applied once) is sent again. */
   request(device, body) {
+    if (this.stopped) return Promise.reject(new ApiError(0, "stopped", "the live link was stopped"));
     return new Promise((resolve, reject) => {
       this.pending.set(body.request_id, { device, body, resolve, reject, tries: 0, timer: null });
       this.send(body.request_id);

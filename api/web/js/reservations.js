@@ -1,7 +1,11 @@
 // "My reservations": the player's active bookings with their check-in code and a cancel
 // button. Optimistic entries (a booking sent, no reply yet) show as pending at once and are
-// replaced by the bridge's reply, or rolled back when it refuses.
+// replaced by the bridge's reply, or rolled back when it refuses; one whose answer got lost
+// stays, marked unconfirmed, until the same request settles it. The list is kept live by
+// replies and events and reloaded over REST on (re)connect and while polling: a reload merges
+// and leaves alone every entry that changed here after it was asked (freshness.js).
 
+import { LocalChanges } from "./freshness.js";
 import { range, t } from "./i18n.js";
 
 const ACTIVE = new Set(["pending", "approved", "checked_in"]);
@@ -23,6 +27,15 @@ export function normalise(r) {
   };
 }
 
+/** The same machine and slot (within a second: "now" is the sender's clock). */
+export function sameSlot(a, b) {
+  return (
+    a.device_id === b.device_id &&
+    Math.abs(a.starts_at - b.starts_at) < 1 &&
+    Math.abs(a.ends_at - b.ends_at) < 1
+  );
+}
+
 export class MyReservations extends EventTarget {
   constructor(list, { nameOf, onCancel }) {
     super();
@@ -30,19 +43,51 @@ export class MyReservations extends EventTarget {
     this.nameOf = nameOf;
     this.onCancel = onCancel;
     this.items = new Map();
+    this.changes = new LocalChanges();
     list.addEventListener("click", (e) => {
       const button = e.target.closest("button[data-cancel]");
       if (button) this.onCancel(button.dataset.cancel);
     });
   }
 
+  /** Reload from REST and merge: an entry changed here after the request was sent (a reply
+   * or an event that overtook the answer) keeps its newer state; an answer overtaken by a
+   * later reload is dropped. */
   async load(rest) {
     const query = "status=pending&status=approved&status=checked_in&limit=100";
-    const page = await rest.get(`/reservations?${query}`);
-    const optimistic = [...this.items.values()].filter((r) => r.optimistic);
-    this.items = new Map(page.items.map((r) => [r.id, normalise(r)]));
-    for (const r of optimistic) this.items.set(r.id, r);
+    const ticket = this.changes.begin();
+    let page;
+    try {
+      page = await rest.get(`/reservations?${query}`);
+    } catch (err) {
+      this.changes.finish(ticket, false);
+      throw err;
+    }
+    if (!this.changes.current(ticket)) {
+      this.changes.finish(ticket, false);
+      return;
+    }
+    const fresh = new Map(page.items.map((r) => [r.id, normalise(r)]));
+    for (const [id, r] of [...this.items]) {
+      if (r.optimistic) {
+        // the real one is in the answer: the reply (or the settling) only has to confirm it
+        if ([...fresh.values()].some((f) => sameSlot(f, r))) this.items.delete(id);
+      } else if (!fresh.has(id) && !this.changes.newer(id, ticket)) {
+        this.items.delete(id);
+      }
+    }
+    for (const [id, r] of fresh) {
+      if (this.changes.newer(id, ticket)) continue;
+      const old = this.items.get(id);
+      this.items.set(id, { ...r, code: r.code ?? old?.code ?? null, busy: old?.busy ?? false });
+    }
+    this.changes.finish(ticket, true);
     this.changed();
+  }
+
+  /** A real (not optimistic) entry for this machine and slot, if we hold one. */
+  find(slot) {
+    return [...this.items.values()].find((r) => !r.optimistic && sameSlot(r, slot)) ?? null;
   }
 
   ids() {
@@ -57,6 +102,7 @@ export class MyReservations extends EventTarget {
   upsert(r) {
     const res = normalise(r);
     const old = this.items.get(res.id);
+    this.changes.touch(res.id);
     if (ACTIVE.has(res.status)) {
       this.items.set(res.id, { ...old, ...res, code: res.code ?? old?.code ?? null, busy: false });
     } else {
@@ -70,6 +116,7 @@ export class MyReservations extends EventTarget {
     const old = this.items.get(ev.reservation_id);
     if (!old) return;
     const status = ev.data?.status || ev.type.replace("reservation_", "");
+    this.changes.touch(old.id);
     if (ACTIVE.has(status)) this.items.set(old.id, { ...old, status });
     else this.items.delete(old.id);
     this.changed();
@@ -77,6 +124,14 @@ export class MyReservations extends EventTarget {
 
   addOptimistic(tempId, slot) {
     this.items.set(tempId, { ...slot, id: tempId, status: "pending", optimistic: true });
+    this.changed();
+  }
+
+  /** No answer: the booking may or may not have been made. Keep it, marked unconfirmed. */
+  markUnconfirmed(tempId) {
+    const r = this.items.get(tempId);
+    if (!r) return;
+    r.unconfirmed = true;
     this.changed();
   }
 
@@ -115,6 +170,7 @@ export class MyReservations extends EventTarget {
       li.dataset.status = r.status;
       li.dataset.device = r.device_id;
       if (r.optimistic) li.dataset.optimistic = "true";
+      if (r.unconfirmed) li.dataset.unconfirmed = "true";
       const name = this.nameOf(r.device_id);
       const when = range(r.starts_at, r.ends_at);
       const main = document.createElement("div");
@@ -133,8 +189,8 @@ export class MyReservations extends EventTarget {
       meta.append(badge);
       if (r.optimistic || r.busy) {
         const sending = document.createElement("span");
-        sending.className = "sending";
-        sending.textContent = t("mine.sending");
+        sending.className = r.unconfirmed ? "sending unconfirmed" : "sending";
+        sending.textContent = r.unconfirmed ? t("mine.unconfirmed") : t("mine.sending");
         meta.append(" ", sending);
       }
       if (r.code) {

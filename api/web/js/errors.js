@@ -1,0 +1,39 @@
+// What went wrong, in words: one text for an error whether it came as a problem+json body
+// (an ApiError from rest.js: `code`, `body.conflict`) or in a bridge reply over MQTT
+// (`{code, conflict}`). A conflict names the slot it collides with, in local time.
+
+import { has, range, t } from "./i18n.js";
+
+/** Outcomes that do not say whether the command was applied: the request may have reached
+ * the bridge and its answer got lost. The entry stays, marked unconfirmed, and the same
+ * request (same request_id: the idempotency key) settles it later. */
+const UNKNOWN = new Set([
+  "network",
+  "timeout",
+  "bridge_timeout",
+  "broker_timeout",
+  "broker_unavailable",
+  "bridge_error",
+]);
+
+export function outcomeUnknown(error) {
+  if (!error) return false;
+  return UNKNOWN.has(error.code) || error.status === 0 || error.status >= 500;
+}
+
+/** The slot a refusal collides with: `{reservation_id, starts_at, ends_at, status}`. */
+export function conflictOf(error) {
+  return error?.conflict ?? error?.body?.conflict ?? null;
+}
+
+export function errorText(error) {
+  const code = error?.code || "generic";
+  if (code === "conflict") {
+    const c = conflictOf(error);
+    if (!c || c.starts_at == null || c.ends_at == null) return t("error.conflict_plain");
+    const status = has(`res.${c.status}`) ? t(`res.${c.status}`) : c.status || "";
+    return t("error.conflict", { range: range(c.starts_at, c.ends_at), status });
+  }
+  const key = `error.${code}`;
+  return has(key) ? t(key) : t("error.generic", { code });
+}
