@@ -7,7 +7,7 @@
 // a reload merges and never undoes a change that arrived after it was asked (freshness.js).
 
 import { LocalChanges } from "./freshness.js";
-import { dateTime, number, range, t } from "./i18n.js";
+import { currentLocale, dateTime, number, range, t } from "./i18n.js";
 import { normalise } from "./reservations.js";
 
 const DASH = "–";
@@ -304,7 +304,8 @@ export class AdminPanel {
       time.textContent = dateTime(a.ts);
       const msg = document.createElement("span");
       msg.className = "grow";
-      msg.textContent = a.message;
+      const text = alertText(a);
+      msg.textContent = text;
       li.append(sev, " ", time, " ", msg);
       if (a.acknowledged_at) {
         const done = document.createElement("span");
@@ -317,7 +318,7 @@ export class AdminPanel {
         b.className = "secondary";
         b.dataset.ack = a.id;
         b.textContent = t("admin.alerts.ack");
-        b.setAttribute("aria-label", t("admin.alerts.ack_label", { message: a.message }));
+        b.setAttribute("aria-label", t("admin.alerts.ack_label", { message: text }));
         li.append(" ", b);
       }
       list.append(li);
@@ -348,4 +349,9 @@ export class AdminPanel {
       list.append(li);
     }
   }
+}
+
+/** The bridge writes each alert in Korean (`message`) and English (`message_en`). */
+function alertText(a) {
+  return currentLocale() === "en" && a.message_en ? a.message_en : a.message;
 }
