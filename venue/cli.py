@@ -155,8 +155,14 @@ def cmd_admin(args: argparse.Namespace) -> int:
     """`plaza admin create NAME`: create (or re-key) an admin account in the database."""
     import getpass
 
+    from plaza.topics import TopicError, valid_id
     from venue.seed import create_admin
 
+    try:
+        valid_id(args.name, "user name")
+    except TopicError as exc:
+        print(f"plaza admin: {exc}", file=sys.stderr)
+        return 2
     settings = _settings(args)
     password = os.environ.get("PLAZA_NEW_ADMIN_PASSWORD") or getpass.getpass(
         f"password for admin {args.name}: "
