@@ -228,7 +228,10 @@ def test_the_venue_scenario_across_two_players_and_an_admin(
         expect(pending).to_be_visible()
         expect(admin.locator("#stat-online")).to_have_text("10 / 10")
         admin.screenshot(path=artifacts / "admin.png", full_page=True)
-        pending.locator('button[data-action="approve"]').click()
+        with admin.expect_request(lambda r: r.url.endswith("/approve")) as approval:
+            pending.locator('button[data-action="approve"]').click()
+        key = approval.value.headers.get("idempotency-key", "")
+        assert key.startswith(f"approve-{reservation_id}-"), "a retried decision applies once"
         expect(pending).to_have_count(0)
         toast = p1.locator('.toast[data-type="reservation_approved"]')
         expect(toast).to_be_visible()

@@ -162,8 +162,12 @@ export class AdminPanel {
 
   async act(action, id, button) {
     button.disabled = true;
+    // One key per decision: pressing again after a lost answer is applied once.
+    const key = (button.dataset.key ||= `${action}-${id}-${Date.now().toString(36)}`);
     try {
-      await this.rest.post(`/reservations/${encodeURIComponent(id)}/${action}`);
+      await this.rest.post(`/reservations/${encodeURIComponent(id)}/${action}`, undefined, {
+        "Idempotency-Key": key,
+      });
       this.pendingChanges.touch(id);
       this.pending.delete(id);
       this.renderPending();

@@ -5,7 +5,7 @@
 // per-player `seq`; a seq we already hold is dropped (delivery is at-least-once). Texts come
 // rendered in the player's language by the bridge. The last 50 are kept in localStorage.
 
-import { clock, t, tOr } from "./i18n.js";
+import { dateTime, t, tOr } from "./i18n.js";
 
 const KEEP = 50;
 
@@ -232,7 +232,7 @@ export class Notifications extends EventTarget {
       const strong = document.createElement("strong");
       strong.textContent = this.title(n);
       const time = document.createElement("time");
-      time.textContent = clock(n.ts);
+      time.textContent = dateTime(n.ts);
       head.append(strong, " ", time);
       const p = document.createElement("p");
       p.textContent = n.message;
