@@ -180,50 +180,45 @@ class AdminDesk:
             message_en=body.message_en,
         )
         reply = Reply(request_id=cmd.request_id, ok=True)
+        writes = Writes(
+            outbox=[outbox_message(reply_to, reply.encode(), props=reply_properties(correlation))]
+        )
+        players: list[str] = []
         async with self._gate, self._sessions() as session:
-            if await session.get(NoticeRow, notice_id) is not None:  # a retry: done already
-                rows = await Writes(
-                    outbox=[
-                        outbox_message(
-                            reply_to, reply.encode(), props=reply_properties(correlation)
-                        )
-                    ]
-                ).flush(session)
-                await session.commit()
-                self._outbox.enqueue(rows)
-                return
-            players = (await session.exec(select(User.username).where(User.role == "player"))).all()
-            session.add(
-                NoticeRow(
-                    id=notice_id,
-                    title=body.title,
-                    message=body.message,
-                    title_en=body.title_en,
-                    message_en=body.message_en,
-                    priority=body.priority.value,
-                    created_by=cmd.author or "api",
-                    created_at=datetime.fromtimestamp(ts, UTC),
+            if await session.get(NoticeRow, notice_id) is None:  # else a retry: answer only
+                players = list(
+                    (await session.exec(select(User.username).where(User.role == "player"))).all()
                 )
-            )
-            await session.flush()
-            messages = [
-                outbox_message(self.topics.notices, notice.encode(), retain=True),
-                outbox_message(reply_to, reply.encode(), props=reply_properties(correlation)),
-            ]
-            texts = {"ko": (body.title, body.message)}
-            if body.title_en or body.message_en:
-                texts["en"] = (body.title_en or body.title, body.message_en or body.message)
-            notes = [
-                Note(
-                    user=player,
-                    topic=self.topics.notifications(player),
-                    type="system_notice",
-                    priority=body.priority,
-                    texts=texts,
+                session.add(
+                    NoticeRow(
+                        id=notice_id,
+                        title=body.title,
+                        message=body.message,
+                        title_en=body.title_en,
+                        message_en=body.message_en,
+                        priority=body.priority.value,
+                        created_by=cmd.author or "api",
+                        created_at=datetime.fromtimestamp(ts, UTC),
+                    )
                 )
-                for player in players
-            ]
-            rows = await Writes(outbox=messages, notes=notes).flush(session)
+                await session.flush()
+                writes.outbox.insert(
+                    0, outbox_message(self.topics.notices, notice.encode(), retain=True)
+                )
+                texts = {"ko": (body.title, body.message)}
+                if body.title_en or body.message_en:
+                    texts["en"] = (body.title_en or body.title, body.message_en or body.message)
+                writes.notes = [
+                    Note(
+                        user=player,
+                        topic=self.topics.notifications(player),
+                        type="system_notice",
+                        priority=body.priority,
+                        texts=texts,
+                    )
+                    for player in players
+                ]
+            rows = await writes.flush(session)
             await session.commit()
         self._outbox.enqueue(rows)
         log.info("notice %s published to %d players", notice_id, len(players))

@@ -42,7 +42,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.desk import TokenBucket
-from bridge.outbox import OutboxPublisher, OutboxRow, insert_outbox, outbox_message
+from bridge.outbox import OutboxPublisher, insert_outbox, outbox_message
 from plaza.i18n import locale_of, render
 from plaza.inbox import mark_read
 from plaza.messages import (
@@ -262,18 +262,11 @@ class Notifier:
         now = datetime.now(UTC)
         async with self._gate, self._sessions() as session:
             conn = await session.connection()
-            messages = await conn.run_sync(lambda c: digest_rows(c, self.topics, now))
-            rows = await self._flush(session, messages)
+            rows = await conn.run_sync(lambda c: insert_outbox(c, digest_rows(c, self.topics, now)))
             await session.commit()
         self._outbox.enqueue(rows)
         self.digests += len(rows)
         return len(rows)
-
-    async def _flush(
-        self, session: AsyncSession, messages: list[dict[str, Any]]
-    ) -> list[OutboxRow]:
-        conn = await session.connection()
-        return await conn.run_sync(lambda c: insert_outbox(c, messages))
 
     def ack(self, user: str, payload: bytes) -> None:
         """Queue a read receipt (the MQTT loop never waits on the database for one); a

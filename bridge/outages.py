@@ -64,6 +64,7 @@ class OutageWatch:
         self._sessions = sessions
         self._gate = gate
         self._outbox = outbox
+        self._tz = ZoneInfo(settings.venue_timezone)
         self.told = 0
 
     async def run(self) -> None:
@@ -135,7 +136,7 @@ class OutageWatch:
                 continue
             slot = slot_of(row)
             offer = self._offer(conn, slot, view, available, now)
-            local = slot.starts_at.astimezone(self._tz()).strftime("%m/%d %H:%M")
+            local = slot.starts_at.astimezone(self._tz).strftime("%m/%d %H:%M")
             writes.notes.append(
                 Note(
                     user=slot.user,
@@ -203,9 +204,6 @@ class OutageWatch:
                     replaces=slot.id,
                 )
         return None
-
-    def _tz(self) -> ZoneInfo:
-        return ZoneInfo(self.settings.venue_timezone)
 
 
 def _next_minute(moment: datetime) -> datetime:

@@ -551,23 +551,28 @@ BOARD_RULES = """async () => {
 }"""
 
 
-def test_the_board_ignores_a_lower_version_and_an_empty_payload_removes_the_tile(
-    e2e_venue: E2EVenue, browser: Browser
-) -> None:
+def in_page(venue: E2EVenue, browser: Browser, script: str) -> Any:
+    """Run ``script`` (the page's own modules, imported inside it) on a fresh page."""
     context = new_context(browser)
     try:
         page = context.new_page()
-        page.goto(f"{e2e_venue.base_url}/")
-        assert page.evaluate(BOARD_RULES) == {
-            "applied": [True, False, True],
-            "status": "in_use",
-            "removed": True,
-            "lines": [["session", "남은 시간 2:05"], ["next", "다음 예약 1:02:05 후"]],
-            # a polled tile says so and drops countdowns REST does not keep current
-            "polled": [["polled", "주기 갱신 값 (실시간 아님)"]],
-        }
+        page.goto(f"{venue.base_url}/")
+        return page.evaluate(script)
     finally:
         context.close()
+
+
+def test_the_board_ignores_a_lower_version_and_an_empty_payload_removes_the_tile(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    assert in_page(e2e_venue, browser, BOARD_RULES) == {
+        "applied": [True, False, True],
+        "status": "in_use",
+        "removed": True,
+        "lines": [["session", "남은 시간 2:05"], ["next", "다음 예약 1:02:05 후"]],
+        # a polled tile says so and drops countdowns REST does not keep current
+        "polled": [["polled", "주기 갱신 값 (실시간 아님)"]],
+    }
 
 
 def test_a_notification_sent_while_the_page_was_cut_off_arrives_after_it_reconnects(
@@ -920,10 +925,7 @@ MERGE_RULES = """async () => {
 def test_a_reload_of_my_reservations_does_not_undo_newer_live_changes(
     e2e_venue: E2EVenue, browser: Browser
 ) -> None:
-    context = new_context(browser)
-    try:
-        page = context.new_page()
-        page.goto(f"{e2e_venue.base_url}/")
-        assert page.evaluate(MERGE_RULES) == {"afterRace": ["b"], "afterQuiet": ["b", "c"]}
-    finally:
-        context.close()
+    assert in_page(e2e_venue, browser, MERGE_RULES) == {
+        "afterRace": ["b"],
+        "afterQuiet": ["b", "c"],
+    }
