@@ -34,6 +34,7 @@ from api.routes import accounts, devices, notifications, operations, reservation
 from api.security import LoginLimiter, Passwords, Tokens
 from api.state import AppState
 from plaza.db import make_engine, migrate
+from plaza.mqtt import stop_task
 from plaza.settings import Settings
 from plaza.tables import BrokerSession
 from plaza.topics import Topics
@@ -126,8 +127,8 @@ def create_app(settings: Settings) -> FastAPI:
             try:
                 yield
             finally:
-                link.cancel()
-                sweeper.cancel()
+                await stop_task(link)
+                await stop_task(sweeper)
         await state.engine.dispose()
         await state.reader.dispose()
 

@@ -44,8 +44,10 @@ from bridge.outbox import (
 from bridge.reservations import (
     EVENT_FOR,
     NOTICE_FOR,
+    BoardSlots,
     Job,
     Outcome,
+    board_slots,
     policy_from,
     public,
     slot_of,
@@ -65,7 +67,7 @@ from plaza.messages import (
     Session,
 )
 from plaza.settings import Settings
-from plaza.tables import Alert, CommandLog, Device, Reservation
+from plaza.tables import Alert, CommandLog, Device, Reservation, is_active
 from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -77,9 +79,6 @@ class DeviceFacts(Protocol):
     name: str
     maintenance: bool
     auto_approve: bool
-
-
-_ACTIVE_VALUES = frozenset(s.value for s in rules.ACTIVE)
 
 
 def _table(model: type[SQLModel]) -> Table:
@@ -121,6 +120,11 @@ class Writes:
         return await conn.run_sync(self.flush_sync)
 
 
+#: what a committed batch came to: outcomes in batch order, the outbox rows to publish, and
+#: the current and next slot of every machine it changed
+Committed = tuple[list[Outcome], list[OutboxRow], dict[str, BoardSlots]]
+
+
 class Committer:
     """Takes jobs from the actors and decides them in batches (see the module docstring)."""
 
@@ -130,7 +134,7 @@ class Committer:
         settings: Settings,
         topics: Topics,
         publisher: OutboxPublisher,
-        on_devices_changed: Callable[[set[str]], None],
+        on_boards: Callable[[dict[str, BoardSlots]], None],
         write_gate: asyncio.Lock,
     ) -> None:
         self.engine = engine
@@ -141,7 +145,7 @@ class Committer:
         self.topics = topics
         self.policy = policy_from(settings)
         self.publisher = publisher
-        self._on_devices_changed = on_devices_changed
+        self._on_boards = on_boards
         self._queue: asyncio.Queue[Job] = asyncio.Queue()
         self.batches = 0
         self.careful_batches = 0
@@ -163,7 +167,7 @@ class Committer:
                 batch.append(self._queue.get_nowait())
             try:
                 async with self._gate:  # the bridge's writers take turns (SQLite: no busy-wait)
-                    outcomes, rows = await self._commit(batch)
+                    outcomes, rows, boards = await self._commit(batch)
             except Exception:
                 failures += 1
                 self.failed_batches += 1
@@ -195,10 +199,8 @@ class Committer:
             self.batches += 1
             self.decided += len(batch)
             self.publisher.enqueue(rows)
-            touched = {j.device_id for j, o in zip(batch, outcomes, strict=True) if o.touched}
-            touched |= {d for o in outcomes for d in o.also}
-            if touched:
-                self._on_devices_changed(touched)
+            if boards:
+                self._on_boards(boards)
             for job, outcome in zip(batch, outcomes, strict=True):
                 if not job.future.done():
                     job.future.set_result(outcome.reply)
@@ -211,7 +213,7 @@ class Committer:
         for item in rest:
             self._queue.put_nowait(item)
 
-    async def _commit(self, batch: list[Job]) -> tuple[list[Outcome], list[OutboxRow]]:
+    async def _commit(self, batch: list[Job]) -> Committed:
         now = datetime.now(UTC)
         if all(_batchable(j) for j in batch):
             try:
@@ -230,22 +232,22 @@ class Committer:
                 outcome, out = await self._one(session, job, now)
                 outcomes.append(outcome)
                 rows += out
+            conn = await session.connection()
+            boards = await conn.run_sync(board_slots, _touched(batch, outcomes), now)
             await session.commit()
-        return outcomes, rows
+        return outcomes, rows, boards
 
-    def _batch_in_thread(
-        self, batch: list[Job], now: datetime
-    ) -> tuple[list[Outcome], list[OutboxRow]]:
+    def _batch_in_thread(self, batch: list[Job], now: datetime) -> Committed:
         assert self._sync_engine is not None
         with self._sync_engine.begin() as conn:
             return self._batch(conn, batch, now)
 
-    def _batch(
-        self, conn: Connection, batch: list[Job], now: datetime
-    ) -> tuple[list[Outcome], list[OutboxRow]]:
+    def _batch(self, conn: Connection, batch: list[Job], now: datetime) -> Committed:
         writes = Writes()
         outcomes = BatchDecision(self, conn, now, writes).run(batch)
-        return outcomes, writes.flush_sync(conn)
+        rows = writes.flush_sync(conn)
+        # the boards of the machines this batch changed, as this transaction leaves them
+        return outcomes, rows, board_slots(conn, _touched(batch, outcomes), now)
 
     # -- the careful path -------------------------------------------------------------------------
     async def _one(
@@ -291,12 +293,11 @@ class Committer:
         elif cmd.op is rules.Op.CHECK_IN and cmd.code:
             target = await self._by_code(session, job.device_id, cmd.code, now)
         window = _window(cmd, target, now)
-        active = list(_ACTIVE_VALUES)
         device_rows = (
             await session.exec(
                 select(Reservation).where(
                     Reservation.device_id == job.device_id,
-                    col(Reservation.status).in_(active),
+                    is_active(Reservation.status),
                     Reservation.starts_at < window[1],
                     Reservation.ends_at > window[0],
                 )
@@ -309,7 +310,7 @@ class Committer:
                     await session.exec(
                         select(Reservation).where(
                             Reservation.player == cmd.actor.user,
-                            col(Reservation.status).in_(active),
+                            is_active(Reservation.status),
                             Reservation.ends_at > now,
                         )
                     )
@@ -385,7 +386,7 @@ class Committer:
                     or_(
                         Reservation.device_id == job.device_id, Reservation.player == cmd.actor.user
                     ),
-                    col(Reservation.status).in_([s.value for s in rules.HOLDING]),
+                    is_active(Reservation.status, rules.HOLDING),
                     Reservation.starts_at < cmd.ends_at,
                     Reservation.ends_at > cmd.starts_at,
                 )
@@ -611,6 +612,12 @@ def _window(cmd: rules.Command, target: Any, now: datetime) -> tuple[datetime, d
     return now, now
 
 
+def _touched(batch: list[Job], outcomes: list[Outcome]) -> set[str]:
+    """Machines whose reservations the batch changed."""
+    touched = {j.device_id for j, o in zip(batch, outcomes, strict=True) if o.touched}
+    return touched | {d for o in outcomes for d in o.also}
+
+
 def _what(job: Job) -> str:
     return job.timer or (job.command.op.value if job.command else "?")
 
@@ -623,6 +630,51 @@ def _batchable(job: Job) -> bool:
         and job.timer is None
         and (cmd.op is rules.Op.RESERVE or cmd.reservation_id is not None)
     )
+
+
+# The batched path's reads, built once (building a statement costs more than running it on
+# SQLite); lists are expanding parameters. Each reservation lookup names a machine or a
+# player and an ``ends_at`` bound, for the (device_id, ends_at) / (player, ends_at) indexes.
+_RES, _LOG, _DEV = _table(Reservation), _table(CommandLog), _table(Device)
+_SLOT_COLUMNS = (
+    _RES.c.id,
+    _RES.c.device_id,
+    _RES.c.player,
+    _RES.c.starts_at,
+    _RES.c.ends_at,
+    _RES.c.status,
+    _RES.c.code,
+)
+_LOGGED = sa.select(_LOG.c.request_key, _LOG.c.reply_json).where(
+    _LOG.c.request_key.in_(sa.bindparam("keys", expanding=True))
+)
+_DEVICES = sa.select(_DEV.c.id, _DEV.c.name, _DEV.c.maintenance, _DEV.c.auto_approve).where(
+    _DEV.c.id.in_(sa.bindparam("ids", expanding=True))
+)
+_TARGETS = sa.select(*_SLOT_COLUMNS).where(_RES.c.id.in_(sa.bindparam("ids", expanding=True)))
+
+
+def _live_near(column: sa.ColumnElement[str], name: str) -> sa.Select[Any]:
+    return sa.select(*_SLOT_COLUMNS).where(
+        column.in_(sa.bindparam(name, expanding=True)),
+        is_active(_RES.c.status),
+        _RES.c.ends_at > sa.bindparam("after"),
+        _RES.c.starts_at < sa.bindparam("before"),
+    )
+
+
+#: active reservations in the window, on the batch's machines or of its players
+_NEAR = sa.union(_live_near(_RES.c.device_id, "devices"), _live_near(_RES.c.player, "players"))
+#: active reservations each player holds that have not ended (the cap)
+_HELD = (
+    sa.select(_RES.c.player, func.count())
+    .where(
+        _RES.c.player.in_(sa.bindparam("players", expanding=True)),
+        is_active(_RES.c.status),
+        _RES.c.ends_at > sa.bindparam("now"),
+    )
+    .group_by(_RES.c.player)
+)
 
 
 class BatchDecision:
@@ -645,65 +697,31 @@ class BatchDecision:
         self.by_player.setdefault(slot.user, set()).add(slot.id)
 
     def _load(self, batch: list[Job]) -> tuple[dict[str, Reply], dict[str, Any]]:
-        conn, active = self.conn, list(_ACTIVE_VALUES)
-        res, cl, dev = _table(Reservation), _table(CommandLog), _table(Device)
+        conn = self.conn
         keys = [j.request_key for j in batch if j.request_key]
         logged = {
             key: Reply.model_validate_json(text)
-            for key, text in conn.execute(
-                sa.select(cl.c.request_key, cl.c.reply_json).where(cl.c.request_key.in_(keys))
-            )
+            for key, text in conn.execute(_LOGGED, {"keys": keys})
         }
-        device_ids = {j.device_id for j in batch}
-        devices = {
-            d.id: d
-            for d in conn.execute(
-                sa.select(dev.c.id, dev.c.name, dev.c.maintenance, dev.c.auto_approve).where(
-                    dev.c.id.in_(device_ids)
-                )
-            )
-        }
-        columns = (
-            res.c.id,
-            res.c.device_id,
-            res.c.player,
-            res.c.starts_at,
-            res.c.ends_at,
-            res.c.status,
-            res.c.code,
-        )
+        device_ids = list({j.device_id for j in batch})
+        devices = {d.id: d for d in conn.execute(_DEVICES, {"ids": device_ids})}
         cmds = [j.command for j in batch if j.command is not None]
         target_ids = {c.reservation_id for c in cmds if c.reservation_id}
         target_ids |= {c.replaces for c in cmds if c.replaces}
         if target_ids:
-            for row in conn.execute(sa.select(*columns).where(res.c.id.in_(target_ids))):
+            for row in conn.execute(_TARGETS, {"ids": list(target_ids)}):
                 self._index(slot_of(row))
         starts = [c.starts_at for c in cmds if c.starts_at]
         starts += [r.starts_at for r in self.slots.values()]
         ends = [c.ends_at for c in cmds if c.ends_at] + [r.ends_at for r in self.slots.values()]
-        players = {c.actor.user for c in cmds if c.op is rules.Op.RESERVE}
+        players = list({c.actor.user for c in cmds if c.op is rules.Op.RESERVE})
         if starts and ends:
-            rows = conn.execute(
-                sa.select(*columns).where(
-                    res.c.status.in_(active),
-                    res.c.starts_at < max(ends),
-                    res.c.ends_at > min(starts),
-                    or_(res.c.device_id.in_(device_ids), res.c.player.in_(players or {""})),
-                )
-            )
-            for row in rows:
+            window = {"after": min(starts), "before": max(ends)}
+            for row in conn.execute(_NEAR, {"devices": device_ids, "players": players, **window}):
                 if row.id not in self.slots:
                     self._index(slot_of(row))
         if players:
-            counted = conn.execute(
-                sa.select(res.c.player, func.count())
-                .where(
-                    res.c.player.in_(players),
-                    res.c.status.in_(active),
-                    res.c.ends_at > self.now,
-                )
-                .group_by(res.c.player)
-            )
+            counted = conn.execute(_HELD, {"players": players, "now": self.now})
             self.held = {player: int(n) for player, n in counted}
         return logged, devices
 

@@ -40,7 +40,7 @@ from plaza.messages import (
     RebookOffer,
 )
 from plaza.settings import Settings
-from plaza.tables import Notification, Reservation
+from plaza.tables import Notification, Reservation, is_active
 from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
@@ -114,7 +114,7 @@ class OutageWatch:
         held = conn.execute(
             sa.select(res).where(
                 res.c.device_id.in_(down),
-                res.c.status.in_([s.value for s in rules.ACTIVE]),
+                is_active(res.c.status),
                 res.c.starts_at <= horizon,
                 res.c.ends_at > now,
             )
@@ -188,7 +188,7 @@ class OutageWatch:
             for (device,) in conn.execute(
                 sa.select(res.c.device_id).where(
                     res.c.device_id.in_(candidates),
-                    res.c.status.in_([s.value for s in rules.ACTIVE]),
+                    is_active(res.c.status),
                     res.c.starts_at < slot.ends_at,
                     res.c.ends_at > start,
                 )

@@ -71,14 +71,15 @@ def outbox_message(
     }
 
 
+_OUTBOX = Outbox.__table__  # type: ignore[attr-defined]
+_INSERT_RETURNING_IDS = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
+
+
 def insert_outbox(conn: Connection, messages: list[dict[str, Any]]) -> list[OutboxRow]:
     """Insert ``messages`` in order; return them with their ids (the publishing order)."""
     if not messages:
         return []
-    table = Outbox.__table__  # type: ignore[attr-defined]
-    result = conn.execute(
-        insert(table).returning(table.c.id, sort_by_parameter_order=True), messages
-    )
+    result = conn.execute(_INSERT_RETURNING_IDS, messages)
     ids = result.scalars().all()
     return [
         OutboxRow(i, m["topic"], m["payload"], m["qos"], m["retain"], m["props_json"])

@@ -24,11 +24,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from datetime import time as dtime
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from sqlalchemy import Connection
 
 from plaza import rules
 from plaza.messages import (
@@ -40,7 +44,7 @@ from plaza.messages import (
     Slot,
 )
 from plaza.settings import Settings
-from plaza.tables import Reservation
+from plaza.tables import Reservation, is_active
 
 if TYPE_CHECKING:
     from bridge.committer import Committer
@@ -188,7 +192,43 @@ class ActorPool:
                 log.exception("command for %s failed", device_id)
 
 
-def current_and_next(rows: list[Reservation], now: datetime) -> tuple[Slot | None, Slot | None]:
+#: a board entry's "next slot" looks this far ahead
+BOARD_HORIZON = timedelta(hours=24)
+
+#: a machine's current and next reservation slot, as its board entry shows them
+BoardSlots = tuple[Slot | None, Slot | None]
+
+
+_RES = Reservation.__table__  # type: ignore[attr-defined]
+_BOARD_ROWS = sa.select(
+    _RES.c.id, _RES.c.device_id, _RES.c.starts_at, _RES.c.ends_at, _RES.c.status
+).where(
+    _RES.c.device_id.in_(sa.bindparam("devices", expanding=True)),
+    is_active(_RES.c.status),
+    _RES.c.ends_at > sa.bindparam("now"),
+    _RES.c.starts_at < sa.bindparam("horizon"),
+)
+
+
+def board_slots(
+    conn: Connection, devices: Collection[str], moment: datetime
+) -> dict[str, BoardSlots]:
+    """The current and next slot of each of ``devices`` at ``moment``, read on a synchronous
+    connection: the committer's own transaction (so the board shows exactly what it
+    committed) or a reader's."""
+    if not devices:
+        return {}
+    rows = conn.execute(
+        _BOARD_ROWS, {"devices": list(devices), "now": moment, "horizon": moment + BOARD_HORIZON}
+    )
+    by_device: dict[str, list[Any]] = {d: [] for d in devices}
+    for row in rows:
+        by_device[row.device_id].append(row)
+    return {d: current_and_next(its, moment) for d, its in by_device.items()}
+
+
+def current_and_next(rows: list[Any], now: datetime) -> BoardSlots:
+    """Of one machine's active reservation rows: the one under way at ``now`` and the next."""
     current = nxt = None
     for row in sorted(rows, key=lambda r: r.starts_at):
         if row.starts_at <= now < row.ends_at and current is None:
@@ -196,7 +236,7 @@ def current_and_next(rows: list[Reservation], now: datetime) -> tuple[Slot | Non
         elif row.starts_at > now and nxt is None:
             nxt = row
 
-    def wire(row: Reservation | None) -> Slot | None:
+    def wire(row: Any) -> Slot | None:
         if row is None:
             return None
         return Slot(

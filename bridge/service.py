@@ -12,11 +12,10 @@ import logging
 import sys
 import time
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import aiomqtt
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.admin import AdminDesk
@@ -28,10 +27,9 @@ from bridge.notifier import Notifier
 from bridge.outages import OutageWatch
 from bridge.outbox import OutboxPublisher
 from bridge.presence import Effects, Outbound, PresenceTracker
-from bridge.reservations import ActorPool, current_and_next
+from bridge.reservations import ActorPool, BoardSlots, board_slots
 from bridge.selfwatch import Readings, SelfWatch
 from bridge.store import DeviceStore
-from plaza import rules
 from plaza.db import make_engine, migrate, session_factory
 from plaza.messages import (
     AdminAlert,
@@ -44,7 +42,6 @@ from plaza.messages import (
 )
 from plaza.mqtt import Backoff, service_client
 from plaza.settings import Settings
-from plaza.tables import Reservation
 from plaza.topics import (
     AdminRequestTopic,
     DeviceChannel,
@@ -56,8 +53,6 @@ from plaza.topics import (
 )
 
 log = logging.getLogger(__name__)
-#: a board entry's "next slot" looks this far ahead
-BOARD_HORIZON = timedelta(hours=24)
 
 
 class BridgeService:
@@ -79,7 +74,7 @@ class BridgeService:
         self.outages: OutageWatch | None = None
         self.publisher: OutboxPublisher | None = None
         self._client: aiomqtt.Client | None = None
-        self._refresh: asyncio.Queue[set[str]] = asyncio.Queue()
+        self._refresh: asyncio.Queue[set[str] | dict[str, BoardSlots]] = asyncio.Queue()
         self.metrics.watch(self)
         self._metrics_bind = (
             (settings.bridge_metrics_port or None) if metrics_port is None else metrics_port
@@ -186,45 +181,58 @@ class BridgeService:
             tg.create_task(self._mqtt_loop(), name="mqtt")
 
     async def _board_refresher(self, sessions: Callable[[], AsyncSession]) -> None:
+        """Show what the committer read in its own transaction, and read the slots of machines
+        whose boards moved for other reasons (time passing, an admin change), in order."""
         while True:
-            devices = await self._refresh.get()
+            items = [await self._refresh.get()]
             while not self._refresh.empty():
-                devices |= self._refresh.get_nowait()
+                items.append(self._refresh.get_nowait())
             try:
-                await self._refresh_boards(devices, sessions)
+                slots: dict[str, BoardSlots] = {}
+                for item in items:
+                    slots.update(
+                        item if isinstance(item, dict) else await self._read_slots(item, sessions)
+                    )
+                await self._show_slots(slots)
             except Exception:  # a failed refresh is redone by the next change or tick
-                log.exception("board refresh failed for %d machines", len(devices))
+                log.exception("board refresh failed for %d items", len(items))
 
     async def _refresh_boards(
         self, devices: set[str], sessions: Callable[[], AsyncSession]
     ) -> None:
         """Recompute current and next slots of ``devices`` from SQL and publish what moved."""
-        assert self.tracker is not None
+        await self._show_slots(await self._read_slots(devices, sessions))
+
+    async def _read_slots(
+        self, devices: set[str], sessions: Callable[[], AsyncSession]
+    ) -> dict[str, BoardSlots]:
         if not devices:
-            return
-        moment = datetime.now(UTC)
+            return {}
         async with sessions() as session:
-            rows = (
-                await session.exec(
-                    select(Reservation).where(
-                        col(Reservation.device_id).in_(devices),
-                        col(Reservation.status).in_([s.value for s in rules.ACTIVE]),
-                        Reservation.ends_at > moment,
-                        Reservation.starts_at < moment + BOARD_HORIZON,
-                    )
-                )
-            ).all()
-        by_device: dict[str, list[Reservation]] = {d: [] for d in devices}
-        for row in rows:
-            by_device[row.device_id].append(row)
+            conn = await session.connection()
+            return await conn.run_sync(board_slots, devices, datetime.now(UTC))
+
+    async def _show_slots(self, slots: dict[str, BoardSlots]) -> None:
+        """Give machines their current and next slots; publish the boards that moved at once."""
+        assert self.tracker is not None
+        assert self.store is not None
         ts = now()
-        for device, its_rows in by_device.items():
+        outbound: list[Outbound] = []
+        for device, (current, nxt) in slots.items():
             if device not in self.tracker.views:
                 continue
-            current, nxt = current_and_next(its_rows, moment)
             effects = self.tracker.set_slots(device, current, nxt, ts)
-            if effects.view is not None:
-                await self.apply(effects)
+            if effects.view is None:
+                continue
+            outbound += effects.publish
+            if effects.status_changed or effects.alerts:
+                # A move of the slots alone is not stored: slots are read from SQL at start,
+                # and board versions carry the bridge generation, so they still only grow.
+                self.store.enqueue(
+                    effects.view, effects.status_changed, effects.alerts, effects.view.since
+                )
+        if outbound:
+            await self.publish_all(outbound)
 
     async def _mqtt_loop(self) -> None:
         backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)

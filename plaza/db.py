@@ -75,6 +75,24 @@ async def _v7_alert_english(conn: AsyncConnection) -> None:
         await conn.execute(text("ALTER TABLE alert ADD COLUMN message_en VARCHAR(500)"))
 
 
+async def _v8_reservation_indexes(conn: AsyncConnection) -> None:
+    """Version 8: a machine's and a player's reservations are found by ``(device_id, ends_at)``
+    and ``(player, ends_at)`` instead of one-column indexes (see ``tables.is_active``)."""
+    await conn.execute(text("DROP INDEX IF EXISTS ix_reservation_device_id"))
+    await conn.execute(text("DROP INDEX IF EXISTS ix_reservation_player"))
+    await conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS ix_reservation_device_ends"
+            " ON reservation (device_id, ends_at)"
+        )
+    )
+    await conn.execute(
+        text(
+            "CREATE INDEX IF NOT EXISTS ix_reservation_player_ends ON reservation (player, ends_at)"
+        )
+    )
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
@@ -82,6 +100,7 @@ _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     5: _v5_notification_seq,
     6: _v6_broker_sessions,
     7: _v7_alert_english,
+    8: _v8_reservation_indexes,
 }
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or

@@ -7,9 +7,11 @@ expiry explicitly: aiomqtt's default silently starts clean on every reconnect.
 
 from __future__ import annotations
 
+import asyncio
 import random
 import socket
 from dataclasses import dataclass, field
+from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -66,3 +68,17 @@ class Backoff:
 
     def reset(self) -> None:
         self.attempt = 0
+
+
+async def stop_task(task: asyncio.Task[Any], *, every: float = 0.1) -> None:
+    """Cancel ``task`` until it has ended, and wait for it.
+
+    One ``cancel()`` is not always enough on Python 3.11: ``asyncio.wait_for``, which aiomqtt
+    awaits on connect and on every call, swallows a cancellation that arrives just as the
+    awaited future completes (CPython gh-86296, fixed in 3.12). The task then runs on, and a
+    service that was told to stop hangs. Cancelling again until it ends is harmless."""
+    while not task.done():
+        task.cancel()
+        await asyncio.wait({task}, timeout=every)
+    if not task.cancelled() and task.exception() is not None:
+        raise task.exception()  # type: ignore[misc]

@@ -29,7 +29,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.service import BridgeService
 from plaza.db import make_engine
-from plaza.mqtt import NODELAY
+from plaza.mqtt import NODELAY, stop_task
 from plaza.settings import Settings
 from plaza.topics import Topics
 from venue.broker import ContainerBroker, LocalBroker, docker_engine_answers, free_port
@@ -198,9 +198,7 @@ class RunningService:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await stop_task(self._task)
             self._task = None
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -14,6 +13,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from plaza.mqtt import stop_task
 from plaza.settings import Settings
 from venue.fleet import API_USER, BRIDGE_USER, VenueSecrets
 
@@ -45,11 +45,17 @@ def _run(coro: Coroutine[Any, Any, None]) -> int:
 
     async def main() -> None:
         task = asyncio.ensure_future(coro)
+        stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, task.cancel)
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+            loop.add_signal_handler(sig, stop.set)
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        if not task.done():
+            await stop_task(task)
+        elif not task.cancelled():
+            task.result()  # a service that ended on its own: its error, if any
 
     if sys.platform != "win32":
         import uvloop  # ~20 % less latency per hop than the default loop

@@ -25,8 +25,8 @@ from api.schemas import (
     ProvisionedDevice,
 )
 from api.state import AdminUser, CurrentUser, Db, State
-from plaza import acl, rules
-from plaza.tables import Device, Reservation, User
+from plaza import acl
+from plaza.tables import Device, Reservation, User, is_active
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/devices", tags=["devices"])
@@ -139,7 +139,7 @@ async def _active(session: Db, device_id: str) -> int:
         .select_from(Reservation)
         .where(
             Reservation.device_id == device_id,
-            col(Reservation.status).in_([s.value for s in rules.ACTIVE]),
+            is_active(Reservation.status),
         )
     )
     return (await session.exec(query)).one()

@@ -4,7 +4,7 @@ current one, keeping its data (SQLite and PostgreSQL)."""
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 
 from plaza.db import make_engine, migrate
 from plaza.tables import SCHEMA_VERSION
@@ -37,5 +37,34 @@ async def test_a_version_4_database_gets_seq_counters_and_english_alerts(db_url:
             version = await conn.scalar(text("SELECT version FROM schema_version"))
             await conn.execute(text("SELECT message_en FROM alert"))
         assert (last, version) == (3, SCHEMA_VERSION)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_version_7_database_finds_reservations_by_machine_and_player_ends(
+    db_url: str,
+) -> None:
+    engine = make_engine(db_url)
+    try:
+        assert await migrate(engine) == SCHEMA_VERSION
+        async with engine.begin() as conn:  # version 7's one-column indexes
+            await conn.execute(text("DROP INDEX ix_reservation_device_ends"))
+            await conn.execute(text("DROP INDEX ix_reservation_player_ends"))
+            await conn.execute(
+                text("CREATE INDEX ix_reservation_device_id ON reservation (device_id)")
+            )
+            await conn.execute(text("CREATE INDEX ix_reservation_player ON reservation (player)"))
+            await conn.execute(text("UPDATE schema_version SET version = 7"))
+        assert await migrate(engine) == SCHEMA_VERSION
+        async with engine.connect() as conn:
+            indexes = await conn.run_sync(
+                lambda c: {
+                    i["name"]: i["column_names"] for i in inspect(c).get_indexes("reservation")
+                }
+            )
+        assert indexes.get("ix_reservation_device_ends") == ["device_id", "ends_at"]
+        assert indexes.get("ix_reservation_player_ends") == ["player", "ends_at"]
+        assert "ix_reservation_device_id" not in indexes
+        assert "ix_reservation_player" not in indexes
     finally:
         await engine.dispose()

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bridge.committer import Committer
+from bridge.committer import Committed, Committer
 from bridge.reservations import Job, Outcome
 from plaza import rules
 from plaza.settings import Settings
@@ -40,11 +40,11 @@ async def test_a_job_that_always_fails_is_dropped_and_the_others_are_decided() -
     )
     decided: list[str] = []
 
-    async def fake_commit(batch: list[Job]) -> tuple[list[Outcome], list[Any]]:
+    async def fake_commit(batch: list[Job]) -> Committed:
         if any(j.device_id == "poison" for j in batch):
             raise RuntimeError("value too long for type character varying(200)")
         decided.extend(j.device_id for j in batch)
-        return [Outcome(None) for _ in batch], []
+        return [Outcome(None) for _ in batch], [], {}
 
     committer._commit = fake_commit  # type: ignore[method-assign]
     system = rules.Actor("system", rules.Role.SYSTEM)
