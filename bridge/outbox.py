@@ -20,7 +20,7 @@ from typing import Any
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from sqlalchemy import Connection, delete, insert, update
+from sqlalchemy import Connection, bindparam, delete, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -73,6 +73,12 @@ def outbox_message(
 
 _OUTBOX = Outbox.__table__  # type: ignore[attr-defined]
 _INSERT_RETURNING_IDS = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
+#: Core, not the ORM: an ORM bulk UPDATE of a few hundred ids cost ~18 ms of the event loop
+_MARK_SENT = (
+    update(_OUTBOX)
+    .where(_OUTBOX.c.id.in_(bindparam("ids", expanding=True)))
+    .values(published_at=bindparam("at"))
+)
 
 
 def insert_outbox(conn: Connection, messages: list[dict[str, Any]]) -> list[OutboxRow]:
@@ -206,11 +212,8 @@ class OutboxPublisher:
             ids, self._sent = self._sent, []
             try:
                 async with self._gate, self._sessions() as session:
-                    await session.exec(
-                        update(Outbox)
-                        .where(col(Outbox.id).in_(ids))
-                        .values(published_at=datetime.now(UTC))
-                    )
+                    conn = await session.connection()
+                    await conn.execute(_MARK_SENT, {"ids": ids, "at": datetime.now(UTC)})
                     await session.commit()
             except Exception:  # the database may be busy or down: try again next round
                 log.exception("could not mark %d outbox rows as sent", len(ids))

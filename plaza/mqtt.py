@@ -82,3 +82,51 @@ async def stop_task(task: asyncio.Task[Any], *, every: float = 0.1) -> None:
         await asyncio.wait({task}, timeout=every)
     if not task.cancelled() and task.exception() is not None:
         raise task.exception()  # type: ignore[misc]
+
+
+# -- paho's MQTT 5 property tables, built once --------------------------------------------------
+# paho-mqtt 2.x builds two dicts of ~27 entries in every Properties() and finds names by
+# linear scans with str.replace. It makes one for every received PUBLISH and every PUBACK:
+# about a sixth of the CPU an MQTT 5 request/response costs here. The tables never change,
+# so every instance can share one copy, and lookups can be dict lookups. Behaviour is the
+# same (tests/unit/test_paho_properties.py compares both on the packets we send and receive).
+_PAHO_ORIGINAL = {
+    name: getattr(Properties, name)
+    for name in ("__init__", "clear", "isEmpty", "getIdentFromName", "getNameFromIdent")
+}
+
+
+def _share_paho_property_tables() -> bool:
+    proto = object.__new__(Properties)
+    _PAHO_ORIGINAL["__init__"](proto, PacketTypes.PUBLISH)
+    names, properties, types = proto.names, proto.properties, proto.types
+    if set(vars(proto)) != {"packetType", "names", "properties", "types"}:
+        return False  # not the paho this was written for: leave it alone
+    compressed = {name.replace(" ", ""): ident for name, ident in names.items()}
+    by_ident = {ident: name for name, ident in names.items()}
+
+    def __init__(self: Properties, packetType: int) -> None:
+        object.__setattr__(self, "packetType", packetType)
+        object.__setattr__(self, "types", types)
+        object.__setattr__(self, "names", names)
+        object.__setattr__(self, "properties", properties)
+
+    def clear(self: Properties) -> None:
+        for attribute in [a for a in vars(self) if a in compressed]:
+            delattr(self, attribute)
+
+    def isEmpty(self: Properties) -> bool:
+        return not any(a in compressed for a in vars(self))
+
+    def getIdentFromName(self: Properties, compressedName: str) -> int:
+        return compressed.get(compressedName, -1)
+
+    def getNameFromIdent(self: Properties, identifier: int) -> str | None:
+        return by_ident.get(identifier)
+
+    for function in (__init__, clear, isEmpty, getIdentFromName, getNameFromIdent):
+        setattr(Properties, function.__name__, function)
+    return True
+
+
+PAHO_TABLES_SHARED = _share_paho_property_tables()
