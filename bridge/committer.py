@@ -25,19 +25,18 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-import sqlalchemy as sa
 from sqlalchemy import Connection, Table, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import SQLModel, col, func, or_, select
+from sqlmodel import SQLModel, col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.alerts import make_alert
+from bridge.batch_sql import batch_sql
 from bridge.notifier import Note, write_notes
 from bridge.outbox import (
     OutboxPublisher,
     OutboxRow,
-    insert_outbox,
     outbox_message,
     reply_properties,
 )
@@ -102,18 +101,15 @@ class Writes:
     alerts: list[AdminAlert] = field(default_factory=list)
 
     def flush_sync(self, conn: Connection) -> list[OutboxRow]:
-        table = _table(Reservation)
+        table, sql = _table(Reservation), batch_sql(conn)
         for row in self.changed:  # first: a cancel frees its slot for a booking in this batch
             values = {k: v for k, v in row.items() if k != "id"}
             conn.execute(update(table).where(table.c.id == row["id"]).values(**values))
-        if self.new:
-            conn.execute(insert(table), self.new)
-        if self.logs:
-            conn.execute(insert(_table(CommandLog)), self.logs)
+        sql.insert_reservations(self.new)
+        sql.insert_logs(self.logs)
         if self.alerts:
             conn.execute(insert(_table(Alert)), [alert_row(a) for a in self.alerts])
-        messages = self.outbox + write_notes(conn, self.notes, datetime.now(UTC))
-        return insert_outbox(conn, messages)
+        return sql.insert_outbox(self.outbox + write_notes(conn, self.notes, datetime.now(UTC)))
 
     async def flush(self, session: AsyncSession) -> list[OutboxRow]:
         conn = await session.connection()
@@ -632,51 +628,6 @@ def _batchable(job: Job) -> bool:
     )
 
 
-# The batched path's reads, built once (building a statement costs more than running it on
-# SQLite); lists are expanding parameters. Each reservation lookup names a machine or a
-# player and an ``ends_at`` bound, for the (device_id, ends_at) / (player, ends_at) indexes.
-_RES, _LOG, _DEV = _table(Reservation), _table(CommandLog), _table(Device)
-_SLOT_COLUMNS = (
-    _RES.c.id,
-    _RES.c.device_id,
-    _RES.c.player,
-    _RES.c.starts_at,
-    _RES.c.ends_at,
-    _RES.c.status,
-    _RES.c.code,
-)
-_LOGGED = sa.select(_LOG.c.request_key, _LOG.c.reply_json).where(
-    _LOG.c.request_key.in_(sa.bindparam("keys", expanding=True))
-)
-_DEVICES = sa.select(_DEV.c.id, _DEV.c.name, _DEV.c.maintenance, _DEV.c.auto_approve).where(
-    _DEV.c.id.in_(sa.bindparam("ids", expanding=True))
-)
-_TARGETS = sa.select(*_SLOT_COLUMNS).where(_RES.c.id.in_(sa.bindparam("ids", expanding=True)))
-
-
-def _live_near(column: sa.ColumnElement[str], name: str) -> sa.Select[Any]:
-    return sa.select(*_SLOT_COLUMNS).where(
-        column.in_(sa.bindparam(name, expanding=True)),
-        is_active(_RES.c.status),
-        _RES.c.ends_at > sa.bindparam("after"),
-        _RES.c.starts_at < sa.bindparam("before"),
-    )
-
-
-#: active reservations in the window, on the batch's machines or of its players
-_NEAR = sa.union(_live_near(_RES.c.device_id, "devices"), _live_near(_RES.c.player, "players"))
-#: active reservations each player holds that have not ended (the cap)
-_HELD = (
-    sa.select(_RES.c.player, func.count())
-    .where(
-        _RES.c.player.in_(sa.bindparam("players", expanding=True)),
-        is_active(_RES.c.status),
-        _RES.c.ends_at > sa.bindparam("now"),
-    )
-    .group_by(_RES.c.player)
-)
-
-
 class BatchDecision:
     """The batched path: facts for the whole batch up front, decisions in memory. Runs on a
     synchronous connection (a worker thread for SQLite, ``run_sync`` for PostgreSQL)."""
@@ -697,32 +648,27 @@ class BatchDecision:
         self.by_player.setdefault(slot.user, set()).add(slot.id)
 
     def _load(self, batch: list[Job]) -> tuple[dict[str, Reply], dict[str, Any]]:
-        conn = self.conn
+        sql = batch_sql(self.conn)
         keys = [j.request_key for j in batch if j.request_key]
-        logged = {
-            key: Reply.model_validate_json(text)
-            for key, text in conn.execute(_LOGGED, {"keys": keys})
-        }
-        device_ids = list({j.device_id for j in batch})
-        devices = {d.id: d for d in conn.execute(_DEVICES, {"ids": device_ids})}
+        logged = {key: Reply.model_validate_json(text) for key, text in sql.logged(keys)}
+        device_ids = {j.device_id for j in batch}
+        devices = {d.id: d for d in sql.devices(device_ids)}
         cmds = [j.command for j in batch if j.command is not None]
         target_ids = {c.reservation_id for c in cmds if c.reservation_id}
         target_ids |= {c.replaces for c in cmds if c.replaces}
         if target_ids:
-            for row in conn.execute(_TARGETS, {"ids": list(target_ids)}):
+            for row in sql.targets(target_ids):
                 self._index(slot_of(row))
         starts = [c.starts_at for c in cmds if c.starts_at]
         starts += [r.starts_at for r in self.slots.values()]
         ends = [c.ends_at for c in cmds if c.ends_at] + [r.ends_at for r in self.slots.values()]
-        players = list({c.actor.user for c in cmds if c.op is rules.Op.RESERVE})
+        players = {c.actor.user for c in cmds if c.op is rules.Op.RESERVE}
         if starts and ends:
-            window = {"after": min(starts), "before": max(ends)}
-            for row in conn.execute(_NEAR, {"devices": device_ids, "players": players, **window}):
+            for row in sql.near(device_ids, players, min(starts), max(ends)):
                 if row.id not in self.slots:
                     self._index(slot_of(row))
         if players:
-            counted = conn.execute(_HELD, {"players": players, "now": self.now})
-            self.held = {player: int(n) for player, n in counted}
+            self.held = dict(sql.held(players, self.now))
         return logged, devices
 
     def run(self, batch: list[Job]) -> list[Outcome]:

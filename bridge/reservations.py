@@ -31,9 +31,9 @@ from datetime import time as dtime
 from typing import TYPE_CHECKING, Any, Literal
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
 from sqlalchemy import Connection
 
+from bridge.batch_sql import batch_sql
 from plaza import rules
 from plaza.messages import (
     AlertSeverity,
@@ -44,7 +44,6 @@ from plaza.messages import (
     Slot,
 )
 from plaza.settings import Settings
-from plaza.tables import Reservation, is_active
 
 if TYPE_CHECKING:
     from bridge.committer import Committer
@@ -199,17 +198,6 @@ BOARD_HORIZON = timedelta(hours=24)
 BoardSlots = tuple[Slot | None, Slot | None]
 
 
-_RES = Reservation.__table__  # type: ignore[attr-defined]
-_BOARD_ROWS = sa.select(
-    _RES.c.id, _RES.c.device_id, _RES.c.starts_at, _RES.c.ends_at, _RES.c.status
-).where(
-    _RES.c.device_id.in_(sa.bindparam("devices", expanding=True)),
-    is_active(_RES.c.status),
-    _RES.c.ends_at > sa.bindparam("now"),
-    _RES.c.starts_at < sa.bindparam("horizon"),
-)
-
-
 def board_slots(
     conn: Connection, devices: Collection[str], moment: datetime
 ) -> dict[str, BoardSlots]:
@@ -218,9 +206,7 @@ def board_slots(
     committed) or a reader's."""
     if not devices:
         return {}
-    rows = conn.execute(
-        _BOARD_ROWS, {"devices": list(devices), "now": moment, "horizon": moment + BOARD_HORIZON}
-    )
+    rows = batch_sql(conn).board_rows(devices, moment, moment + BOARD_HORIZON)
     by_device: dict[str, list[Any]] = {d: [] for d in devices}
     for row in rows:
         by_device[row.device_id].append(row)

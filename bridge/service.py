@@ -8,6 +8,7 @@ lives on.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import sys
 import time
@@ -56,9 +57,18 @@ log = logging.getLogger(__name__)
 
 
 class BridgeService:
-    def __init__(self, settings: Settings, *, metrics_port: int | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        *,
+        metrics_port: int | None = None,
+        freeze_startup_objects: bool = False,
+    ) -> None:
         """``metrics_port`` overrides ``settings.bridge_metrics_port`` (where 0 means off);
-        here 0 means any free port, read back from :attr:`metrics_port` once running."""
+        here 0 means any free port, read back from :attr:`metrics_port` once running.
+        ``freeze_startup_objects``: for a process that runs one bridge (``plaza bridge``),
+        exempt what start-up built from the cyclic garbage collector (:func:`gc.freeze`)."""
+        self._freeze = freeze_startup_objects
         self.settings = settings
         self.identifier = settings.bridge_id
         self.topics = Topics(settings.topic_root)
@@ -158,6 +168,13 @@ class BridgeService:
             unsent,
         )
         await self._refresh_boards(set(self.tracker.views), reads)
+        if self._freeze:
+            # What start-up built (engines, metadata, models, every machine's view) lives as
+            # long as the process. Left to the collector, each full collection walked all of
+            # it: 70-100 ms with the event loop stopped, the bridge's worst latency. Frozen,
+            # it is skipped (full collections then take 20-35 ms; docs/benchmarks.md).
+            gc.collect()
+            gc.freeze()
         async with (
             metrics_endpoint(
                 self.metrics.registry, self.settings.http_host, self._metrics_bind

@@ -138,7 +138,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
 def cmd_bridge(args: argparse.Namespace) -> int:
     from bridge.service import BridgeService
 
-    return _run(BridgeService(_settings(args, BRIDGE_USER)).run())
+    return _run(BridgeService(_settings(args, BRIDGE_USER), freeze_startup_objects=True).run())
 
 
 def cmd_api(args: argparse.Namespace) -> int:

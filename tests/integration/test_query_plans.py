@@ -6,6 +6,8 @@ out of reach."""
 
 from __future__ import annotations
 
+import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,15 +16,23 @@ import pytest
 from sqlalchemy import Connection, create_engine, event
 from sqlmodel import SQLModel
 
-from bridge.committer import _HELD, _NEAR
-from bridge.reservations import board_slots
+from bridge.batch_sql import _SQL_BOARD, _SQL_HELD, _SQL_NEAR, CoreBatchSql, sqlite_time
 
 pytestmark = pytest.mark.integration
+NOW = datetime.now(UTC)
+DEVICES = [f"pc-{i}" for i in range(64)]  # a busy batch
+PLAYERS = [f"player-{i}" for i in range(64)]
 
 
-def test_reservation_lookups_seek_a_machine_or_player_index_and_never_scan(
-    tmp_path: Path,
-) -> None:
+def assert_seeks_by_machine_or_player(plan: list[str]) -> None:
+    on_reservations = [step for step in plan if "reservation" in step]
+    assert on_reservations, plan
+    for step in on_reservations:
+        assert step.startswith("SEARCH reservation USING"), plan
+        assert "ix_reservation_device_ends" in step or "ix_reservation_player_ends" in step, plan
+
+
+def test_core_lookups_seek_a_machine_or_player_index_and_never_scan(tmp_path: Path) -> None:
     engine = create_engine(f"sqlite:///{tmp_path / 'plans.db'}")
     SQLModel.metadata.create_all(engine)
     seen: list[tuple[str, Any]] = []
@@ -33,24 +43,40 @@ def test_reservation_lookups_seek_a_machine_or_player_index_and_never_scan(
     ) -> None:
         seen.append((statement, params))
 
-    now = datetime.now(UTC)
-    window = {"after": now, "before": now + timedelta(hours=1)}
-    devices = [f"pc-{i}" for i in range(64)]  # a busy batch
-    players = [f"player-{i}" for i in range(64)]
     with engine.begin() as conn:
-        conn.execute(_NEAR, {"devices": devices, "players": players, **window})
-        conn.execute(_HELD, {"players": players, "now": now})
-        board_slots(conn, devices, now)
+        sql = CoreBatchSql(conn)
+        sql.near(DEVICES, PLAYERS, NOW, NOW + timedelta(hours=1))
+        sql.held(PLAYERS, NOW)
+        sql.board_rows(DEVICES, NOW, NOW + timedelta(hours=24))
     assert len(seen) == 3
     raw = engine.raw_connection()
     try:
         for statement, params in seen:
             plan = [row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + statement, params)]
-            on_reservations = [step for step in plan if "reservation" in step]
-            assert on_reservations, plan
-            for step in on_reservations:
-                assert step.startswith("SEARCH reservation USING"), (statement, plan)
-                assert "ix_reservation_device_ends" in step or "ix_reservation_player_ends" in step
+            assert_seeks_by_machine_or_player(plan)
     finally:
         raw.close()
         engine.dispose()
+
+
+def test_sqlite_driver_lookups_seek_a_machine_or_player_index_and_never_scan(
+    tmp_path: Path,
+) -> None:
+    engine = create_engine(f"sqlite:///{tmp_path / 'plans.db'}")
+    SQLModel.metadata.create_all(engine)
+    engine.dispose()
+    raw = sqlite3.connect(tmp_path / "plans.db")
+    params = {
+        "devices": json.dumps(DEVICES),
+        "players": json.dumps(PLAYERS),
+        "after": sqlite_time(NOW),
+        "before": sqlite_time(NOW + timedelta(hours=1)),
+        "now": sqlite_time(NOW),
+    }
+    try:
+        for statement in (_SQL_NEAR, _SQL_HELD, _SQL_BOARD):
+            used = {k: v for k, v in params.items() if f":{k}" in statement}
+            plan = [row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + statement, used)]
+            assert_seeks_by_machine_or_player(plan)
+    finally:
+        raw.close()
