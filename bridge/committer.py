@@ -150,6 +150,11 @@ class Committer:
         #: batches that failed (and were retried): a database in trouble
         self.failed_batches = 0
 
+    def close(self) -> None:
+        """Close the worker thread's connections (at shutdown)."""
+        if self._sync_engine is not None:
+            self._sync_engine.dispose()
+
     async def submit(self, job: Job) -> Reply | None:
         self._queue.put_nowait(job)
         return await job.future
@@ -213,7 +218,7 @@ class Committer:
         now = datetime.now(UTC)
         if all(_batchable(j) for j in batch):
             try:
-                if self._sync_engine is not None:  # SQLite: the whole batch in one thread
+                if self._sync_engine is not None:  # the whole batch in one worker thread
                     return await asyncio.to_thread(self._batch_in_thread, batch, now)
                 async with self.engine.begin() as conn:
                     return await conn.run_sync(self._batch, batch, now)
@@ -630,7 +635,8 @@ def _batchable(job: Job) -> bool:
 
 class BatchDecision:
     """The batched path: facts for the whole batch up front, decisions in memory. Runs on a
-    synchronous connection (a worker thread for SQLite, ``run_sync`` for PostgreSQL)."""
+    synchronous connection in a worker thread (pysqlite or psycopg; ``run_sync`` on the
+    async engine for a database without a synchronous driver here)."""
 
     def __init__(self, committer: Committer, conn: Connection, now: datetime, writes: Writes):
         self.c = committer

@@ -101,6 +101,8 @@ class BridgeService:
         try:
             await self._run(engine, session_factory(reader))
         finally:
+            if self.committer is not None:
+                self.committer.close()
             await engine.dispose()
             await reader.dispose()
 

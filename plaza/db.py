@@ -147,17 +147,28 @@ def make_engine(url: str, *, reader: bool = False, **kw: Any) -> AsyncEngine:
 
 
 def make_sync_engine(url: str) -> Engine | None:
-    """For SQLite, a synchronous engine on the same file (pysqlite, same recipe), so a whole
-    batch runs in one worker thread instead of hopping threads per statement; None for
-    other databases, whose async drivers need no thread."""
-    if not is_sqlite(url):
-        return None
-    engine = create_engine(
-        url.replace("sqlite+aiosqlite:", "sqlite:", 1),
-        connect_args={"timeout": 30, "check_same_thread": False},
-    )
-    _sqlite_recipe(engine)
-    return engine
+    """A synchronous engine on the same database, for work that runs whole in one worker
+    thread (the committer's batches): on SQLite pysqlite with the same recipe; on PostgreSQL
+    psycopg. A batch then makes its ~10 round trips without waiting for the event loop between
+    them (through asyncpg each one did, and a busy loop made a batch take tens of ms).
+    None for a URL whose driver has no synchronous twin here."""
+    # Every use is one `engine.begin()` block, which commits or rolls back itself: the pool's
+    # rollback on return (and, on PostgreSQL, a ping on checkout) would only add round trips;
+    # a connection that died fails its batch, which the committer retries on a fresh one.
+    if is_sqlite(url):
+        engine = create_engine(
+            url.replace("sqlite+aiosqlite:", "sqlite:", 1),
+            connect_args={"timeout": 30, "check_same_thread": False},
+            pool_reset_on_return=None,
+        )
+        _sqlite_recipe(engine)
+        return engine
+    if url.startswith(("postgresql+asyncpg:", "postgresql:")):
+        address = url.split("://", 1)[1]
+        return create_engine(
+            f"postgresql+psycopg://{address}", pool_size=2, pool_reset_on_return=None
+        )
+    return None
 
 
 def _sqlite_recipe(engine: AsyncEngine | Engine, *, immediate: bool = True) -> None:
