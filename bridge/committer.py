@@ -43,7 +43,7 @@ from bridge.outbox import (
 from bridge.reservations import (
     EVENT_FOR,
     NOTICE_FOR,
-    BoardSlots,
+    BoardRows,
     Job,
     Outcome,
     board_slots,
@@ -118,7 +118,7 @@ class Writes:
 
 #: what a committed batch came to: outcomes in batch order, the outbox rows to publish, and
 #: the current and next slot of every machine it changed
-Committed = tuple[list[Outcome], list[OutboxRow], dict[str, BoardSlots]]
+Committed = tuple[list[Outcome], list[OutboxRow], dict[str, BoardRows]]
 
 
 class Committer:
@@ -130,7 +130,7 @@ class Committer:
         settings: Settings,
         topics: Topics,
         publisher: OutboxPublisher,
-        on_boards: Callable[[dict[str, BoardSlots]], None],
+        on_boards: Callable[[dict[str, BoardRows]], None],
         write_gate: asyncio.Lock,
     ) -> None:
         self.engine = engine

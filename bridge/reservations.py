@@ -196,21 +196,24 @@ BOARD_HORIZON = timedelta(hours=24)
 
 #: a machine's current and next reservation slot, as its board entry shows them
 BoardSlots = tuple[Slot | None, Slot | None]
+#: a machine's live reservation rows up to the board's horizon; the current and next slot are
+#: picked from them when the board is shown (time may have crossed a boundary meanwhile)
+BoardRows = list[Any]
 
 
 def board_slots(
     conn: Connection, devices: Collection[str], moment: datetime
-) -> dict[str, BoardSlots]:
-    """The current and next slot of each of ``devices`` at ``moment``, read on a synchronous
-    connection: the committer's own transaction (so the board shows exactly what it
-    committed) or a reader's."""
+) -> dict[str, BoardRows]:
+    """The live reservation rows of each of ``devices`` from ``moment`` to the horizon, read on
+    a synchronous connection: the committer's own transaction (so the board shows exactly
+    what it committed) or a reader's."""
     if not devices:
         return {}
     rows = batch_sql(conn).board_rows(devices, moment, moment + BOARD_HORIZON)
     by_device: dict[str, list[Any]] = {d: [] for d in devices}
     for row in rows:
         by_device[row.device_id].append(row)
-    return {d: current_and_next(its, moment) for d, its in by_device.items()}
+    return by_device
 
 
 def current_and_next(rows: list[Any], now: datetime) -> BoardSlots:

@@ -28,7 +28,7 @@ from bridge.notifier import Notifier
 from bridge.outages import OutageWatch
 from bridge.outbox import OutboxPublisher
 from bridge.presence import Effects, Outbound, PresenceTracker
-from bridge.reservations import ActorPool, BoardSlots, board_slots
+from bridge.reservations import ActorPool, BoardRows, board_slots, current_and_next
 from bridge.selfwatch import Readings, SelfWatch
 from bridge.store import DeviceStore
 from plaza.db import make_engine, migrate, session_factory
@@ -84,7 +84,7 @@ class BridgeService:
         self.outages: OutageWatch | None = None
         self.publisher: OutboxPublisher | None = None
         self._client: aiomqtt.Client | None = None
-        self._refresh: asyncio.Queue[set[str] | dict[str, BoardSlots]] = asyncio.Queue()
+        self._refresh: asyncio.Queue[set[str] | dict[str, BoardRows]] = asyncio.Queue()
         self.metrics.watch(self)
         self._metrics_bind = (
             (settings.bridge_metrics_port or None) if metrics_port is None else metrics_port
@@ -207,7 +207,7 @@ class BridgeService:
             while not self._refresh.empty():
                 items.append(self._refresh.get_nowait())
             try:
-                slots: dict[str, BoardSlots] = {}
+                slots: dict[str, BoardRows] = {}
                 for item in items:
                     slots.update(
                         item if isinstance(item, dict) else await self._read_slots(item, sessions)
@@ -224,22 +224,23 @@ class BridgeService:
 
     async def _read_slots(
         self, devices: set[str], sessions: Callable[[], AsyncSession]
-    ) -> dict[str, BoardSlots]:
+    ) -> dict[str, BoardRows]:
         if not devices:
             return {}
         async with sessions() as session:
             conn = await session.connection()
             return await conn.run_sync(board_slots, devices, datetime.now(UTC))
 
-    async def _show_slots(self, slots: dict[str, BoardSlots]) -> None:
+    async def _show_slots(self, slots: dict[str, BoardRows]) -> None:
         """Give machines their current and next slots; publish the boards that moved at once."""
         assert self.tracker is not None
         assert self.store is not None
-        ts = now()
+        ts, moment = now(), datetime.now(UTC)
         outbound: list[Outbound] = []
-        for device, (current, nxt) in slots.items():
+        for device, rows in slots.items():
             if device not in self.tracker.views:
                 continue
+            current, nxt = current_and_next(rows, moment)
             effects = self.tracker.set_slots(device, current, nxt, ts)
             if effects.view is None:
                 continue

@@ -163,7 +163,9 @@ def make_sync_engine(url: str) -> Engine | None:
         )
         _sqlite_recipe(engine)
         return engine
-    if url.startswith(("postgresql+asyncpg:", "postgresql:")):
+    if url.startswith(("postgresql+asyncpg:", "postgresql:")) and "?" not in url:
+        # (query options are driver-specific, e.g. asyncpg's ssl= is psycopg's sslmode=:
+        # with any, the batch keeps to the async engine rather than guess a translation)
         address = url.split("://", 1)[1]
         return create_engine(
             f"postgresql+psycopg://{address}", pool_size=2, pool_reset_on_return=None
