@@ -87,13 +87,14 @@ def batch_sql(conn: Connection) -> BatchSql:
 
 
 # -- SQLAlchemy Core ---------------------------------------------------------------------------
-def _table(model: type[SQLModel]) -> Table:
+def table_of(model: type[SQLModel]) -> Table:
+    """The Core table of a SQLModel table class."""
     table = model.__table__  # type: ignore[attr-defined]
     assert isinstance(table, Table)
     return table
 
 
-_RES, _LOG, _DEV = _table(Reservation), _table(CommandLog), _table(Device)
+_RES, _LOG, _DEV = table_of(Reservation), table_of(CommandLog), table_of(Device)
 _SLOT_COLUMNS = (
     _RES.c.id,
     _RES.c.device_id,

@@ -25,14 +25,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import Connection, Table, insert, update
+from sqlalchemy import Connection, insert, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import SQLModel, col, or_, select
+from sqlmodel import col, or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.alerts import make_alert
-from bridge.batch_sql import batch_sql
+from bridge.batch_sql import batch_sql, table_of
 from bridge.notifier import Note, write_notes
 from bridge.outbox import (
     OutboxPublisher,
@@ -80,12 +80,6 @@ class DeviceFacts(Protocol):
     auto_approve: bool
 
 
-def _table(model: type[SQLModel]) -> Table:
-    table = model.__table__  # type: ignore[attr-defined]
-    assert isinstance(table, Table)
-    return table
-
-
 @dataclass
 class Writes:
     """Rows to write, in order; :meth:`flush` writes them and returns the outbox rows with
@@ -101,14 +95,14 @@ class Writes:
     alerts: list[AdminAlert] = field(default_factory=list)
 
     def flush_sync(self, conn: Connection) -> list[OutboxRow]:
-        table, sql = _table(Reservation), batch_sql(conn)
+        table, sql = table_of(Reservation), batch_sql(conn)
         for row in self.changed:  # first: a cancel frees its slot for a booking in this batch
             values = {k: v for k, v in row.items() if k != "id"}
             conn.execute(update(table).where(table.c.id == row["id"]).values(**values))
         sql.insert_reservations(self.new)
         sql.insert_logs(self.logs)
         if self.alerts:
-            conn.execute(insert(_table(Alert)), [alert_row(a) for a in self.alerts])
+            conn.execute(insert(table_of(Alert)), [alert_row(a) for a in self.alerts])
         return sql.insert_outbox(self.outbox + write_notes(conn, self.notes, datetime.now(UTC)))
 
     async def flush(self, session: AsyncSession) -> list[OutboxRow]:
