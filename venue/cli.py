@@ -1,5 +1,5 @@
 """`plaza`: the one operator CLI. Subcommands: up, init, broker, bridge, api, admin, sim,
-bench."""
+check, bench."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from typing import Any
 
 from plaza.mqtt import stop_task
 from plaza.settings import Settings
-from venue.fleet import API_USER, BRIDGE_USER, VenueSecrets
+from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets
 
 
 def _settings(args: argparse.Namespace, user: str | None = None) -> Settings:
@@ -220,6 +220,12 @@ def cmd_sim(args: argparse.Namespace) -> int:
     return _run(fleet.run(args.duration, args.progress_every))
 
 
+def cmd_check(args: argparse.Namespace) -> int:
+    from venue.check import run
+
+    return run(args, _settings(args))
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "presence":
         from venue.bench import run_presence_bench
@@ -307,6 +313,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--progress-every", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=None)
     p.set_defaults(func=cmd_sim)
+
+    p = sub.add_parser("check", help="check the venue's invariants over SQL and the broker")
+    common(p)
+    p.add_argument("--mqtt-username", default=OBSERVER_USER, help="default: observer")
+    p.add_argument(
+        "--mqtt-password",
+        default=None,
+        help="default: $PLAZA_CHECK_MQTT_PASSWORD, else the observer's in DATA_DIR/secrets.json",
+    )
+    p.add_argument("--grace", type=float, default=30.0, help="seconds a message may be in flight")
+    p.add_argument("--since", type=float, default=24.0, help="hours of command log to check")
+    p.add_argument("--settle", type=float, default=2.0, help="seconds before re-reading the board")
+    p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")
     p.add_argument("what", choices=["presence", "reservations"])
