@@ -26,6 +26,7 @@ test-all: setup
 bench: setup
 	$(VENV)/bin/plaza bench presence
 	$(VENV)/bin/plaza bench reservations
+	$(VENV)/bin/plaza bench fanout
 
 clean:
 	rm -rf var .pytest_cache .mypy_cache .ruff_cache

@@ -232,6 +232,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         args.machines = args.machines or 200
         return int(run_presence_bench(args))
+    if args.what == "fanout":
+        from venue.bench_fanout import run_fanout_bench
+
+        args.machines = args.machines or 20
+        return run_fanout_bench(args)
     from venue.bench_reservations import run_reservations_bench
 
     args.machines = args.machines or 1000
@@ -328,13 +333,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_check)
 
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")
-    p.add_argument("what", choices=["presence", "reservations"])
-    p.add_argument("--machines", type=int, default=None, help="default 200 / 1000")
+    p.add_argument("what", choices=["presence", "reservations", "fanout"])
+    p.add_argument("--machines", type=int, default=None, help="default 200 / 1000 / 20")
     p.add_argument("--trials", type=int, default=100, help="presence: trials")
     p.add_argument("--players", type=int, default=50, help="reservations: players")
     p.add_argument("--rate", type=float, default=200, help="reservations: paced commands/s")
     p.add_argument("--seconds", type=float, default=10, help="reservations: per phase")
     p.add_argument("--window", type=int, default=256, help="reservations: in flight (max)")
+    p.add_argument("--subscribers", type=int, default=1000, help="fanout: WebSocket clients")
+    p.add_argument("--changes", type=int, default=50, help="fanout: state changes measured")
+    p.add_argument("--processes", type=int, default=4, help="fanout: node processes")
     p.add_argument("--sqlite-only", action="store_true", help="reservations: skip PostgreSQL")
     p.add_argument("--output", default="docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)

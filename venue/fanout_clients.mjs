@@ -1,0 +1,213 @@
+// `plaza bench fanout`'s subscribers: N browser-like mqtt.js clients in one node process,
+// over MQTT 5 on WebSocket, each subscribed (QoS 1) to the board and to one machine's raw
+// state topic. Driven by venue/bench_fanout.py over stdin/stdout, one JSON object per line.
+//
+// One WebSocket frame per MQTT packet, as browsers send: mqtt.js's stock Node transport wraps
+// the socket in ws.createWebSocketStream, and mqtt-packet writes a packet in several chunks
+// (fixed header, topic, payload), so each packet leaves as several frames (a PUBACK as three).
+// Here the stream takes mqtt-packet's corked chunks in one writev, cuts them at packet
+// boundaries (the fixed header's remaining length) and sends each packet as one frame.
+// `--transport stock` keeps mqtt.js's own, to show the difference. Every frame is counted.
+//
+// stdin:  {"cmd":"arm","k":K,"state":"in_use","seq":Q}   expect change K
+//         {"cmd":"stop"}
+// stdout: {"event":"ready","clients":N,"boards":B,"connect_ms":T}
+//         {"event":"armed","k":K}
+//         {"event":"change","k":K,"raw":[ms...],"board":[ms...]}   arrival times (epoch ms)
+//         {"event":"stats","frames":F,"whole":W,"packets":P,"disconnects":D,"cpu_ms":C}
+//         (W: frames that hold exactly one whole MQTT packet; P: packets mqtt.js wrote)
+
+import { createRequire } from 'node:module';
+import { Duplex } from 'node:stream';
+import { parseArgs } from 'node:util';
+import { createInterface } from 'node:readline';
+
+const { values: opt } = parseArgs({
+  options: {
+    url: { type: 'string' },
+    username: { type: 'string' },
+    password: { type: 'string' },
+    clients: { type: 'string', default: '10' },
+    prefix: { type: 'string', default: 'fan' },
+    device: { type: 'string' },
+    root: { type: 'string', default: 'plaza' },
+    web: { type: 'string' }, // the web client's package.json: mqtt.js and ws come from there
+    transport: { type: 'string', default: 'packet' },
+    'change-timeout': { type: 'string', default: '10000' },
+    'connect-pace': { type: 'string', default: '25' }, // clients per 50 ms
+  },
+});
+
+const require = createRequire(opt.web);
+const mqtt = require('mqtt');
+const WebSocket = require('ws');
+
+const now = () => performance.timeOrigin + performance.now();
+const say = (obj) => process.stdout.write(JSON.stringify(obj) + '\n');
+const counts = { frames: 0, whole: 0, packets: 0, disconnects: 0 };
+
+// Split a buffer of whole MQTT packets (plus a possible tail) at packet boundaries.
+function* packets(state, chunk) {
+  let buf = state.rest.length ? Buffer.concat([state.rest, chunk]) : chunk;
+  for (;;) {
+    let len = 0, mult = 1, i = 1;
+    for (; i < buf.length && i < 5; i++) {
+      len += (buf[i] & 0x7f) * mult;
+      mult *= 128;
+      if ((buf[i] & 0x80) === 0) break;
+    }
+    if (i >= buf.length || (buf[i] & 0x80) !== 0) break; // the header is not complete yet
+    const end = i + 1 + len;
+    if (end > buf.length) break;
+    yield buf.subarray(0, end);
+    buf = buf.subarray(end);
+  }
+  state.rest = buf;
+}
+
+// True when a frame holds exactly one whole MQTT packet.
+function wholePacket(data) {
+  const split = { rest: Buffer.alloc(0) };
+  const found = [...packets(split, Buffer.from(data))];
+  return found.length === 1 && split.rest.length === 0;
+}
+
+function counted(socket) {
+  const send = socket.send.bind(socket);
+  socket.send = (data, ...rest) => {
+    counts.frames += 1;
+    if (wholePacket(data)) counts.whole += 1;
+    return send(data, ...rest);
+  };
+  return socket;
+}
+
+// A stream builder for mqtt.MqttClient: one frame per MQTT packet.
+function packetPerFrame(url) {
+  return () => {
+    const socket = counted(new WebSocket(url, ['mqtt'], { perMessageDeflate: false }));
+    const split = { rest: Buffer.alloc(0) };
+    const waiting = [];
+    const out = (buffers) => {
+      for (const packet of packets(split, Buffer.concat(buffers))) {
+        if (socket.readyState === WebSocket.OPEN) socket.send(packet);
+        else waiting.push(packet);
+      }
+    };
+    const stream = new Duplex({
+      read() {},
+      write(chunk, _enc, cb) { out([chunk]); cb(); },
+      writev(chunks, cb) { out(chunks.map((c) => c.chunk)); cb(); },
+      final(cb) { socket.close(); cb(); },
+      destroy(err, cb) { socket.terminate(); cb(err); },
+    });
+    socket.on('open', () => { for (const p of waiting.splice(0)) socket.send(p); });
+    socket.on('message', (data) => stream.push(data));
+    socket.on('close', () => { stream.push(null); stream.destroy(); });
+    socket.on('error', (err) => stream.destroy(err));
+    return stream;
+  };
+}
+
+const boardTopic = `${opt.root}/board/${opt.device}`;
+const rawTopic = `${opt.root}/devices/${opt.device}/state`;
+const n = Number(opt.clients);
+const clients = [];
+let armed = null; // {k, state, seq, raw: [], board: [], timer}
+
+function finish() {
+  if (!armed) return;
+  clearTimeout(armed.timer);
+  say({ event: 'change', k: armed.k, raw: armed.raw, board: armed.board });
+  armed = null;
+}
+
+function onMessage(c, topic, payload) {
+  if (topic === rawTopic) {
+    const msg = JSON.parse(payload);
+    if (armed && msg.seq === armed.seq && !c.gotRaw) {
+      c.gotRaw = true;
+      armed.raw.push(now());
+    }
+  } else if (topic.startsWith(`${opt.root}/board/`)) {
+    const entry = JSON.parse(payload);
+    c.boards.add(entry.device_id);
+    if (topic === boardTopic && armed && entry.state === armed.state && !c.gotBoard) {
+      c.gotBoard = true;
+      armed.board.push(now());
+    }
+  }
+  if (armed && armed.raw.length === n && armed.board.length === n) finish();
+}
+
+function connectOne(i) {
+  return new Promise((resolve, reject) => {
+    const options = {
+      username: opt.username,
+      password: opt.password,
+      clientId: `${opt.prefix}-${i}`,
+      protocolVersion: 5,
+      clean: true,
+      keepalive: 60,
+      reconnectPeriod: 0,
+      connectTimeout: 30000,
+    };
+    const client = opt.transport === 'stock'
+      ? mqtt.connect(opt.url, {
+        ...options,
+        createWebsocket: (url, protocols, o) => counted(new WebSocket(url, protocols, o.wsOptions)),
+      })
+      : new mqtt.MqttClient(packetPerFrame(opt.url), options);
+    const c = { client, boards: new Set(), gotRaw: false, gotBoard: false };
+    // the CONNECT is written inside the constructor, before this listener exists
+    counts.packets += 1;
+    client.on('packetsend', () => { counts.packets += 1; });
+    client.on('message', (topic, payload) => onMessage(c, topic, payload));
+    client.on('close', () => { if (c.ready) counts.disconnects += 1; });
+    client.once('error', reject);
+    client.once('connect', () => {
+      client.subscribe([`${opt.root}/board/+`, rawTopic], { qos: 1 }, (err) => {
+        if (err) return reject(err);
+        c.ready = true;
+        resolve(c);
+      });
+    });
+  });
+}
+
+const started = now();
+const pace = Number(opt['connect-pace']);
+const pending = [];
+for (let i = 0; i < n; i++) {
+  pending.push(connectOne(i));
+  if (i % pace === pace - 1) await new Promise((r) => setTimeout(r, 50));
+}
+clients.push(...(await Promise.all(pending)));
+// the retained board reaches every client before the first change
+for (let waited = 0; waited < 10000; waited += 20) {
+  if (clients.every((c) => c.boards.has(opt.device))) break;
+  await new Promise((r) => setTimeout(r, 20));
+}
+say({
+  event: 'ready',
+  clients: clients.length,
+  boards: Math.min(...clients.map((c) => c.boards.size)),
+  connect_ms: now() - started,
+});
+
+const lines = createInterface({ input: process.stdin });
+for await (const line of lines) {
+  const msg = JSON.parse(line);
+  if (msg.cmd === 'arm') {
+    for (const c of clients) { c.gotRaw = false; c.gotBoard = false; }
+    armed = { k: msg.k, state: msg.state, seq: msg.seq, raw: [], board: [] };
+    armed.timer = setTimeout(finish, Number(opt['change-timeout']));
+    say({ event: 'armed', k: msg.k });
+  } else if (msg.cmd === 'stop') {
+    const usage = process.cpuUsage();
+    say({ event: 'stats', ...counts, cpu_ms: (usage.user + usage.system) / 1000 });
+    await Promise.all(clients.map((c) => new Promise((r) => c.client.end(false, {}, r))));
+    break;
+  }
+}
+process.exit(0);
