@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Install what a fresh machine lacks: mosquitto, chromium and a Korean font (Debian packages;
-# the browser tests need the last two), a virtualenv with the project and its pinned
+# the browser tests need the last two), promtool (Debian's prometheus package: the tests check
+# deploy/prometheus/ with it), a virtualenv with the project and its pinned
 # dependencies (constraints.txt), and the web client's npm package (mqtt.js, api/web). Safe to
 # run again: it skips what is already there.
 set -euo pipefail
@@ -22,6 +23,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
     [ "$(id -u)" -eq 0 ] || SUDO="sudo"
     $SUDO apt-get update -qq
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}" >/dev/null
+fi
+# promtool ships in Debian's prometheus package; only the binary is wanted (no exporters from
+# its recommendations; the server it installs is not started or used).
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "setup: installing prometheus (for promtool; apt-get)"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    [ ${#need_apt[@]} -gt 0 ] || $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 
 PYTHON=${PYTHON:-python3.11}

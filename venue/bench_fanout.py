@@ -145,7 +145,7 @@ class ClientProcess:
                 line = await self.proc.stdout.readline()
                 if not line:
                     self.log.flush()
-                    tail = Path(self.log.name).read_text(errors="replace")[-2000:]
+                    tail = Path(self.log.name).read_text(errors="replace")[-2000:]  # noqa: ASYNC240 - failing anyway
                     raise RuntimeError(f"{self.name} ended before sending {kind!r}: {tail}")
                 msg: dict[str, Any] = json.loads(line)
                 if msg.get("event") == kind:
