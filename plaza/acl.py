@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from plaza.topics import Topics
+from plaza.topics import BROKER_SYS_TREE, Topics
 
 AclType = Literal[
     "publishClientSend",
@@ -105,12 +105,15 @@ def staff_role(topics: Topics, user: str) -> Role:
 
 
 def bridge_role(topics: Topics) -> Role:
-    """The bridge is the only writer of board, events, replies, notifications and commands."""
+    """The bridge is the only writer of board, events, replies, notifications and commands.
+    It also reads the broker's statistics (``$SYS/broker/#``) to export them
+    (plaza.broker_stats)."""
     return Role(
         "svc-bridge",
         (
             Acl("publishClientSend", topics.everything),
             *_read(topics.everything),
+            *_read(BROKER_SYS_TREE),
             # several bridges share request handling (MQTT 5 shared subscription)
             Acl("subscribePattern", topics.shared("+", topics.everything)),
         ),

@@ -31,6 +31,10 @@ from enum import StrEnum
 
 _ID = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,47}$")
 
+#: Mosquitto's own statistics, outside any venue root (plaza.broker_stats reads them)
+BROKER_SYS_PREFIX = "$SYS/broker/"
+BROKER_SYS_TREE = f"{BROKER_SYS_PREFIX}#"
+
 
 class TopicError(ValueError):
     """A topic or a topic level is not part of the contract."""

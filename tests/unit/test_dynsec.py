@@ -292,10 +292,12 @@ def test_only_the_api_role_may_send_dynamic_security_commands() -> None:
     assert not can_write(api, T.board("pc-01"))
 
 
-def test_the_bridge_role_writes_and_reads_everything_under_the_root_only() -> None:
+def test_the_bridge_role_writes_and_reads_under_the_root_and_reads_the_broker_stats() -> None:
     role = acl.bridge_role(T)
     assert can_write(role, T.board("pc-01"))
     assert can_write(role, T.cmd("pc-01"))
     assert can_read(role, T.request("pc-01", "player1"))
     assert not can_write(role, "other-venue/board/pc-01")
-    assert not can_read(role, "$SYS/broker/uptime")
+    assert can_read(role, "$SYS/broker/uptime")  # plaza.broker_stats exports them
+    assert not can_write(role, "$SYS/broker/uptime")
+    assert not can_read(role, acl.DYNSEC_RESPONSE)
