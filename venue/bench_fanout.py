@@ -381,6 +381,10 @@ def report(result: FanoutResult, command: str) -> str:
         ),
         row("driver (machines, this process)", ["driver"]),
         "",
+        f"- Load generator: the busiest node process used {max(ours[n] for n in nodes):.2f} "
+        "cores during the changes (one saturated would show 1.00, its clients then waiting on "
+        f"it); waiting for a CPU, all node processes together: "
+        f"{med('waited', nodes)} ms per change.",
         f"- Median change {statistics.median(c.wall_ms for c in changes):.0f} ms wall; the "
         f"bench's own processes used {sum(result.run_cpu.values()):.2f} of {cores} cores "
         f"over the {result.run_seconds:.0f} s run (pauses of {opts.gap:g} s between changes).",

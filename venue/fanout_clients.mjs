@@ -34,7 +34,7 @@ const { values: opt } = parseArgs({
     web: { type: 'string' }, // the web client's package.json: mqtt.js and ws come from there
     transport: { type: 'string', default: 'packet' },
     'change-timeout': { type: 'string', default: '10000' },
-    'connect-pace': { type: 'string', default: '25' }, // clients per 50 ms
+    'connect-pace': { type: 'string', default: '10' }, // clients per 50 ms (listen backlog 100)
   },
 });
 
