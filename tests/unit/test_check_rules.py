@@ -1,0 +1,81 @@
+"""venue.check's pure invariants, at their edges (the integration tests break each one on a
+real venue; these pin the boundaries)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from venue.broker import CONFIG_SOURCE, render_config
+from venue.check import ReservationRow, _reachable, broker_port_of, double_bookings
+
+pytestmark = pytest.mark.unit
+T0 = datetime(2026, 12, 1, 10, tzinfo=UTC)
+
+
+def row(rid: str, device: str, player: str, start_h: float, end_h: float) -> ReservationRow:
+    return ReservationRow(
+        rid,
+        device,
+        player,
+        T0 + timedelta(hours=start_h),
+        T0 + timedelta(hours=end_h),
+        "approved",
+        f"system:{rid}",
+        T0,
+    )
+
+
+def test_back_to_back_slots_are_not_a_double_booking() -> None:
+    # half-open [start, end): one ends when the next begins, on one machine and for one player
+    assert double_bookings([row("a", "pc-01", "p1", 0, 1), row("b", "pc-01", "p1", 1, 2)]) == []
+
+
+def test_a_long_slot_overlapping_two_later_ones_is_reported_for_each() -> None:
+    found = double_bookings(
+        [
+            row("long", "pc-01", "p1", 0, 4),
+            row("x", "pc-01", "p2", 1, 2),
+            row("y", "pc-01", "p3", 3, 5),
+        ]
+    )
+    assert [(p.subject, "long" in p.message) for p in found] == [
+        ("machine pc-01", True),
+        ("machine pc-01", True),
+    ]
+
+
+def test_one_player_on_two_machines_at_once_is_reported_once_as_a_player() -> None:
+    found = double_bookings([row("a", "pc-01", "p1", 0, 2), row("b", "vr-01", "p1", 1, 3)])
+    assert [p.subject for p in found] == ["player p1"]
+
+
+def test_statuses_that_can_follow_one_another() -> None:
+    assert _reachable("pending") == {
+        "pending",
+        "approved",
+        "rejected",
+        "cancelled",
+        "checked_in",
+        "completed",
+        "no_show",
+    }
+    assert _reachable("approved") == {"approved", "cancelled", "checked_in", "completed", "no_show"}
+    assert _reachable("completed") == {"completed"}
+
+
+def test_the_broker_port_is_read_from_the_config_plaza_up_rendered(tmp_path: Path) -> None:
+    assert broker_port_of(tmp_path) is None
+    (tmp_path / "broker").mkdir()
+    (tmp_path / "broker" / "mosquitto.conf").write_text(
+        render_config(
+            CONFIG_SOURCE.read_text(),
+            mqtt_port=18830,
+            ws_port=19002,
+            data_dir=tmp_path / "broker",
+            plugin_path="/x.so",
+        )
+    )
+    assert broker_port_of(tmp_path) == 18830
