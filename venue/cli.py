@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -127,7 +129,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
     print(f"mosquitto on mqtt://127.0.0.1:{broker.port} and ws://127.0.0.1:{broker.ws_port}")
     try:
         assert broker.proc is not None
-        broker.proc.wait()
+        while broker.proc.poll() is None:
+            # Mosquitto 2.0.11 rewrites its account file in place: keep a last-good copy
+            broker.snapshot_dynsec()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                broker.proc.wait(timeout=settings.dynsec_snapshot_interval)
     except KeyboardInterrupt:
         pass
     finally:

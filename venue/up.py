@@ -2,8 +2,18 @@
 
 Order: pick ports -> secrets and credentials files -> database seed -> mosquitto -> bridge ->
 api -> simulator -> wait until the api is ready and every machine is online on the board ->
-print one summary. Ctrl-C or SIGTERM stops the children in reverse order; every child also
-gets SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG), so none is orphaned.
+print one summary -> supervise until Ctrl-C or SIGTERM, which stop the children in reverse
+order. Every child also gets SIGTERM from the kernel if this process dies
+(PR_SET_PDEATHSIG), so none is orphaned.
+
+Supervision (:meth:`Venue.supervise`): a bridge, api or simulator that exits is started again
+after a jittered, doubling delay (``PLAZA_RESTART_BACKOFF_MIN``..``_MAX``), and the others
+keep running; so is mosquitto, after its account file has been checked and, if a crash cut it
+short, restored from its last-good copy (the services reconnect by themselves). A bridge or
+api that is alive but wedged, whose HTTP endpoint (the bridge's ``/metrics``, served from its
+event loop; the api's ``/healthz``) stops answering ``PLAZA_HEALTH_FAILURES`` times in a row,
+is killed and restarted the same way. Every child's output goes through a pipe into a
+rotated log (:mod:`venue.logs`).
 """
 
 from __future__ import annotations
@@ -14,22 +24,23 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
 
 import aiomqtt
 
 from plaza.db import make_engine
 from plaza.messages import BoardEntry
-from plaza.mqtt import NODELAY
+from plaza.mqtt import NODELAY, Backoff
 from plaza.settings import Settings
 from plaza.topics import Topics
-from venue.broker import LocalBroker, die_with_parent, free_port, port_is_free
+from venue.broker import BrokerError, LocalBroker, die_with_parent, free_port, port_is_free
 from venue.fleet import (
     API_USER,
     BRIDGE_USER,
@@ -38,6 +49,7 @@ from venue.fleet import (
     demo_fleet,
     write_private,
 )
+from venue.logs import RotatingLog, pump
 from venue.seed import seed
 
 
@@ -74,6 +86,66 @@ def choose_port(name: str, flag: str, requested: int | None, default: int, taken
     return port
 
 
+def say(text: str) -> None:
+    """A line from the supervisor on its own stderr."""
+    print(f"plaza up: {text}", file=sys.stderr, flush=True)
+
+
+def exit_text(code: int | None) -> str:
+    if code is None:
+        return "is gone"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def answers(url: str, timeout: float) -> bool:
+    """True when ``url`` answers 200 within ``timeout`` seconds."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 - our own URL
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class Child:
+    """One supervised service process: its command, its log, its health URL, its restarts."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log: RotatingLog
+    health_url: str | None
+    backoff: Backoff
+    proc: subprocess.Popen[bytes] | None = None
+    pumps: list[threading.Thread] = field(default_factory=list)
+    started_at: float = 0.0
+    restart_at: float | None = None
+    restarts: int = 0
+    #: the health URL answered since the last start: from then on every miss counts
+    answered: bool = False
+    misses: int = 0
+    next_probe: float = 0.0
+
+    def start(self, now: float, probe_every: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "venue.cli", *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor, which stops us
+            preexec_fn=die_with_parent,
+        )
+        assert self.proc.stdout is not None
+        self.pumps = [t for t in self.pumps if t.is_alive()]
+        self.pumps.append(pump(self.proc.stdout, self.log))
+        self.started_at, self.restart_at = now, None
+        self.answered, self.misses, self.next_probe = False, 0, now + probe_every
+
+
 @dataclass
 class Venue:
     options: UpOptions
@@ -81,14 +153,37 @@ class Venue:
     secrets: VenueSecrets
     device_ids: list[str]
     broker: LocalBroker
-    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    logs: list[IO[bytes]] = field(default_factory=list)
+    children: dict[str, Child] = field(default_factory=dict)
+    logs: list[RotatingLog] = field(default_factory=list)
+    broker_backoff: Backoff = field(default_factory=lambda: Backoff(0.5, 30.0))
+    broker_started_at: float = 0.0
+    broker_restart_at: float | None = None
+    next_snapshot: float = 0.0
 
     @property
     def log_dir(self) -> Path:
         return self.options.data_dir / "logs"
 
-    def spawn(self, name: str, args: list[str], user: str | None, password: str | None) -> None:
+    def open_log(self, path: Path) -> RotatingLog:
+        log = RotatingLog(path, self.settings.log_max_bytes, self.settings.log_backups)
+        self.logs.append(log)
+        return log
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.restart_backoff_min, self.settings.restart_backoff_max)
+
+    def start_broker(self) -> None:
+        self.broker.start()
+        self.broker_started_at = time.monotonic()
+
+    def spawn(
+        self,
+        name: str,
+        args: list[str],
+        user: str | None,
+        password: str | None,
+        health_url: str | None = None,
+    ) -> None:
         env = dict(os.environ)
         env.update(
             PLAZA_DATA_DIR=str(self.options.data_dir),
@@ -102,21 +197,103 @@ class Venue:
         )
         if user and password:
             env.update(PLAZA_MQTT_USERNAME=user, PLAZA_MQTT_PASSWORD=password)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.logs.append(log)
-        self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "venue.cli", *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
+        log = self.open_log(self.log_dir / f"{name}.log")
+        child = Child(name, args, env, log, health_url, self._backoff())
+        child.start(time.monotonic(), self.settings.health_interval)
+        self.children[name] = child
+
+    # -- supervision -------------------------------------------------------------------------
+    def supervise(self, now: float) -> None:
+        """One round: restart what exited, kill what is wedged, keep the account file safe."""
+        self._watch_broker(now)
+        for child in self.children.values():
+            self._watch(child, now)
+        if now >= self.next_snapshot and self.broker_restart_at is None:
+            self.next_snapshot = now + self.settings.dynsec_snapshot_interval
+            self.broker.snapshot_dynsec()
+
+    def _watch(self, child: Child, now: float) -> None:
+        s = self.settings
+        if child.proc is None:
+            if child.restart_at is not None and now >= child.restart_at:
+                child.start(now, s.health_interval)
+                assert child.proc is not None
+                say(f"{child.name} started again (pid {child.proc.pid})")
+            return
+        code = child.proc.poll()
+        if code is not None:
+            ran = now - child.started_at
+            if ran >= s.restart_stable_after:
+                child.backoff.reset()
+            delay = child.backoff.next_delay()
+            child.restarts += 1
+            text = (
+                f"{child.name} {exit_text(code)} after {ran:.1f}s; restarting it in "
+                f"{delay:.2f}s (restart {child.restarts}; see {child.log.path})"
+            )
+            say(text)
+            child.log.note(text)
+            child.proc, child.restart_at = None, now + delay
+            return
+        if child.health_url is None or now < child.next_probe:
+            return
+        child.next_probe = now + s.health_interval
+        if answers(child.health_url, s.health_timeout):
+            child.answered, child.misses = True, 0
+            return
+        if not child.answered and now - child.started_at < s.health_start_grace:
+            return  # still starting
+        child.misses += 1
+        if child.misses >= s.health_failures:
+            text = (
+                f"{child.name} is wedged: {child.health_url} did not answer "
+                f"{child.misses} times in a row; killing it (SIGKILL)"
+            )
+            say(text)
+            child.log.note(text)
+            child.proc.kill()
+
+    def _watch_broker(self, now: float) -> None:
+        broker = self.broker
+        if self.broker_restart_at is None:
+            if broker.proc is not None and broker.proc.poll() is None:
+                return
+            code = broker.proc.returncode if broker.proc is not None else None
+            ran = now - self.broker_started_at
+            if ran >= self.settings.restart_stable_after:
+                self.broker_backoff.reset()
+            delay = self.broker_backoff.next_delay()
+            say(
+                f"mosquitto {exit_text(code)} after {ran:.1f}s; restarting it in {delay:.2f}s "
+                f"(see {broker.log_path}); the services reconnect by themselves"
+            )
+            broker.proc = None
+            self.broker_restart_at = now + delay
+            return
+        if now < self.broker_restart_at:
+            return
+        try:
+            # configure() checks the account file and restores its last-good copy if the
+            # broker died while rewriting it.
+            broker.configure(
+                self.secrets.broker_clients(), self.secrets.roles(Topics(self.settings.topic_root))
+            )
+            self.start_broker()
+        except BrokerError as exc:
+            delay = self.broker_backoff.next_delay()
+            say(f"mosquitto did not start again ({exc}); next try in {delay:.2f}s")
+            self.broker_restart_at = time.monotonic() + delay
+            return
+        self.broker_restart_at = None
+        assert broker.proc is not None
+        say(f"mosquitto started again (pid {broker.proc.pid})")
 
     def stop(self) -> None:
         """Stop in reverse start order (machines disconnect cleanly while the broker runs)."""
-        for name in reversed(list(self.children)):
-            proc = self.children[name]
+        for child in reversed(list(self.children.values())):
+            proc = child.proc
+            if proc is None:
+                continue
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
             try:
@@ -125,13 +302,16 @@ class Venue:
                 proc.kill()
                 proc.wait()
         self.broker.stop()
+        for child in self.children.values():
+            for thread in child.pumps:
+                thread.join(timeout=2)
         for log in self.logs:
             log.close()
 
     def dead_child(self) -> str | None:
-        for name, proc in self.children.items():
-            if proc.poll() is not None:
-                return f"{name} exited with code {proc.returncode} (see {self.log_dir}/{name}.log)"
+        for name, child in self.children.items():
+            if child.proc is not None and child.proc.poll() is not None:
+                return f"{name} {exit_text(child.proc.returncode)} (see {child.log.path})"
         if self.broker.proc is None or self.broker.proc.poll() is not None:
             return f"mosquitto exited (see {self.broker.log_path})"
         return None
@@ -191,19 +371,25 @@ def prepare(options: UpOptions) -> Venue:
         database_url=options.database_url,
     )
     secrets, device_ids = init_venue(settings, options.devices)
-    broker = LocalBroker(data / "broker", mqtt_port, ws_port)
+    broker_log = RotatingLog(
+        data / "broker" / "mosquitto.log", settings.log_max_bytes, settings.log_backups
+    )
+    broker = LocalBroker(data / "broker", mqtt_port, ws_port, log=broker_log)
     broker.configure(secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
-    return Venue(options, settings, secrets, device_ids, broker)
+    venue = Venue(options, settings, secrets, device_ids, broker)
+    venue.logs.append(broker_log)
+    venue.broker_backoff = venue._backoff()
+    return venue
 
 
-def wait_http_ready(url: str, deadline: float) -> None:
+def wait_http_ready(url: str, deadline: float, check: Callable[[], str | None]) -> None:
+    """Until ``url`` answers 200; ``check`` names a child that died meanwhile (fatal while
+    starting: a service that cannot start once will not start by being retried)."""
     while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(urllib.error.URLError, OSError),
-            urllib.request.urlopen(url, timeout=1) as reply,  # noqa: S310 - our own URL
-        ):
-            if reply.status == 200:
-                return
+        if answers(url, 1.0):
+            return
+        if problem := check():
+            raise UpError(f"{problem} while the venue was starting")
         time.sleep(0.2)
     raise UpError(f"{url} did not answer 200 in time")
 
@@ -252,7 +438,9 @@ def summary(venue: Venue, elapsed: float) -> str:
             f"  Bridge metrics    http://{s.http_host}:{s.bridge_metrics_port}/metrics",
             f"  Database          {s.db_url.replace('+aiosqlite', '').replace('+asyncpg', '')}",
             f"  Credentials       {creds}",
-            f"  Logs              {venue.log_dir}/",
+            f"  Logs              {venue.log_dir}/ (rotated at {s.log_max_bytes // 1024} KiB, "
+            f"{s.log_backups} kept; mosquitto's in {venue.broker.log_path.parent}/)",
+            "  Supervised        a bridge, api, simulator or broker that stops is restarted",
             "  Watch it live:",
             f'    mosquitto_sub -h 127.0.0.1 -p {s.mqtt_port} -u observer -P "{read_pw}" '
             f"-t '{s.topic_root}/board/+' -v",
@@ -273,9 +461,19 @@ def up(options: UpOptions) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        venue.broker.start()
-        venue.spawn("bridge", ["bridge"], BRIDGE_USER, venue.secrets.bridge)
-        venue.spawn("api", ["api"], API_USER, venue.secrets.api)
+        venue.start_broker()
+        s = venue.settings
+        metrics = f"http://127.0.0.1:{s.bridge_metrics_port}/metrics"
+        venue.spawn(
+            "bridge",
+            ["bridge"],
+            BRIDGE_USER,
+            venue.secrets.bridge,
+            metrics if s.bridge_metrics_port else None,
+        )
+        venue.spawn(
+            "api", ["api"], API_USER, venue.secrets.api, f"http://127.0.0.1:{s.http_port}/healthz"
+        )
         venue.spawn(
             "sim",
             [
@@ -289,7 +487,7 @@ def up(options: UpOptions) -> int:
             None,
         )
         deadline = time.monotonic() + options.ready_timeout
-        wait_http_ready(f"http://127.0.0.1:{venue.settings.http_port}/readyz", deadline)
+        wait_http_ready(f"http://127.0.0.1:{s.http_port}/readyz", deadline, venue.dead_child)
         try:
             asyncio.run(wait_board_online(venue, deadline))
         except TimeoutError as exc:
@@ -299,11 +497,8 @@ def up(options: UpOptions) -> int:
             ) from exc
         print(summary(venue, time.monotonic() - started), flush=True)
         while not stopping:
-            problem = venue.dead_child()
-            if problem:
-                print(f"error: {problem}; stopping the venue", file=sys.stderr)
-                return 1
-            time.sleep(0.3)
+            venue.supervise(time.monotonic())
+            time.sleep(0.2)
         print("stopping the venue...", flush=True)
         return 0
     except UpError as exc:

@@ -76,7 +76,8 @@ class E2EVenue:
 
     def crash_sim(self, name: str) -> None:
         """SIGKILL: the machines' sockets close without DISCONNECT, the broker sends wills."""
-        proc = self.venue.children.pop(name)
+        proc = self.venue.children.pop(name).proc
+        assert proc is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
@@ -168,7 +169,7 @@ def e2e_venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EVenue]:
             handle.start_sim("sim-target", [TARGET])
             handle.start_sim("sim-rest", [d for d in device_ids if d != TARGET])
             deadline = time.monotonic() + 40
-            wait_http_ready(f"{handle.base_url}/readyz", deadline)
+            wait_http_ready(f"{handle.base_url}/readyz", deadline, venue.dead_child)
             asyncio.run(wait_board_online(venue, deadline))
             yield handle
         finally:

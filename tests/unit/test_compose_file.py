@@ -69,3 +69,16 @@ def test_services_wait_for_healthy_dependencies_and_secrets_are_required() -> No
     text = (REPO / "compose.yaml").read_text()
     for secret in ("PLAZA_DB_PASSWORD", "PLAZA_BRIDGE_PASSWORD", "PLAZA_API_PASSWORD"):
         assert f"${{{secret}:?" in text, f"{secret} must be required, not defaulted"
+
+
+def test_every_long_running_service_is_restarted_and_the_one_shot_only_on_failure() -> None:
+    for name, service in SERVICES.items():
+        expected = "on-failure" if name == "init" else "unless-stopped"
+        assert service.get("restart") == expected, name
+
+
+def test_the_bridge_has_a_healthcheck_on_its_metrics_endpoint_and_the_sim_waits_for_it() -> None:
+    check = " ".join(SERVICES["bridge"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:9102/metrics" in check
+    assert "PLAZA_BRIDGE_METRICS_PORT" not in SERVICES["bridge"]["environment"], "default 9102"
+    assert SERVICES["sim"]["depends_on"]["bridge"]["condition"] == "service_healthy"
