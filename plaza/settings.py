@@ -28,10 +28,20 @@ class Settings(BaseSettings):
     ws_port: int = Field(default=9001, ge=1, le=65535)
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    #: connect to the broker over TLS 1.3, verifying it against tls_ca (or the system's CAs)
+    mqtt_tls: bool = False
+    #: the CA the venue's clients verify the broker with (`plaza up --tls`: DIR/tls/ca.crt)
+    tls_ca: Path | None = None
 
     # http api
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
+    #: the api serves HTTPS itself (TLS 1.3 only) with this certificate and key
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: browsers reach the venue over https/wss (the api's own TLS or a proxy in front):
+    #: HSTS is sent and the default WebSocket URL is wss://
+    public_tls: bool = False
 
     # identity (api): JWT signing key (HS256), token and broker-credential lifetimes
     jwt_secret: SecretStr | None = None
@@ -139,6 +149,8 @@ class Settings(BaseSettings):
     def _backoff_order(self) -> Settings:
         if self.reconnect_min > self.reconnect_max:
             raise ValueError("reconnect_min must not exceed reconnect_max")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("PLAZA_TLS_CERT and PLAZA_TLS_KEY go together")
         if self.restart_backoff_min > self.restart_backoff_max:
             raise ValueError("restart_backoff_min must not exceed restart_backoff_max")
         return self
@@ -153,4 +165,5 @@ class Settings(BaseSettings):
         return self.mqtt_password.get_secret_value() if self.mqtt_password else None
 
     def ws_url(self) -> str:
-        return self.public_ws_url or f"ws://{self.mqtt_host}:{self.ws_port}/"
+        scheme = "wss" if self.public_tls else "ws"
+        return self.public_ws_url or f"{scheme}://{self.mqtt_host}:{self.ws_port}/"

@@ -82,13 +82,24 @@ def render_config(
     log_file: Path | None = None,
     log_stderr: bool = False,
     run_as_root: bool = False,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
 ) -> str:
-    """Return ``source`` with machine-specific lines replaced (see the module docstring)."""
+    """Return ``source`` with machine-specific lines replaced (see the module docstring).
+
+    With ``certfile``/``keyfile`` both listeners serve TLS with those files; without them the
+    listeners' TLS lines are dropped (plain MQTT and WebSocket, local development)."""
     out: list[str] = []
     listener = 0
     for line in source.splitlines():
         word = line.split(maxsplit=1)[0] if line.strip() and not line.startswith("#") else ""
-        if word == "listener":
+        if word in ("certfile", "keyfile", "tls_version", "cafile") and certfile is None:
+            continue
+        if word == "certfile":
+            line = f"certfile {certfile}"
+        elif word == "keyfile":
+            line = f"keyfile {keyfile}"
+        elif word == "listener":
             port = mqtt_port if listener == 0 else ws_port
             listener += 1
             # The WebSocket listener ignores a bind address in 2.0; keep it off that line.
@@ -269,6 +280,17 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM ``proc`` if it runs, wait up to ``timeout`` seconds, then SIGKILL it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Broker(Protocol):
     host: str
     port: int
@@ -293,6 +315,9 @@ class LocalBroker:
     host: str = "127.0.0.1"
     log_to_file: bool = True
     log: RotatingLog | None = None
+    #: both listeners serve TLS 1.3 with these (`plaza up --tls`)
+    certfile: Path | None = None
+    keyfile: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
     keeper: DynsecKeeper = field(init=False)
 
@@ -321,10 +346,12 @@ class LocalBroker:
                 ws_port=self.ws_port,
                 data_dir=self.data_dir.resolve(),
                 plugin_path=find_plugin(),
-                bind=self.host,
+                bind=self.host or None,
                 log_file=self.log_path.resolve() if self.log_to_file and not piped else None,
                 log_stderr=piped,
                 run_as_root=os.geteuid() == 0,
+                certfile=self.certfile,
+                keyfile=self.keyfile,
             )
         )
         write_dynsec(self.data_dir / DYNSEC_FILE, clients, roles)
@@ -345,7 +372,7 @@ class LocalBroker:
         deadline = time.monotonic() + 10
         try:
             for port in (self.port, self.ws_port):
-                wait_for_port(port, self.host, max(0.1, deadline - time.monotonic()))
+                wait_for_port(port, self.host or "127.0.0.1", max(0.1, deadline - time.monotonic()))
         except BrokerError as exc:
             code = self.proc.poll()
             self.stop()
@@ -359,13 +386,8 @@ class LocalBroker:
 
     def stop(self) -> None:
         """SIGTERM and wait: mosquitto saves its persistence file on a clean stop."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
 
     def kill(self) -> None:

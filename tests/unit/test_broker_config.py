@@ -96,12 +96,40 @@ def test_every_security_and_latency_line_of_the_source_is_kept_as_written(line: 
     assert directives(render()).count(line) == 1
 
 
-def test_every_line_other_than_the_machine_specific_ones_is_kept_in_order() -> None:
+TLS_WORDS = {"certfile", "keyfile", "tls_version"}
+CERT, KEY = Path("/venue/tls/server.crt"), Path("/venue/tls/server.key")
+TLS_LINES = [[word] for word in TLS_WORDS]
+
+
+@pytest.mark.parametrize("tls", [False, True])
+def test_every_line_other_than_the_machine_specific_ones_is_kept_in_order(tls: bool) -> None:
     rewritten = {"listener", "persistence_location", "plugin", "plugin_opt_config_file"}
+    rewritten |= {"certfile", "keyfile"} if tls else TLS_WORDS
+    config = render(certfile=CERT, keyfile=KEY) if tls else render()
     keep = [ln for ln in SOURCE.splitlines() if not (ln.split() and ln.split()[0] in rewritten)]
-    out = [ln for ln in render().splitlines() if not (ln.split() and ln.split()[0] in rewritten)]
+    out = [ln for ln in config.splitlines() if not (ln.split() and ln.split()[0] in rewritten)]
     assert out == keep
-    assert len(render().splitlines()) == len(SOURCE.splitlines())
+    dropped = 0 if tls else sum(1 for ln in SOURCE.splitlines() if ln.split()[:1] in TLS_LINES)
+    assert len(config.splitlines()) == len(SOURCE.splitlines()) - dropped
+
+
+def test_with_tls_both_listeners_serve_tls_1_3_with_the_given_files() -> None:
+    config = render(certfile=CERT, keyfile=KEY)
+    assert values(config, "certfile") == [str(CERT), str(CERT)]
+    assert values(config, "keyfile") == [str(KEY), str(KEY)]
+    assert values(config, "tls_version") == ["tlsv1.3", "tlsv1.3"]
+    lines = directives(config)
+    ws = lines.index("listener 19001")
+    assert lines[ws + 1 : ws + 5] == [
+        "protocol websockets",
+        f"certfile {CERT}",
+        f"keyfile {KEY}",
+        "tls_version tlsv1.3",
+    ]
+
+
+def test_without_tls_no_listener_has_a_tls_line() -> None:
+    assert not [ln for ln in directives(render()) if ln.split()[0] in TLS_WORDS]
 
 
 def test_dynsec_is_the_only_access_control_and_anonymous_access_stays_off() -> None:
