@@ -28,6 +28,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api import commands, problems
+from api.headers import SecurityHeaders
 from api.link import BrokerLink
 from api.metrics import ApiMetrics
 from api.routes import accounts, devices, notifications, operations, reservations, stats
@@ -145,6 +146,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.plaza = state
     problems.install(app)
+    app.add_middleware(SecurityHeaders, settings=settings)
     for router in (
         accounts.router,
         devices.router,

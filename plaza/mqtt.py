@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import random
 import socket
+import ssl
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +29,26 @@ def connect_properties(session_expiry: int) -> Properties:
     return props
 
 
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """How the venue's services verify the broker: TLS 1.3 only, the host name checked,
+    against ``settings.tls_ca`` (the venue CA) or the system's trust store. None: plain TCP."""
+    if not settings.mqtt_tls:
+        return None
+    ca = str(settings.tls_ca) if settings.tls_ca else None
+    context = ssl.create_default_context(cafile=ca)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
+def client_options(settings: Settings) -> dict[str, Any]:
+    """The connection options every service client shares: MQTT 5, TCP_NODELAY, TLS."""
+    return {
+        "protocol": aiomqtt.ProtocolVersion.V5,
+        "socket_options": NODELAY,
+        "tls_context": tls_context(settings),
+    }
+
+
 def service_client(
     settings: Settings,
     identifier: str,
@@ -43,13 +64,12 @@ def service_client(
         username=settings.mqtt_username,
         password=settings.mqtt_password_value(),
         identifier=identifier,
-        protocol=aiomqtt.ProtocolVersion.V5,
         clean_start=not persistent,
         properties=connect_properties(settings.bridge_session_expiry if persistent else 0),
         keepalive=keepalive,
-        socket_options=NODELAY,
         max_queued_incoming_messages=max_queued_incoming or None,
         timeout=10,
+        **client_options(settings),
     )
 
 

@@ -28,10 +28,20 @@ class Settings(BaseSettings):
     ws_port: int = Field(default=9001, ge=1, le=65535)
     mqtt_username: str | None = None
     mqtt_password: SecretStr | None = None
+    #: connect to the broker over TLS 1.3, verifying it against tls_ca (or the system's CAs)
+    mqtt_tls: bool = False
+    #: the CA the venue's clients verify the broker with (`plaza up --tls`: DIR/tls/ca.crt)
+    tls_ca: Path | None = None
 
     # http api
     http_host: str = "127.0.0.1"
     http_port: int = Field(default=8000, ge=1, le=65535)
+    #: the api serves HTTPS itself (TLS 1.3 only) with this certificate and key
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    #: browsers reach the venue over https/wss (the api's own TLS or a proxy in front):
+    #: HSTS is sent and the default WebSocket URL is wss://
+    public_tls: bool = False
 
     # identity (api): JWT signing key (HS256), token and broker-credential lifetimes
     jwt_secret: SecretStr | None = None
@@ -95,6 +105,24 @@ class Settings(BaseSettings):
     backlog_alert: int = Field(default=500, ge=1)
     actor_idle_seconds: float = Field(default=30, gt=0)
 
+    # `plaza up`'s supervision and logs (seconds); see docs/operations.md "Supervision"
+    #: a crashed or wedged child is restarted after a jittered, doubling delay in this range
+    restart_backoff_min: float = Field(default=0.5, gt=0)
+    restart_backoff_max: float = Field(default=30.0, gt=0)
+    #: a child that ran this long before it died starts again from the shortest delay
+    restart_stable_after: float = Field(default=60.0, gt=0)
+    #: the bridge's /metrics and the api's /healthz are asked this often, with this timeout;
+    #: this many failures in a row (after a first answer, or the start grace) mean wedged
+    health_interval: float = Field(default=5.0, gt=0)
+    health_timeout: float = Field(default=2.0, gt=0)
+    health_failures: int = Field(default=3, ge=1)
+    health_start_grace: float = Field(default=60.0, gt=0)
+    #: how often the broker's account file is copied to its last-good copy when it changed
+    dynsec_snapshot_interval: float = Field(default=1.0, gt=0)
+    #: every log `plaza up` writes is rotated at this size, keeping this many older files
+    log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
+    log_backups: int = Field(default=5, ge=1, le=100)
+
     @field_validator("topic_root")
     @classmethod
     def _root_is_one_level(cls, value: str) -> str:
@@ -121,6 +149,10 @@ class Settings(BaseSettings):
     def _backoff_order(self) -> Settings:
         if self.reconnect_min > self.reconnect_max:
             raise ValueError("reconnect_min must not exceed reconnect_max")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("PLAZA_TLS_CERT and PLAZA_TLS_KEY go together")
+        if self.restart_backoff_min > self.restart_backoff_max:
+            raise ValueError("restart_backoff_min must not exceed restart_backoff_max")
         return self
 
     @property
@@ -133,4 +165,5 @@ class Settings(BaseSettings):
         return self.mqtt_password.get_secret_value() if self.mqtt_password else None
 
     def ws_url(self) -> str:
-        return self.public_ws_url or f"ws://{self.mqtt_host}:{self.ws_port}/"
+        scheme = "wss" if self.public_tls else "ws"
+        return self.public_ws_url or f"{scheme}://{self.mqtt_host}:{self.ws_port}/"

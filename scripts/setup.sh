@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
-# Install what a fresh machine lacks: mosquitto, chromium and a Korean font (Debian packages;
-# the browser tests need the last two), promtool (Debian's prometheus package: the tests check
-# deploy/prometheus/ with it), a virtualenv with the project and its pinned
-# dependencies (constraints.txt), and the web client's npm package (mqtt.js, api/web). Safe to
-# run again: it skips what is already there.
+# Install what a fresh machine lacks: mosquitto, nginx (for `plaza up --tls`), chromium,
+# certutil and a Korean font (Debian packages; the browser tests need the last three), promtool
+# (Debian's prometheus package: the tests check deploy/prometheus/ with it), a virtualenv with
+# the project and its pinned dependencies (constraints.txt), and the web client's npm package
+# (mqtt.js, api/web). Safe to run again: it skips what is already there.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-.venv}
@@ -13,6 +13,10 @@ command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need_apt+=
 command -v mosquitto_sub >/dev/null 2>&1 || need_apt+=(mosquitto-clients)
 command -v chromium >/dev/null 2>&1 || need_apt+=(chromium)
 command -v npm >/dev/null 2>&1 || need_apt+=(npm)
+# `plaza up --tls`: nginx terminates the browsers' TLS 1.3 (Mosquitto 2.0.11's WebSocket
+# listener ignores tls_version); certutil puts the venue CA into the browser tests' trust store.
+command -v nginx >/dev/null 2>&1 || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
+command -v certutil >/dev/null 2>&1 || need_apt+=(libnss3-tools)
 # Korean is the web client's default language: without a Hangul font screenshots show boxes.
 if ! command -v fc-list >/dev/null 2>&1 || [ -z "$(fc-list :lang=ko 2>/dev/null | head -1)" ]; then
     need_apt+=(fonts-nanum)

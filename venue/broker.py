@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from plaza.acl import Role
 from plaza.dynsec import BrokerClient, document
+from venue.logs import RotatingLog, pump
 
 log = logging.getLogger(__name__)
 
@@ -79,14 +80,26 @@ def render_config(
     plugin_path: str,
     bind: str | None = "127.0.0.1",
     log_file: Path | None = None,
+    log_stderr: bool = False,
     run_as_root: bool = False,
+    certfile: Path | None = None,
+    keyfile: Path | None = None,
 ) -> str:
-    """Return ``source`` with machine-specific lines replaced (see the module docstring)."""
+    """Return ``source`` with machine-specific lines replaced (see the module docstring).
+
+    With ``certfile``/``keyfile`` both listeners serve TLS with those files; without them the
+    listeners' TLS lines are dropped (plain MQTT and WebSocket, local development)."""
     out: list[str] = []
     listener = 0
     for line in source.splitlines():
         word = line.split(maxsplit=1)[0] if line.strip() and not line.startswith("#") else ""
-        if word == "listener":
+        if word in ("certfile", "keyfile", "tls_version", "cafile") and certfile is None:
+            continue
+        if word == "certfile":
+            line = f"certfile {certfile}"
+        elif word == "keyfile":
+            line = f"keyfile {keyfile}"
+        elif word == "listener":
             port = mqtt_port if listener == 0 else ws_port
             listener += 1
             # The WebSocket listener ignores a bind address in 2.0; keep it off that line.
@@ -99,6 +112,8 @@ def render_config(
             line = f"plugin_opt_config_file {data_dir / DYNSEC_FILE}"
         elif word == "log_dest" and log_file is not None:
             line = f"log_dest file {log_file}"
+        elif word == "log_dest" and log_stderr:
+            line = "log_dest stderr"  # unbuffered: each line reaches a pipe when it is logged
         out.append(line)
     if listener != 2:
         raise BrokerError("broker-config/mosquitto.conf must have exactly two listeners (mqtt, ws)")
@@ -108,14 +123,108 @@ def render_config(
     return "\n".join(out) + "\n"
 
 
+def durable_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Write ``data`` to a temporary file beside ``path``, fsync it, rename it over ``path``
+    and fsync the directory: after a crash at any instant ``path`` holds the old bytes or the
+    new ones, never a prefix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.fchmod(fd, mode)  # a leftover temp file keeps its old mode through O_CREAT
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    tmp.replace(path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+def last_good_path(path: Path) -> Path:
+    """Where the last copy of the plugin's file that parsed is kept."""
+    return path.with_name(path.stem + ".last-good" + path.suffix)
+
+
+def parse_dynsec(raw: bytes) -> dict[str, Any] | None:
+    """The plugin's document, or None when ``raw`` is not one (empty, cut short, not JSON,
+    or JSON without the client and role lists). A prefix of a JSON object never parses, so a
+    file caught while the broker rewrites it is refused here, not half-used."""
+    try:
+        doc = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    clients, roles = doc.get("clients"), doc.get("roles")
+    if not isinstance(clients, list) or not isinstance(roles, list):
+        return None
+    if not all(isinstance(c, dict) and isinstance(c.get("username"), str) for c in clients):
+        return None
+    if not all(isinstance(r, dict) and isinstance(r.get("rolename"), str) for r in roles):
+        return None
+    return doc
+
+
+def read_dynsec(path: Path) -> dict[str, Any] | None:
+    """The plugin's file as the broker left it, or its last-good copy when the file is broken.
+
+    Mosquitto 2.0.11 rewrites the file in place (it truncates, then writes, with no fsync), so
+    a broker killed while saving leaves it empty or cut short, and a broker started on such a
+    file refuses everyone. Then the last-good copy (see :class:`DynsecKeeper`) is used, the
+    broken file is kept beside it as ``*.broken`` and a warning says so. None when there is no
+    file yet, or neither it nor a copy parses (an error is logged: accounts provisioned at run
+    time are then lost and must be re-keyed)."""
+    if not path.exists():
+        return None
+    raw = path.read_bytes()
+    doc = parse_dynsec(raw)
+    if doc is not None:
+        return doc
+    what = "empty" if not raw else f"not a valid account file ({len(raw)} bytes)"
+    broken = path.with_name(path.name + ".broken")
+    path.replace(broken)
+    good = last_good_path(path)
+    backup = parse_dynsec(good.read_bytes()) if good.exists() else None
+    if backup is not None:
+        saved = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(good.stat().st_mtime))
+        log.warning(
+            "%s was %s: the broker was probably stopped while saving it. Restored %d broker "
+            "accounts from %s (saved %s); the broken file is kept as %s",
+            path,
+            what,
+            len(backup["clients"]),
+            good.name,
+            saved,
+            broken.name,
+        )
+        return backup
+    log.error(
+        "%s was %s and there is no last-good copy: starting with the accounts in "
+        "secrets.json only; machines provisioned at run time need new credentials "
+        "(POST /devices/{id}/credentials) and browsers log in again. The broken file is "
+        "kept as %s",
+        path,
+        what,
+        broken.name,
+    )
+    return None
+
+
 def write_dynsec(path: Path, clients: list[BrokerClient], roles: list[Role]) -> None:
     """Write the plugin's file. When one exists, roles defined in code replace their old
     definitions, clients it lacks are added, and every other client (accounts the api
-    provisioned at run time) is kept with its password. Written to a temp file and renamed,
-    so a crash never leaves a truncated file the broker cannot load."""
+    provisioned at run time) is kept with its password. A broken file is replaced by its
+    last-good copy first (:func:`read_dynsec`). Written durably (:func:`durable_write`), and
+    the result becomes the new last-good copy."""
     doc = document(clients, roles)
-    if path.exists():
-        old = json.loads(path.read_text())
+    old = read_dynsec(path)
+    if old is not None:
         ours = {r["rolename"] for r in doc["roles"]}
         users = {c["username"] for c in old.get("clients", [])}
         old["clients"] = old.get("clients", []) + [
@@ -124,13 +233,34 @@ def write_dynsec(path: Path, clients: list[BrokerClient], roles: list[Role]) -> 
         old["roles"] = [r for r in old.get("roles", []) if r["rolename"] not in ours]
         old["roles"] += doc["roles"]
         doc = old
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    os.fchmod(fd, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(doc, fh, indent=1)
-    tmp.replace(path)
+    data = json.dumps(doc, indent=1).encode()
+    durable_write(path, data)
+    durable_write(last_good_path(path), data)
+
+
+@dataclass
+class DynsecKeeper:
+    """Keeps ``last_good_path(path)`` a copy of the newest version of the plugin's file that
+    parses. The supervisor calls :meth:`snapshot` every second or so while the broker runs;
+    a file caught mid-save does not parse and is simply read again at the next call."""
+
+    path: Path
+    _seen: tuple[int, int] | None = field(default=None, init=False)
+
+    def snapshot(self) -> bool:
+        """Copy the file when it changed and parses; True when a copy was written."""
+        try:
+            st = self.path.stat()
+            if (st.st_mtime_ns, st.st_size) == self._seen:
+                return False
+            raw = self.path.read_bytes()
+        except FileNotFoundError:
+            return False
+        if parse_dynsec(raw) is None:
+            return False  # being rewritten right now, or broken: keep the last good copy
+        durable_write(last_good_path(self.path), raw)
+        self._seen = (st.st_mtime_ns, st.st_size)
+        return True
 
 
 def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> None:
@@ -150,6 +280,17 @@ def die_with_parent() -> None:
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def terminate(proc: subprocess.Popen[bytes], timeout: float = 10) -> None:
+    """SIGTERM ``proc`` if it runs, wait up to ``timeout`` seconds, then SIGKILL it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 class Broker(Protocol):
     host: str
     port: int
@@ -163,14 +304,25 @@ class Broker(Protocol):
 @dataclass
 class LocalBroker:
     """``mosquitto -c <rendered config>`` as a child process (never daemonized, so it dies with
-    its parent's cleanup and leaves no orphan)."""
+    its parent's cleanup and leaves no orphan).
+
+    Its log goes to ``log_path`` by mosquitto itself, or, when ``log`` is given, through a
+    pipe into that :class:`~venue.logs.RotatingLog` (`plaza up`: a capped, rotated file)."""
 
     data_dir: Path
     port: int
     ws_port: int
     host: str = "127.0.0.1"
     log_to_file: bool = True
+    log: RotatingLog | None = None
+    #: both listeners serve TLS 1.3 with these (`plaza up --tls`)
+    certfile: Path | None = None
+    keyfile: Path | None = None
     proc: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    keeper: DynsecKeeper = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.keeper = DynsecKeeper(self.data_dir / DYNSEC_FILE)
 
     @property
     def config_path(self) -> Path:
@@ -178,7 +330,7 @@ class LocalBroker:
 
     @property
     def log_path(self) -> Path:
-        return self.data_dir / "mosquitto.log"
+        return self.log.path if self.log is not None else self.data_dir / "mosquitto.log"
 
     def configure(self, clients: list[BrokerClient], roles: list[Role]) -> None:
         """Write the rendered config and the dynsec file (see :func:`write_dynsec`)."""
@@ -186,6 +338,7 @@ class LocalBroker:
         if not Path(binary).exists():
             raise BrokerError("mosquitto is not installed (apt-get install mosquitto)")
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        piped = self.log is not None
         self.config_path.write_text(
             render_config(
                 CONFIG_SOURCE.read_text(),
@@ -193,42 +346,48 @@ class LocalBroker:
                 ws_port=self.ws_port,
                 data_dir=self.data_dir.resolve(),
                 plugin_path=find_plugin(),
-                bind=self.host,
-                log_file=self.log_path.resolve() if self.log_to_file else None,
+                bind=self.host or None,
+                log_file=self.log_path.resolve() if self.log_to_file and not piped else None,
+                log_stderr=piped,
                 run_as_root=os.geteuid() == 0,
+                certfile=self.certfile,
+                keyfile=self.keyfile,
             )
         )
         write_dynsec(self.data_dir / DYNSEC_FILE, clients, roles)
 
     def start(self) -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        out = subprocess.DEVNULL if self.log_to_file else None
+        out: int | None = subprocess.DEVNULL if self.log_to_file else None
         self.proc = subprocess.Popen(
             [binary, "-c", str(self.config_path)],
             stdout=out,
-            stderr=out,
+            stderr=subprocess.PIPE if self.log is not None else out,
             start_new_session=True,  # a terminal's Ctrl-C goes to the supervisor only
             preexec_fn=die_with_parent,
         )
+        if self.log is not None:
+            assert self.proc.stderr is not None
+            pump(self.proc.stderr, self.log)
         deadline = time.monotonic() + 10
         try:
             for port in (self.port, self.ws_port):
-                wait_for_port(port, self.host, max(0.1, deadline - time.monotonic()))
+                wait_for_port(port, self.host or "127.0.0.1", max(0.1, deadline - time.monotonic()))
         except BrokerError as exc:
             code = self.proc.poll()
             self.stop()
+            time.sleep(0.1)  # let the pump copy mosquitto's last words
             tail = self.log_path.read_text()[-2000:] if self.log_path.exists() else ""
             raise BrokerError(f"mosquitto did not start (exit {code}): {exc}\n{tail}") from exc
 
+    def snapshot_dynsec(self) -> bool:
+        """Refresh the last-good copy of the account file (see :class:`DynsecKeeper`)."""
+        return self.keeper.snapshot()
+
     def stop(self) -> None:
         """SIGTERM and wait: mosquitto saves its persistence file on a clean stop."""
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        if self.proc is not None:
+            terminate(self.proc)
         self.proc = None
 
     def kill(self) -> None:

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import signal
+import ssl
+import subprocess
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
@@ -78,6 +81,10 @@ def cmd_up(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         database_url=args.database_url or os.environ.get("PLAZA_DATABASE_URL", ""),
         sim_speed=args.sim_speed,
+        tls=args.tls or bool(args.tls_cert),
+        tls_hosts=tuple(args.tls_host),
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
     )
     try:
         return up(options)
@@ -89,7 +96,7 @@ def cmd_up(args: argparse.Namespace) -> int:
 def cmd_init(args: argparse.Namespace) -> int:
     """Prepare a data dir (and a broker's dynsec file) without running anything: compose."""
     from plaza.topics import Topics
-    from venue.broker import write_dynsec
+    from venue.broker import last_good_path, write_dynsec
     from venue.up import init_venue
 
     settings = _settings(args)
@@ -101,14 +108,42 @@ def cmd_init(args: argparse.Namespace) -> int:
         "admin": "PLAZA_ADMIN_PASSWORD",
     }
     given = {name: os.environ[var] for name, var in env.items() if os.environ.get(var)}
-    secrets, device_ids = init_venue(settings, args.devices, given)
+    tls_dir = Path(args.tls_dir or settings.data_dir / "tls")
+    ca = init_tls(args, tls_dir) if args.tls else None
+    secrets, device_ids = init_venue(settings, args.devices, given, ca=ca)
     dynsec = Path(args.dynsec_file or settings.data_dir / "broker" / "dynamic-security.json")
     write_dynsec(dynsec, secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
     if owner := os.environ.get("PLAZA_DYNSEC_UID"):  # the broker image runs as uid 1883
-        for path in (dynsec.parent, dynsec):
-            os.chown(path, int(owner), int(owner))
+        uid = int(owner)
+        for path in (dynsec.parent, dynsec, last_good_path(dynsec)):
+            os.chown(path, uid, uid)
+        if args.tls:  # the broker reads its certificate and key
+            for path in (tls_dir / "server.crt", tls_dir / "server.key"):
+                os.chown(path, uid, uid)
     print(f"initialised {settings.data_dir} for {len(device_ids)} machines; dynsec: {dynsec}")
     return 0
+
+
+def init_tls(args: argparse.Namespace, tls_dir: Path) -> Path:
+    """`plaza init --tls`: the venue CA and the broker's certificate in ``tls_dir`` (compose
+    mounts it into the broker, nginx and the services), and ``public.crt``/``public.key``
+    for nginx: the operator's own certificate when given, else a copy of the broker's."""
+    import shutil
+
+    from venue.tls import default_hosts, ensure_venue_tls, with_operator_cert
+
+    files = ensure_venue_tls(tls_dir, default_hosts(args.tls_host))
+    if args.tls_cert or args.tls_key:
+        if not (args.tls_cert and args.tls_key):
+            raise SystemExit("plaza init: --tls-cert and --tls-key go together")
+        files = with_operator_cert(files, Path(args.tls_cert), Path(args.tls_key))
+    shutil.copyfile(files.public_cert, tls_dir / "public.crt")
+    shutil.copyfile(files.public_key, tls_dir / "public.key")
+    os.chmod(tls_dir / "public.crt", 0o644)
+    os.chmod(tls_dir / "public.key", 0o600)
+    os.chmod(tls_dir, 0o755)  # noqa: S103 - keys stay 0600; the services read ca.crt
+    print(f"TLS: venue CA {files.ca}; browsers are shown {files.public_cert}")
+    return files.ca
 
 
 def cmd_broker(args: argparse.Namespace) -> int:
@@ -127,7 +162,11 @@ def cmd_broker(args: argparse.Namespace) -> int:
     print(f"mosquitto on mqtt://127.0.0.1:{broker.port} and ws://127.0.0.1:{broker.ws_port}")
     try:
         assert broker.proc is not None
-        broker.proc.wait()
+        while broker.proc.poll() is None:
+            # Mosquitto 2.0.11 rewrites its account file in place: keep a last-good copy
+            broker.snapshot_dynsec()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                broker.proc.wait(timeout=settings.dynsec_snapshot_interval)
     except KeyboardInterrupt:
         pass
     finally:
@@ -147,13 +186,21 @@ def cmd_api(args: argparse.Namespace) -> int:
     from api.app import create_app
 
     settings = _settings(args, API_USER)
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.http_host,
         port=settings.http_port,
         log_level="info",
         access_log=False,
+        ssl_certfile=settings.tls_cert,
+        ssl_keyfile=settings.tls_key,
     )
+    config.load()
+    if config.ssl is not None:
+        # uvicorn has no option for a minimum version; its context is ours to tighten
+        # before the server starts.
+        config.ssl.minimum_version = ssl.TLSVersion.TLSv1_3
+    uvicorn.Server(config).run()
     return 0
 
 
@@ -211,6 +258,8 @@ def cmd_sim(args: argparse.Namespace) -> int:
         topic_root=settings.topic_root,
         will_delay=settings.will_delay,
         seed=args.seed,
+        tls_ca=settings.tls_ca,
+        tls=settings.mqtt_tls,
     )
     print(
         f"sim: starting {len(fleet.machines)} machines against "
@@ -277,12 +326,32 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         help="simulated time runs this many times faster (default 30)",
     )
+    p.add_argument(
+        "--tls",
+        action="store_true",
+        help="TLS 1.3 on the MQTT, WebSocket and HTTP ports (a venue CA under DIR/tls/)",
+    )
+    p.add_argument(
+        "--tls-host",
+        action="append",
+        default=[],
+        help="another host name or address for the certificate (repeatable)",
+    )
+    p.add_argument("--tls-cert", default=None, help="your own certificate (PEM), shown to browsers")
+    p.add_argument("--tls-key", default=None, help="the key of --tls-cert (PEM)")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("init", help="prepare secrets, credentials, database and dynsec file")
     common(p)
     p.add_argument("--devices", type=int, default=20)
     p.add_argument("--dynsec-file", default=None, help="default: DATA_DIR/broker/...")
+    p.add_argument("--tls", action="store_true", help="also the venue CA and certificates")
+    p.add_argument("--tls-dir", default=None, help="default: DATA_DIR/tls")
+    p.add_argument("--tls-host", action="append", default=[], help="a name for the certificate")
+    p.add_argument(
+        "--tls-cert", default=os.environ.get("PLAZA_TLS_CERT") or None, help="for browsers"
+    )
+    p.add_argument("--tls-key", default=os.environ.get("PLAZA_TLS_KEY") or None, help="its key")
     p.set_defaults(func=cmd_init)
 
     p = sub.add_parser("broker", help="run mosquitto from broker-config/ in the foreground")

@@ -2,8 +2,18 @@
 
 Order: pick ports -> secrets and credentials files -> database seed -> mosquitto -> bridge ->
 api -> simulator -> wait until the api is ready and every machine is online on the board ->
-print one summary. Ctrl-C or SIGTERM stops the children in reverse order; every child also
-gets SIGTERM from the kernel if this process dies (PR_SET_PDEATHSIG), so none is orphaned.
+print one summary -> supervise until Ctrl-C or SIGTERM, which stop the children in reverse
+order. Every child also gets SIGTERM from the kernel if this process dies
+(PR_SET_PDEATHSIG), so none is orphaned.
+
+Supervision (:meth:`Venue.supervise`): a bridge, api or simulator that exits is started again
+after a jittered, doubling delay (``PLAZA_RESTART_BACKOFF_MIN``..``_MAX``), and the others
+keep running; so is mosquitto, after its account file has been checked and, if a crash cut it
+short, restored from its last-good copy (the services reconnect by themselves). A bridge or
+api that is alive but wedged, whose HTTP endpoint (the bridge's ``/metrics``, served from its
+event loop; the api's ``/healthz``) stops answering ``PLAZA_HEALTH_FAILURES`` times in a row,
+is killed and restarted the same way. Every child's output goes through a pipe into a
+rotated log (:mod:`venue.logs`).
 """
 
 from __future__ import annotations
@@ -14,22 +24,31 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
-from typing import IO
+from typing import Protocol
 
 import aiomqtt
 
 from plaza.db import make_engine
 from plaza.messages import BoardEntry
-from plaza.mqtt import NODELAY
+from plaza.mqtt import Backoff, client_options
 from plaza.settings import Settings
 from plaza.topics import Topics
-from venue.broker import LocalBroker, die_with_parent, free_port, port_is_free
+from venue.broker import (
+    BrokerError,
+    LocalBroker,
+    die_with_parent,
+    free_port,
+    port_is_free,
+    terminate,
+)
 from venue.fleet import (
     API_USER,
     BRIDGE_USER,
@@ -38,7 +57,16 @@ from venue.fleet import (
     demo_fleet,
     write_private,
 )
+from venue.logs import RotatingLog, pump
+from venue.proxy import NGINX_SOURCE, NginxProxy, ProxyError, render_nginx
 from venue.seed import seed
+from venue.tls import (
+    TlsError,
+    TlsFiles,
+    default_hosts,
+    ensure_venue_tls,
+    with_operator_cert,
+)
 
 
 class UpError(RuntimeError):
@@ -56,6 +84,12 @@ class UpOptions:
     database_url: str = ""
     sim_speed: float = 30.0
     ready_timeout: float = 60.0
+    #: `--tls`: the venue CA and a server certificate (made once under DIR/tls/)
+    tls: bool = False
+    tls_hosts: tuple[str, ...] = ()
+    #: the operator's own certificate, shown to browsers instead of the venue CA's
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
 
 def choose_port(name: str, flag: str, requested: int | None, default: int, taken: set[int]) -> int:
@@ -74,6 +108,95 @@ def choose_port(name: str, flag: str, requested: int | None, default: int, taken
     return port
 
 
+def say(text: str) -> None:
+    """A line from the supervisor on its own stderr."""
+    print(f"plaza up: {text}", file=sys.stderr, flush=True)
+
+
+def exit_text(code: int | None) -> str:
+    if code is None:
+        return "is gone"
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"was killed by {signal.Signals(-code).name}"
+        return f"was killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def answers(url: str, timeout: float) -> bool:
+    """True when ``url`` answers 200 within ``timeout`` seconds."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as reply:  # noqa: S310 - our own URL
+            return bool(reply.status == 200)
+    except (urllib.error.URLError, OSError, ValueError):
+        return False
+
+
+@dataclass
+class Child:
+    """One supervised service process: its command, its log, its health URL, its restarts."""
+
+    name: str
+    args: list[str]
+    env: dict[str, str]
+    log: RotatingLog
+    health_url: str | None
+    backoff: Backoff
+    proc: subprocess.Popen[bytes] | None = None
+    pumps: list[threading.Thread] = field(default_factory=list)
+    started_at: float = 0.0
+    restart_at: float | None = None
+    restarts: int = 0
+    #: the health URL answered since the last start: from then on every miss counts
+    answered: bool = False
+    misses: int = 0
+    next_probe: float = 0.0
+
+    def start(self, now: float, probe_every: float) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "venue.cli", *self.args],
+            env=self.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a terminal's Ctrl-C reaches the supervisor, which stops us
+            preexec_fn=die_with_parent,
+        )
+        assert self.proc.stdout is not None
+        self.pumps = [t for t in self.pumps if t.is_alive()]
+        self.pumps.append(pump(self.proc.stdout, self.log))
+        self.started_at, self.restart_at = now, None
+        self.answered, self.misses, self.next_probe = False, 0, now + probe_every
+
+
+class Runner(Protocol):
+    """What the supervisor needs of mosquitto and nginx (LocalBroker, NginxProxy)."""
+
+    proc: subprocess.Popen[bytes] | None
+
+    @property
+    def log_path(self) -> Path: ...
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+
+
+@dataclass
+class Daemon:
+    """mosquitto or nginx under supervision: restarted like a child, by its runner."""
+
+    name: str
+    runner: Runner
+    backoff: Backoff
+    #: run before every restart (the broker: check and restore its account file)
+    before_start: Callable[[], None] = lambda: None
+    started_at: float = 0.0
+    restart_at: float | None = None
+
+    def start(self, now: float) -> None:
+        self.before_start()
+        self.runner.start()
+        self.started_at, self.restart_at = now, None
+
+
 @dataclass
 class Venue:
     options: UpOptions
@@ -81,64 +204,205 @@ class Venue:
     secrets: VenueSecrets
     device_ids: list[str]
     broker: LocalBroker
-    children: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
-    logs: list[IO[bytes]] = field(default_factory=list)
+    #: where uvicorn listens: the public HTTP port, or under TLS an internal one behind nginx
+    api_port: int = 0
+    proxy: NginxProxy | None = None
+    tls: TlsFiles | None = None
+    children: dict[str, Child] = field(default_factory=dict)
+    daemons: list[Daemon] = field(default_factory=list)
+    logs: list[RotatingLog] = field(default_factory=list)
+    next_snapshot: float = 0.0
 
     @property
     def log_dir(self) -> Path:
         return self.options.data_dir / "logs"
 
-    def spawn(self, name: str, args: list[str], user: str | None, password: str | None) -> None:
+    def open_log(self, path: Path) -> RotatingLog:
+        log = RotatingLog(path, self.settings.log_max_bytes, self.settings.log_backups)
+        self.logs.append(log)
+        return log
+
+    def _backoff(self) -> Backoff:
+        return Backoff(self.settings.restart_backoff_min, self.settings.restart_backoff_max)
+
+    def _configure_broker(self) -> None:
+        # checks the account file and restores its last-good copy if the broker died while
+        # rewriting it
+        topics = Topics(self.settings.topic_root)
+        self.broker.configure(self.secrets.broker_clients(), self.secrets.roles(topics))
+
+    def start_broker(self) -> None:
+        """mosquitto, then nginx in front of it under TLS (each supervised from now on)."""
+        now = time.monotonic()
+        self.daemons = [Daemon("mosquitto", self.broker, self._backoff(), self._configure_broker)]
+        self.broker.start()
+        self.daemons[0].started_at = now
+        if self.proxy is not None:
+            self.daemons.append(Daemon("nginx", self.proxy, self._backoff()))
+            self.proxy.start()
+            self.daemons[1].started_at = now
+
+    def spawn(
+        self,
+        name: str,
+        args: list[str],
+        user: str | None,
+        password: str | None,
+        health_url: str | None = None,
+        **extra_env: str,
+    ) -> None:
+        s = self.settings
         env = dict(os.environ)
         env.update(
             PLAZA_DATA_DIR=str(self.options.data_dir),
-            PLAZA_MQTT_HOST=self.settings.mqtt_host,
-            PLAZA_MQTT_PORT=str(self.settings.mqtt_port),
-            PLAZA_WS_PORT=str(self.settings.ws_port),
-            PLAZA_HTTP_PORT=str(self.settings.http_port),
-            PLAZA_BRIDGE_METRICS_PORT=str(self.settings.bridge_metrics_port),
-            PLAZA_DATABASE_URL=self.settings.db_url,
+            PLAZA_MQTT_HOST=s.mqtt_host,
+            PLAZA_MQTT_PORT=str(s.mqtt_port),
+            PLAZA_WS_PORT=str(s.ws_port),
+            PLAZA_HTTP_PORT=str(s.http_port),
+            PLAZA_BRIDGE_METRICS_PORT=str(s.bridge_metrics_port),
+            PLAZA_DATABASE_URL=s.db_url,
             PYTHONUNBUFFERED="1",
         )
+        if s.mqtt_tls:
+            env.update(PLAZA_MQTT_TLS="true", PLAZA_TLS_CA=str(s.tls_ca or ""))
+        if s.public_tls:
+            env.update(PLAZA_PUBLIC_TLS="true")
         if user and password:
             env.update(PLAZA_MQTT_USERNAME=user, PLAZA_MQTT_PASSWORD=password)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
-        log = (self.log_dir / f"{name}.log").open("ab")
-        self.logs.append(log)
-        self.children[name] = subprocess.Popen(
-            [sys.executable, "-m", "venue.cli", *args],
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            preexec_fn=die_with_parent,
-        )
+        env.update(extra_env)
+        log = self.open_log(self.log_dir / f"{name}.log")
+        child = Child(name, args, env, log, health_url, self._backoff())
+        child.start(time.monotonic(), s.health_interval)
+        self.children[name] = child
+
+    # -- supervision -------------------------------------------------------------------------
+    def supervise(self, now: float) -> None:
+        """One round: restart what exited, kill what is wedged, keep the account file safe."""
+        for daemon in self.daemons:
+            self._watch_daemon(daemon, now)
+        for child in self.children.values():
+            self._watch(child, now)
+        broker_up = bool(self.daemons) and self.daemons[0].restart_at is None
+        if now >= self.next_snapshot and broker_up:
+            self.next_snapshot = now + self.settings.dynsec_snapshot_interval
+            self.broker.snapshot_dynsec()
+
+    def _watch(self, child: Child, now: float) -> None:
+        s = self.settings
+        if child.proc is None:
+            if child.restart_at is not None and now >= child.restart_at:
+                child.start(now, s.health_interval)
+                assert child.proc is not None
+                say(f"{child.name} started again (pid {child.proc.pid})")
+            return
+        code = child.proc.poll()
+        if code is not None:
+            ran = now - child.started_at
+            if ran >= s.restart_stable_after:
+                child.backoff.reset()
+            delay = child.backoff.next_delay()
+            child.restarts += 1
+            text = (
+                f"{child.name} {exit_text(code)} after {ran:.1f}s; restarting it in "
+                f"{delay:.2f}s (restart {child.restarts}; see {child.log.path})"
+            )
+            say(text)
+            child.log.note(text)
+            child.proc, child.restart_at = None, now + delay
+            return
+        if child.health_url is None or now < child.next_probe:
+            return
+        child.next_probe = now + s.health_interval
+        if answers(child.health_url, s.health_timeout):
+            child.answered, child.misses = True, 0
+            return
+        if not child.answered and now - child.started_at < s.health_start_grace:
+            return  # still starting
+        child.misses += 1
+        if child.misses >= s.health_failures:
+            text = (
+                f"{child.name} is wedged: {child.health_url} did not answer "
+                f"{child.misses} times in a row; killing it (SIGKILL)"
+            )
+            say(text)
+            child.log.note(text)
+            child.proc.kill()
+
+    def _watch_daemon(self, daemon: Daemon, now: float) -> None:
+        runner = daemon.runner
+        if daemon.restart_at is None:
+            if runner.proc is not None and runner.proc.poll() is None:
+                return
+            code = runner.proc.returncode if runner.proc is not None else None
+            ran = now - daemon.started_at
+            if ran >= self.settings.restart_stable_after:
+                daemon.backoff.reset()
+            delay = daemon.backoff.next_delay()
+            say(
+                f"{daemon.name} {exit_text(code)} after {ran:.1f}s; restarting it in "
+                f"{delay:.2f}s (see {runner.log_path}); the services reconnect by themselves"
+            )
+            runner.stop()  # what it left behind (nginx: workers of a killed master)
+            daemon.restart_at = now + delay
+            return
+        if now < daemon.restart_at:
+            return
+        try:
+            daemon.start(now)
+        except (BrokerError, ProxyError) as exc:
+            delay = daemon.backoff.next_delay()
+            say(f"{daemon.name} did not start again ({exc}); next try in {delay:.2f}s")
+            daemon.restart_at = time.monotonic() + delay
+            return
+        assert runner.proc is not None
+        say(f"{daemon.name} started again (pid {runner.proc.pid})")
 
     def stop(self) -> None:
         """Stop in reverse start order (machines disconnect cleanly while the broker runs)."""
-        for name in reversed(list(self.children)):
-            proc = self.children[name]
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        for child in reversed(list(self.children.values())):
+            if child.proc is not None:
+                terminate(child.proc)
+        if self.proxy is not None:
+            self.proxy.stop()
         self.broker.stop()
+        for child in self.children.values():
+            for thread in child.pumps:
+                thread.join(timeout=2)
         for log in self.logs:
             log.close()
 
     def dead_child(self) -> str | None:
-        for name, proc in self.children.items():
-            if proc.poll() is not None:
-                return f"{name} exited with code {proc.returncode} (see {self.log_dir}/{name}.log)"
-        if self.broker.proc is None or self.broker.proc.poll() is not None:
-            return f"mosquitto exited (see {self.broker.log_path})"
+        for name, child in self.children.items():
+            if child.proc is not None and child.proc.poll() is not None:
+                return f"{name} {exit_text(child.proc.returncode)} (see {child.log.path})"
+        for daemon in self.daemons:
+            proc = daemon.runner.proc
+            if proc is None or proc.poll() is not None:
+                return f"{daemon.name} exited (see {daemon.runner.log_path})"
         return None
 
 
+def make_private(data: Path) -> None:
+    """The data directory and everything in it readable by its owner only (0700/0600): the
+    database holds password hashes and check-in codes, the logs user names, the broker's
+    files its accounts. The certificates in tls/ stay 0644 (clients copy ca.crt). New files are
+    private through the umask `plaza up` sets for itself and its children."""
+    os.chmod(data, 0o700)
+    for root, dirs, files in os.walk(data):
+        for name in dirs:
+            os.chmod(Path(root) / name, 0o700)
+        for name in files:
+            path = Path(root) / name
+            if not path.is_symlink():
+                public = path.parent == data / "tls" and path.suffix == ".crt"
+                os.chmod(path, 0o644 if public else 0o600)
+
+
 def init_venue(
-    settings: Settings, devices: int, service_passwords: dict[str, str] | None = None
+    settings: Settings,
+    devices: int,
+    service_passwords: dict[str, str] | None = None,
+    ca: Path | None = None,
 ) -> tuple[VenueSecrets, list[str]]:
     """Secrets, the machines' and people's credential files, and the seeded database.
 
@@ -152,14 +416,14 @@ def init_venue(
     secrets.ensure_devices([d.id for d in fleet])
     secrets.save(data / "secrets.json")
     write_private(data / "devices.json", {d.id: secrets.devices[d.id] for d in fleet})
-    write_private(
-        data / "credentials.json",
-        {
-            "observer": {"username": OBSERVER_USER, "password": secrets.observer},
-            "admin": {"username": "admin", "password": secrets.admin},
-            "players": [{"username": u, "password": p} for u, p in secrets.players.items()],
-        },
-    )
+    credentials: dict[str, object] = {
+        "observer": {"username": OBSERVER_USER, "password": secrets.observer},
+        "admin": {"username": "admin", "password": secrets.admin},
+        "players": [{"username": u, "password": p} for u, p in secrets.players.items()],
+    }
+    if ca is not None:
+        credentials["ca"] = str(ca)  # verify the venue's TLS with this (mosquitto_sub --cafile)
+    write_private(data / "credentials.json", credentials)
 
     async def _seed() -> None:
         engine = make_engine(settings.db_url)
@@ -172,9 +436,22 @@ def init_venue(
     return secrets, [d.id for d in fleet]
 
 
+def venue_tls(options: UpOptions, data: Path) -> TlsFiles | None:
+    if not (options.tls or options.tls_cert or options.tls_key):
+        return None
+    files = ensure_venue_tls(data / "tls", default_hosts(options.tls_hosts))
+    if options.tls_cert or options.tls_key:
+        if not (options.tls_cert and options.tls_key):
+            raise UpError("--tls-cert and --tls-key go together")
+        files = with_operator_cert(files, options.tls_cert, options.tls_key)
+    return files
+
+
 def prepare(options: UpOptions) -> Venue:
     data = options.data_dir.resolve()
+    os.umask(0o077)  # every file plaza up and its children create is private
     data.mkdir(parents=True, exist_ok=True)
+    make_private(data)
     taken: set[int] = set()
     mqtt_port = choose_port("MQTT", "--mqtt-port", options.mqtt_port, 1883, taken)
     ws_port = choose_port("WebSocket", "--ws-port", options.ws_port, 9001, taken)
@@ -182,6 +459,10 @@ def prepare(options: UpOptions) -> Venue:
     metrics_port = choose_port(
         "bridge metrics", "--metrics-port", options.metrics_port, 9102, taken
     )
+    try:
+        tls = venue_tls(options, data)
+    except TlsError as exc:
+        raise UpError(str(exc)) from exc
     settings = Settings(
         data_dir=data,
         mqtt_port=mqtt_port,
@@ -189,21 +470,60 @@ def prepare(options: UpOptions) -> Venue:
         http_port=http_port,
         bridge_metrics_port=metrics_port,
         database_url=options.database_url,
+        mqtt_tls=tls is not None,
+        tls_ca=tls.ca if tls else None,
+        public_tls=tls is not None,
     )
-    secrets, device_ids = init_venue(settings, options.devices)
-    broker = LocalBroker(data / "broker", mqtt_port, ws_port)
-    broker.configure(secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
-    return Venue(options, settings, secrets, device_ids, broker)
+    secrets, device_ids = init_venue(settings, options.devices, ca=tls.ca if tls else None)
+    broker_log = RotatingLog(
+        data / "broker" / "mosquitto.log", settings.log_max_bytes, settings.log_backups
+    )
+    # Under TLS browsers reach nginx on the public ports, which proxies to the broker's
+    # WebSocket listener and to uvicorn on internal ones.
+    broker_ws = free_port() if tls else ws_port
+    api_port = free_port() if tls else http_port
+    broker = LocalBroker(
+        data / "broker",
+        mqtt_port,
+        broker_ws,
+        log=broker_log,
+        certfile=tls.cert if tls else None,
+        keyfile=tls.key if tls else None,
+    )
+    venue = Venue(options, settings, secrets, device_ids, broker, api_port=api_port, tls=tls)
+    venue.logs.append(broker_log)
+    venue._configure_broker()
+    if tls is not None:
+        venue.proxy = NginxProxy(
+            data / "nginx",
+            render_nginx(
+                NGINX_SOURCE.read_text(),
+                bind=settings.http_host,
+                ws_port=ws_port,
+                http_port=http_port,
+                ws_upstream=f"https://127.0.0.1:{broker_ws}",
+                http_upstream=f"http://127.0.0.1:{api_port}",
+                cert=tls.public_cert,
+                key=tls.public_key,
+                ca=tls.ca,
+                run_dir=data / "nginx",
+                run_as_root=os.geteuid() == 0,
+            ),
+            (ws_port, http_port),
+            venue.open_log(venue.log_dir / "nginx.log"),
+            host="127.0.0.1" if settings.http_host in ("0.0.0.0", "") else settings.http_host,  # noqa: S104
+        )
+    return venue
 
 
-def wait_http_ready(url: str, deadline: float) -> None:
+def wait_http_ready(url: str, deadline: float, check: Callable[[], str | None]) -> None:
+    """Until ``url`` answers 200; ``check`` names a child that died meanwhile (fatal while
+    starting: a service that cannot start once will not start by being retried)."""
     while time.monotonic() < deadline:
-        with (
-            contextlib.suppress(urllib.error.URLError, OSError),
-            urllib.request.urlopen(url, timeout=1) as reply,  # noqa: S310 - our own URL
-        ):
-            if reply.status == 200:
-                return
+        if answers(url, 1.0):
+            return
+        if problem := check():
+            raise UpError(f"{problem} while the venue was starting")
         time.sleep(0.2)
     raise UpError(f"{url} did not answer 200 in time")
 
@@ -214,12 +534,11 @@ async def wait_board_online(venue: Venue, deadline: float) -> int:
     online: dict[str, bool] = {}
     versions: dict[str, int] = {}
     client = aiomqtt.Client(
-        "127.0.0.1",
+        venue.settings.mqtt_host,
         venue.settings.mqtt_port,
         username=OBSERVER_USER,
         password=venue.secrets.observer,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        socket_options=NODELAY,
+        **client_options(venue.settings),
     )
     async with client:
         await client.subscribe(topics.all_board, qos=1)
@@ -242,23 +561,39 @@ def summary(venue: Venue, elapsed: float) -> str:
     read_pw = (
         f'$(python3 -c \'import json; print(json.load(open("{creds}"))["observer"]["password"])\')'
     )
-    return "\n".join(
-        [
-            f"GamePlaza venue is up in {elapsed:.1f}s: {len(venue.device_ids)} machines online.",
-            f"  MQTT (TCP)        mqtt://127.0.0.1:{s.mqtt_port}",
-            f"  MQTT (WebSocket)  ws://127.0.0.1:{s.ws_port}/",
-            f"  Web client        http://{s.http_host}:{s.http_port}/  (?wall=1 for a wall screen)",
-            f"  REST API          http://{s.http_host}:{s.http_port}  (/docs, /healthz, /readyz)",
-            f"  Bridge metrics    http://{s.http_host}:{s.bridge_metrics_port}/metrics",
-            f"  Database          {s.db_url.replace('+aiosqlite', '').replace('+asyncpg', '')}",
-            f"  Credentials       {creds}",
-            f"  Logs              {venue.log_dir}/",
-            "  Watch it live:",
-            f'    mosquitto_sub -h 127.0.0.1 -p {s.mqtt_port} -u observer -P "{read_pw}" '
-            f"-t '{s.topic_root}/board/+' -v",
-            "Press Ctrl-C to stop.",
-        ]
-    )
+    host = s.mqtt_host
+    if venue.tls is None:
+        web, ws, mqtt, cafile = "http", "ws", "mqtt", ""
+    else:
+        web, ws, mqtt = "https", "wss", "mqtts"
+        cafile = f" --cafile {venue.tls.ca}"
+    lines = [
+        f"GamePlaza venue is up in {elapsed:.1f}s: {len(venue.device_ids)} machines online.",
+        f"  MQTT (TCP)        {mqtt}://{host}:{s.mqtt_port}",
+        f"  MQTT (WebSocket)  {ws}://{host}:{s.ws_port}/",
+        f"  Web client        {web}://{host}:{s.http_port}/  (?wall=1 for a wall screen)",
+        f"  REST API          {web}://{host}:{s.http_port}  (/docs, /healthz, /readyz)",
+        f"  Bridge metrics    http://{s.http_host}:{s.bridge_metrics_port}/metrics",
+        f"  Database          {s.db_url.replace('+aiosqlite', '').replace('+asyncpg', '')}",
+        f"  Credentials       {creds}",
+    ]
+    if venue.tls is not None:
+        shown = f"; browsers see {venue.tls.public_cert}" if venue.tls.operator_cert else ""
+        lines.append(f"  TLS               1.3 only; venue CA {venue.tls.ca}{shown}")
+        lines.append(
+            f"  Internal          broker WebSocket :{venue.broker.ws_port} (every interface, "
+            f"TLS; firewall it), api 127.0.0.1:{venue.api_port}, both behind nginx"
+        )
+    lines += [
+        f"  Logs              {venue.log_dir}/ (rotated at {s.log_max_bytes // 1024} KiB, "
+        f"{s.log_backups} kept; mosquitto's in {venue.broker.log_path.parent}/)",
+        "  Supervised        a bridge, api, simulator or broker that stops is restarted",
+        "  Watch it live:",
+        f'    mosquitto_sub -h {host} -p {s.mqtt_port}{cafile} -u observer -P "{read_pw}" '
+        f"-t '{s.topic_root}/board/+' -v",
+        "Press Ctrl-C to stop.",
+    ]
+    return "\n".join(lines)
 
 
 def up(options: UpOptions) -> int:
@@ -273,9 +608,25 @@ def up(options: UpOptions) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        venue.broker.start()
-        venue.spawn("bridge", ["bridge"], BRIDGE_USER, venue.secrets.bridge)
-        venue.spawn("api", ["api"], API_USER, venue.secrets.api)
+        venue.start_broker()
+        s = venue.settings
+        metrics = f"http://127.0.0.1:{s.bridge_metrics_port}/metrics"
+        venue.spawn(
+            "bridge",
+            ["bridge"],
+            BRIDGE_USER,
+            venue.secrets.bridge,
+            metrics if s.bridge_metrics_port else None,
+        )
+        api = f"http://127.0.0.1:{venue.api_port}"
+        venue.spawn(
+            "api",
+            ["api"],
+            API_USER,
+            venue.secrets.api,
+            f"{api}/healthz",
+            PLAZA_HTTP_PORT=str(venue.api_port),
+        )
         venue.spawn(
             "sim",
             [
@@ -289,7 +640,7 @@ def up(options: UpOptions) -> int:
             None,
         )
         deadline = time.monotonic() + options.ready_timeout
-        wait_http_ready(f"http://127.0.0.1:{venue.settings.http_port}/readyz", deadline)
+        wait_http_ready(f"{api}/readyz", deadline, venue.dead_child)
         try:
             asyncio.run(wait_board_online(venue, deadline))
         except TimeoutError as exc:
@@ -299,14 +650,11 @@ def up(options: UpOptions) -> int:
             ) from exc
         print(summary(venue, time.monotonic() - started), flush=True)
         while not stopping:
-            problem = venue.dead_child()
-            if problem:
-                print(f"error: {problem}; stopping the venue", file=sys.stderr)
-                return 1
-            time.sleep(0.3)
+            venue.supervise(time.monotonic())
+            time.sleep(0.2)
         print("stopping the venue...", flush=True)
         return 0
-    except UpError as exc:
+    except (UpError, BrokerError, ProxyError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:

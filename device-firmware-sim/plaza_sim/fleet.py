@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import random
+import ssl
 import sys
 import time
 from collections import Counter
@@ -44,6 +45,14 @@ def load_devices(path: Path, count: int | None = None) -> dict[str, str]:
     return dict(items[:count] if count else items)
 
 
+def tls_context(ca: Path | None) -> ssl.SSLContext:
+    """MQTT over TLS 1.3, the broker verified against ``ca`` (the venue CA) or the system's
+    trust store, host name checked: what a machine's firmware is provisioned with."""
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    return context
+
+
 class Fleet:
     def __init__(
         self,
@@ -59,13 +68,18 @@ class Fleet:
         topic_root: str = "plaza",
         will_delay: int = 0,
         seed: int | None = None,
+        tls_ca: Path | None = None,
+        tls: bool = False,
     ) -> None:
         self.faults = faults or FaultPlan()
         self.rng = random.Random(seed)
         relay = "silent" in self.faults.kinds
+        context = tls_context(tls_ca) if tls else None
         self.machines = [
             Machine(
-                MachineConfig(device, pw, host, port, keepalive, will_delay, topic_root, relay),
+                MachineConfig(
+                    device, pw, host, port, keepalive, will_delay, topic_root, relay, context
+                ),
                 epochs,
                 autoplay=autoplay,
                 speed=speed,

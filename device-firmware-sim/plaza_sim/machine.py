@@ -15,6 +15,7 @@ import contextlib
 import logging
 import random
 import socket
+import ssl
 import struct
 import uuid
 from dataclasses import dataclass, field
@@ -53,6 +54,8 @@ class MachineConfig:
     will_delay: int = 0
     topic_root: str = "plaza"
     via_relay: bool = False
+    #: MQTT over TLS: how the machine verifies the broker (shared by a whole fleet)
+    tls: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -154,6 +157,7 @@ class Machine:
             ),
             keepalive=self.config.keepalive,
             socket_options=NODELAY,
+            tls_context=self.config.tls,
             timeout=10,
         )
 

@@ -11,28 +11,32 @@ reconnect that reuses an old password fails), services reconnect within half a s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import shutil
 import signal
+import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeVar
 
 import aiomqtt
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+from playwright.sync_api import Browser, BrowserContext, Page, Playwright, sync_playwright
 
 from plaza.messages import BoardEntry
-from plaza.mqtt import NODELAY
+from plaza.mqtt import client_options
 from plaza.settings import Settings
 from plaza.topics import Topics
-from venue.broker import LocalBroker, free_port
+from venue.broker import free_port
 from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER
-from venue.up import UpOptions, Venue, init_venue, wait_board_online, wait_http_ready
+from venue.up import UpOptions, Venue, prepare, wait_board_online, wait_http_ready
 
+T = TypeVar("T")
 DEVICES = 10
 TARGET = "pc-01"
 ARTIFACTS = Path(os.environ.get("PLAZA_E2E_ARTIFACTS", Path(__file__).parent / "artifacts"))
@@ -76,7 +80,8 @@ class E2EVenue:
 
     def crash_sim(self, name: str) -> None:
         """SIGKILL: the machines' sockets close without DISCONNECT, the broker sends wills."""
-        proc = self.venue.children.pop(name)
+        proc = self.venue.children.pop(name).proc
+        assert proc is not None
         proc.send_signal(signal.SIGKILL)
         proc.wait()
 
@@ -111,12 +116,11 @@ async def read_board(settings: Settings, password: str, timeout: float) -> dict[
     topics = Topics(settings.topic_root)
     board: dict[str, BoardEntry] = {}
     client = aiomqtt.Client(
-        "127.0.0.1",
+        settings.mqtt_host,
         settings.mqtt_port,
         username=OBSERVER_USER,
         password=password,
-        protocol=aiomqtt.ProtocolVersion.V5,
-        socket_options=NODELAY,
+        **client_options(settings),
     )
     async with client:
         await client.subscribe(topics.all_board, qos=1)
@@ -142,53 +146,116 @@ def distinct_free_ports(count: int) -> list[int]:
     return sorted(ports)
 
 
-@pytest.fixture(scope="session")
-def e2e_venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EVenue]:
-    data = tmp_path_factory.mktemp("venue").resolve()
+def in_thread(fn: Callable[..., T], *args: Any) -> T:
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(fn, *args).result()
+
+
+@contextlib.contextmanager
+def running_venue(data: Path, *, tls: bool) -> Iterator[E2EVenue]:
+    """The venue `plaza up` prepares (with ``tls``: the venue CA, TLS 1.3 on the broker and
+    nginx in front), started part by part."""
     mqtt_port, ws_port, http_port, metrics_port = distinct_free_ports(4)
-    settings = Settings(
-        data_dir=data,
-        mqtt_port=mqtt_port,
-        ws_port=ws_port,
-        http_port=http_port,
-        bridge_metrics_port=metrics_port,
-    )
-    secrets, device_ids = init_venue(settings, DEVICES)
-    broker = LocalBroker(data / "broker", mqtt_port, ws_port)
-    broker.configure(secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
-    venue = Venue(UpOptions(data_dir=data, devices=DEVICES), settings, secrets, device_ids, broker)
-    handle = E2EVenue(venue, f"http://127.0.0.1:{http_port}")
+    umask = os.umask(0o022)
+    os.umask(umask)
+    try:
+        # in a thread: a sync Playwright started earlier keeps an event loop running in this
+        # one, and prepare() seeds the database with asyncio.run
+        venue = in_thread(
+            prepare,
+            UpOptions(
+                data_dir=data,
+                devices=DEVICES,
+                mqtt_port=mqtt_port,
+                ws_port=ws_port,
+                http_port=http_port,
+                metrics_port=metrics_port,
+                tls=tls,
+            ),
+        )
+    finally:
+        os.umask(umask)  # prepare() makes plaza up's files private; not this test process's
+    handle = E2EVenue(venue, f"{'https' if tls else 'http'}://127.0.0.1:{http_port}")
     with pytest.MonkeyPatch.context() as mp:
         for key, value in SERVICE_ENV.items():
             mp.setenv(key, value)
         try:
-            broker.start()
-            venue.spawn("bridge", ["bridge"], BRIDGE_USER, secrets.bridge)
-            venue.spawn("api", ["api"], API_USER, secrets.api)
+            venue.start_broker()
+            venue.spawn("bridge", ["bridge"], BRIDGE_USER, venue.secrets.bridge)
+            venue.spawn(
+                "api", ["api"], API_USER, venue.secrets.api, PLAZA_HTTP_PORT=str(venue.api_port)
+            )
             handle.start_sim("sim-target", [TARGET])
-            handle.start_sim("sim-rest", [d for d in device_ids if d != TARGET])
+            handle.start_sim("sim-rest", [d for d in venue.device_ids if d != TARGET])
             deadline = time.monotonic() + 40
-            wait_http_ready(f"{handle.base_url}/readyz", deadline)
-            asyncio.run(wait_board_online(venue, deadline))
+            ready = f"http://127.0.0.1:{venue.api_port}/readyz"
+            wait_http_ready(ready, deadline, venue.dead_child)
+            in_thread(lambda: asyncio.run(wait_board_online(venue, deadline)))
             yield handle
         finally:
             venue.stop()
 
 
 @pytest.fixture(scope="session")
-def browser() -> Iterator[Browser]:
+def e2e_venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EVenue]:
+    with running_venue(tmp_path_factory.mktemp("venue").resolve(), tls=False) as venue:
+        yield venue
+
+
+@pytest.fixture(scope="session")
+def e2e_tls_venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EVenue]:
+    with running_venue(tmp_path_factory.mktemp("tls-venue").resolve(), tls=True) as venue:
+        yield venue
+
+
+def launch(p: Playwright, env: dict[str, str | float | bool] | None = None) -> Browser:
     executable = shutil.which("chromium")
     if executable is None:
         pytest.fail("chromium is not installed (scripts/setup.sh installs it)")
+    return p.chromium.launch(
+        executable_path=executable,
+        args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
+        env=env,
+    )
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    """One Playwright for the session: a second sync Playwright cannot start in this thread."""
     with sync_playwright() as p:
-        b = p.chromium.launch(
-            executable_path=executable,
-            args=["--no-sandbox", "--disable-background-networking", "--disable-component-update"],
-        )
-        try:
-            yield b
-        finally:
-            b.close()
+        yield p
+
+
+@pytest.fixture(scope="session")
+def browser(playwright: Playwright) -> Iterator[Browser]:
+    b = launch(playwright)
+    try:
+        yield b
+    finally:
+        b.close()
+
+
+@pytest.fixture(scope="session")
+def tls_browser(
+    playwright: Playwright, e2e_tls_venue: E2EVenue, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Browser]:
+    """chromium that trusts the venue CA, as a venue's own screens are set up: the CA is
+    added to the NSS database of the browser's (temporary) home with certutil, trusted for
+    TLS servers. No certificate error is ignored; any other certificate still fails."""
+    home = tmp_path_factory.mktemp("browser-home")
+    nssdb = home / ".pki" / "nssdb"
+    nssdb.mkdir(parents=True)
+    ca = e2e_tls_venue.data / "tls" / "ca.crt"
+    for args in (
+        ["-N", "--empty-password"],
+        ["-A", "-t", "C,,", "-n", "GamePlaza venue CA", "-i", str(ca)],
+    ):
+        subprocess.run(["certutil", "-d", f"sql:{nssdb}", *args], check=True, capture_output=True)
+    b = launch(playwright, env={**os.environ, "HOME": str(home)})
+    try:
+        yield b
+    finally:
+        b.close()
 
 
 @pytest.fixture(scope="session")

@@ -16,6 +16,9 @@ import contextlib
 import json
 import math
 import re
+import socket
+import ssl
+import threading
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -173,8 +176,59 @@ def book(page: Page, device: str, start: str = "now", minutes: int = 60) -> None
 def test_the_venue_scenario_across_two_players_and_an_admin(
     e2e_venue: E2EVenue, browser: Browser, artifacts: Path
 ) -> None:
-    venue = e2e_venue
+    venue_scenario(e2e_venue, browser, artifacts)
+
+
+def test_the_venue_scenario_over_https_and_wss_with_the_venue_ca_trusted(
+    e2e_tls_venue: E2EVenue, tls_browser: Browser, artifacts: Path
+) -> None:
+    """The same scenario on `plaza up --tls`'s shape: the page over https and the live link
+    over wss (both through nginx, TLS 1.3), the broker over TLS behind it. The browser trusts
+    the venue CA (conftest.tls_browser) and ignores no certificate error."""
+    sockets: list[str] = []
+    venue_scenario(e2e_tls_venue, tls_browser, artifacts / "tls", sockets)
+    assert sockets, "the pages opened their live link"
+    ws_port = e2e_tls_venue.settings.ws_port
+    assert set(sockets) == {f"wss://127.0.0.1:{ws_port}/"}
+
+
+def test_the_tls_browser_still_refuses_a_certificate_its_ca_did_not_sign(
+    e2e_tls_venue: E2EVenue, tls_browser: Browser, tmp_path: Path
+) -> None:
+    """Trusting the venue CA is not ignoring errors: a server with another CA's certificate
+    for the same name is refused."""
+    from venue.tls import ensure_venue_tls
+
+    other = ensure_venue_tls(tmp_path / "other", ["127.0.0.1", "localhost"])
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(other.cert, other.key)
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+
+        def accept() -> None:
+            with contextlib.suppress(OSError):
+                conn, _ = listener.accept()
+                with contextlib.suppress(OSError, ssl.SSLError):
+                    server.wrap_socket(conn, server_side=True).close()
+
+        threading.Thread(target=accept, daemon=True).start()
+        context = new_context(tls_browser)
+        try:
+            page = context.new_page()
+            with pytest.raises(Error, match="ERR_CERT_AUTHORITY_INVALID"):
+                page.goto(f"https://127.0.0.1:{port}/")
+        finally:
+            context.close()
+
+
+def venue_scenario(
+    venue: E2EVenue, browser: Browser, artifacts: Path, sockets: list[str] | None = None
+) -> None:
+    artifacts.mkdir(parents=True, exist_ok=True)
     contexts = [new_context(browser) for _ in range(3)]
+    if sockets is not None:
+        for context in contexts:
+            context.on("page", lambda page: page.on("websocket", lambda ws: sockets.append(ws.url)))
     try:
         # 1. A player logs in; the board shows the ten machines with their live states.
         p1 = log_in(contexts[0], venue, "player1")

@@ -51,13 +51,41 @@ def test_every_service_command_is_a_valid_plaza_command(service: str) -> None:
     assert args.command == command[0]
 
 
-def test_published_ports_match_the_broker_listeners_and_the_api_port() -> None:
+def test_published_ports_are_the_tls_ones_and_the_proxy_reaches_the_internal_listeners() -> None:
     conf = (REPO / "broker-config" / "mosquitto.conf").read_text()
     listeners = [int(line.split()[1]) for line in conf.splitlines() if line.startswith("listener")]
-    broker_ports = [int(interpolate(p).split(":")[1]) for p in SERVICES["mosquitto"]["ports"]]
-    assert broker_ports == listeners == [1883, 9001]
-    assert [interpolate(p) for p in SERVICES["api"]["ports"]] == ["8000:8000"]
+    assert listeners == [1883, 9001]
+    # MQTT over TLS is published by the broker; browsers reach WebSocket and HTTP via nginx
+    assert [interpolate(p) for p in SERVICES["mosquitto"]["ports"]] == ["1883:1883"]
+    assert [interpolate(p) for p in SERVICES["nginx"]["ports"]] == ["9001:9001", "8000:8000"]
+    assert "ports" not in SERVICES["api"]
+    nginx = (REPO / "broker-config" / "nginx.conf").read_text().split()
+    listens = [nginx[i + 1] for i, word in enumerate(nginx) if word == "listen"]
+    upstreams = [nginx[i + 1].rstrip(";") for i, word in enumerate(nginx) if word == "proxy_pass"]
+    assert listens == ["9001", "8000"]
+    assert upstreams == ["https://mosquitto:9001", "http://api:8000"]
     assert SERVICES["api"]["environment"]["PLAZA_HTTP_PORT"] == "8000"
+
+
+def test_tls_is_on_by_default_for_every_service_and_the_certificates_are_shared() -> None:
+    for name in ("bridge", "api", "sim"):
+        env = SERVICES[name]["environment"]
+        assert env["PLAZA_MQTT_TLS"] == "true", name
+        assert env["PLAZA_TLS_CA"] == "/tls/ca.crt", name
+        assert "tls:/tls:ro" in SERVICES[name]["volumes"], name
+    assert SERVICES["api"]["environment"]["PLAZA_PUBLIC_TLS"] == "true"
+    assert interpolate(SERVICES["api"]["environment"]["PLAZA_PUBLIC_WS_URL"]).startswith("wss://")
+    init = [interpolate(str(part)) for part in SERVICES["init"]["command"]]
+    assert "--tls" in init
+    assert init[init.index("--tls-dir") + 1] == "/tls"
+    assert "mosquitto" in init, "the services verify the broker by its service name"
+    assert "tls:/mosquitto/certs:ro" in SERVICES["mosquitto"]["volumes"]
+    assert "tls:/etc/plaza-tls:ro" in SERVICES["nginx"]["volumes"]
+    conf = (REPO / "broker-config" / "mosquitto.conf").read_text()
+    assert conf.count("certfile /mosquitto/certs/server.crt") == 2
+    nginx = (REPO / "broker-config" / "nginx.conf").read_text()
+    assert "ssl_certificate /etc/plaza-tls/public.crt;" in nginx
+    assert "ssl_protocols TLSv1.3;" in nginx
 
 
 def test_services_wait_for_healthy_dependencies_and_secrets_are_required() -> None:
@@ -69,3 +97,16 @@ def test_services_wait_for_healthy_dependencies_and_secrets_are_required() -> No
     text = (REPO / "compose.yaml").read_text()
     for secret in ("PLAZA_DB_PASSWORD", "PLAZA_BRIDGE_PASSWORD", "PLAZA_API_PASSWORD"):
         assert f"${{{secret}:?" in text, f"{secret} must be required, not defaulted"
+
+
+def test_every_long_running_service_is_restarted_and_the_one_shot_only_on_failure() -> None:
+    for name, service in SERVICES.items():
+        expected = "on-failure" if name == "init" else "unless-stopped"
+        assert service.get("restart") == expected, name
+
+
+def test_the_bridge_has_a_healthcheck_on_its_metrics_endpoint_and_the_sim_waits_for_it() -> None:
+    check = " ".join(SERVICES["bridge"]["healthcheck"]["test"])
+    assert "http://127.0.0.1:9102/metrics" in check
+    assert "PLAZA_BRIDGE_METRICS_PORT" not in SERVICES["bridge"]["environment"], "default 9102"
+    assert SERVICES["sim"]["depends_on"]["bridge"]["condition"] == "service_healthy"
