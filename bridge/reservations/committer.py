@@ -40,7 +40,7 @@ from bridge.sql import batch_sql
 from bridge.writes import Writes
 from plaza import rules
 from plaza.db import make_sync_engine
-from plaza.messages import AlertSeverity, Reply
+from plaza.messages import Reply
 from plaza.tables import CommandLog, Device, Reservation, is_active
 
 log = logging.getLogger(__name__)
@@ -246,7 +246,8 @@ class Committer:
     ) -> Outcome:
         assert job.reservation_id is not None
         row = await session.get(Reservation, job.reservation_id)
-        if row is None or row.reminded_at is not None or row.status not in ("approved", "pending"):
+        due = rules.REMINDER.statuses
+        if row is None or row.reminded_at is not None or row.status not in due:
             return Outcome(None)  # already reminded (or no longer due): nothing twice
         writes.changed.append({"id": row.id, "reminded_at": now})
         device = await session.get(Device, row.device_id)
@@ -255,8 +256,8 @@ class Committer:
             Note(
                 user=row.player,
                 topic=self.topics.notifications(row.player),
-                type="reservation_reminder",
-                priority=AlertSeverity.HIGH,
+                type=rules.REMINDER.notice,
+                priority=rules.REMINDER.priority,
                 params={
                     "name": device.name if device else row.device_id,
                     "minutes": minutes,

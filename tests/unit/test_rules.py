@@ -21,7 +21,10 @@ from hypothesis import strategies as st
 from plaza.rules import (
     ACTIVE,
     ALLOWED,
+    CONSEQUENCES,
     HOLDING,
+    REMINDER,
+    TIMED,
     TRANSITIONS,
     Actor,
     Code,
@@ -150,6 +153,22 @@ def test_only_active_reservations_have_a_way_out_and_every_way_leads_to_a_known_
 def test_every_op_says_who_may_ask_for_it() -> None:
     assert set(ALLOWED) == set(Op)
     assert all(ALLOWED[op] for op in Op)
+
+
+def test_every_status_a_reservation_can_enter_says_what_entering_it_causes() -> None:
+    entered = {Status.PENDING, Status.APPROVED} | {
+        s for m in TRANSITIONS.values() for s in m.values()
+    }
+    assert set(CONSEQUENCES) == entered == set(Status)
+    assert len({c.event for c in CONSEQUENCES.values()}) == len(Status), "one event per status"
+
+
+def test_the_clock_makes_only_legal_transitions_and_only_as_the_system() -> None:
+    for timed in TIMED:
+        assert timed.op in TRANSITIONS[timed.status]
+        assert Role.SYSTEM in ALLOWED[timed.op]
+    assert len({t.status for t in TIMED}) == len(TIMED), "one clock per status"
+    assert REMINDER.statuses <= ACTIVE - {Status.CHECKED_IN}
 
 
 @pytest.mark.parametrize(("status", "op", "role"), LEGAL)
