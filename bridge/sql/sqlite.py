@@ -41,6 +41,10 @@ _SQL_BOARD = f"{_SLOTS} WHERE {_in('device_id', 'devices')} AND {_LIVE} AND {_WI
 _SQL_NEAR = (
     f"{_SQL_BOARD} UNION {_SLOTS} WHERE {_in('player', 'players')} AND {_LIVE} AND {_WINDOW}"
 )
+_SQL_CHECK_IN = (
+    f"{_SLOTS} WHERE device_id = :device AND status || '' = '{rules.Status.APPROVED.value}'"
+    " AND starts_at <= :early AND ends_at > :now ORDER BY starts_at"
+)
 _SQL_HELD = (
     f"SELECT player, count(*) FROM reservation WHERE {_in('player', 'players')} AND {_LIVE}"
     " AND ends_at > :now GROUP BY player"
@@ -134,6 +138,10 @@ class SqliteBatchSql:
     def held(self, players: Collection[str], now: datetime) -> list[tuple[str, int]]:
         params = {"players": json.dumps(list(players)), "now": sqlite_time(now)}
         return self.raw.execute(_SQL_HELD, params).fetchall()
+
+    def check_in_rows(self, device: str, early: datetime, now: datetime) -> list[SlotRow]:
+        params = {"device": device, "early": sqlite_time(early), "now": sqlite_time(now)}
+        return _slots(self.raw.execute(_SQL_CHECK_IN, params))
 
     def board_rows(
         self, devices: Collection[str], now: datetime, horizon: datetime
