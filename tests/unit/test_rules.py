@@ -975,8 +975,13 @@ scripts = st.lists(
 )
 
 
+#: everything in one batch: only the SlotBook's bookkeeping (what earlier jobs of the batch
+#: booked, and each player's count) stands between the commands
+one_batch = st.lists(st.one_of(books, books, books, player_work, staff_work), max_size=40)
+
+
 @FAST
-@given(script=scripts)
+@given(script=scripts | one_batch)
 def test_no_sequence_of_commands_ever_double_books_a_machine_or_a_player(
     script: Sequence[Step],
 ) -> None:
@@ -988,23 +993,6 @@ def test_no_sequence_of_commands_ever_double_books_a_machine_or_a_player(
         assert clashes(plaza.rows, HOLDING, by="device_id") == []
         for player in PLAYERS:
             assert plaza.upcoming(player) <= VENUE.max_active_per_player
-
-
-@FAST
-@given(script=st.lists(st.one_of(books, books, books, player_work, staff_work), max_size=40))
-def test_one_batch_never_double_books_a_machine_or_a_player_nor_passes_the_cap(
-    script: Sequence[Step],
-) -> None:
-    """Everything in one batch: only the SlotBook's bookkeeping (what earlier jobs of the batch
-    booked, and each player's count) stands between the commands."""
-    plaza = Venue()
-    for step in [*script, Flush()]:
-        plaza.run(step)
-    assert clashes(plaza.rows, ACTIVE, by="device_id") == []
-    assert clashes(plaza.rows, ACTIVE, by="user") == []
-    assert clashes(plaza.rows, HOLDING, by="device_id") == []
-    for player in PLAYERS:
-        assert plaza.upcoming(player) <= VENUE.max_active_per_player
 
 
 racing_requests = st.lists(
