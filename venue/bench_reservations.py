@@ -352,4 +352,7 @@ def run_reservations_bench(args: argparse.Namespace) -> int:
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--echo":
     import uvloop
 
+    from plaza import paho_tables
+
+    paho_tables.install()  # as every venue process does (venue.cli.main)
     uvloop.run(echo_server(int(sys.argv[2]), sys.argv[3]))
