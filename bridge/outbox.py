@@ -21,6 +21,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.link import Link
 from bridge.models import Outbound, Stored
+from bridge.queues import next_batch
 from plaza.tables import Outbox, table_of
 
 log = logging.getLogger(__name__)
@@ -82,10 +83,7 @@ class OutboxPublisher:
             tg.create_task(self._mark_loop())
             tg.create_task(self._sweep_loop())
             while True:
-                batch = [await self._queue.get()]
-                while not self._queue.empty() and len(batch) < 500:
-                    batch.append(self._queue.get_nowait())
-                await self._send(batch)
+                await self._send(await next_batch(self._queue, 500))
 
     async def _send(self, batch: list[Stored]) -> None:
         while True:
