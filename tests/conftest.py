@@ -33,8 +33,8 @@ from plaza.db import make_engine
 from plaza.mqtt import NODELAY, stop_task
 from plaza.settings import Settings
 from plaza.topics import Topics
+from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets, demo_fleet
 from venue.broker import ContainerBroker, LocalBroker, docker_engine_answers, free_port
-from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets, demo_fleet
 from venue.seed import seed
 
 DOCKER = docker_engine_answers()

@@ -36,8 +36,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from plaza.mqtt import NODELAY
 from plaza.topics import Topics
+from venue.accounts import BRIDGE_USER, demo_fleet
 from venue.benchkit import BenchVenue, machine_line, percentile, write_report
-from venue.fleet import BRIDGE_USER, demo_fleet
 
 TOPICS = Topics()
 PG_ADMIN = os.environ.get("PLAZA_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")

@@ -16,7 +16,7 @@ from typing import Any
 from plaza import paho_tables
 from plaza.mqtt import stop_task
 from plaza.settings import Settings
-from venue.fleet import API_USER, BRIDGE_USER, VenueSecrets
+from venue.accounts import API_USER, BRIDGE_USER, VenueSecrets
 
 
 def _settings(args: argparse.Namespace, user: str | None = None) -> Settings:
