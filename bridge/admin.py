@@ -16,16 +16,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bridge.committer import Writes
+from bridge.context import BridgeContext
+from bridge.models import Incoming, Outbound
 from bridge.notifier import Note
-from bridge.outbox import OutboxPublisher, outbox_message, reply_properties
-from bridge.presence import Effects, Outbound, PresenceTracker
+from bridge.presence.handler import PresenceHandler
+from bridge.writes import Writes
+from plaza.acl import API_USER
 from plaza.messages import (
     AdminCommand,
     CommandName,
@@ -37,9 +38,8 @@ from plaza.messages import (
     decode,
     now,
 )
-from plaza.settings import Settings
 from plaza.tables import Device, NoticeRow, User
-from plaza.topics import Topics
+from plaza.topics import AdminRequestTopic
 
 log = logging.getLogger(__name__)
 
@@ -47,46 +47,41 @@ log = logging.getLogger(__name__)
 class AdminDesk:
     def __init__(
         self,
-        settings: Settings,
-        topics: Topics,
-        tracker: PresenceTracker,
-        sessions: Callable[[], AsyncSession],
-        gate: asyncio.Lock,
-        outbox: OutboxPublisher,
-        apply: Callable[[Effects], Awaitable[None]],
-        publish: Callable[[list[Outbound]], Awaitable[None]],
+        ctx: BridgeContext,
+        *,
+        presence: PresenceHandler,
         refresh: Callable[[set[str]], None],
-        reads: Callable[[], AsyncSession] | None = None,
     ) -> None:
-        self.settings = settings
-        self.topics = topics
-        self.tracker = tracker
-        self._sessions = sessions
-        self._gate = gate
-        self._outbox = outbox
-        self._apply = apply
-        self._publish = publish
+        self.settings = ctx.settings
+        self.topics = ctx.topics
+        self.presence = presence
+        self.tracker = presence.tracker
+        self._sessions = ctx.sessions
+        self._gate = ctx.gate
+        self._outbox = ctx.outbox
+        self._publish = ctx.link.publish
         self._refresh = refresh
         #: reads go through the reader engine (SQLite: no write lock outside the gate)
-        self._reads = reads or sessions
-        self._queue: asyncio.Queue[tuple[bytes, str | None, bytes | None]] = asyncio.Queue()
+        self._reads = ctx.reads
+        self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
 
-    def submit(self, payload: bytes, response_topic: str | None, correlation: bytes | None) -> None:
+    async def submit(self, _where: AdminRequestTopic, message: Incoming) -> bool:
         """Queue an admin command: they run one at a time, off the MQTT loop."""
-        self._queue.put_nowait((payload, response_topic, correlation))
+        self._queue.put_nowait(message)
+        return True
 
     async def run(self) -> None:
         while True:
-            payload, response_topic, correlation = await self._queue.get()
+            message = await self._queue.get()
             try:
-                await self.handle(payload, response_topic, correlation)
+                await self.handle(message.payload, message.response_topic, message.correlation)
             except Exception:  # the api times out and retries; the next command goes on
                 log.exception("admin command failed")
 
     async def handle(
         self, payload: bytes, response_topic: str | None, correlation: bytes | None
     ) -> None:
-        reply_to = response_topic or self.topics.replies("api")
+        reply_to = response_topic or self.topics.replies(API_USER)
         try:
             cmd = decode(AdminCommand, payload, self.settings.max_payload_bytes)
         except PayloadError as exc:
@@ -122,13 +117,9 @@ class AdminDesk:
     ) -> None:
         error = ErrorBody(code=code, message=message) if code else None
         reply = Reply(request_id=request_id, ok=code is None, error=error)
-        await self._publish_with(topic, reply.encode(), correlation)
-
-    async def _publish_with(self, topic: str, payload: bytes, correlation: bytes | None) -> None:
-        # Replies carry the correlation data: the outbox publisher knows how to attach it.
-        props = reply_properties(correlation)
         async with self._gate, self._sessions() as session:
-            rows = await Writes(outbox=[outbox_message(topic, payload, props=props)]).flush(session)
+            outbox = [Outbound(topic, reply.encode(), correlation=correlation)]
+            rows = await Writes(outbox=outbox).flush(session)
             await session.commit()
         self._outbox.enqueue(rows)
 
@@ -153,7 +144,7 @@ class AdminDesk:
             reason = "maintenance" if row.maintenance else "maintenance over"
             cmd = DeviceCommand(cmd=name, ts=ts, reason=reason)
             effects.publish.append(Outbound(self.topics.cmd(device_id), cmd.encode()))
-        await self._apply(effects)
+        await self.presence.apply(effects)
         self._refresh({device_id})
         return True
 
@@ -180,9 +171,7 @@ class AdminDesk:
             message_en=body.message_en,
         )
         reply = Reply(request_id=cmd.request_id, ok=True)
-        writes = Writes(
-            outbox=[outbox_message(reply_to, reply.encode(), props=reply_properties(correlation))]
-        )
+        writes = Writes(outbox=[Outbound(reply_to, reply.encode(), correlation=correlation)])
         players: list[str] = []
         async with self._gate, self._sessions() as session:
             if await session.get(NoticeRow, notice_id) is None:  # else a retry: answer only
@@ -197,14 +186,12 @@ class AdminDesk:
                         title_en=body.title_en,
                         message_en=body.message_en,
                         priority=body.priority.value,
-                        created_by=cmd.author or "api",
+                        created_by=cmd.author or API_USER,
                         created_at=datetime.fromtimestamp(ts, UTC),
                     )
                 )
                 await session.flush()
-                writes.outbox.insert(
-                    0, outbox_message(self.topics.notices, notice.encode(), retain=True)
-                )
+                writes.outbox.insert(0, Outbound(self.topics.notices, notice.encode(), retain=True))
                 texts = {"ko": (body.title, body.message)}
                 if body.title_en or body.message_en:
                     texts["en"] = (body.title_en or body.title, body.message_en or body.message)

@@ -1,11 +1,14 @@
-"""Admin alerts as the bridge raises them: typed, in Korean (the venue's staff) and English."""
+"""Admin alerts as the bridge raises them: typed, in Korean (the venue's staff) and English,
+and the ``alert`` table row each one is stored as."""
 
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from plaza.i18n import alert_texts
 from plaza.messages import AdminAlert, AlertSeverity
+from plaza.tables import from_timestamp
 
 
 def make_alert(
@@ -26,3 +29,17 @@ def make_alert(
         message_en=en[:500],
         timestamp=ts,
     )
+
+
+def alert_row(alert: AdminAlert) -> dict[str, Any]:
+    """An ``alert`` table row for a published :class:`AdminAlert`."""
+    return {
+        "id": alert.id,
+        "type": alert.type,
+        "severity": alert.severity.value,
+        "device_id": alert.device_id,
+        "message": alert.message,
+        "message_en": alert.message_en,
+        "created_at": from_timestamp(alert.timestamp),
+        "acknowledged_at": None,
+    }

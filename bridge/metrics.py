@@ -18,21 +18,15 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, fields
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessCollector
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from plaza.messages import Reply
-
-if TYPE_CHECKING:
-    from bridge.committer import Committer
-    from bridge.desk import ReservationDesk
-    from bridge.outbox import OutboxPublisher
-    from bridge.presence import PresenceTracker
 
 PREFIX = "plaza_bridge_"
 #: command latency buckets, seconds: a decision takes ~1 ms on SQLite, a batch under load tens
@@ -146,21 +140,73 @@ class BridgeMetrics:
             ProcessCollector(registry=self.registry)
 
 
+# -- what the collector reads of the running service: small protocols, not its classes ------
+class _View(Protocol):
+    @property
+    def online(self) -> bool: ...
+
+
+class _Tracker(Protocol):
+    @property
+    def views(self) -> Mapping[str, _View]: ...
+
+
+class _Actors(Protocol):
+    @property
+    def queues(self) -> Mapping[str, object]: ...
+
+    def depth(self) -> int: ...
+
+
+class _DeskCounts(Protocol):
+    @property
+    def requests(self) -> int: ...
+
+
+class _Desk(Protocol):
+    @property
+    def actors(self) -> _Actors: ...
+
+    @property
+    def metrics(self) -> _DeskCounts: ...
+
+
+class _Timers(Protocol):
+    @property
+    def submitted(self) -> int: ...
+
+
+class _Runner(Protocol):
+    @property
+    def batches(self) -> int: ...
+
+    @property
+    def dropped(self) -> int: ...
+
+
+class _Publisher(Protocol):
+    @property
+    def published(self) -> int: ...
+
+
 class LiveBridge(Protocol):
     """What :class:`BridgeCollector` reads of the running service; each part is None until
     the service has started it."""
 
     @property
-    def tracker(self) -> PresenceTracker | None: ...
+    def tracker(self) -> _Tracker | None: ...
 
     @property
-    def desk(self) -> ReservationDesk | None: ...
+    def desk(self) -> _Desk | None: ...
 
     @property
-    def committer(self) -> Committer | None: ...
+    def timers(self) -> _Timers | None: ...
 
     @property
-    def publisher(self) -> OutboxPublisher | None: ...
+    def runner(self) -> _Runner | None: ...
+
+    @property
+    def publisher(self) -> _Publisher | None: ...
 
 
 class BridgeCollector(Collector):
@@ -194,22 +240,24 @@ class BridgeCollector(Collector):
             yield CounterMetricFamily(
                 f"{PREFIX}requests", "Reservation requests received", value=desk.metrics.requests
             )
+        timers = self.bridge.timers
+        if timers is not None:
             yield CounterMetricFamily(
                 f"{PREFIX}timer_jobs",
                 "Timer jobs submitted (reminders, no-show release, end of slot)",
-                value=desk.metrics.timers,
+                value=timers.submitted,
             )
-        committer = self.bridge.committer
-        if committer is not None:
+        runner = self.bridge.runner
+        if runner is not None:
             yield CounterMetricFamily(
                 f"{PREFIX}commit_batches",
                 "Reservation batches committed (group commit)",
-                value=committer.batches,
+                value=runner.batches,
             )
             yield CounterMetricFamily(
                 f"{PREFIX}commit_dropped",
                 "Reservation jobs dropped after failing again and again (nothing committed)",
-                value=committer.dropped,
+                value=runner.dropped,
             )
         publisher = self.bridge.publisher
         if publisher is not None:

@@ -30,19 +30,21 @@ import logging
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, Table
+from sqlalchemy import Connection
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bridge.desk import TokenBucket
-from bridge.outbox import OutboxPublisher, insert_outbox, outbox_message
+from bridge.context import BridgeContext
+from bridge.models import Incoming, Outbound
+from bridge.queues import next_batch
+from bridge.ratelimit import TokenBucket
+from bridge.sql.core import insert_outbox
 from plaza.i18n import locale_of, render
 from plaza.inbox import mark_read
 from plaza.messages import (
@@ -56,16 +58,10 @@ from plaza.messages import (
     ReservationPublic,
     decode,
 )
-from plaza.tables import Notification, NotificationSeq, User
-from plaza.topics import Topics
+from plaza.tables import Notification, NotificationSeq, User, as_utc, table_of
+from plaza.topics import Topics, UserTopic
 
 log = logging.getLogger(__name__)
-
-
-def _table(model: Any) -> Table:
-    table = model.__table__
-    assert isinstance(table, Table)
-    return table
 
 
 @dataclass(frozen=True)
@@ -96,7 +92,7 @@ def reserve_seqs(conn: Connection, wanted: Mapping[str, int]) -> dict[str, int]:
     """Take ``wanted[user]`` seqs per player from their counter row; return, per player,
     the seq just before the first one taken (one upsert per player: a row lock on
     PostgreSQL, the write lock on SQLite)."""
-    table = _table(NotificationSeq)
+    table = table_of(NotificationSeq)
     upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
     before: dict[str, int] = {}
     for user, count in sorted(wanted.items()):  # a fixed order: no deadlock between bridges
@@ -112,17 +108,17 @@ def reserve_seqs(conn: Connection, wanted: Mapping[str, int]) -> dict[str, int]:
     return before
 
 
-def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[dict[str, Any]]:
-    """Insert the notification rows; return outbox messages for those published now."""
+def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[Outbound]:
+    """Insert the notification rows; return the messages of those published now."""
     if not notes:
         return []
-    users_t, notes_t = _table(User), _table(Notification)
+    users_t, notes_t = table_of(User), table_of(Notification)
     wanted = {n.user for n in notes}
     query = sa.select(users_t.c.username, users_t.c.locale).where(users_t.c.username.in_(wanted))
     locales: dict[str, str] = {name: locale for name, locale in conn.execute(query)}  # noqa: C416
     last = reserve_seqs(conn, Counter(n.user for n in notes))
     rows: list[dict[str, Any]] = []
-    outbox: list[dict[str, Any]] = []
+    outbox: list[Outbound] = []
     for note in notes:
         seq = last.get(note.user, 0) + 1
         last[note.user] = seq
@@ -163,15 +159,15 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[dict
             }
         )
         if note.priority is not AlertSeverity.LOW:
-            outbox.append(outbox_message(note.topic, event.encode()))
+            outbox.append(Outbound(note.topic, event.encode()))
     conn.execute(sa.insert(notes_t), rows)
     return outbox
 
 
-def digest_rows(conn: Connection, topics: Topics, now: datetime) -> list[dict[str, Any]]:
+def digest_rows(conn: Connection, topics: Topics, now: datetime) -> list[Outbound]:
     """One digest message per player with low-priority notifications not yet digested; the
     rows are marked digested in the same transaction."""
-    table = _table(Notification)
+    table = table_of(Notification)
     pending = conn.execute(
         sa.select(table.c.id, table.c.user, table.c.seq, table.c.type, table.c.title)
         .add_columns(table.c.message, table.c.created_at, table.c.locale)
@@ -191,7 +187,7 @@ def digest_rows(conn: Connection, topics: Topics, now: datetime) -> list[dict[st
                 type=r.type,
                 title=r.title,
                 message=r.message,
-                ts=_aware(r.created_at).timestamp(),
+                ts=as_utc(r.created_at).timestamp(),
             )
             for r in rows
         ]
@@ -211,7 +207,7 @@ def digest_rows(conn: Connection, topics: Topics, now: datetime) -> list[dict[st
             seq=items[-1].seq,
             items=items,
         )
-        outbox.append(outbox_message(topics.notifications(user), event.encode()))
+        outbox.append(Outbound(topics.notifications(user), event.encode()))
     conn.execute(
         sa.update(table).where(table.c.id.in_([r.id for r in pending])).values(digested_at=now)
     )
@@ -223,28 +219,16 @@ def _mark_all(conn: Connection, batch: list[tuple[str, NotificationAck]], now: d
         mark_read(conn, user, ack, now)
 
 
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
 class Notifier:
     """The bridge's own notification work: digests on a timer, and read receipts."""
 
-    def __init__(
-        self,
-        topics: Topics,
-        sessions: Callable[[], AsyncSession],
-        gate: asyncio.Lock,
-        outbox: OutboxPublisher,
-        interval: float,
-        max_payload: int,
-    ) -> None:
-        self.topics = topics
-        self._sessions = sessions
-        self._gate = gate
-        self._outbox = outbox
-        self.interval = interval
-        self.max_payload = max_payload
+    def __init__(self, ctx: BridgeContext) -> None:
+        self.topics = ctx.topics
+        self._sessions = ctx.sessions
+        self._gate = ctx.gate
+        self._outbox = ctx.outbox
+        self.interval = ctx.settings.digest_interval
+        self.max_payload = ctx.settings.max_payload_bytes
         self.digests = 0
         self.acks = 0
         self._acks: asyncio.Queue[tuple[str, NotificationAck]] = asyncio.Queue()
@@ -262,11 +246,20 @@ class Notifier:
         now = datetime.now(UTC)
         async with self._gate, self._sessions() as session:
             conn = await session.connection()
-            rows = await conn.run_sync(lambda c: insert_outbox(c, digest_rows(c, self.topics, now)))
+            rows = await conn.run_sync(
+                lambda c: insert_outbox(c, digest_rows(c, self.topics, now), now)
+            )
             await session.commit()
         self._outbox.enqueue(rows)
         self.digests += len(rows)
         return len(rows)
+
+    async def handle(self, where: UserTopic, message: Incoming) -> bool:
+        """A message on a user topic: read receipts are ours, the rest is not read here."""
+        if where.channel != "acks":
+            return False
+        self.ack(where.user, message.payload)
+        return True
 
     def ack(self, user: str, payload: bytes) -> None:
         """Queue a read receipt (the MQTT loop never waits on the database for one); a
@@ -284,9 +277,7 @@ class Notifier:
     async def run_acks(self) -> None:
         """Apply queued read receipts, as many as have arrived, in one transaction."""
         while True:
-            batch = [await self._acks.get()]
-            while not self._acks.empty() and len(batch) < 500:
-                batch.append(self._acks.get_nowait())
+            batch = await next_batch(self._acks, 500)
             try:
                 async with self._gate, self._sessions() as session:
                     conn = await session.connection()

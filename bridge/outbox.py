@@ -1,78 +1,35 @@
 """OutboxPublisher: publishes committed outbox rows in commit order and marks them sent.
 
-Rows are written in the same transaction as the change they announce. After the commit the
-committer hands them here; at start-up every row not yet marked is loaded and sent first. So a
-crash between commit and publish loses nothing; a crash between publish and mark sends a row
-twice (at-least-once: replies carry their request id and clients drop duplicates).
+Rows are written in the same transaction as the change they announce (:mod:`bridge.writes`).
+After the commit the writer hands them here; at start-up every row not yet marked is loaded
+and sent first. So a crash between commit and publish loses nothing; a crash between publish
+and mark sends a row twice (at-least-once: replies carry their request id and clients drop
+duplicates).
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from sqlalchemy import Connection, bindparam, delete, insert, update
+from sqlalchemy import bindparam, delete, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from plaza.tables import Outbox
+from bridge.link import Link
+from bridge.models import Outbound, Stored
+from bridge.queues import next_batch
+from plaza.tables import Outbox, table_of
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 5.0
 PRUNE_EVERY_ROUNDS = 120  # every 10 minutes
 KEEP_SENT = timedelta(days=1)  # sent rows kept this long, for inspection after an incident
 
-
-@dataclass(frozen=True, slots=True)
-class OutboxRow:
-    id: int
-    topic: str
-    payload: bytes
-    qos: int
-    retain: bool
-    props_json: str | None
-
-    @classmethod
-    def of(cls, row: Outbox) -> OutboxRow:
-        assert row.id is not None
-        return cls(row.id, row.topic, row.payload, row.qos, row.retain, row.props_json)
-
-    def properties(self) -> Properties | None:
-        if not self.props_json:
-            return None
-        data = json.loads(self.props_json)
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        if "correlation_data" in data:
-            props.CorrelationData = base64.b64decode(data["correlation_data"])
-        return props
-
-
-def outbox_message(
-    topic: str, payload: bytes, *, retain: bool = False, props: str | None = None
-) -> dict[str, Any]:
-    """An outbox row to insert (QoS 1), in the shape :func:`insert_outbox` takes."""
-    return {
-        "topic": topic,
-        "payload": payload,
-        "qos": 1,
-        "retain": retain,
-        "props_json": props,
-        "created_at": datetime.now(UTC),
-        "published_at": None,
-    }
-
-
-_OUTBOX = Outbox.__table__  # type: ignore[attr-defined]
-_INSERT_RETURNING_IDS = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
+_OUTBOX = table_of(Outbox)
 #: Core, not the ORM: an ORM bulk UPDATE of a few hundred ids cost ~18 ms of the event loop
 _MARK_SENT = (
     update(_OUTBOX)
@@ -81,45 +38,27 @@ _MARK_SENT = (
 )
 
 
-def insert_outbox(conn: Connection, messages: list[dict[str, Any]]) -> list[OutboxRow]:
-    """Insert ``messages`` in order; return them with their ids (the publishing order)."""
-    if not messages:
-        return []
-    result = conn.execute(_INSERT_RETURNING_IDS, messages)
-    ids = result.scalars().all()
-    return [
-        OutboxRow(i, m["topic"], m["payload"], m["qos"], m["retain"], m["props_json"])
-        for i, m in zip(ids, messages, strict=True)
-    ]
-
-
-def reply_properties(correlation: bytes | None) -> str | None:
-    if correlation is None:
-        return None
-    return json.dumps({"correlation_data": base64.b64encode(correlation).decode()})
+def _stored(row: Outbox) -> Stored:
+    assert row.id is not None
+    return row.id, Outbound.from_row(row.topic, row.payload, row.qos, row.retain, row.props_json)
 
 
 class OutboxPublisher:
     def __init__(
-        self,
-        sessions: Callable[[], AsyncSession],
-        client: Callable[[], aiomqtt.Client | None],
-        connected: asyncio.Event,
-        write_gate: asyncio.Lock,
+        self, sessions: Callable[[], AsyncSession], link: Link, write_gate: asyncio.Lock
     ) -> None:
         self._sessions = sessions
         self._gate = write_gate
-        self._client = client
-        self._connected = connected
-        self._queue: asyncio.Queue[OutboxRow] = asyncio.Queue()
+        self._link = link
+        self._queue: asyncio.Queue[Stored] = asyncio.Queue()
         self._sent: list[int] = []
         self._known: set[int] = set()  # queued or sent, not yet marked in SQL
         self.published = 0
 
-    def enqueue(self, rows: list[OutboxRow]) -> None:
+    def enqueue(self, rows: list[Stored]) -> None:
         for row in rows:
-            if row.id not in self._known:
-                self._known.add(row.id)
+            if row[0] not in self._known:
+                self._known.add(row[0])
                 self._queue.put_nowait(row)
 
     async def load_unsent(self, older_than: float = 0.0) -> int:
@@ -135,7 +74,7 @@ class OutboxPublisher:
                     .order_by(col(Outbox.id))
                 )
             ).all()
-        fresh = [OutboxRow.of(r) for r in rows if r.id not in self._known]
+        fresh = [_stored(r) for r in rows if r.id not in self._known]
         self.enqueue(fresh)
         return len(fresh)
 
@@ -144,15 +83,12 @@ class OutboxPublisher:
             tg.create_task(self._mark_loop())
             tg.create_task(self._sweep_loop())
             while True:
-                batch = [await self._queue.get()]
-                while not self._queue.empty() and len(batch) < 500:
-                    batch.append(self._queue.get_nowait())
-                await self._send(batch)
+                await self._send(await next_batch(self._queue, 500))
 
-    async def _send(self, batch: list[OutboxRow]) -> None:
+    async def _send(self, batch: list[Stored]) -> None:
         while True:
-            await self._connected.wait()
-            client = self._client()
+            await self._link.connected.wait()
+            client = self._link.client
             if client is None:
                 await asyncio.sleep(0.05)
                 continue
@@ -160,13 +96,13 @@ class OutboxPublisher:
                 await asyncio.gather(
                     *(
                         client.publish(
-                            r.topic,
-                            r.payload,
-                            qos=r.qos,
-                            retain=r.retain,
-                            properties=r.properties(),
+                            m.topic,
+                            m.payload,
+                            qos=m.qos,
+                            retain=m.retain,
+                            properties=m.properties(),
                         )
-                        for r in batch
+                        for _, m in batch
                     )
                 )
             except aiomqtt.MqttError as exc:
@@ -174,7 +110,7 @@ class OutboxPublisher:
                 await asyncio.sleep(0.1)
                 continue
             self.published += len(batch)
-            self._sent.extend(r.id for r in batch)
+            self._sent.extend(i for i, _ in batch)
             return
 
     async def _sweep_loop(self) -> None:

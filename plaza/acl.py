@@ -20,6 +20,9 @@ AclType = Literal[
     "unsubscribePattern",
 ]
 
+#: the api's broker account: the only one that may send a request ``on_behalf_of`` someone
+API_USER = "api"
+
 DYNSEC_CONTROL = "$CONTROL/dynamic-security/#"
 DYNSEC_COMMAND = "$CONTROL/dynamic-security/v1"
 DYNSEC_RESPONSE = "$CONTROL/dynamic-security/v1/response"
@@ -127,7 +130,7 @@ def api_role(topics: Topics) -> Role:
         "svc-api",
         (
             *_read(topics.everything),
-            Acl("publishClientSend", topics.requests_by("api")),
+            Acl("publishClientSend", topics.requests_by(API_USER)),
             Acl("publishClientSend", topics.admin_requests),
             Acl("publishClientSend", DYNSEC_COMMAND),
             *_read_literal(DYNSEC_RESPONSE),

@@ -256,3 +256,21 @@ class BridgeMeta(SQLModel, table=True):
 
     id: int = Field(default=1, primary_key=True)
     generation: int = Field(default=0, sa_type=sa.BigInteger)
+
+
+# -- helpers shared by every writer --------------------------------------------------------------
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a SQLModel table class."""
+    table = model.__table__  # type: ignore[attr-defined]
+    assert isinstance(table, sa.Table)
+    return table
+
+
+def from_timestamp(ts: float) -> datetime:
+    """A wire time (seconds since the epoch) as an aware UTC datetime."""
+    return datetime.fromtimestamp(ts, UTC)
+
+
+def as_utc(moment: datetime) -> datetime:
+    """``moment`` with UTC attached if a driver handed it back naive (SQLite via Core)."""
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)

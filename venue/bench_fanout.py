@@ -35,9 +35,9 @@ from typing import IO, Any
 from plaza.messages import MachineState
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
+from venue.accounts import OBSERVER_USER, demo_fleet
 from venue.benchkit import BenchVenue, machine_line, percentile, write_report
 from venue.broker import REPO
-from venue.fleet import OBSERVER_USER, demo_fleet
 
 CLIENTS_JS = Path(__file__).with_name("fanout_clients.mjs")
 WEB_PACKAGE = REPO / "api" / "web" / "package.json"

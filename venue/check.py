@@ -48,17 +48,24 @@ import aiomqtt
 import sqlalchemy as sa
 from pydantic import ValidationError
 
-from bridge.batch_sql import table_of
-from bridge.board import DeviceView
-from bridge.reservations import BOARD_HORIZON, current_and_next
+from bridge.presence.board import DeviceView
+from bridge.reservations.board_rows import BOARD_HORIZON, current_and_next
 from plaza import rules
 from plaza.db import make_engine
 from plaza.messages import BoardEntry, DeviceState, Presence, Reply, Slot
 from plaza.mqtt import NODELAY
 from plaza.settings import Settings
-from plaza.tables import CommandLog, Device, Notification, Outbox, Reservation, is_active
+from plaza.tables import (
+    CommandLog,
+    Device,
+    Notification,
+    Outbox,
+    Reservation,
+    is_active,
+    table_of,
+)
 from plaza.topics import BoardTopic, DeviceChannel, DeviceTopic, TopicError, Topics
-from venue.fleet import OBSERVER_USER, VenueSecrets
+from venue.accounts import OBSERVER_USER, VenueSecrets
 
 #: sent outbox rows are pruned after a day (bridge/outbox.py): notifications are checked
 #: against their outbox rows within this window

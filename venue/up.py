@@ -41,6 +41,14 @@ from plaza.messages import BoardEntry
 from plaza.mqtt import Backoff, client_options
 from plaza.settings import Settings
 from plaza.topics import Topics
+from venue.accounts import (
+    API_USER,
+    BRIDGE_USER,
+    OBSERVER_USER,
+    VenueSecrets,
+    demo_fleet,
+    write_private,
+)
 from venue.broker import (
     BrokerError,
     LocalBroker,
@@ -48,14 +56,6 @@ from venue.broker import (
     free_port,
     port_is_free,
     terminate,
-)
-from venue.fleet import (
-    API_USER,
-    BRIDGE_USER,
-    OBSERVER_USER,
-    VenueSecrets,
-    demo_fleet,
-    write_private,
 )
 from venue.logs import RotatingLog, pump
 from venue.proxy import NGINX_SOURCE, NginxProxy, ProxyError, render_nginx

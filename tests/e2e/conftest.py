@@ -32,8 +32,8 @@ from plaza.messages import BoardEntry
 from plaza.mqtt import client_options
 from plaza.settings import Settings
 from plaza.topics import Topics
+from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_USER
 from venue.broker import free_port
-from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER
 from venue.up import UpOptions, Venue, prepare, wait_board_online, wait_http_ready
 
 T = TypeVar("T")

@@ -23,8 +23,8 @@ from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Notification, Outbox, Reservation
 from plaza_sim.machine import Machine
 from tests.conftest import BrokerHandle, running_bridge
+from tests.integration.helpers import machine, start, stop
 from tests.integration.reserving import Requester, as_admin, slot
-from tests.integration.test_presence import machine, start, stop
 from venue.check import CheckOptions, Problem, Report, check
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]

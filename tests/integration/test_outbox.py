@@ -9,6 +9,8 @@ import pytest
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.link import Link
+from bridge.metrics import BridgeMetrics
 from bridge.outbox import OutboxPublisher
 from plaza.db import make_engine, migrate, session_factory
 from plaza.tables import Outbox
@@ -30,9 +32,7 @@ async def test_prune_deletes_rows_sent_long_ago_and_never_unsent_ones(db_url: st
                 ]
             )
             await session.commit()
-        publisher = OutboxPublisher(
-            session_factory(engine), lambda: None, asyncio.Event(), asyncio.Lock()
-        )
+        publisher = OutboxPublisher(session_factory(engine), Link(BridgeMetrics()), asyncio.Lock())
         assert await publisher.prune(timedelta(days=1)) == 1
         async with AsyncSession(engine) as session:
             left = sorted(o.topic for o in (await session.exec(select(Outbox))).all())

@@ -29,8 +29,8 @@ from plaza.messages import BoardEntry, Reply
 from plaza.mqtt import NODELAY
 from plaza.topics import Topics
 from tests.integration.test_plaza_up import children_of
+from venue.accounts import demo_fleet
 from venue.broker import free_port, last_good_path
-from venue.fleet import demo_fleet
 
 pytestmark = pytest.mark.integration
 

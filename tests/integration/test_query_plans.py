@@ -16,7 +16,8 @@ import pytest
 from sqlalchemy import Connection, create_engine, event
 from sqlmodel import SQLModel
 
-from bridge.batch_sql import _SQL_BOARD, _SQL_HELD, _SQL_NEAR, CoreBatchSql, sqlite_time
+from bridge.sql.core import CoreBatchSql
+from bridge.sql.sqlite import _SQL_BOARD, _SQL_HELD, _SQL_NEAR, sqlite_time
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)

@@ -12,20 +12,21 @@ import re
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import cast
+from typing import Any
 
 import httpx
 import pytest
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from bridge.board import DeviceView
-from bridge.committer import Committer
-from bridge.desk import ReservationDesk
 from bridge.metrics import BridgeMetrics
 from bridge.metrics_http import MetricsEndpoint, metrics_endpoint
 from bridge.outbox import OutboxPublisher
-from bridge.presence import PresenceTracker
-from bridge.reservations import ActorPool, Job
+from bridge.presence.board import DeviceView
+from bridge.presence.tracker import PresenceTracker
+from bridge.reservations.actors import ActorPool, Job
+from bridge.reservations.batch_runner import BatchRunner
+from bridge.reservations.intake import ReservationDesk
+from bridge.reservations.timers import Timers
 from plaza.messages import ErrorBody, Presence, Reply
 from plaza.settings import Settings
 from plaza.topics import RequestTopic, Topics
@@ -40,11 +41,15 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
+async def _never_decided(_job: Job) -> Any:
+    raise AssertionError("held jobs are never handed on")
+
+
 class HeldJobs(ActorPool):
     """Actors that keep what they are given: queue depth without a committer."""
 
     def __init__(self) -> None:
-        super().__init__(cast(Committer, object()), 60)
+        super().__init__(_never_decided, idle_seconds=60)
         self.jobs: list[Job] = []
 
     def submit(self, job: Job) -> None:
@@ -58,7 +63,8 @@ class Bridge:
 
     tracker: PresenceTracker | None = None
     desk: ReservationDesk | None = None
-    committer: Committer | None = None
+    timers: Timers | None = None
+    runner: BatchRunner | None = None
     publisher: OutboxPublisher | None = None
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
 

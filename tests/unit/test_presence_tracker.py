@@ -1,5 +1,6 @@
-"""bridge.presence.PresenceTracker and bridge.board.DeviceView, in the style of h11's test_state:
-feed presences and states, assert the effects (published messages, view, alerts, metrics)."""
+"""bridge.presence.tracker.PresenceTracker and bridge.presence.board.DeviceView, in the style
+of h11's test_state: feed presences and states, assert the effects (published messages, view,
+alerts, metrics)."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bridge.board import GENERATION_SHIFT, DeviceView
 from bridge.metrics import BridgeMetrics
-from bridge.presence import Effects, Outbound, PresenceTracker
+from bridge.models import Outbound
+from bridge.presence.board import GENERATION_SHIFT, DeviceView
+from bridge.presence.tracker import Effects, PresenceTracker
 from plaza.messages import (
     AdminAlert,
     AlertSeverity,

@@ -17,21 +17,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import sqlalchemy as sa
 from sqlalchemy import Connection
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.alerts import make_alert
-from bridge.board import DeviceView
-from bridge.committer import Writes
+from bridge.context import BridgeContext
+from bridge.models import Outbound
 from bridge.notifier import Note
-from bridge.outbox import OutboxPublisher, outbox_message
-from bridge.presence import PresenceTracker
-from bridge.reservations import public, slot_of
+from bridge.presence.board import DeviceView
+from bridge.presence.tracker import PresenceTracker
+from bridge.reservations.slots import public, slot_of
+from bridge.writes import Writes
 from plaza import rules
 from plaza.messages import (
     AlertSeverity,
@@ -39,9 +38,7 @@ from plaza.messages import (
     NotificationType,
     RebookOffer,
 )
-from plaza.settings import Settings
-from plaza.tables import Notification, Reservation, is_active
-from plaza.topics import Topics
+from plaza.tables import Notification, Reservation, is_active, table_of
 
 log = logging.getLogger(__name__)
 KIND: NotificationType = "device_offline_during_reservation"
@@ -49,22 +46,14 @@ DOWN = (BoardStatus.OFFLINE, BoardStatus.FAULT)
 
 
 class OutageWatch:
-    def __init__(
-        self,
-        settings: Settings,
-        topics: Topics,
-        tracker: PresenceTracker,
-        sessions: Callable[[], AsyncSession],
-        gate: asyncio.Lock,
-        outbox: OutboxPublisher,
-    ) -> None:
-        self.settings = settings
-        self.topics = topics
+    def __init__(self, ctx: BridgeContext, *, tracker: PresenceTracker) -> None:
+        self.settings = ctx.settings
+        self.topics = ctx.topics
         self.tracker = tracker
-        self._sessions = sessions
-        self._gate = gate
-        self._outbox = outbox
-        self._tz = ZoneInfo(settings.venue_timezone)
+        self._sessions = ctx.sessions
+        self._gate = ctx.gate
+        self._outbox = ctx.outbox
+        self._tz = ZoneInfo(ctx.settings.venue_timezone)
         self.told = 0
 
     async def run(self) -> None:
@@ -108,8 +97,7 @@ class OutageWatch:
         available: dict[str, DeviceView],
         now: datetime,
     ) -> Writes | None:
-        res = Reservation.__table__  # type: ignore[attr-defined]
-        notes = Notification.__table__  # type: ignore[attr-defined]
+        res, notes = table_of(Reservation), table_of(Notification)
         horizon = now + timedelta(seconds=self.settings.outage_horizon)
         held = conn.execute(
             sa.select(res).where(
@@ -164,7 +152,7 @@ class OutageWatch:
                 else "no free machine to offer",
             )
             writes.alerts.append(alert)
-            writes.outbox.append(outbox_message(self.topics.admin_alerts, alert.encode()))
+            writes.outbox.append(Outbound(self.topics.admin_alerts, alert.encode()))
         return writes if writes.notes else None
 
     def _offer(
@@ -182,7 +170,7 @@ class OutageWatch:
         candidates = sorted(d for d, v in available.items() if v.kind == view.kind)
         if not candidates:
             return None
-        res = Reservation.__table__  # type: ignore[attr-defined]
+        res = table_of(Reservation)
         busy = {
             device
             for (device,) in conn.execute(

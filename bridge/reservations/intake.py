@@ -1,54 +1,33 @@
-"""ReservationDesk: turns request messages into jobs, answers bad ones at once, runs timers.
+"""ReservationDesk: request messages in, jobs out; bad requests answered at once.
 
 Requests that cannot be decided (malformed, oversize, over the player's budget, a response
-topic outside the requester's own tree) are answered here and never reach an actor. Timers
-(reminders, no-show release, end of slot) are derived from SQL on every tick, so they survive
-a restart; each becomes a job on the machine's actor like any other command, and the
-committer re-checks its condition inside the transaction, so nothing is sent twice.
+topic outside the requester's own tree, a machine being removed) are answered here and never
+reach an actor. Everything else becomes a :class:`~bridge.reservations.actors.Job` on the
+machine's actor, with the idempotency key of the requester.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass
 
 from prometheus_client import CollectorRegistry
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.metrics import UNKNOWN_OP, CommandMeter
-from bridge.presence import Outbound
-from bridge.reservations import ActorPool, Job, to_dt
+from bridge.models import Outbound
+from bridge.ratelimit import TokenBucket
+from bridge.reservations.actors import ActorPool, Job
 from plaza import rules
+from plaza.acl import API_USER
 from plaza.messages import ErrorBody, PayloadError, Reply, ReservationRequest, decode
 from plaza.settings import Settings
-from plaza.tables import Reservation
+from plaza.tables import from_timestamp
 from plaza.topics import RequestTopic, Topics
 
 log = logging.getLogger(__name__)
-API_USER = "api"
 MAX_REPLY_TOPIC = 200  # the outbox's topic column
-
-
-@dataclass
-class TokenBucket:
-    rate_per_s: float
-    burst: int
-    tokens: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def take(self, user: str, now: float) -> bool:
-        level, last = self.tokens.get(user, (float(self.burst), now))
-        level = min(float(self.burst), level + (now - last) * self.rate_per_s)
-        if level < 1:
-            self.tokens[user] = (level, now)
-            return False
-        self.tokens[user] = (level - 1, now)
-        return True
 
 
 @dataclass
@@ -57,7 +36,6 @@ class DeskMetrics:
     malformed: int = 0
     rate_limited: int = 0
     forbidden: int = 0
-    timers: int = 0
 
 
 class ReservationDesk:
@@ -67,6 +45,8 @@ class ReservationDesk:
         topics: Topics,
         actors: ActorPool,
         commands: CommandMeter | None = None,
+        *,
+        removed: set[str] | None = None,
     ) -> None:
         self.settings = settings
         self.topics = topics
@@ -74,10 +54,9 @@ class ReservationDesk:
         self.bucket = TokenBucket(settings.rate_per_minute / 60, settings.rate_burst)
         self.metrics = DeskMetrics()
         #: machines being removed (the tracker's set): their requests are refused here
-        self.removed: set[str] = set()
+        self.removed: set[str] = removed if removed is not None else set()
         #: requests by op and result, and their latency (a private registry if none is given)
         self.commands = commands or CommandMeter(CollectorRegistry())
-        self._timers_in_flight: set[tuple[str, str]] = set()
 
     def _error(
         self,
@@ -165,8 +144,8 @@ class ReservationDesk:
             actor=actor,
             device_id=where.device,
             reservation_id=request.reservation_id,
-            starts_at=to_dt(request.starts_at) if request.starts_at is not None else None,
-            ends_at=to_dt(request.ends_at) if request.ends_at is not None else None,
+            starts_at=from_timestamp(request.starts_at) if request.starts_at is not None else None,
+            ends_at=from_timestamp(request.ends_at) if request.ends_at is not None else None,
             code=request.code,
             replaces=request.replaces,
         )
@@ -196,106 +175,6 @@ class ReservationDesk:
                 ),
             )
         )
-
-    # -- timers ----------------------------------------------------------------------------------
-    async def run_timers(
-        self,
-        sessions: Callable[[], AsyncSession],
-        refresh_boards: Callable[[set[str]], None],
-    ) -> None:
-        """Every tick, turn what SQL says is due into jobs, and refresh boards whose current
-        or next slot changed because time passed."""
-        last = datetime.now(UTC)
-        while True:
-            await asyncio.sleep(self.settings.timer_tick)
-            now = datetime.now(UTC)
-            try:
-                due, boundaries = await self._due(sessions, last, now)
-            except Exception:  # the database may be down: try again next tick
-                log.exception("timer query failed")
-                continue
-            last = now
-            for job in due:
-                self._submit_timer(job)
-            if boundaries:
-                refresh_boards(boundaries)
-
-    def _submit_timer(self, job: Job) -> None:
-        """Submit a due timer unless the same one is still on its way (ticks repeat)."""
-        key = (job.timer or (job.command.op.value if job.command else ""), job.reservation_id or "")
-        if key in self._timers_in_flight:
-            return
-        self._timers_in_flight.add(key)
-        job.future.add_done_callback(lambda _f: self._timers_in_flight.discard(key))
-        self.metrics.timers += 1
-        self.actors.submit(job)
-
-    async def _due(
-        self, sessions: Callable[[], AsyncSession], last: datetime, now: datetime
-    ) -> tuple[list[Job], set[str]]:
-        lead = timedelta(seconds=self.settings.reminder_lead)
-        grace = timedelta(seconds=self.settings.no_show_grace)
-        system = rules.Actor("system", rules.Role.SYSTEM)
-        jobs: list[Job] = []
-        async with sessions() as session:
-            remind = (
-                await session.exec(
-                    select(Reservation).where(
-                        col(Reservation.status).in_(["pending", "approved"]),
-                        col(Reservation.reminded_at).is_(None),
-                        Reservation.starts_at <= now + lead,
-                        Reservation.starts_at > now,
-                    )
-                )
-            ).all()
-            jobs += [
-                Job(device_id=r.device_id, command=None, timer="remind", reservation_id=r.id)
-                for r in remind
-            ]
-            no_shows = (
-                await session.exec(
-                    select(Reservation).where(
-                        Reservation.status == "approved", Reservation.starts_at <= now - grace
-                    )
-                )
-            ).all()
-            expired = (
-                await session.exec(
-                    select(Reservation).where(
-                        Reservation.status == "pending", Reservation.starts_at <= now - grace
-                    )
-                )
-            ).all()
-            ended = (
-                await session.exec(
-                    select(Reservation).where(
-                        Reservation.status == "checked_in", Reservation.ends_at <= now
-                    )
-                )
-            ).all()
-            for rows, op in (
-                (no_shows, rules.Op.NO_SHOW),
-                (expired, rules.Op.CANCEL),  # never approved, and its start is long past
-                (ended, rules.Op.COMPLETE),
-            ):
-                jobs += [
-                    Job(
-                        device_id=r.device_id,
-                        command=rules.Command(op, system, r.device_id, reservation_id=r.id),
-                        reservation_id=r.id,
-                    )
-                    for r in rows
-                ]
-            crossed = (
-                await session.exec(
-                    select(Reservation.device_id).where(
-                        col(Reservation.status).in_([s.value for s in rules.ACTIVE]),
-                        ((col(Reservation.starts_at) > last) & (col(Reservation.starts_at) <= now))
-                        | ((col(Reservation.ends_at) > last) & (col(Reservation.ends_at) <= now)),
-                    )
-                )
-            ).all()
-        return jobs, set(crossed)
 
 
 def _key(user: str, request: ReservationRequest) -> str:

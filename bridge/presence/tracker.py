@@ -8,7 +8,8 @@ epoch per machine and *fences* any presence whose epoch is older: a late will fr
 connection must never turn a live machine offline. States are ordered by (epoch, seq).
 
 The tracker does no I/O. Each handler returns :class:`Effects` (messages to publish, the view
-to persist, an optional history row and alerts); the service publishes and writes them.
+to persist, an optional history row and alerts); :mod:`bridge.presence.handler` publishes
+and writes them.
 """
 
 from __future__ import annotations
@@ -16,12 +17,10 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-
 from bridge.alerts import make_alert
-from bridge.board import DeviceView
 from bridge.metrics import BridgeMetrics
+from bridge.models import Outbound
+from bridge.presence.board import DeviceView
 from plaza.messages import (
     AdminAlert,
     AlertSeverity,
@@ -43,23 +42,6 @@ _EVENT_FOR: dict[BoardStatus, DeviceEventType] = {
     BoardStatus.FAULT: "device_fault",
     BoardStatus.MAINTENANCE: "device_maintenance",
 }
-
-
-@dataclass(frozen=True, slots=True)
-class Outbound:
-    topic: str
-    payload: bytes
-    qos: int = 1
-    retain: bool = False
-    #: MQTT 5 correlation data of a reply (what the requester matches it by)
-    correlation: bytes | None = None
-
-    def properties(self) -> Properties | None:
-        if self.correlation is None:
-            return None
-        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-        props.CorrelationData = self.correlation
-        return props
 
 
 @dataclass

@@ -3,7 +3,7 @@
 The board is published from memory first and SQL follows in batches (group commit): the ORM,
 not the disk, limits SQLite, and a slow or failing database must not freeze the live board.
 A batch that fails is retried with backoff and counted; nothing is dropped while the bridge
-runs. See bridge.board for why board versions still grow across restarts.
+runs. See bridge.presence.board for why board versions still grow across restarts.
 """
 
 from __future__ import annotations
@@ -12,22 +12,18 @@ import asyncio
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Any
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bridge.board import DeviceView
-from bridge.metrics import BridgeMetrics
+from bridge.alerts import alert_row
+from bridge.context import BridgeContext
+from bridge.presence.board import DeviceView
+from bridge.queues import RetryDelay, next_batch
 from plaza.messages import AdminAlert, BoardStatus, MachineState, Session
-from plaza.tables import Alert, BridgeMeta, Device, DeviceStatusChange
+from plaza.tables import Alert, BridgeMeta, Device, DeviceStatusChange, from_timestamp
 
 log = logging.getLogger(__name__)
-
-
-def _dt(ts: float) -> datetime:
-    return datetime.fromtimestamp(ts, UTC)
 
 
 def view_from_row(row: Device) -> DeviceView:
@@ -50,20 +46,6 @@ def view_from_row(row: Device) -> DeviceView:
     )
 
 
-def alert_row(alert: AdminAlert) -> dict[str, Any]:
-    """An ``alert`` table row for a published :class:`AdminAlert`."""
-    return {
-        "id": alert.id,
-        "type": alert.type,
-        "severity": alert.severity.value,
-        "device_id": alert.device_id,
-        "message": alert.message,
-        "message_en": alert.message_en,
-        "created_at": _dt(alert.timestamp),
-        "acknowledged_at": None,
-    }
-
-
 def _apply(row: Device, view: DeviceView, seen: float) -> None:
     row.online = view.online
     row.state = view.state.value
@@ -74,8 +56,27 @@ def _apply(row: Device, view: DeviceView, seen: float) -> None:
     row.session_json = view.session.model_dump_json() if view.session else None
     row.fault = view.fault
     row.board_version = view.version
-    row.since = _dt(view.since)
-    row.last_seen = _dt(seen)
+    row.since = from_timestamp(view.since)
+    row.last_seen = from_timestamp(seen)
+
+
+async def start_generation(sessions: Callable[[], AsyncSession]) -> int:
+    """Bump and commit the bridge generation; call once before publishing anything."""
+    async with sessions() as session:
+        meta = await session.get(BridgeMeta, 1)
+        if meta is None:
+            meta = BridgeMeta(id=1, generation=0)
+        meta.generation += 1
+        session.add(meta)
+        await session.commit()
+        return meta.generation
+
+
+async def load_views(sessions: Callable[[], AsyncSession]) -> dict[str, DeviceView]:
+    """Every machine's last known view, as SQL has it."""
+    async with sessions() as session:
+        rows = (await session.exec(select(Device))).all()
+        return {row.id: view_from_row(row) for row in rows}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,36 +88,14 @@ class _Write:
 
 
 class DeviceStore:
-    def __init__(
-        self,
-        sessions: Callable[[], AsyncSession],
-        metrics: BridgeMetrics,
-        write_gate: asyncio.Lock,
-        max_batch: int = 500,
-        removed: set[str] | None = None,
-    ) -> None:
-        self._sessions = sessions
-        self.removed = removed if removed is not None else set()
-        self._gate = write_gate
-        self._metrics = metrics
+    def __init__(self, ctx: BridgeContext, *, removed: set[str], max_batch: int = 500) -> None:
+        self._sessions = ctx.sessions
+        #: machines removed while this bridge runs (the tracker's set): their rows stay gone
+        self.removed = removed
+        self._gate = ctx.gate
+        self._metrics = ctx.metrics
         self._queue: asyncio.Queue[_Write] = asyncio.Queue()
         self._max_batch = max_batch
-
-    async def start_generation(self) -> int:
-        """Bump and commit the bridge generation; call once before publishing anything."""
-        async with self._sessions() as session:
-            meta = await session.get(BridgeMeta, 1)
-            if meta is None:
-                meta = BridgeMeta(id=1, generation=0)
-            meta.generation += 1
-            session.add(meta)
-            await session.commit()
-            return meta.generation
-
-    async def load_views(self) -> dict[str, DeviceView]:
-        async with self._sessions() as session:
-            rows = (await session.exec(select(Device))).all()
-            return {row.id: view_from_row(row) for row in rows}
 
     def enqueue(
         self, view: DeviceView | None, history: bool, alerts: list[AdminAlert], ts: float
@@ -133,21 +112,19 @@ class DeviceStore:
         await self._queue.join()
 
     async def run(self) -> None:
-        delay = 0.05
+        retry = RetryDelay()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await next_batch(self._queue, self._max_batch)
             while True:
                 try:
                     await self._commit(batch)
                 except Exception:  # the database may be down; keep the batch and retry
                     self._metrics.db_errors += 1
+                    delay = retry.failed()
                     log.exception("device batch of %d failed; retrying in %.2fs", len(batch), delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
                     continue
-                delay = 0.05
+                retry.reset()
                 self._metrics.db_batches += 1
                 break
             for _ in batch:
@@ -184,7 +161,7 @@ class DeviceStore:
                             online=w.view.online,
                             state=w.view.state.value,
                             epoch=w.view.epoch,
-                            at=_dt(w.ts),
+                            at=from_timestamp(w.ts),
                         )
                     )
                 for alert in w.alerts:

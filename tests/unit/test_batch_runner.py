@@ -1,17 +1,14 @@
-"""The committer never lets one job that keeps failing stall every machine."""
+"""The batch runner never lets one job that keeps failing stall every machine."""
 
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import pytest
 
-from bridge.committer import Committed, Committer
-from bridge.reservations import Job, Outcome
+from bridge.reservations.actors import Job, Outcome
+from bridge.reservations.batch_runner import BatchRunner, Committed
 from plaza import rules
-from plaza.settings import Settings
-from plaza.topics import Topics
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
@@ -21,23 +18,7 @@ def anyio_backend() -> str:
     return "asyncio"
 
 
-class NoPublisher:
-    def enqueue(self, rows: list[Any]) -> None:
-        pass
-
-
 async def test_a_job_that_always_fails_is_dropped_and_the_others_are_decided() -> None:
-    from sqlalchemy.ext.asyncio import create_async_engine
-
-    engine = create_async_engine("sqlite+aiosqlite://")
-    committer = Committer(
-        engine,
-        Settings(),
-        Topics(),
-        NoPublisher(),  # type: ignore[arg-type]
-        lambda _d: None,
-        asyncio.Lock(),
-    )
     decided: list[str] = []
 
     async def fake_commit(batch: list[Job]) -> Committed:
@@ -46,7 +27,13 @@ async def test_a_job_that_always_fails_is_dropped_and_the_others_are_decided() -
         decided.extend(j.device_id for j in batch)
         return [Outcome(None) for _ in batch], [], {}
 
-    committer._commit = fake_commit  # type: ignore[method-assign]
+    committer = BatchRunner(
+        fake_commit,
+        gate=asyncio.Lock(),
+        batch_max=256,
+        publish=lambda _rows: None,
+        on_boards=lambda _d: None,
+    )
     system = rules.Actor("system", rules.Role.SYSTEM)
     jobs = [
         Job(d, rules.Command(rules.Op.COMPLETE, system, d, reservation_id="r"))
@@ -58,7 +45,6 @@ async def test_a_job_that_always_fails_is_dropped_and_the_others_are_decided() -
             results = await asyncio.gather(*(committer.submit(j) for j in jobs))
     finally:
         runner.cancel()
-        await engine.dispose()
     assert results == [None, None, None, None]  # every job's future resolved
     assert sorted(decided) == ["pc-01", "pc-02", "pc-03"]
     assert committer.dropped == 1

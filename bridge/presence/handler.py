@@ -1,0 +1,119 @@
+"""PresenceHandler: a machine's presence and state messages in, its board and events out.
+
+The tracker decides (pure); this publishes what it returns at once and hands the view to the
+store, which commits behind the publish. It also notices a reservation code the machine
+reports in a new session (a player typed it there) and hands a check-in to the reservation
+intake; a session the bridge itself started carries the same code back and is not a second
+check-in.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from bridge.context import BridgeContext
+from bridge.models import Incoming, Outbound
+from bridge.presence.store import DeviceStore
+from bridge.presence.tracker import Effects, PresenceTracker
+from plaza.messages import (
+    AdminAlert,
+    DeviceState,
+    MachineState,
+    PayloadError,
+    Presence,
+    decode,
+    now,
+)
+from plaza.topics import DeviceChannel, DeviceTopic
+
+log = logging.getLogger(__name__)
+
+
+class PresenceHandler:
+    def __init__(
+        self,
+        ctx: BridgeContext,
+        *,
+        tracker: PresenceTracker,
+        store: DeviceStore,
+        check_in_by_code: Callable[[str, str], None],
+    ) -> None:
+        self.topics = ctx.topics
+        self._metrics = ctx.metrics
+        self._publish = ctx.link.publish
+        self._limit = ctx.settings.max_payload_bytes
+        self.tracker = tracker
+        self.store = store
+        self._check_in_by_code = check_in_by_code
+
+    async def handle(self, where: DeviceTopic, message: Incoming) -> bool:
+        """A presence or state message; False for a machine's cmd topic (not ours to read)."""
+        if where.channel is DeviceChannel.CMD:
+            return False
+        raw = message.payload
+        if not raw:
+            return True  # an empty retained payload clears a removed machine's topic
+        if where.device in self.tracker.removed:
+            # a removed machine's late will (or a retained copy): clear it again, show nothing
+            await self._publish([Outbound(message.topic, b"", retain=True)])
+            return True
+        try:
+            if where.channel is DeviceChannel.PRESENCE:
+                effects = self.tracker.on_presence(
+                    where.device, decode(Presence, raw, self._limit), now()
+                )
+            else:
+                effects = self._on_state(where.device, decode(DeviceState, raw, self._limit))
+        except PayloadError as exc:
+            self._metrics.bad_payloads += 1
+            log.warning("dropped bad payload on %s: %s", message.topic, exc)
+            return True
+        await self.apply(effects)
+        return True
+
+    def _on_state(self, device: str, state: DeviceState) -> Effects:
+        before = self.tracker.views.get(device)
+        effects = self.tracker.on_state(device, state, now())
+        code = state.session.reservation_code if state.session else None
+        known = before.session.reservation_code if before and before.session else None
+        # A new code typed on the machine; the session the bridge itself started carries the
+        # same code back and is not a second check-in.
+        if (
+            effects.view is not None
+            and state.state is MachineState.IN_USE
+            and code
+            and code != known
+        ):
+            self._check_in_by_code(device, code)
+        return effects
+
+    async def apply(self, effects: Effects) -> None:
+        """Publish what the tracker decided, then store the view behind it."""
+        if effects.publish:
+            await self._publish(effects.publish)
+        self.store.enqueue(
+            effects.view,
+            effects.status_changed,
+            effects.alerts,
+            effects.view.since if effects.view else time.time(),
+        )
+
+    async def raise_alert(self, alert: AdminAlert) -> None:
+        """Publish an alert of the bridge's own at once, and store it behind the publish."""
+        await self._publish([Outbound(self.topics.admin_alerts, alert.encode())])
+        self.store.enqueue(None, False, [alert], alert.timestamp)
+
+    async def republish_board(self) -> None:
+        """Publish every machine's current board entry (same version) after (re)connecting:
+        a publish lost while disconnected, or retained messages a crashed broker did not
+        save, are restored. Clients treat an equal version as nothing new."""
+        ts = now()
+        await self._publish(
+            [
+                Outbound(self.topics.board(v.id), v.entry(ts).encode(), retain=True)
+                for v in self.tracker.views.values()
+                if v.version > 0
+            ]
+        )

@@ -1,0 +1,58 @@
+"""Reservations as the rules see them and as the wire shows them.
+
+:func:`policy_from` turns settings into the rules' :class:`~plaza.rules.Policy`;
+:func:`slot_of` turns a row (ORM object or Core row) into a :class:`~plaza.rules.Slot`;
+:func:`public` turns a slot into the wire's :class:`~plaza.messages.ReservationPublic`.
+"""
+
+from __future__ import annotations
+
+from datetime import time as dtime
+from datetime import timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from plaza import rules
+from plaza.messages import ReservationPublic
+from plaza.settings import Settings
+
+
+def policy_from(settings: Settings) -> rules.Policy:
+    opens, closes = settings.opening_hours.split("-")
+    h1, m1 = (int(x) for x in opens.split(":"))
+    h2, m2 = (int(x) for x in closes.split(":"))
+    return rules.Policy(
+        max_minutes=settings.max_slot_minutes,
+        min_minutes=settings.min_slot_minutes,
+        max_active_per_player=settings.max_active_per_player,
+        opens=dtime(h1 % 24, m1),
+        closes=dtime(h2 % 24, m2),
+        tz=ZoneInfo(settings.venue_timezone),  # type: ignore[arg-type]
+        check_in_early=timedelta(seconds=settings.check_in_early),
+        max_days_ahead=settings.max_days_ahead,
+    )
+
+
+def slot_of(row: Any) -> rules.Slot:
+    """A reservation row (ORM object or Core row) as the rules see it."""
+    return rules.Slot(
+        row.id,
+        row.device_id,
+        row.player,
+        row.starts_at,
+        row.ends_at,
+        rules.Status(row.status),
+        row.code,
+    )
+
+
+def public(slot: rules.Slot, *, private: bool) -> ReservationPublic:
+    return ReservationPublic(
+        id=slot.id,
+        device_id=slot.device_id,
+        starts_at=slot.starts_at.timestamp(),
+        ends_at=slot.ends_at.timestamp(),
+        status=slot.status.value,
+        code=slot.code if private else None,
+        user=slot.user if private else None,
+    )

@@ -1,0 +1,121 @@
+"""Timers: what SQL says is due becomes a job, every tick.
+
+The rules name what the clock does (:data:`plaza.rules.REMINDER` and :data:`plaza.rules.TIMED`:
+no-show release, expiry of a pending request whose start is long past, the end of a
+checked-in slot); here each becomes a query, run on every tick, so timers survive a restart. Each
+becomes a job on the machine's actor like any other command, and the committer re-checks its
+condition inside the transaction, so nothing is sent twice. Machines whose current or next
+slot changed because time passed get their boards refreshed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlmodel import col, select
+
+from bridge.context import BridgeContext
+from bridge.reservations.actors import Job
+from plaza import rules
+from plaza.tables import Reservation
+
+log = logging.getLogger(__name__)
+
+
+class Timers:
+    def __init__(
+        self,
+        ctx: BridgeContext,
+        *,
+        submit: Callable[[Job], None],
+        refresh_boards: Callable[[set[str]], None],
+    ) -> None:
+        self.settings = ctx.settings
+        self._reads = ctx.reads
+        self._submit = submit
+        self._refresh_boards = refresh_boards
+        self._in_flight: set[tuple[str, str]] = set()
+        #: timer jobs submitted
+        self.submitted = 0
+
+    async def run(self) -> None:
+        """Every tick, turn what SQL says is due into jobs, and refresh boards whose current
+        or next slot changed because time passed."""
+        last = datetime.now(UTC)
+        while True:
+            await asyncio.sleep(self.settings.timer_tick)
+            now = datetime.now(UTC)
+            try:
+                due, boundaries = await self._due(last, now)
+            except Exception:  # the database may be down: try again next tick
+                log.exception("timer query failed")
+                continue
+            last = now
+            for job in due:
+                self._submit_once(job)
+            if boundaries:
+                self._refresh_boards(boundaries)
+
+    def _submit_once(self, job: Job) -> None:
+        """Submit a due timer unless the same one is still on its way (ticks repeat)."""
+        key = (job.timer or (job.command.op.value if job.command else ""), job.reservation_id or "")
+        if key in self._in_flight:
+            return
+        self._in_flight.add(key)
+        job.future.add_done_callback(lambda _f: self._in_flight.discard(key))
+        self.submitted += 1
+        self._submit(job)
+
+    async def _due(self, last: datetime, now: datetime) -> tuple[list[Job], set[str]]:
+        lead = timedelta(seconds=self.settings.reminder_lead)
+        grace = timedelta(seconds=self.settings.no_show_grace)
+        system = rules.Actor("system", rules.Role.SYSTEM)
+        jobs: list[Job] = []
+        async with self._reads() as session:
+            remind = (
+                await session.exec(
+                    select(Reservation).where(
+                        col(Reservation.status).in_(
+                            sorted(s.value for s in rules.REMINDER.statuses)
+                        ),
+                        col(Reservation.reminded_at).is_(None),
+                        Reservation.starts_at <= now + lead,
+                        Reservation.starts_at > now,
+                    )
+                )
+            ).all()
+            jobs += [
+                Job(device_id=r.device_id, command=None, timer="remind", reservation_id=r.id)
+                for r in remind
+            ]
+            for timed in rules.TIMED:
+                since = col(getattr(Reservation, timed.since))
+                rows = (
+                    await session.exec(
+                        select(Reservation).where(
+                            Reservation.status == timed.status.value,
+                            since <= (now - grace if timed.grace else now),
+                        )
+                    )
+                ).all()
+                jobs += [
+                    Job(
+                        device_id=r.device_id,
+                        command=rules.Command(timed.op, system, r.device_id, reservation_id=r.id),
+                        reservation_id=r.id,
+                    )
+                    for r in rows
+                ]
+            crossed = (
+                await session.exec(
+                    select(Reservation.device_id).where(
+                        col(Reservation.status).in_(sorted(s.value for s in rules.ACTIVE)),
+                        ((col(Reservation.starts_at) > last) & (col(Reservation.starts_at) <= now))
+                        | ((col(Reservation.ends_at) > last) & (col(Reservation.ends_at) <= now)),
+                    )
+                )
+            ).all()
+        return jobs, set(crossed)

@@ -1,0 +1,59 @@
+"""Writes: the rows of one write transaction, in order, and how they are flushed.
+
+The reservation committer, the admin desk and the outage watch collect what their transaction
+writes here: new and changed reservations, command-log rows, outbox messages, notifications
+(numbered, rendered and, unless low priority, queued for publishing at flush:
+:func:`bridge.notifier.write_notes`) and admin alerts. Rows are plain dicts written as Core
+multi-row statements: building a SQLModel object costs more than a whole decision, and the
+ORM's flush more again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Connection, insert, update
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from bridge.alerts import alert_row
+from bridge.models import Outbound, Stored
+from bridge.notifier import Note, write_notes
+from bridge.sql import batch_sql
+from plaza.messages import AdminAlert
+from plaza.tables import Alert, Reservation, table_of
+
+_RESERVATION, _ALERT = table_of(Reservation), table_of(Alert)
+
+
+@dataclass
+class Writes:
+    """Rows to write, in order; :meth:`flush` writes them and returns the outbox messages
+    with their ids, in the order they were added."""
+
+    new: list[dict[str, Any]] = field(default_factory=list)
+    changed: list[dict[str, Any]] = field(default_factory=list)
+    logs: list[dict[str, Any]] = field(default_factory=list)
+    outbox: list[Outbound] = field(default_factory=list)
+    #: notifications: numbered, rendered and (unless low priority) queued at flush
+    notes: list[Note] = field(default_factory=list)
+    #: admin alerts to store (their outbox message is added by whoever raises them)
+    alerts: list[AdminAlert] = field(default_factory=list)
+
+    def flush_sync(self, conn: Connection) -> list[Stored]:
+        sql, now = batch_sql(conn), datetime.now(UTC)
+        for row in self.changed:  # first: a cancel frees its slot for a booking in this batch
+            values = {k: v for k, v in row.items() if k != "id"}
+            conn.execute(
+                update(_RESERVATION).where(_RESERVATION.c.id == row["id"]).values(**values)
+            )
+        sql.insert_reservations(self.new)
+        sql.insert_logs(self.logs)
+        if self.alerts:
+            conn.execute(insert(_ALERT), [alert_row(a) for a in self.alerts])
+        return sql.insert_outbox(self.outbox + write_notes(conn, self.notes, now), now)
+
+    async def flush(self, session: AsyncSession) -> list[Stored]:
+        conn = await session.connection()
+        return await conn.run_sync(self.flush_sync)
