@@ -245,8 +245,9 @@ class Notifier:
         now = datetime.now(UTC)
         async with self._gate, self._sessions() as session:
             conn = await session.connection()
+            limit = self._outbox.max_packet
             rows = await conn.run_sync(
-                lambda c: insert_outbox(c, digest_rows(c, self.topics, now), now)
+                lambda c: insert_outbox(c, digest_rows(c, self.topics, now), now, limit)
             )
             await session.commit()
         self._outbox.enqueue(rows)

@@ -158,7 +158,7 @@ class BridgeService:
         self.identifier = settings.bridge_id
         self.topics = Topics(settings.topic_root)
         self.metrics = BridgeMetrics()
-        self.link = Link(self.metrics)
+        self.link = Link(self.metrics, max_packet_size=settings.mqtt_max_packet_size)
         self.ready = asyncio.Event()
         #: the running bridge's parts (None until :meth:`run` has built them)
         self.parts: Parts | None = None

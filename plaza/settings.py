@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     reconnect_min: float = Field(default=0.2, gt=0)
     reconnect_max: float = Field(default=15.0, gt=0)
     max_payload_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    #: MQTT 5 correlation data a request may carry (echoed on its reply); our clients send
+    #: 16 bytes (the api) or their request id (the web client, at most 64)
+    max_correlation_bytes: int = Field(default=256, ge=16, le=4096)
+    #: the broker's max_packet_size (broker-config/mosquitto.conf): the bridge sends nothing
+    #: larger (nor larger than the broker's CONNACK allows)
+    mqtt_max_packet_size: int = Field(default=65_536, ge=1024, le=268_435_460)
 
     # reservations (seconds unless said otherwise); see docs/protocol.md
     reminder_lead: float = Field(default=600, ge=0)

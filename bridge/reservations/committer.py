@@ -52,6 +52,7 @@ class Committer:
 
     def __init__(self, ctx: BridgeContext) -> None:
         self.engine = ctx.engine
+        self._outbox = ctx.outbox
         self._sessions = ctx.sessions
         self._sync_engine = make_sync_engine(ctx.settings.db_url)
         self.settings = ctx.settings
@@ -116,7 +117,7 @@ class Committer:
             if job.request_key is not None and outcome.reply is not None:
                 book.logged[job.request_key] = outcome.reply
             outcomes.append(outcome)
-        rows = writes.flush_sync(conn)
+        rows = writes.flush_sync(conn, self._outbox.max_packet)
         # the boards of the machines this batch changed, as this transaction leaves them
         return outcomes, rows, board_slots(conn, _touched(batch, outcomes), now)
 
@@ -130,10 +131,10 @@ class Committer:
             if logged is not None:  # a retry or redelivery: answer again, change nothing
                 reply = Reply.model_validate_json(logged.reply_json)
                 writes.outbox += self.effects.reply_rows(job, reply)
-                return Outcome(reply), await writes.flush(session)
+                return Outcome(reply), await writes.flush(session, self._outbox.max_packet)
         if job.timer == "remind":
             outcome = await self._remind(session, job, now, writes)
-            return outcome, await writes.flush(session)
+            return outcome, await writes.flush(session, self._outbox.max_packet)
         cmd = job.command
         assert cmd is not None
         try:
@@ -141,7 +142,7 @@ class Committer:
                 ctx, device = await self._context(session, job, now)
                 decision = rules.decide(ctx, cmd)
                 outcome = self.effects.apply(writes, job, cmd, decision, ctx.target, device, now)
-                rows = await writes.flush(session)
+                rows = await writes.flush(session, self._outbox.max_packet)
         except IntegrityError as exc:
             log.info("SQL refused %s on %s: %s", cmd.op.value, job.device_id, exc.orig)
             conflict = await self._holding_overlap(session, job, cmd)
@@ -149,7 +150,7 @@ class Committer:
             writes = Writes()
             outcome = self.effects.refused(writes, job, cmd, refusal, now)
             async with session.begin_nested():
-                rows = await writes.flush(session)
+                rows = await writes.flush(session, self._outbox.max_packet)
         return outcome, rows
 
     async def _context(
