@@ -34,14 +34,13 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from plaza.acl import DYNSEC_COMMAND, DYNSEC_RESPONSE
+from plaza.acl import API_USER, DYNSEC_COMMAND, DYNSEC_RESPONSE
 from plaza.messages import AdminCommand, PayloadError, Reply, ReservationRequest, decode
 from plaza.mqtt import Backoff, service_client
 from plaza.settings import Settings
 from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
-API_USER = "api"
 
 
 class LinkError(RuntimeError):

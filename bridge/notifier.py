@@ -42,6 +42,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from bridge.context import BridgeContext
 from bridge.models import Incoming, Outbound
+from bridge.queues import next_batch
 from bridge.ratelimit import TokenBucket
 from bridge.sql.core import insert_outbox
 from plaza.i18n import locale_of, render
@@ -277,9 +278,7 @@ class Notifier:
     async def run_acks(self) -> None:
         """Apply queued read receipts, as many as have arrived, in one transaction."""
         while True:
-            batch = [await self._acks.get()]
-            while not self._acks.empty() and len(batch) < 500:
-                batch.append(self._acks.get_nowait())
+            batch = await next_batch(self._acks, 500)
             try:
                 async with self._gate, self._sessions() as session:
                     conn = await session.connection()

@@ -40,6 +40,7 @@ from bridge.alerts import alert_row, make_alert
 from bridge.link import Link
 from bridge.metrics import BridgeMetrics
 from bridge.models import Outbound, Stored
+from bridge.queues import next_batch
 from bridge.sql.core import insert_outbox
 from plaza.messages import AdminAlert, AlertSeverity
 from plaza.mqtt import PlazaClient
@@ -140,10 +141,7 @@ class OutboxPublisher:
             tg.create_task(self._mark_loop())
             tg.create_task(self._sweep_loop())
             while True:
-                batch = [await self._queue.get()]
-                while not self._queue.empty() and len(batch) < 500:
-                    batch.append(self._queue.get_nowait())
-                await self._send(batch)
+                await self._send(await next_batch(self._queue, 500))
 
     async def _send(self, batch: list[Stored]) -> None:
         """Publish ``batch`` (in order, concurrently); rows the broker cannot take are set

@@ -5,9 +5,10 @@ SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout, and the BEGIN IMMED
 lock at BEGIN), so check-then-insert cannot interleave between two writers.
 
 Schema: ``create_all`` plus a ``schema_version`` row. A database written by a newer schema is
-refused; an older one is upgraded by the steps in ``_UPGRADES`` (empty at version 1). We chose
-this over Alembic for now because the schema is young and both dialects must stay in lockstep;
-the first change to an existing column is the moment to add Alembic (see docs/operations.md).
+refused; an older one is upgraded by the steps in ``_UPGRADES``, one per version after the
+first, applied in order. We chose this over Alembic for now because the schema is young and
+both dialects must stay in lockstep; the first change to an existing column is the moment to
+add Alembic (see docs/operations.md).
 
 Errors::
 

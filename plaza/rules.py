@@ -12,6 +12,16 @@ A reservation lives through this table (in the spirit of h11's ``_state.py``)::
 
 Anything else is an illegal transition: the decision is a refusal and nothing changes.
 
+Everything that affects the state machine lives in this file (h11's rule), so next to the
+table stand:
+
+- :data:`CONSEQUENCES`: what entering each status causes, besides the reply to whoever asked:
+  the broadcast event, the owner's notification and its priority, the machine's command, and
+  an admin alert. The bridge renders a decision into rows by reading it.
+- :data:`TIMED`: the transitions the clock makes (no-show after the grace, expiry of a pending
+  request whose start is long past, completion at the end of the slot), and :data:`REMINDER`:
+  the reminder ``reminder_lead`` before the start. The bridge's timers are built from them.
+
 Which reservations block a slot:
 - *active* = pending, approved, checked_in. A new reservation may not overlap an active one on
   the same machine, nor an active one of the same player on any machine (first come, first
@@ -26,9 +36,12 @@ No I/O, no clock: ``now`` and every fact come in through :class:`Context`.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import datetime, time, timedelta, timezone
 from enum import StrEnum
+from typing import Literal
+
+from plaza.messages import AlertSeverity, CommandName, NotificationType, ReservationEventType
 
 
 class Status(StrEnum):
@@ -74,6 +87,90 @@ TRANSITIONS: dict[Status, dict[Op, Status]] = {
     },
     Status.CHECKED_IN: {Op.COMPLETE: Status.COMPLETED},
 }
+
+
+@dataclass(frozen=True, slots=True)
+class Consequence:
+    """What entering a status causes, besides the reply to whoever asked."""
+
+    #: the broadcast ``ReservationEvent`` type (no player named in it)
+    event: ReservationEventType
+    #: the owner's notification (texts in plaza.i18n); not sent when the owner asked, since
+    #: the reply already says it on every one of their screens
+    notice: NotificationType
+    priority: AlertSeverity
+    #: the command the machine gets
+    machine: CommandName | None = None
+    #: an admin alert (kind, severity; texts in plaza.i18n)
+    alert: tuple[str, AlertSeverity] | None = None
+
+
+CONSEQUENCES: dict[Status, Consequence] = {
+    Status.PENDING: Consequence("reservation_created", "reservation_created", AlertSeverity.LOW),
+    Status.APPROVED: Consequence(
+        "reservation_approved", "reservation_approved", AlertSeverity.HIGH
+    ),
+    Status.REJECTED: Consequence(
+        "reservation_rejected", "reservation_rejected", AlertSeverity.HIGH
+    ),
+    Status.CANCELLED: Consequence(
+        "reservation_cancelled", "reservation_cancelled", AlertSeverity.MEDIUM
+    ),
+    Status.CHECKED_IN: Consequence(
+        "reservation_checked_in",
+        "reservation_checked_in",
+        AlertSeverity.LOW,
+        machine=CommandName.START_SESSION,
+    ),
+    Status.COMPLETED: Consequence(
+        "reservation_completed",
+        "reservation_completed",
+        AlertSeverity.LOW,
+        machine=CommandName.END_SESSION,
+    ),
+    Status.NO_SHOW: Consequence(
+        "reservation_no_show",
+        "no_show_released",
+        AlertSeverity.HIGH,
+        alert=("no_show", AlertSeverity.MEDIUM),
+    ),
+}
+
+#: a check-in the machine asked for and was refused: the session it started is ended
+REFUSED_CHECK_IN_ON_MACHINE = CommandName.END_SESSION
+
+
+@dataclass(frozen=True, slots=True)
+class Timed:
+    """A transition the clock makes: a reservation in ``status`` whose ``since`` time lies
+    ``grace`` (the ``no_show_grace`` setting) or nothing in the past gets ``op`` from the
+    system."""
+
+    status: Status
+    op: Op
+    since: Literal["starts_at", "ends_at"]
+    grace: bool
+
+
+TIMED: tuple[Timed, ...] = (
+    Timed(Status.APPROVED, Op.NO_SHOW, "starts_at", grace=True),  # not checked in in time
+    Timed(Status.PENDING, Op.CANCEL, "starts_at", grace=True),  # never approved, start long past
+    Timed(Status.CHECKED_IN, Op.COMPLETE, "ends_at", grace=False),  # the slot is over
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Reminder:
+    """A notification ``reminder_lead`` (a setting) before the start, once per reservation."""
+
+    statuses: frozenset[Status]
+    notice: NotificationType
+    priority: AlertSeverity
+
+
+REMINDER = Reminder(
+    frozenset({Status.PENDING, Status.APPROVED}), "reservation_reminder", AlertSeverity.HIGH
+)
 
 #: who may ask for each op (owner-only rules are checked separately)
 ALLOWED: dict[Op, frozenset[Role]] = {
@@ -208,7 +305,6 @@ class Decision:
     refusal: Refusal | None = None
     #: a reserve that replaces another: that one, cancelled
     released: Slot | None = None
-    notes: tuple[str, ...] = field(default=())
 
     @property
     def ok(self) -> bool:

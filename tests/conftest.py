@@ -28,15 +28,19 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.service import BridgeService
+from plaza import paho_tables
 from plaza.db import make_engine
 from plaza.mqtt import NODELAY, stop_task
 from plaza.settings import Settings
 from plaza.topics import Topics
+from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets, demo_fleet
 from venue.broker import ContainerBroker, LocalBroker, docker_engine_answers, free_port
-from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets, demo_fleet
 from venue.seed import seed
 
 DOCKER = docker_engine_answers()
+# The test session is an entry point like `plaza bridge`: in-process services run on the same
+# paho as in production (tests/unit/test_paho_properties.py sees both states).
+paho_tables.install()
 RACERS = 100  # extra player accounts for concurrency tests
 JWT_SECRET = "test-signing-key-that-is-long-enough-0123456789"
 PG_ADMIN_URL = os.environ.get("PLAZA_TEST_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")

@@ -30,8 +30,8 @@ from plaza.messages import BoardEntry, MachineState
 from plaza.topics import Topics
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
+from venue.accounts import BRIDGE_USER, OBSERVER_USER, DeviceSpec, demo_fleet
 from venue.benchkit import BenchVenue, percentile, write_report
-from venue.fleet import BRIDGE_USER, OBSERVER_USER, DeviceSpec, demo_fleet
 
 TOPICS = Topics()
 ECHO_TOPIC = TOPICS.bench_echo

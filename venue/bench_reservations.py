@@ -36,8 +36,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from plaza.mqtt import NODELAY
 from plaza.topics import Topics
+from venue.accounts import BRIDGE_USER, demo_fleet
 from venue.benchkit import BenchVenue, machine_line, percentile, write_report
-from venue.fleet import BRIDGE_USER, demo_fleet
 
 TOPICS = Topics()
 PG_ADMIN = os.environ.get("PLAZA_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -352,4 +352,7 @@ def run_reservations_bench(args: argparse.Namespace) -> int:
 if __name__ == "__main__" and len(sys.argv) == 4 and sys.argv[1] == "--echo":
     import uvloop
 
+    from plaza import paho_tables
+
+    paho_tables.install()  # as every venue process does (venue.cli.main)
     uvloop.run(echo_server(int(sys.argv[2]), sys.argv[3]))

@@ -26,8 +26,8 @@ from plaza.db import make_engine, migrate
 from plaza.mqtt import NODELAY
 from plaza.tables import Device
 from plaza.topics import Topics
+from venue.accounts import BRIDGE_USER, DeviceSpec, VenueSecrets
 from venue.broker import LocalBroker, die_with_parent, free_port
-from venue.fleet import BRIDGE_USER, DeviceSpec, VenueSecrets
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -13,9 +13,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from plaza import paho_tables
 from plaza.mqtt import stop_task
 from plaza.settings import Settings
-from venue.fleet import API_USER, BRIDGE_USER, VenueSecrets
+from venue.accounts import API_USER, BRIDGE_USER, VenueSecrets
 
 
 def _settings(args: argparse.Namespace, user: str | None = None) -> Settings:
@@ -323,6 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    paho_tables.install()  # every service and tool of the venue runs on the faster paho
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,

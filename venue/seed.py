@@ -9,7 +9,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import migrate
 from plaza.tables import Device, User
-from venue.fleet import DeviceSpec, VenueSecrets
+from venue.accounts import DeviceSpec, VenueSecrets
 
 
 async def create_admin(db_url: str, username: str, password: str) -> bool:

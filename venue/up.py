@@ -29,8 +29,7 @@ from plaza.messages import BoardEntry
 from plaza.mqtt import NODELAY
 from plaza.settings import Settings
 from plaza.topics import Topics
-from venue.broker import LocalBroker, die_with_parent, free_port, port_is_free
-from venue.fleet import (
+from venue.accounts import (
     API_USER,
     BRIDGE_USER,
     OBSERVER_USER,
@@ -38,6 +37,7 @@ from venue.fleet import (
     demo_fleet,
     write_private,
 )
+from venue.broker import LocalBroker, die_with_parent, free_port, port_is_free
 from venue.seed import seed
 
 

@@ -23,6 +23,7 @@ from api.state import CurrentUser, Db, State
 from plaza.messages import OnBehalfOf, ReservationRequest
 from plaza.messages import ReservationPublic as WireReservation
 from plaza.tables import Reservation, User
+from plaza.tables import as_utc as _aware
 
 router = APIRouter(prefix="/reservations", tags=["reservations"])
 Status = Literal[
@@ -123,10 +124,6 @@ async def list_reservations(
         items=[_public(r, private=True) for r in rows],
         next_cursor=_cursor(rows[-1]) if more and rows else None,
     )
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 async def _visible(session: Db, user: CurrentUser, reservation_id: str) -> Reservation:

@@ -18,6 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bridge.models import Outbound
 from bridge.presence.store import DeviceStore
 from bridge.presence.tracker import PresenceTracker
+from bridge.queues import next_batch
 from bridge.reservations.board_rows import BoardRows, board_slots, current_and_next
 from plaza.messages import now
 
@@ -50,9 +51,7 @@ class BoardRefresher:
     async def run(self) -> None:
         """Show what arrives, in order; a failed refresh is redone by the next change."""
         while True:
-            items = [await self._queue.get()]
-            while not self._queue.empty():
-                items.append(self._queue.get_nowait())
+            items = await next_batch(self._queue)
             try:
                 slots: dict[str, BoardRows] = {}
                 for item in items:

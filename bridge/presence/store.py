@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bridge.alerts import alert_row
 from bridge.context import BridgeContext
 from bridge.presence.board import DeviceView
+from bridge.queues import RetryDelay, next_batch
 from plaza.messages import AdminAlert, BoardStatus, MachineState, Session
 from plaza.tables import Alert, BridgeMeta, Device, DeviceStatusChange, from_timestamp
 
@@ -111,21 +112,19 @@ class DeviceStore:
         await self._queue.join()
 
     async def run(self) -> None:
-        delay = 0.05
+        retry = RetryDelay()
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < self._max_batch and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
+            batch = await next_batch(self._queue, self._max_batch)
             while True:
                 try:
                     await self._commit(batch)
                 except Exception:  # the database may be down; keep the batch and retry
                     self._metrics.db_errors += 1
+                    delay = retry.failed()
                     log.exception("device batch of %d failed; retrying in %.2fs", len(batch), delay)
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, 5.0)
                     continue
-                delay = 0.05
+                retry.reset()
                 self._metrics.db_batches += 1
                 break
             for _ in batch:

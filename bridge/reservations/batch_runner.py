@@ -16,6 +16,7 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from bridge.models import Stored
+from bridge.queues import RetryDelay, next_batch, push_front
 from bridge.reservations.actors import Job, Outcome
 from bridge.reservations.board_rows import BoardRows
 from plaza.messages import Reply
@@ -57,12 +58,10 @@ class BatchRunner:
         return await job.future
 
     async def run(self) -> None:
-        delay, failures = 0.05, 0
+        retry, failures = RetryDelay(), 0
         while True:
-            batch = [await self._queue.get()]
             limit = 1 if failures >= RETRIES_BEFORE_SPLIT else self._batch_max
-            while not self._queue.empty() and len(batch) < limit:
-                batch.append(self._queue.get_nowait())
+            batch = await next_batch(self._queue, limit)
             try:
                 async with self._gate:  # the bridge's writers take turns (SQLite: no busy-wait)
                     outcomes, rows, boards = await self._commit(batch)
@@ -82,18 +81,18 @@ class BatchRunner:
                     batch[0].future.set_result(None)
                     failures = RETRIES_BEFORE_SPLIT
                     continue
+                delay = retry.failed()
                 log.exception(
                     "reservation batch of %d failed (%d in a row); retrying in %.2fs",
                     len(batch),
                     failures,
                     delay,
                 )
-                for job in reversed(batch):  # keep arrival order for the retry
-                    self._requeue_front(job)
+                push_front(self._queue, batch)  # the retry keeps its place in arrival order
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 continue
-            delay, failures = 0.05, 0
+            retry.reset()
+            failures = 0
             self.batches += 1
             self.decided += len(batch)
             self._publish(rows)
@@ -102,11 +101,3 @@ class BatchRunner:
             for job, outcome in zip(batch, outcomes, strict=True):
                 if not job.future.done():
                     job.future.set_result(outcome.reply)
-
-    def _requeue_front(self, job: Job) -> None:
-        rest = []  # asyncio.Queue has no push-front: rebuild it with the job first
-        while not self._queue.empty():
-            rest.append(self._queue.get_nowait())
-        self._queue.put_nowait(job)
-        for item in rest:
-            self._queue.put_nowait(item)

@@ -8,8 +8,8 @@ Two paths, one set of rules (:func:`plaza.rules.decide`) and one renderer
   it (each decision updates it) and writes everything with a few multi-row statements; the
   whole batch runs in one worker thread on a synchronous driver (pysqlite; psycopg for
   PostgreSQL).
-- the *careful* path decides one job at a time, each in its own SAVEPOINT, looking facts up as
-  it goes: for reminders, check-in by code on the machine, and constraint races (another
+- the *careful* path decides one job at a time, each in its own SAVEPOINT with a SlotBook of
+  its own: for reminders, check-in by code on the machine, and constraint races (another
   bridge won: the batch is redone here so only the loser is refused).
 
 Both read the current and next slot of every machine the batch changed in the same
@@ -20,11 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
-from sqlmodel import col, or_, select
+from sqlmodel import or_, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.context import BridgeContext
@@ -34,14 +34,13 @@ from bridge.reservations.actors import Job, Outcome
 from bridge.reservations.batch_runner import Committed
 from bridge.reservations.board_rows import board_slots
 from bridge.reservations.effects import ReservationEffects
-from bridge.reservations.slotbook import SlotBook, make_context, window
+from bridge.reservations.slotbook import SlotBook
 from bridge.reservations.slots import policy_from, public, slot_of
 from bridge.sql import batch_sql
 from bridge.writes import Writes
 from plaza import rules
 from plaza.db import make_sync_engine
-from plaza.messages import AlertSeverity, Reply
-from plaza.tables import CommandLog, Device, Reservation, is_active
+from plaza.tables import Device, Reservation, is_active
 
 log = logging.getLogger(__name__)
 
@@ -100,23 +99,7 @@ class Committer:
     def _batch(self, conn: Connection, batch: list[Job], now: datetime) -> Committed:
         writes = Writes()
         book = SlotBook.load(batch_sql(conn), batch, self.policy, now)
-        outcomes = []
-        for job in batch:
-            if job.request_key is not None and job.request_key in book.logged:
-                reply = book.logged[job.request_key]  # a retry, also one earlier in this batch
-                writes.outbox += self.effects.reply_rows(job, reply)
-                outcomes.append(Outcome(reply))
-                continue
-            cmd = job.command
-            assert cmd is not None
-            decision = rules.decide(book.context(job, cmd), cmd)
-            outcome = self.effects.apply(
-                writes, job, cmd, decision, book.target(cmd), book.devices.get(job.device_id), now
-            )
-            book.record(cmd, decision)
-            if job.request_key is not None and outcome.reply is not None:
-                book.logged[job.request_key] = outcome.reply
-            outcomes.append(outcome)
+        outcomes = [decide_job(book, self.effects, writes, job) for job in batch]
         rows = writes.flush_sync(conn, self._outbox.max_packet)
         # the boards of the machines this batch changed, as this transaction leaves them
         return outcomes, rows, board_slots(conn, _touched(batch, outcomes), now)
@@ -126,22 +109,18 @@ class Committer:
         self, session: AsyncSession, job: Job, now: datetime
     ) -> tuple[Outcome, list[Stored]]:
         writes = Writes()
-        if job.request_key is not None:
-            logged = await session.get(CommandLog, job.request_key)
-            if logged is not None:  # a retry or redelivery: answer again, change nothing
-                reply = Reply.model_validate_json(logged.reply_json)
-                writes.outbox += self.effects.reply_rows(job, reply)
-                return Outcome(reply), await writes.flush(session, self._outbox.max_packet)
         if job.timer == "remind":
             outcome = await self._remind(session, job, now, writes)
             return outcome, await writes.flush(session, self._outbox.max_packet)
         cmd = job.command
         assert cmd is not None
+        conn = await session.connection()
         try:
             async with session.begin_nested():
-                ctx, device = await self._context(session, job, now)
-                decision = rules.decide(ctx, cmd)
-                outcome = self.effects.apply(writes, job, cmd, decision, ctx.target, device, now)
+                book = await conn.run_sync(
+                    lambda c: SlotBook.load(batch_sql(c), [job], self.policy, now)
+                )
+                outcome = decide_job(book, self.effects, writes, job)
                 rows = await writes.flush(session, self._outbox.max_packet)
         except IntegrityError as exc:
             log.info("SQL refused %s on %s: %s", cmd.op.value, job.device_id, exc.orig)
@@ -152,76 +131,6 @@ class Committer:
             async with session.begin_nested():
                 rows = await writes.flush(session, self._outbox.max_packet)
         return outcome, rows
-
-    async def _context(
-        self, session: AsyncSession, job: Job, now: datetime
-    ) -> tuple[rules.Context, Device | None]:
-        cmd = job.command
-        assert cmd is not None
-        device = await session.get(Device, job.device_id)
-        target: Reservation | None = None
-        if cmd.reservation_id:
-            target = await session.get(Reservation, cmd.reservation_id)
-        elif cmd.op is rules.Op.CHECK_IN and cmd.code:
-            target = await self._by_code(session, job.device_id, cmd.code, now)
-        span = window(cmd, target, now)
-        device_rows = (
-            await session.exec(
-                select(Reservation).where(
-                    Reservation.device_id == job.device_id,
-                    is_active(Reservation.status),
-                    Reservation.starts_at < span[1],
-                    Reservation.ends_at > span[0],
-                )
-            )
-        ).all()
-        player_rows: list[Reservation] = []
-        if cmd.op is rules.Op.RESERVE:
-            player_rows = list(
-                (
-                    await session.exec(
-                        select(Reservation).where(
-                            Reservation.player == cmd.actor.user,
-                            is_active(Reservation.status),
-                            Reservation.ends_at > now,
-                        )
-                    )
-                ).all()
-            )
-        replaced = await session.get(Reservation, cmd.replaces) if cmd.replaces else None
-        ctx = make_context(
-            self.policy,
-            now,
-            device,
-            tuple(slot_of(r) for r in device_rows),
-            tuple(slot_of(r) for r in player_rows),
-            slot_of(target) if target is not None else None,
-            replaced=slot_of(replaced) if replaced is not None else None,
-        )
-        return ctx, device
-
-    async def _by_code(
-        self, session: AsyncSession, device_id: str, code: str, now: datetime
-    ) -> Reservation | None:
-        """The machine's approved reservation with this code, else its current approved one
-        (so a wrong code is answered ``bad_code``, not ``not_found``)."""
-        early = now + timedelta(seconds=self.settings.check_in_early)
-        rows = (
-            await session.exec(
-                select(Reservation)
-                .where(
-                    Reservation.device_id == device_id,
-                    Reservation.status == rules.Status.APPROVED.value,
-                    Reservation.starts_at <= early,
-                    Reservation.ends_at > now,
-                )
-                .order_by(col(Reservation.starts_at))
-            )
-        ).all()
-        for row in rows:
-            if row.code == code:
-                return row
-        return rows[0] if rows else None
 
     async def _holding_overlap(
         self, session: AsyncSession, job: Job, cmd: rules.Command
@@ -247,7 +156,8 @@ class Committer:
     ) -> Outcome:
         assert job.reservation_id is not None
         row = await session.get(Reservation, job.reservation_id)
-        if row is None or row.reminded_at is not None or row.status not in ("approved", "pending"):
+        due = rules.REMINDER.statuses
+        if row is None or row.reminded_at is not None or row.status not in due:
             return Outcome(None)  # already reminded (or no longer due): nothing twice
         writes.changed.append({"id": row.id, "reminded_at": now})
         device = await session.get(Device, row.device_id)
@@ -256,8 +166,8 @@ class Committer:
             Note(
                 user=row.player,
                 topic=self.topics.notifications(row.player),
-                type="reservation_reminder",
-                priority=AlertSeverity.HIGH,
+                type=rules.REMINDER.notice,
+                priority=rules.REMINDER.priority,
                 params={
                     "name": device.name if device else row.device_id,
                     "minutes": minutes,
@@ -267,6 +177,26 @@ class Committer:
             )
         )
         return Outcome(None)
+
+
+def decide_job(book: SlotBook, effects: ReservationEffects, writes: Writes, job: Job) -> Outcome:
+    """One job of a batch, on the batch's facts: a repeated request key is answered with its
+    logged reply (also one earlier in this batch); anything else is decided by the rules,
+    rendered into ``writes`` and recorded in ``book`` for the jobs after it."""
+    if job.request_key is not None and job.request_key in book.logged:
+        reply = book.logged[job.request_key]
+        writes.outbox += effects.reply_rows(job, reply)
+        return Outcome(reply)
+    cmd = job.command
+    assert cmd is not None
+    decision = rules.decide(book.context(job, cmd), cmd)
+    outcome = effects.apply(
+        writes, job, cmd, decision, book.target(cmd), book.devices.get(job.device_id), book.now
+    )
+    book.record(cmd, decision)
+    if job.request_key is not None and outcome.reply is not None:
+        book.logged[job.request_key] = outcome.reply
+    return outcome
 
 
 def _touched(batch: list[Job], outcomes: list[Outcome]) -> set[str]:

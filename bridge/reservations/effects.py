@@ -1,11 +1,12 @@
-"""Decision -> rows: what a reservation decision writes (pure: no I/O, no clock).
+"""Decision -> rows: what a reservation decision writes (no I/O).
 
-One renderer for both of the committer's paths. An accepted decision becomes the reservation's
-new or changed row, the requester's reply (outbox) and its command-log row, the broadcast
-event, the owner's notification (unless the owner asked: the reply says it), the machine's
-command when a session starts or ends, and an admin alert for a no-show. A refusal becomes the
-reply and its log row (and, for a refused check-in on the machine, the command that ends the
-session it started).
+One renderer for both of the committer's paths, driven by the rules' consequence table
+(:data:`plaza.rules.CONSEQUENCES`). An accepted decision becomes the reservation's new or
+changed row, the requester's reply (outbox) and its command-log row, and what entering the
+new status causes: the broadcast event, the owner's notification (unless the owner asked: the
+reply says it), the machine's command, an admin alert. A refusal becomes the reply and its log
+row (and, for a refused check-in on the machine, the command that ends the session it
+started: :data:`plaza.rules.REFUSED_CHECK_IN_ON_MACHINE`).
 """
 
 from __future__ import annotations
@@ -21,39 +22,15 @@ from bridge.reservations.slots import public
 from bridge.writes import Writes
 from plaza import rules
 from plaza.messages import (
-    AlertSeverity,
     CommandName,
     ConflictSlot,
     DeviceCommand,
     ErrorBody,
-    NotificationType,
     Reply,
     ReservationEvent,
-    ReservationEventType,
     Session,
 )
 from plaza.topics import Topics
-
-EVENT_FOR: dict[rules.Status, ReservationEventType] = {
-    rules.Status.PENDING: "reservation_created",
-    rules.Status.APPROVED: "reservation_approved",
-    rules.Status.REJECTED: "reservation_rejected",
-    rules.Status.CANCELLED: "reservation_cancelled",
-    rules.Status.CHECKED_IN: "reservation_checked_in",
-    rules.Status.COMPLETED: "reservation_completed",
-    rules.Status.NO_SHOW: "reservation_no_show",
-}
-
-# (notification type, priority) per new status; texts are in plaza.i18n
-NOTICE_FOR: dict[rules.Status, tuple[NotificationType, AlertSeverity]] = {
-    rules.Status.PENDING: ("reservation_created", AlertSeverity.LOW),
-    rules.Status.APPROVED: ("reservation_approved", AlertSeverity.HIGH),
-    rules.Status.REJECTED: ("reservation_rejected", AlertSeverity.HIGH),
-    rules.Status.CANCELLED: ("reservation_cancelled", AlertSeverity.MEDIUM),
-    rules.Status.NO_SHOW: ("no_show_released", AlertSeverity.HIGH),
-    rules.Status.CHECKED_IN: ("reservation_checked_in", AlertSeverity.LOW),
-    rules.Status.COMPLETED: ("reservation_completed", AlertSeverity.LOW),
-}
 
 
 class DeviceFacts(Protocol):
@@ -123,19 +100,18 @@ class ReservationEffects:
         )
         name = device.name if device else after.device_id
         self.announce(writes, after, now, name, notify=not by_owner)
-        if after.status is rules.Status.CHECKED_IN:
+        machine = rules.CONSEQUENCES[after.status].machine
+        if machine is CommandName.START_SESSION:
             started = Session(
                 id=after.id,
                 started_at=now.timestamp(),
                 ends_at=after.ends_at.timestamp(),
                 reservation_code=after.code,
             )
+            writes.outbox.append(self.device_cmd(after.device_id, machine, now, session=started))
+        elif machine is not None:
             writes.outbox.append(
-                self.device_cmd(after.device_id, CommandName.START_SESSION, now, session=started)
-            )
-        elif after.status is rules.Status.COMPLETED:
-            writes.outbox.append(
-                self.device_cmd(after.device_id, CommandName.END_SESSION, now, reason="slot ended")
+                self.device_cmd(after.device_id, machine, now, reason="slot ended")
             )
         self.log_reply(writes, job, cmd, reply)
         also = frozenset({released.device_id}) if released is not None else frozenset()
@@ -163,7 +139,7 @@ class ReservationEffects:
             writes.outbox.append(
                 self.device_cmd(
                     job.device_id,
-                    CommandName.END_SESSION,
+                    rules.REFUSED_CHECK_IN_ON_MACHINE,
                     now,
                     reason=f"check-in refused: {refusal.message}",
                 )
@@ -199,11 +175,11 @@ class ReservationEffects:
         *,
         notify: bool = True,
     ) -> None:
-        """The broadcast event (no player named), the owner's notification, and for a
-        no-show an admin alert."""
-        ts = now.timestamp()
+        """What entering ``after.status`` announces: the broadcast event (no player named),
+        an admin alert if the table names one, and (``notify``) the owner's notification."""
+        ts, consequence = now.timestamp(), rules.CONSEQUENCES[after.status]
         event = ReservationEvent(
-            type=EVENT_FOR[after.status],
+            type=consequence.event,
             reservation_id=after.id,
             device_id=after.device_id,
             timestamp=ts,
@@ -215,21 +191,19 @@ class ReservationEffects:
         )
         writes.outbox.append(Outbound(self.topics.reservation_events, event.encode()))
         local = after.starts_at.astimezone(self.policy.tz).strftime("%m/%d %H:%M")
-        if after.status is rules.Status.NO_SHOW:
-            alert = make_alert(
-                "no_show", AlertSeverity.MEDIUM, ts, after.device_id, name=device_name, start=local
-            )
+        if consequence.alert is not None:
+            kind, severity = consequence.alert
+            alert = make_alert(kind, severity, ts, after.device_id, name=device_name, start=local)
             writes.alerts.append(alert)
             writes.outbox.append(Outbound(self.topics.admin_alerts, alert.encode()))
         if not notify:
             return
-        kind, priority = NOTICE_FOR[after.status]
         writes.notes.append(
             Note(
                 user=after.user,
                 topic=self.topics.notifications(after.user),
-                type=kind,
-                priority=priority,
+                type=consequence.notice,
+                priority=consequence.priority,
                 params={"name": device_name, "start": local, "code": after.code},
                 reservation=public(after, private=True),
             )

@@ -1,9 +1,11 @@
 """SlotBook: the in-memory facts of a batch, and the rules' Context for each of its jobs.
 
-:meth:`SlotBook.load` reads every fact a batch can need with a handful of statements
-(:class:`bridge.sql.BatchSql`): the replies already logged for its request keys, its machines,
-the reservations its commands name, the live reservations near its slots (on its machines or
-of its players) and each player's count of active reservations. :meth:`SlotBook.context`
+The one fact loader of both of the committer's paths (a batch, or one job in its savepoint).
+:meth:`SlotBook.load` reads every fact the jobs can need with a handful of statements
+(:class:`bridge.sql.BatchSql`): the replies already logged for their request keys, their
+machines, the reservations their commands name (by id, or by the code typed on the machine),
+the live reservations near their slots (on their machines or of their players) and each
+player's count of active reservations. :meth:`SlotBook.context`
 builds one job's :class:`~plaza.rules.Context` from them, and :meth:`SlotBook.record` folds the
 decision back in, so the next job of the batch sees it: a reservation made earlier in the batch
 blocks a later overlapping one, and counts under its player's cap.
@@ -80,6 +82,8 @@ class SlotBook:
         #: replies already given, by request key (a retry is answered with the same one)
         self.logged: dict[str, Reply] = {}
         self.devices: dict[str, DeviceFacts] = {}
+        #: (machine, code) -> the reservation a check-in by that code on that machine names
+        self.by_code: dict[tuple[str, str], str] = {}
 
     @classmethod
     def load(
@@ -96,6 +100,9 @@ class SlotBook:
         if target_ids:
             for row in sql.targets(target_ids):
                 book.add(slot_of(row))
+        for cmd in cmds:
+            if _by_code(cmd) and cmd.code and (cmd.device_id, cmd.code) not in book.by_code:
+                book._find_by_code(sql, cmd.device_id, cmd.code)
         starts = [c.starts_at for c in cmds if c.starts_at]
         starts += [r.starts_at for r in book.slots.values()]
         ends = [c.ends_at for c in cmds if c.ends_at] + [r.ends_at for r in book.slots.values()]
@@ -107,6 +114,15 @@ class SlotBook:
         if players:
             book.held = dict(sql.held(players, now))
         return book
+
+    def _find_by_code(self, sql: BatchSql, device: str, code: str) -> None:
+        """The machine's approved reservation with this code, else its current approved one
+        (so a wrong code is answered ``bad_code``, not ``not_found``)."""
+        rows = sql.check_in_rows(device, self.now + self.policy.check_in_early, self.now)
+        row = next((r for r in rows if r.code == code), rows[0] if rows else None)
+        if row is not None:
+            self.add(slot_of(row))
+            self.by_code[(device, code)] = row.id
 
     def add(self, slot: rules.Slot) -> None:
         """Know ``slot`` (new, or as it is now)."""
@@ -122,7 +138,13 @@ class SlotBook:
         )
 
     def target(self, cmd: rules.Command) -> rules.Slot | None:
-        return self.slots.get(cmd.reservation_id) if cmd.reservation_id else None
+        """The reservation ``cmd`` names: by id, or for a check-in on the machine by code."""
+        if cmd.reservation_id:
+            return self.slots.get(cmd.reservation_id)
+        if _by_code(cmd) and cmd.code:
+            found = self.by_code.get((cmd.device_id, cmd.code))
+            return self.slots.get(found) if found else None
+        return None
 
     def context(self, job: Job, cmd: rules.Command) -> rules.Context:
         """The facts of ``cmd`` (``job``'s command) as the batch stands now."""
@@ -158,3 +180,8 @@ class SlotBook:
             ):
                 self.held[after.user] = max(0, self.held.get(after.user, 0) - 1)
             self.add(after)
+
+
+def _by_code(cmd: rules.Command) -> bool:
+    """A check-in that names its reservation by the code typed on the machine."""
+    return cmd.op is rules.Op.CHECK_IN and not cmd.reservation_id

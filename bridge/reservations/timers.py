@@ -1,7 +1,8 @@
 """Timers: what SQL says is due becomes a job, every tick.
 
-Reminders, no-show release, expiry of a pending request whose start is long past, and the end
-of a checked-in slot are derived from SQL on every tick, so they survive a restart. Each
+The rules name what the clock does (:data:`plaza.rules.REMINDER` and :data:`plaza.rules.TIMED`:
+no-show release, expiry of a pending request whose start is long past, the end of a
+checked-in slot); here each becomes a query, run on every tick, so timers survive a restart. Each
 becomes a job on the machine's actor like any other command, and the committer re-checks its
 condition inside the transaction, so nothing is sent twice. Machines whose current or next
 slot changed because time passed get their boards refreshed.
@@ -77,7 +78,9 @@ class Timers:
             remind = (
                 await session.exec(
                     select(Reservation).where(
-                        col(Reservation.status).in_(["pending", "approved"]),
+                        col(Reservation.status).in_(
+                            sorted(s.value for s in rules.REMINDER.statuses)
+                        ),
                         col(Reservation.reminded_at).is_(None),
                         Reservation.starts_at <= now + lead,
                         Reservation.starts_at > now,
@@ -88,36 +91,20 @@ class Timers:
                 Job(device_id=r.device_id, command=None, timer="remind", reservation_id=r.id)
                 for r in remind
             ]
-            no_shows = (
-                await session.exec(
-                    select(Reservation).where(
-                        Reservation.status == "approved", Reservation.starts_at <= now - grace
+            for timed in rules.TIMED:
+                since = col(getattr(Reservation, timed.since))
+                rows = (
+                    await session.exec(
+                        select(Reservation).where(
+                            Reservation.status == timed.status.value,
+                            since <= (now - grace if timed.grace else now),
+                        )
                     )
-                )
-            ).all()
-            expired = (
-                await session.exec(
-                    select(Reservation).where(
-                        Reservation.status == "pending", Reservation.starts_at <= now - grace
-                    )
-                )
-            ).all()
-            ended = (
-                await session.exec(
-                    select(Reservation).where(
-                        Reservation.status == "checked_in", Reservation.ends_at <= now
-                    )
-                )
-            ).all()
-            for rows, op in (
-                (no_shows, rules.Op.NO_SHOW),
-                (expired, rules.Op.CANCEL),  # never approved, and its start is long past
-                (ended, rules.Op.COMPLETE),
-            ):
+                ).all()
                 jobs += [
                     Job(
                         device_id=r.device_id,
-                        command=rules.Command(op, system, r.device_id, reservation_id=r.id),
+                        command=rules.Command(timed.op, system, r.device_id, reservation_id=r.id),
                         reservation_id=r.id,
                     )
                     for r in rows
@@ -125,7 +112,7 @@ class Timers:
             crossed = (
                 await session.exec(
                     select(Reservation.device_id).where(
-                        col(Reservation.status).in_([s.value for s in rules.ACTIVE]),
+                        col(Reservation.status).in_(sorted(s.value for s in rules.ACTIVE)),
                         ((col(Reservation.starts_at) > last) & (col(Reservation.starts_at) <= now))
                         | ((col(Reservation.ends_at) > last) & (col(Reservation.ends_at) <= now)),
                     )

@@ -11,6 +11,7 @@ from sqlalchemy import Connection, func, insert
 
 from bridge.models import Outbound, Stored
 from bridge.sql.rows import DeviceRow, SlotRow
+from plaza import rules
 from plaza.tables import CommandLog, Device, Outbox, Reservation, is_active, table_of
 
 _RES, _LOG, _DEV, _OUTBOX = (
@@ -58,6 +59,17 @@ _HELD = (
     )
     .group_by(_RES.c.player)
 )
+#: a machine's approved reservations open for check-in
+_CHECK_IN = (
+    sa.select(*_SLOT_COLUMNS)
+    .where(
+        _RES.c.device_id == sa.bindparam("device"),
+        is_active(_RES.c.status, [rules.Status.APPROVED]),
+        _RES.c.starts_at <= sa.bindparam("early"),
+        _RES.c.ends_at > sa.bindparam("now"),
+    )
+    .order_by(_RES.c.starts_at)
+)
 #: a machine's live reservations from now to the board's horizon
 _BOARD = _live(_RES.c.device_id, "devices")
 _INSERT_RESERVATIONS = insert(_RES)
@@ -103,6 +115,10 @@ class CoreBatchSql:
     def held(self, players: Collection[str], now: datetime) -> list[tuple[str, int]]:
         rows = self.conn.execute(_HELD, {"players": list(players), "now": now})
         return [(p, int(n)) for p, n in rows]
+
+    def check_in_rows(self, device: str, early: datetime, now: datetime) -> list[SlotRow]:
+        params = {"device": device, "early": early, "now": now}
+        return [SlotRow(*row) for row in self.conn.execute(_CHECK_IN, params)]
 
     def board_rows(
         self, devices: Collection[str], now: datetime, horizon: datetime

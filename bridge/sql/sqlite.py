@@ -13,74 +13,76 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Table
 from sqlalchemy.exc import IntegrityError
 
 from bridge.models import Outbound, Stored
 from bridge.sql.rows import DeviceRow, SlotRow
 from plaza import rules
+from plaza.tables import CommandLog, Device, Outbox, Reservation, table_of
 
 
-# The SQL below is assembled once, at import, from constants; values always go in as parameters.
+# The SQL below is assembled once, at import, from constants and the Core tables' names;
+# values always go in as parameters.
 def _in(column: str, parameter: str) -> str:
     return f"{column} IN (SELECT value FROM json_each(:{parameter}))"
 
 
+def _columns(table: Table, names: Iterable[str] | None = None) -> tuple[str, ...]:
+    """Column names of ``table`` (those in ``names``, in that order; else every column that is
+    not a generated key), as the Core table defines them."""
+    if names is not None:
+        return tuple(table.c[name].name for name in names)
+    return tuple(c.name for c in table.columns if c is not table.autoincrement_column)
+
+
+_RES, _LOG, _DEV, _OUTBOX = (
+    table_of(Reservation),
+    table_of(CommandLog),
+    table_of(Device),
+    table_of(Outbox),
+)
 # written as `status || ''` for the same reason as plaza.tables.is_active
 _LIVE = "status || '' IN ({})".format(", ".join(f"'{s.value}'" for s in sorted(rules.ACTIVE)))
-_SLOTS = "SELECT id, device_id, player, starts_at, ends_at, status, code FROM reservation"
+_SLOTS = f"SELECT {', '.join(_columns(_RES, SlotRow._fields))} FROM {_RES.name}"
 _WINDOW = "ends_at > :after AND starts_at < :before"
-_SQL_LOGGED = f"SELECT request_key, reply_json FROM command_log WHERE {_in('request_key', 'keys')}"
-_SQL_DEVICES = f"SELECT id, name, maintenance, auto_approve FROM device WHERE {_in('id', 'ids')}"
+_SQL_LOGGED = f"SELECT request_key, reply_json FROM {_LOG.name} WHERE {_in('request_key', 'keys')}"
+_SQL_DEVICES = (
+    f"SELECT {', '.join(_columns(_DEV, DeviceRow._fields))} FROM {_DEV.name}"
+    f" WHERE {_in('id', 'ids')}"
+)
 _SQL_TARGETS = f"{_SLOTS} WHERE {_in('id', 'ids')}"
 _SQL_BOARD = f"{_SLOTS} WHERE {_in('device_id', 'devices')} AND {_LIVE} AND {_WINDOW}"
 _SQL_NEAR = (
     f"{_SQL_BOARD} UNION {_SLOTS} WHERE {_in('player', 'players')} AND {_LIVE} AND {_WINDOW}"
 )
+_SQL_CHECK_IN = (
+    f"{_SLOTS} WHERE device_id = :device AND status || '' = '{rules.Status.APPROVED.value}'"
+    " AND starts_at <= :early AND ends_at > :now ORDER BY starts_at"
+)
 _SQL_HELD = (
-    f"SELECT player, count(*) FROM reservation WHERE {_in('player', 'players')} AND {_LIVE}"
+    f"SELECT player, count(*) FROM {_RES.name} WHERE {_in('player', 'players')} AND {_LIVE}"
     " AND ends_at > :now GROUP BY player"
 )
-_RESERVATION_COLUMNS = (
-    "id",
-    "device_id",
-    "player",
-    "starts_at",
-    "ends_at",
-    "status",
-    "code",
-    "request_key",
-    "created_at",
-    "updated_at",
-    "reminded_at",
-)
-_LOG_COLUMNS = ("request_key", "device_id", "op", "ok", "reply_json", "created_at")
-_OUTBOX_COLUMNS = (
-    "topic",
-    "payload",
-    "qos",
-    "retain",
-    "props_json",
-    "created_at",
-    "published_at",
-    "dead_at",
-    "dead_reason",
-)
 
 
-def _insert(table: str, columns: Sequence[str]) -> str:
+def _insert(table: Table) -> str:
+    """An INSERT of every column of ``table`` but a generated key, values by name."""
+    columns = _columns(table)
     return (
-        f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join(':' + c for c in columns)})"
+        f"INSERT INTO {table.name} ({', '.join(columns)})"
+        f" VALUES ({', '.join(':' + c for c in columns)})"
     )
 
 
-_SQL_INSERT_RESERVATION = _insert("reservation", _RESERVATION_COLUMNS)
-_SQL_INSERT_LOG = _insert("command_log", _LOG_COLUMNS)
-_SQL_INSERT_OUTBOX = _insert("outbox", _OUTBOX_COLUMNS)
+_SQL_INSERT_RESERVATION = _insert(_RES)
+_SQL_INSERT_LOG = _insert(_LOG)
+_SQL_INSERT_OUTBOX = _insert(_OUTBOX)
 
 
 def sqlite_time(value: datetime | None) -> str | None:
@@ -144,6 +146,10 @@ class SqliteBatchSql:
     def held(self, players: Collection[str], now: datetime) -> list[tuple[str, int]]:
         params = {"players": json.dumps(list(players)), "now": sqlite_time(now)}
         return self.raw.execute(_SQL_HELD, params).fetchall()
+
+    def check_in_rows(self, device: str, early: datetime, now: datetime) -> list[SlotRow]:
+        params = {"device": device, "early": sqlite_time(early), "now": sqlite_time(now)}
+        return _slots(self.raw.execute(_SQL_CHECK_IN, params))
 
     def board_rows(
         self, devices: Collection[str], now: datetime, horizon: datetime

@@ -30,7 +30,7 @@ from plaza.tables import Reservation
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
 from tests.api.conftest import Api, assert_problem
-from tests.api.test_reservations_rest import reserve
+from tests.api.helpers import reserve
 from tests.conftest import BrokerHandle, RunningService, Watch, running_bridge
 from tests.integration.reserving import Requester, slot
 

@@ -6,34 +6,14 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
 from tests.api.conftest import Api, assert_problem
+from tests.api.helpers import reserve, slot
 from tests.integration.reserving import Requester
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-def slot(minutes_from_now: float, length: float = 30) -> dict[str, str]:
-    start = datetime.now(UTC) + timedelta(minutes=minutes_from_now)
-    return {
-        "starts_at": start.isoformat(),
-        "ends_at": (start + timedelta(minutes=length)).isoformat(),
-    }
-
-
-async def reserve(
-    api: Api, headers: dict[str, str], device: str, at: float, **extra: Any
-) -> dict[str, Any]:
-    reply = await api.client.post(
-        "/reservations", headers=headers, json={"device_id": device, **slot(at), **extra}
-    )
-    assert reply.status_code == 200, reply.text
-    body = reply.json()
-    assert isinstance(body, dict)
-    return body
 
 
 async def test_a_player_reserves_over_rest_and_sees_it_pending_with_its_code(api: Api) -> None:

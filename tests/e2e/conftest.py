@@ -29,8 +29,8 @@ from plaza.messages import BoardEntry
 from plaza.mqtt import NODELAY
 from plaza.settings import Settings
 from plaza.topics import Topics
+from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_USER
 from venue.broker import LocalBroker, free_port
-from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER
 from venue.up import UpOptions, Venue, init_venue, wait_board_online, wait_http_ready
 
 DEVICES = 10

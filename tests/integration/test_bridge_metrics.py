@@ -14,8 +14,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from bridge.service import BridgeService
 from plaza.settings import Settings
 from tests.conftest import BrokerHandle, RunningService, Watch
+from tests.integration.helpers import is_board, machine, start, stop
 from tests.integration.reserving import Requester, slot
-from tests.integration.test_presence import is_board, machine, start, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -15,7 +15,7 @@ from plaza.db import make_engine
 from plaza.messages import CommandName, DeviceCommand, MachineState, now
 from plaza.tables import Alert
 from tests.conftest import BrokerHandle, RunningService, Watch
-from tests.integration.test_presence import board_of, is_board, machine, start, stop
+from tests.integration.helpers import board_of, is_board, machine, start, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -29,7 +29,7 @@ import pytest
 
 from plaza.acl import DYNSEC_COMMAND, DYNSEC_RESPONSE
 from tests.conftest import BrokerHandle, Seen, Watch, close_dead_client
-from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER
+from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_USER
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

@@ -23,8 +23,8 @@ from plaza.messages import BoardEntry, Reply
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Reservation
 from tests.conftest import BrokerHandle, RunningService, Watch
+from tests.integration.helpers import is_board, machine, start, stop
 from tests.integration.reserving import Requester, as_admin, race, slot
-from tests.integration.test_presence import is_board, machine, start, stop
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 

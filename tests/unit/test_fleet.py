@@ -1,4 +1,4 @@
-"""venue.fleet (demo fleet, generated secrets) and plaza_sim.epochs (connection epochs)."""
+"""venue.accounts (demo fleet, generated secrets) and plaza_sim.epochs (connection epochs)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from plaza.topics import Topics, valid_id
 from plaza_sim.epochs import EpochStore
-from venue.fleet import (
+from venue.accounts import (
     API_USER,
     BRIDGE_USER,
     DEMO_PLAYERS,

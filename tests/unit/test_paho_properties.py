@@ -1,18 +1,33 @@
 # paho's Properties is untyped
 # mypy: disable-error-code="no-untyped-call"
-"""paho's Properties with shared tables (plaza.mqtt) pack, unpack and validate exactly as
-paho's own code does, on the properties the venue sends and receives."""
+"""paho's Properties with shared tables (plaza.paho_tables) pack, unpack and validate exactly
+as paho's own code does, on the properties the venue sends and receives; the patch is applied
+only by install(), only on the paho it was written for."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from collections.abc import Iterator
 from typing import Any
 
+import paho.mqtt
 import pytest
 from paho.mqtt.exception import MQTTException
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from plaza.mqtt import _PAHO_ORIGINAL, PAHO_TABLES_SHARED
+from plaza import paho_tables
+from plaza.paho_tables import ORIGINAL as _PAHO_ORIGINAL
+
+
+@pytest.fixture(autouse=True)
+def shared_tables() -> Iterator[None]:
+    """Each test starts with the patch installed (as tests/conftest.py installs it) and leaves
+    it installed."""
+    paho_tables.install()
+    yield
+    paho_tables.install()
 
 
 def original(packet_type: int) -> Properties:
@@ -41,7 +56,8 @@ PUBLISH = {
 
 
 def test_the_tables_are_shared_on_this_paho() -> None:
-    assert PAHO_TABLES_SHARED
+    assert paho.mqtt.__version__ == paho_tables.TESTED_VERSION
+    assert paho_tables.install()
     a, b = Properties(PacketTypes.PUBLISH), Properties(PacketTypes.PUBACK)
     assert a.names is b.names
     assert a.properties is b.properties
@@ -78,3 +94,24 @@ def test_lookups_and_refusals_match_paho() -> None:
         ours.NoSuchThing = 1
     with pytest.raises(MQTTException):  # a CONNACK property on a PUBLISH
         ours.ServerKeepAlive = 10
+
+
+def test_importing_the_services_patches_nothing() -> None:
+    check = (
+        "import plaza.mqtt, bridge.service, api.app, plaza_sim.machine\n"
+        "from plaza import paho_tables\n"
+        "assert not paho_tables.installed()\n"
+        "assert paho_tables.install() and paho_tables.installed()\n"
+    )
+    subprocess.run([sys.executable, "-c", check], check=True, timeout=60)
+
+
+def test_another_paho_version_is_left_alone() -> None:
+    paho_tables.uninstall()
+    assert not paho_tables.installed()
+    assert not paho_tables.install(version="2.3.0")
+    assert not paho_tables.installed()
+    a, b = Properties(PacketTypes.PUBLISH), Properties(PacketTypes.PUBLISH)
+    assert a.names is not b.names, "paho's own: a table per instance"
+    assert paho_tables.install()
+    assert Properties(PacketTypes.PUBLISH).names is Properties(PacketTypes.PUBACK).names

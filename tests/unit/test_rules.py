@@ -2,8 +2,9 @@
 
 The transition table is checked pair by pair (every status x every op x every role allowed to
 ask), then roles, reserve validation and the approve re-check. Hypothesis drives random command
-sequences through a tiny in-memory bridge (contexts built the way ``bridge.reservations`` builds
-them) and checks the overlap invariants after every step.
+scripts through the committer's own batched path (its SlotBook and decision step, with the
+database swapped for dicts: tests/unit/helpers.py), in batches, and checks the overlap
+invariants and the cap after every step.
 """
 
 from __future__ import annotations
@@ -18,10 +19,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from bridge.reservations.actors import Job
+from bridge.reservations.committer import decide_job
+from bridge.reservations.effects import ReservationEffects
+from bridge.reservations.slotbook import SlotBook
+from bridge.reservations.slots import public, slot_of
+from bridge.sql import DeviceRow, SlotRow
+from bridge.writes import Writes
+from plaza.messages import Reply
 from plaza.rules import (
     ACTIVE,
     ALLOWED,
+    CONSEQUENCES,
     HOLDING,
+    REMINDER,
+    TIMED,
     TRANSITIONS,
     Actor,
     Code,
@@ -35,6 +47,8 @@ from plaza.rules import (
     Status,
     decide,
 )
+from plaza.topics import Topics
+from tests.unit.helpers import MemorySql, job
 
 pytestmark = pytest.mark.unit
 
@@ -150,6 +164,22 @@ def test_only_active_reservations_have_a_way_out_and_every_way_leads_to_a_known_
 def test_every_op_says_who_may_ask_for_it() -> None:
     assert set(ALLOWED) == set(Op)
     assert all(ALLOWED[op] for op in Op)
+
+
+def test_every_status_a_reservation_can_enter_says_what_entering_it_causes() -> None:
+    entered = {Status.PENDING, Status.APPROVED} | {
+        s for m in TRANSITIONS.values() for s in m.values()
+    }
+    assert set(CONSEQUENCES) == entered == set(Status)
+    assert len({c.event for c in CONSEQUENCES.values()}) == len(Status), "one event per status"
+
+
+def test_the_clock_makes_only_legal_transitions_and_only_as_the_system() -> None:
+    for timed in TIMED:
+        assert timed.op in TRANSITIONS[timed.status]
+        assert Role.SYSTEM in ALLOWED[timed.op]
+    assert len({t.status for t in TIMED}) == len(TIMED), "one clock per status"
+    assert REMINDER.statuses <= ACTIVE - {Status.CHECKED_IN}
 
 
 @pytest.mark.parametrize(("status", "op", "role"), LEGAL)
@@ -715,7 +745,20 @@ def test_decide_never_raises_and_answers_with_exactly_one_of_after_or_refusal(
         assert decision.after == replace(ctx.target, status=nxt)
 
 
-# -- hypothesis: a tiny bridge, random command sequences, invariants after every step -----------
+# -- hypothesis: the committer's batched path, random command scripts, invariants after every step
+def row_of(slot: Slot) -> SlotRow:
+    """A stored reservation row for ``slot`` (as the batch statements return it)."""
+    return SlotRow(
+        slot.id,
+        slot.device_id,
+        slot.user,
+        slot.starts_at,
+        slot.ends_at,
+        slot.status.value,
+        slot.code,
+    )
+
+
 MACHINES = ("pc-01", "pc-02", "pc-03")
 AUTO_APPROVING = frozenset({"pc-03"})
 VENUE = Policy(max_active_per_player=2)  # a small cap, so random scripts reach it
@@ -732,7 +775,7 @@ class Book:
     start: int
     minutes: int
 
-    def command(self, plaza: MiniBridge) -> Command:
+    def command(self, plaza: Venue) -> Command:
         start = plaza.now + timedelta(minutes=self.start)
         end = start + timedelta(minutes=self.minutes)
         return book(start, end, actor=Actor(self.player, Role.PLAYER), device=self.machine)
@@ -752,9 +795,9 @@ class Handle:
     live: bool = False
     right_code: bool = True
 
-    def command(self, plaza: MiniBridge) -> Command:
+    def command(self, plaza: Venue) -> Command:
         rows = plaza.rows
-        ids = sorted(rows)
+        ids = list(rows)  # in the order they were stored
         if self.own:
             ids = [rid for rid in ids if rows[rid].user == self.actor.user] or ids
         if self.live:
@@ -772,84 +815,94 @@ class Wait:
     minutes: int
 
 
-Step = Book | Handle | Wait
+@dataclass(frozen=True)
+class Flush:
+    """The batch so far is committed (a Wait commits it too)."""
 
 
-def window_of(cmd: Command, target: Slot | None, now: datetime) -> tuple[datetime, datetime]:
-    """The window whose machine slots the bridge loads: the request's, else the target's."""
-    if cmd.op is Op.RESERVE and cmd.starts_at and cmd.ends_at:
-        return cmd.starts_at, cmd.ends_at
-    if target is not None:
-        return target.starts_at, target.ends_at
-    return now, now
+Step = Book | Handle | Wait | Flush
 
 
 @dataclass
-class MiniBridge:
-    """Builds each Context the way bridge.reservations does, and stores Decision.after."""
+class Venue:
+    """The committer's batched path with the database swapped for dicts: each batch's facts
+    are loaded into a SlotBook (through an in-memory BatchSql), its jobs are decided, rendered
+    and recorded by the committer's own step, and the rows it writes are stored. Commands are
+    built from what is stored (what clients can know of), so several in one batch may race for
+    one slot or one player's cap, and only the SlotBook's bookkeeping keeps them apart."""
 
-    rows: dict[str, Slot] = field(default_factory=dict)
-    now: datetime = NOW
-    issued: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-
-    def context_for(self, cmd: Command) -> Context:
-        target = self.rows.get(cmd.reservation_id) if cmd.reservation_id else None
-        window = window_of(cmd, target, self.now)
-        n = next(self.issued)
-        return Context(
-            now=self.now,
-            policy=VENUE,
-            device_exists=cmd.device_id in MACHINES,
-            auto_approve=cmd.device_id in AUTO_APPROVING,
-            device_slots=tuple(
-                s
-                for s in self.rows.values()
-                if s.device_id == cmd.device_id and s.status in ACTIVE and s.overlaps(*window)
-            ),
-            player_slots=tuple(
-                s
-                for s in self.rows.values()
-                if s.user == cmd.actor.user and s.status in ACTIVE and s.ends_at > self.now
-            ),
-            target=target,
-            new_id=f"n{n:03d}",
-            new_code=f"{n:06d}",
+    sql: MemorySql = field(
+        default_factory=lambda: MemorySql(
+            DeviceRow(m, m, False, m in AUTO_APPROVING) for m in MACHINES
         )
+    )
+    now: datetime = NOW
+    batch: list[Job] = field(default_factory=list)
+    effects: ReservationEffects = field(default_factory=lambda: ReservationEffects(Topics(), VENUE))
 
-    def run(self, step: Step) -> Decision | None:
-        if isinstance(step, Wait):
-            self.now += timedelta(minutes=step.minutes)
-            return None
-        cmd = step.command(self)
-        ctx = self.context_for(cmd)
-        decision = decide(ctx, cmd)
-        self.check_step(ctx, cmd, decision)
-        if decision.after is not None:
-            self.rows[decision.after.id] = decision.after
-        return decision
+    @property
+    def rows(self) -> dict[str, Slot]:
+        """The stored reservations."""
+        return {rid: slot_of(row) for rid, row in self.sql.rows.items()}
 
-    def check_step(self, ctx: Context, cmd: Command, decision: Decision) -> None:
-        assert (decision.after is None) != (decision.refusal is None)
-        if decision.refusal is not None:
-            assert decision.before is None
-            conflict = decision.refusal.conflict
-            if conflict is not None:  # names a real, active, overlapping reservation
-                assert self.rows[conflict.id] == conflict
-                assert conflict.status in ACTIVE
-                start, end = window_of(cmd, ctx.target, ctx.now)
-                assert conflict.starts_at < end
-                assert start < conflict.ends_at
+    def run(self, step: Step) -> None:
+        """Queue a command in the batch, or commit the batch (and let time pass)."""
+        if isinstance(step, Wait | Flush):
+            self.commit()
+            if isinstance(step, Wait):
+                self.now += timedelta(minutes=step.minutes)
             return
-        after = decision.after
+        self.batch.append(job(step.command(self)))
+
+    def commit(self) -> None:
+        batch, self.batch = self.batch, []
+        book = SlotBook.load(self.sql, batch, VENUE, self.now)
+        writes = Writes()
+        for each in batch:
+            cmd = each.command
+            assert cmd is not None
+            known, target = dict(book.slots), book.target(cmd)
+            outcome = decide_job(book, self.effects, writes, each)
+            assert outcome.reply is not None
+            self.check_step(known, target, cmd, outcome.reply)
+        self.sql.flush(writes, self.now)
+
+    def check_step(
+        self, known: dict[str, Slot], target: Slot | None, cmd: Command, reply: Reply
+    ) -> None:
+        """The reply to ``cmd`` against what the batch knew before deciding it."""
+        assert reply.ok == (reply.error is None) == (reply.reservation is not None)
+        if reply.error is not None:
+            conflict = reply.error.conflict
+            if conflict is not None:  # names a real, active, overlapping reservation
+                named = known[conflict.reservation_id]
+                assert (conflict.starts_at, conflict.ends_at, conflict.status) == (
+                    named.starts_at.timestamp(),
+                    named.ends_at.timestamp(),
+                    named.status.value,
+                )
+                assert named.status in ACTIVE
+                if cmd.op is Op.RESERVE:
+                    assert cmd.starts_at is not None
+                    assert cmd.ends_at is not None
+                    start, end = cmd.starts_at, cmd.ends_at
+                else:
+                    assert target is not None
+                    start, end = target.starts_at, target.ends_at
+                assert named.starts_at < end
+                assert start < named.ends_at
+            return
+        after = reply.reservation
         assert after is not None
         if cmd.op is Op.RESERVE:
-            assert decision.before is None
-            assert after.id not in self.rows
-            assert after.status is (Status.APPROVED if ctx.auto_approve else Status.PENDING)
+            assert after.id not in known
+            approves = cmd.device_id in AUTO_APPROVING
+            assert after.status == (Status.APPROVED if approves else Status.PENDING)
         else:
-            before = self.rows[after.id]
-            assert decision.before == before
-            assert after == replace(before, status=TRANSITIONS[before.status][cmd.op])
+            before = known[after.id]
+            assert target == before
+            moved = replace(before, status=TRANSITIONS[before.status][cmd.op])
+            assert after == public(moved, private=True)
 
     def upcoming(self, player: str) -> int:
         """The player's active reservations that have not ended (what the cap counts)."""
@@ -878,6 +931,7 @@ books = st.builds(
     minutes=st.integers(min_value=1, max_value=6).map(lambda k: 10 * k),
 )
 waits = st.builds(Wait, minutes=st.integers(min_value=1, max_value=12).map(lambda k: 5 * k))
+flushes = st.just(Flush())
 
 
 @st.composite
@@ -906,20 +960,33 @@ player_work = handles(
 )
 scripts = st.lists(
     st.one_of(
-        books, books, books, staff_work, staff_work, player_work, timer_and_machine_work, waits
+        books,
+        books,
+        books,
+        staff_work,
+        staff_work,
+        player_work,
+        timer_and_machine_work,
+        waits,
+        flushes,
     ),
     min_size=10,
     max_size=40,
 )
 
 
+#: everything in one batch: only the SlotBook's bookkeeping (what earlier jobs of the batch
+#: booked, and each player's count) stands between the commands
+one_batch = st.lists(st.one_of(books, books, books, player_work, staff_work), max_size=40)
+
+
 @FAST
-@given(script=scripts)
+@given(script=scripts | one_batch)
 def test_no_sequence_of_commands_ever_double_books_a_machine_or_a_player(
     script: Sequence[Step],
 ) -> None:
-    plaza = MiniBridge()
-    for step in script:
+    plaza = Venue()
+    for step in [*script, Flush()]:
         plaza.run(step)
         assert clashes(plaza.rows, ACTIVE, by="device_id") == []
         assert clashes(plaza.rows, ACTIVE, by="user") == []
@@ -943,7 +1010,9 @@ racing_requests = st.lists(
 @given(
     requests=racing_requests,
     script=st.lists(
-        st.one_of(staff_work, staff_work, staff_work, timer_and_machine_work, books, waits),
+        st.one_of(
+            staff_work, staff_work, staff_work, timer_and_machine_work, books, waits, flushes
+        ),
         max_size=30,
     ),
 )
@@ -952,11 +1021,11 @@ def test_overlapping_requests_that_slipped_in_are_never_both_approved(
 ) -> None:
     """Rows from two racing bridges (or from elsewhere) may overlap while pending; approving
     re-checks against holding reservations, so at most one of them ever holds the machine."""
-    plaza = MiniBridge()
+    plaza = Venue()
     for i, (machine, player, start, minutes) in enumerate(requests):
         raced = slot(f"p{i}", device=machine, user=player, start=start, minutes=minutes)
-        plaza.rows[raced.id] = replace(raced, status=Status.PENDING, code=f"9{i:05d}")
-    for step in script:
+        plaza.sql.rows[raced.id] = row_of(replace(raced, status=Status.PENDING, code=f"9{i:05d}"))
+    for step in [*script, Flush()]:
         plaza.run(step)
         assert clashes(plaza.rows, HOLDING, by="device_id") == []
 

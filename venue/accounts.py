@@ -24,7 +24,7 @@ _NAMES = {"pc": "PC", "console": "Console", "racing": "Racing rig", "vr": "VR bo
 
 DEMO_PLAYERS = ("player1", "player2", "player3")
 BRIDGE_USER = "bridge"
-API_USER = "api"
+API_USER = acl.API_USER
 OBSERVER_USER = "observer"
 
 

@@ -1,0 +1,304 @@
+"""BatchSql parity: every way of running the batch's statements returns the same rows.
+
+One contract class, subclassed per implementation (eventsourcing's recorder tests are the
+model): the sqlite3 statements, the Core statements on SQLite and on PostgreSQL, and the
+in-memory fake the unit tests decide on. Each subclass seeds the same data set and must give
+the same rows, times included (to the microsecond, timezone-aware UTC).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import Connection
+from sqlmodel import Session
+
+from bridge.models import Outbound
+from bridge.sql import BatchSql, DeviceRow, SlotRow, batch_sql
+from bridge.sql.core import CoreBatchSql
+from bridge.sql.sqlite import SqliteBatchSql
+from plaza.db import make_engine, make_sync_engine, migrate
+from plaza.tables import CommandLog, Device, Outbox, Reservation, table_of
+from tests.unit.helpers import MemorySql
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2030, 1, 7, 12, 0, 0, 123456, tzinfo=UTC)
+H = timedelta(hours=1)
+M = timedelta(minutes=1)
+
+DEVICES = [
+    DeviceRow("pc-01", "PC 1", False, False),
+    DeviceRow("pc-02", "PC 2", True, True),
+    DeviceRow("vr-01", "VR 1", False, True),
+]
+
+
+def _row(
+    rid: str, device: str, player: str, start: timedelta, end: timedelta, status: str
+) -> SlotRow:
+    return SlotRow(rid, device, player, NOW + start, NOW + end, status, f"{rid[-1]}0000{rid[-1]}")
+
+
+RESERVATIONS = [
+    _row("r1", "pc-01", "ana", H, 2 * H, "approved"),
+    _row("r2", "pc-01", "bo", 3 * H, 4 * H, "pending"),
+    _row("r3", "pc-01", "ana", -2 * H, -H, "completed"),
+    _row("r4", "pc-02", "cy", -30 * M, 30 * M, "checked_in"),
+    _row("r5", "pc-02", "ana", 30 * H, 31 * H, "cancelled"),
+    _row("r6", "vr-01", "bo", 10 * M, 70 * M, "approved"),
+    _row("r7", "pc-01", "dan", -10 * M, 50 * M, "approved"),
+    _row("r8", "pc-01", "dan", 25 * H, 26 * H, "pending"),
+]
+REPLY = '{"request_id":"1","ok":true}'
+LOGS = [("ana:1", REPLY)]
+
+
+#: reads the outbox as stored: (id, topic, payload, qos, retain, props_json) per row
+StoredOutbox = Callable[[], list[tuple[int, str, bytes, int, bool, str | None, str | None]]]
+
+
+def by_id(rows: list[SlotRow]) -> list[SlotRow]:
+    return sorted(rows, key=lambda r: r.id)
+
+
+class BatchSqlContract:
+    """The rows every :class:`bridge.sql.BatchSql` returns for the seeded data set."""
+
+    @pytest.fixture
+    def sql(self) -> BatchSql:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def stored_outbox(self) -> StoredOutbox:
+        """Reads the outbox rows as stored (id, topic, payload, qos, retain, props_json,
+        dead_reason)."""
+        raise NotImplementedError
+
+    def test_logged_answers_only_the_keys_it_knows(self, sql: BatchSql) -> None:
+        assert sql.logged(["ana:1", "nobody:9"]) == LOGS
+        assert sql.logged([]) == []
+
+    def test_devices_are_read_with_their_flags(self, sql: BatchSql) -> None:
+        got = sorted(sql.devices(["pc-01", "pc-02", "vr-01", "missing"]))
+        assert got == DEVICES
+        assert all(type(d.maintenance) is bool and type(d.auto_approve) is bool for d in got)
+
+    def test_targets_are_read_in_any_status_with_their_times(self, sql: BatchSql) -> None:
+        assert by_id(sql.targets(["r1", "r3", "r5", "missing"])) == [
+            RESERVATIONS[0],
+            RESERVATIONS[2],
+            RESERVATIONS[4],
+        ]
+
+    def test_near_is_the_live_rows_in_the_window_on_the_machines_or_of_the_players(
+        self, sql: BatchSql
+    ) -> None:
+        got = sql.near(["pc-01"], ["bo"], NOW, NOW + 5 * H)
+        assert by_id(got) == [RESERVATIONS[i] for i in (0, 1, 5, 6)]
+        assert sql.near(["pc-02"], [], NOW + 30 * M, NOW + 40 * H) == []  # half-open: r4 ends
+
+    def test_held_counts_the_live_reservations_that_have_not_ended(self, sql: BatchSql) -> None:
+        assert sorted(sql.held(["ana", "bo", "cy", "dan", "eve"], NOW)) == [
+            ("ana", 1),
+            ("bo", 2),
+            ("cy", 1),
+            ("dan", 2),
+        ]
+        assert sorted(sql.held(["cy", "dan"], NOW + 55 * M)) == [("dan", 1)]
+
+    def test_check_in_rows_are_the_approved_ones_open_for_check_in_earliest_first(
+        self, sql: BatchSql
+    ) -> None:
+        assert sql.check_in_rows("pc-01", NOW + 15 * M, NOW) == [RESERVATIONS[6]]
+        assert sql.check_in_rows("vr-01", NOW + 15 * M, NOW) == [RESERVATIONS[5]]
+        assert sql.check_in_rows("pc-01", NOW + 2 * H, NOW) == [RESERVATIONS[6], RESERVATIONS[0]]
+        assert sql.check_in_rows("pc-02", NOW + 15 * M, NOW) == []  # checked in already
+
+    def test_board_rows_are_the_live_rows_up_to_the_horizon(self, sql: BatchSql) -> None:
+        got = sql.board_rows(["pc-01", "pc-02"], NOW, NOW + 24 * H)
+        assert by_id(got) == [RESERVATIONS[i] for i in (0, 1, 3, 6)]
+
+    def test_inserted_reservations_and_logs_read_back_the_same(self, sql: BatchSql) -> None:
+        new = _row("n1", "vr-01", "eve", 5 * H, 6 * H, "pending")
+        sql.insert_reservations(
+            [
+                {
+                    **new._asdict(),
+                    "request_key": "eve:7",
+                    "created_at": NOW,
+                    "updated_at": NOW,
+                    "reminded_at": None,
+                }
+            ]
+        )
+        sql.insert_logs(
+            [
+                {
+                    "request_key": "eve:7",
+                    "device_id": "vr-01",
+                    "op": "reserve",
+                    "ok": True,
+                    "reply_json": REPLY,
+                    "created_at": NOW,
+                }
+            ]
+        )
+        assert sql.targets(["n1"]) == [new]
+        assert sql.logged(["eve:7"]) == [("eve:7", REPLY)]
+        assert sorted(sql.held(["eve"], NOW)) == [("eve", 1)]
+
+    def test_outbox_messages_are_stored_in_order_with_growing_ids(
+        self, sql: BatchSql, stored_outbox: StoredOutbox
+    ) -> None:
+        messages = [
+            Outbound("plaza/users/ana/replies", b"one", correlation=b"\x00corr"),
+            Outbound("plaza/board/pc-01", b"two", retain=True),
+            Outbound("plaza/events/reservations", b"three"),
+            Outbound("plaza/events/reservations", b"x" * 2000),  # over this broker's maximum
+        ]
+        stored = sql.insert_outbox(messages, NOW, 1500)
+        assert [m for _, m in stored] == messages
+        ids = [i for i, _ in stored]
+        assert ids == sorted(ids)
+        assert len(set(ids)) == 4
+        dead = f"too_large: {messages[3].size()} bytes, the broker takes at most 1500"
+        assert stored_outbox() == [
+            (ids[0], messages[0].topic, b"one", 1, False, messages[0].props_json(), None),
+            (ids[1], messages[1].topic, b"two", 1, True, None, None),
+            (ids[2], messages[2].topic, b"three", 1, False, None, None),
+            (ids[3], messages[3].topic, b"x" * 2000, 1, False, None, dead),
+        ]
+        assert sql.insert_outbox([], NOW, 1500) == []
+
+
+# -- the implementations ------------------------------------------------------------------------
+def _seed(conn: Connection) -> None:
+    with Session(conn) as session:  # the ORM fills in the machines' other columns
+        session.add_all(
+            Device(id=d.id, name=d.name, maintenance=d.maintenance, auto_approve=d.auto_approve)
+            for d in DEVICES
+        )
+        session.flush()
+    conn.execute(
+        sa.insert(table_of(Reservation)),
+        [
+            {
+                **r._asdict(),
+                "request_key": f"{r.player}:{r.id}",
+                "created_at": NOW,
+                "updated_at": NOW,
+                "reminded_at": None,
+            }
+            for r in RESERVATIONS
+        ],
+    )
+    conn.execute(
+        sa.insert(table_of(CommandLog)),
+        [
+            {
+                "request_key": k,
+                "device_id": "pc-01",
+                "op": "reserve",
+                "ok": True,
+                "reply_json": t,
+                "created_at": NOW,
+            }
+            for k, t in LOGS
+        ],
+    )
+
+
+class OnDatabase(BatchSqlContract):
+    @pytest.fixture
+    def conn(self, db_url: str) -> Iterator[Connection]:
+        async def create() -> None:
+            engine = make_engine(db_url)
+            try:
+                await migrate(engine)
+            finally:
+                await engine.dispose()
+
+        asyncio.run(create())
+        engine = make_sync_engine(db_url)
+        assert engine is not None
+        try:
+            with engine.begin() as conn:
+                _seed(conn)
+            with engine.begin() as conn:
+                yield conn
+        finally:
+            engine.dispose()
+
+    @pytest.fixture
+    def stored_outbox(self, conn: Connection) -> StoredOutbox:
+        table = table_of(Outbox)
+
+        def read() -> list[tuple[int, str, bytes, int, bool, str | None, str | None]]:
+            rows = conn.execute(sa.select(table).order_by(table.c.id)).all()
+            assert all(r.created_at == NOW and r.published_at is None for r in rows)
+            assert all((r.dead_at == NOW) is (r.dead_reason is not None) for r in rows)
+            return [
+                (
+                    r.id,
+                    r.topic,
+                    bytes(r.payload),
+                    r.qos,
+                    bool(r.retain),
+                    r.props_json,
+                    r.dead_reason,
+                )
+                for r in rows
+            ]
+
+        return read
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+class TestSqlite3Statements(OnDatabase):
+    @pytest.fixture
+    def sql(self, conn: Connection) -> BatchSql:
+        sql = batch_sql(conn)
+        assert isinstance(sql, SqliteBatchSql)
+        return sql
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+class TestCoreStatementsOnSqlite(OnDatabase):
+    @pytest.fixture
+    def sql(self, conn: Connection) -> BatchSql:
+        return CoreBatchSql(conn)
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+class TestCoreStatementsOnPostgresql(OnDatabase):
+    @pytest.fixture
+    def sql(self, conn: Connection) -> BatchSql:
+        sql = batch_sql(conn)
+        assert isinstance(sql, CoreBatchSql)
+        return sql
+
+
+class TestMemoryFake(BatchSqlContract):
+    """The unit tests' fake is held to the same rows."""
+
+    @pytest.fixture
+    def memory(self) -> MemorySql:
+        memory = MemorySql(DEVICES, RESERVATIONS)
+        memory.logs.update(LOGS)
+        return memory
+
+    @pytest.fixture
+    def sql(self, memory: MemorySql) -> BatchSql:
+        return memory
+
+    @pytest.fixture
+    def stored_outbox(self, memory: MemorySql) -> StoredOutbox:
+        return lambda: [
+            (i, m.topic, m.payload, m.qos, m.retain, m.props_json(), memory.dead.get(i))
+            for i, m in memory.outbox
+        ]
