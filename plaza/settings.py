@@ -7,6 +7,7 @@ small instead of patching constants. Bad values fail at start-up, not at first u
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -46,6 +47,14 @@ class Settings(BaseSettings):
     public_ws_url: str = ""
     #: the bridge's Prometheus endpoint (http://{http_host}:{port}/metrics); 0 turns it off
     bridge_metrics_port: int = Field(default=9102, ge=0, le=65535)
+
+    # logs (see plaza/logs.py): text or one JSON object per line; repeated warnings of one
+    # kind and sender: the first log_sample_first per log_sample_interval seconds, then a count
+    log_format: Literal["text", "json"] = "text"
+    log_sample_first: int = Field(default=5, ge=1)
+    log_sample_interval: float = Field(default=60, gt=0)
+    #: strings, bytes and exceptions in a log line are cut to this many characters
+    log_excerpt_chars: int = Field(default=500, ge=40)
 
     # database: empty means SQLite in WAL mode under data_dir
     database_url: str = ""

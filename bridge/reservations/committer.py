@@ -123,7 +123,13 @@ class Committer:
                 outcome = decide_job(book, self.effects, writes, job)
                 rows = await writes.flush(session, self._outbox.max_packet)
         except IntegrityError as exc:
-            log.info("SQL refused %s on %s: %s", cmd.op.value, job.device_id, exc.orig)
+            log.info(
+                "SQL refused %s on %s: %s",
+                cmd.op.value,
+                job.device_id,
+                exc.orig,
+                extra={"request_id": job.request_id},
+            )
             conflict = await self._holding_overlap(session, job, cmd)
             refusal = rules.Refusal(rules.Code.CONFLICT, "the slot was taken meanwhile", conflict)
             writes = Writes()

@@ -102,8 +102,14 @@ class ReservationDesk:
         except PayloadError as exc:
             self.metrics.malformed += 1
             self.commands.refused(UNKNOWN_OP, "invalid")
-            log.warning("bad request from %s on %s: %s", where.user, where.device, exc)
             rid = _peek_request_id(payload, self.settings.max_payload_bytes)
+            log.warning(
+                "bad request from %s on %s: %s",
+                where.user,
+                where.device,
+                exc,
+                extra={"sender": where.user, "request_id": rid},
+            )
             return [self._error(reply_to, rid, "invalid", str(exc), correlation)]
         if where.device in self.removed:
             return [
@@ -162,6 +168,13 @@ class ReservationDesk:
             initiated_by=request.on_behalf_of.by if request.on_behalf_of else None,
         )
         self.commands.follow(request.op, job.future, started)
+        log.debug(
+            "%s from %s on %s: to the machine's actor",
+            request.op,
+            where.user,
+            where.device,
+            extra={"request_id": request.request_id},
+        )
         self.actors.submit(job)
         return []
 
@@ -174,15 +187,15 @@ class ReservationDesk:
         self.metrics.malformed += 1
         self.commands.refused(UNKNOWN_OP, "correlation_too_large")
         limit = self.settings.max_correlation_bytes
+        rid = _peek_request_id(payload, self.settings.max_payload_bytes)
         log.warning(
             "request from %s on %s: %d bytes of correlation data (at most %d)",
             where.user,
             where.device,
             size,
             limit,
-            extra={"sender": where.user},
+            extra={"sender": where.user, "request_id": rid},
         )
-        rid = _peek_request_id(payload, self.settings.max_payload_bytes)
         return self._error(
             reply_to,
             rid,

@@ -9,9 +9,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -20,10 +22,18 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine, migrate
+from plaza.logs import LogLimits
 from plaza.settings import Settings
 from plaza.tables import Outbox
-from tests.conftest import BrokerHandle, RunningService, Seen, Watch, running_bridge
-from tests.integration.reserving import Requester
+from tests.conftest import (
+    BridgeProcess,
+    BrokerHandle,
+    RunningService,
+    Seen,
+    Watch,
+    running_bridge,
+)
+from tests.integration.reserving import Requester, slot
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -226,3 +236,88 @@ async def test_the_broker_s_own_maximum_from_connack_holds_when_the_setting_is_l
         await watch.wait_for(reply_to("behind"), timeout=10)
         await watch.wait_for(lambda s: s.topic == "plaza/admin/alerts", timeout=10)
         assert running.service.metrics.reconnects == 0
+
+
+# -- finding 10: logs a client can grow ---------------------------------------------------------
+async def burst(broker: BrokerHandle, user: str, messages: list[tuple[str, bytes]]) -> None:
+    """Publish ``messages`` (topic, payload) as ``user``, QoS 1, as fast as the broker takes."""
+    password = broker.secrets.players[user]
+    async with broker.client(user, password, identifier=f"{user}-{uuid.uuid4().hex[:6]}") as c:
+        await asyncio.gather(*(c.publish(t, p, qos=1) for t, p in messages))
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_burst_of_bad_messages_with_a_30_kb_topic_adds_a_bounded_number_of_log_bytes(
+    broker: BrokerHandle,
+    bridge_settings: Settings,
+    seeded: list[str],
+    tmp_path: Path,
+) -> None:
+    bridge = BridgeProcess(bridge_settings, tmp_path / "bridge.log")
+    await bridge.start()
+    try:
+        before = bridge.log_path.stat().st_size
+        # the ACL lets a player publish to any machine level of their requests: a 30 KB one
+        # is no machine id at all, and the refusal logged the topic (twice)
+        huge = f"plaza/devices/{'x' * 30_000}/requests/player1"
+        bad: list[tuple[str, bytes]] = [(huge, b"{}") for _ in range(300)]
+        bad += [(broker.topics.request(seeded[0], "player1"), b"not json") for _ in range(300)]
+        await burst(broker, "player1", bad)
+        async with player(broker, "player2") as other:  # handled in order: the burst is behind
+            reply = await other.request(seeded[0], timeout=20, op="cancel", reservation_id="zz")
+        assert reply.error is not None
+        assert reply.error.code == "not_found"
+        grown = bridge.log_path.stat().st_size - before
+    finally:
+        bridge.stop()
+    # before: every message logged, the topic twice: 300 x 60 KB = 18 MB
+    assert grown < 20_000, bridge.log_path.read_text()[-3000:]  # measured: 4 KB
+
+
+async def test_every_log_line_of_a_command_carries_its_request_id(
+    broker: BrokerHandle,
+    bridge: RunningService,
+    fleet_ids: list[str],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="bridge")
+    caplog.handler.addFilter(LogLimits())  # what `plaza bridge` puts on its log handler
+    device = fleet_ids[0]
+    async with player(broker, "player1") as phone:
+        made = await phone.request(device, request_id="rid-ok", op="reserve", **slot(3600, 30))
+        assert made.ok
+        bad = await phone.request(device, request_id="rid-bad", op="explode")
+        assert bad.error is not None
+        gone = await phone.request(device, request_id="rid-gone", op="cancel", reservation_id="x")
+        assert gone.error is not None
+    by_request: dict[str, list[str]] = {}
+    for record in caplog.records:
+        rid = getattr(record, "request_id", None)
+        if rid:
+            by_request.setdefault(rid, []).append(record.getMessage())
+    # intake and decision (with its reply) for decided commands; the refusal for the bad one
+    assert len(by_request.get("rid-ok", [])) >= 2, by_request
+    assert len(by_request.get("rid-gone", [])) >= 2, by_request
+    assert len(by_request.get("rid-bad", [])) >= 1, by_request
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_with_plaza_log_format_json_every_line_is_an_object_with_the_request_id(
+    broker: BrokerHandle,
+    bridge_settings: Settings,
+    seeded: list[str],
+    tmp_path: Path,
+) -> None:
+    bridge = BridgeProcess(bridge_settings, tmp_path / "bridge.log", PLAZA_LOG_FORMAT="json")
+    await bridge.start()
+    try:
+        async with player(broker, "player1") as phone:
+            bad = await phone.request(seeded[0], request_id="rid-json", op="explode")
+            assert bad.error is not None
+    finally:
+        bridge.stop()
+    lines = [json.loads(line) for line in bridge.log_path.read_text().splitlines()]
+    assert all({"ts", "level", "logger", "message"} <= set(line) for line in lines)
+    refused = [line for line in lines if line.get("request_id") == "rid-json"]
+    assert refused, lines
+    assert refused[0]["level"] == "WARNING"
