@@ -32,7 +32,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
-from sqlalchemy import Connection, bindparam, delete, insert, or_, update
+from sqlalchemy import Connection, bindparam, insert, or_, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,6 +41,7 @@ from bridge.link import Link
 from bridge.metrics import BridgeMetrics
 from bridge.models import Outbound, Stored
 from bridge.queues import next_batch
+from bridge.retention import delete_in_chunks
 from bridge.sql.core import insert_outbox
 from plaza.messages import AdminAlert, AlertSeverity
 from plaza.mqtt import PlazaClient
@@ -253,19 +254,11 @@ class OutboxPublisher:
 
     async def prune(self, keep: timedelta, keep_dead: timedelta = KEEP_DEAD) -> int:
         """Delete rows sent longer ago than ``keep`` and dead letters set aside longer ago
-        than ``keep_dead``; unsent rows are never deleted."""
+        than ``keep_dead``, in chunks (:func:`bridge.retention.delete_in_chunks`); unsent rows
+        are never deleted."""
         now = datetime.now(UTC)
-        async with self._gate, self._sessions() as session:
-            result = await session.exec(
-                delete(Outbox).where(
-                    or_(
-                        col(Outbox.published_at) < now - keep,
-                        col(Outbox.dead_at) < now - keep_dead,
-                    )
-                )
-            )
-            await session.commit()
-        return int(result.rowcount or 0)
+        old = or_(_OUTBOX.c.published_at < now - keep, _OUTBOX.c.dead_at < now - keep_dead)
+        return await delete_in_chunks(self._sessions, self._gate, _OUTBOX.c.id, old)
 
     async def _mark_loop(self) -> None:
         while True:

@@ -96,7 +96,8 @@ async def _v8_reservation_indexes(conn: AsyncConnection) -> None:
 
 async def _v9_dead_letters(conn: AsyncConnection) -> None:
     """Version 9: outbox rows the broker cannot take are set aside (``dead_at``,
-    ``dead_reason``) instead of being retried at the head of the queue."""
+    ``dead_reason``) instead of being retried at the head of the queue; the command log is
+    pruned by age (an index on ``created_at``)."""
     columns = await conn.run_sync(
         lambda c: {col["name"] for col in inspect(c).get_columns("outbox")}
     )
@@ -105,6 +106,9 @@ async def _v9_dead_letters(conn: AsyncConnection) -> None:
         await conn.execute(text(f"ALTER TABLE outbox ADD COLUMN dead_at {stamp}"))
     if "dead_reason" not in columns:
         await conn.execute(text("ALTER TABLE outbox ADD COLUMN dead_reason VARCHAR(200)"))
+    await conn.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_command_log_created_at ON command_log (created_at)")
+    )
 
 
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {

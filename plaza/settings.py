@@ -93,6 +93,11 @@ class Settings(BaseSettings):
     bridge_id: str = Field(default="plaza-bridge", min_length=1, max_length=64)
     shared_group: str = ""
     commit_batch_max: int = Field(default=256, ge=1)
+    #: command-log rows (what answers a retry) are kept this long (seconds; default 7 days:
+    #: a web client's tab retries an unconfirmed booking for as long as it stays open)
+    command_log_retention: float = Field(default=7 * 86400, gt=0)
+    #: how often the bridge deletes what is past its retention
+    prune_interval: float = Field(default=600, gt=0)
 
     # notifications and alerts (seconds); see bridge/notifier.py and docs/protocol.md
     #: low-priority notifications are published in a digest this often

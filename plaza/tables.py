@@ -142,7 +142,8 @@ def is_active(
 
 
 class CommandLog(SQLModel, table=True):
-    """Every decided command and the reply it got: a retry with the same key gets it again."""
+    """Every decided command and the reply it got: a retry with the same key gets it again.
+    Kept ``PLAZA_COMMAND_LOG_RETENTION``, then deleted by age (``created_at`` index)."""
 
     __tablename__ = "command_log"
 
@@ -151,7 +152,7 @@ class CommandLog(SQLModel, table=True):
     op: str = Field(max_length=12)
     ok: bool
     reply_json: str
-    created_at: datetime = _ts(default_factory=utcnow)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
 
 
 class Outbox(SQLModel, table=True):

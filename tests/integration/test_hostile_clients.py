@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +22,11 @@ import pytest
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from plaza.db import make_engine, migrate
+from bridge.retention import Retention
+from plaza.db import make_engine, migrate, session_factory
 from plaza.logs import LogLimits
 from plaza.settings import Settings
-from plaza.tables import Outbox
+from plaza.tables import CommandLog, Outbox
 from tests.conftest import (
     BridgeProcess,
     BrokerHandle,
@@ -321,3 +323,89 @@ async def test_with_plaza_log_format_json_every_line_is_an_object_with_the_reque
     refused = [line for line in lines if line.get("request_id") == "rid-json"]
     assert refused, lines
     assert refused[0]["level"] == "WARNING"
+
+
+# -- finding 12: growth and lifetimes (the command log) ------------------------------------------
+async def command_log(db_url: str) -> dict[str, datetime]:
+    engine = make_engine(db_url)
+    try:
+        async with AsyncSession(engine) as session:
+            rows = (await session.exec(select(CommandLog))).all()
+            return {r.request_key: r.created_at for r in rows}
+    finally:
+        await engine.dispose()
+
+
+async def age_command_log(db_url: str, created_at: dict[str, datetime]) -> None:
+    """Give command-log rows an older ``created_at`` (adding the keys that are missing)."""
+    engine = make_engine(db_url)
+    try:
+        await migrate(engine)
+        async with AsyncSession(engine) as session:
+            for key, at in created_at.items():
+                row = await session.get(CommandLog, key)
+                if row is None:
+                    reply = '{"request_id":"x","ok":false}'
+                    row = CommandLog(
+                        request_key=key, device_id="pc-01", op="cancel", ok=False, reply_json=reply
+                    )
+                row.created_at = at
+                session.add(row)
+            await session.commit()
+    finally:
+        await engine.dispose()
+
+
+async def test_pruning_the_command_log_removes_old_rows_in_chunks_and_keeps_the_newest(
+    db_url: str,
+) -> None:
+    now = datetime.now(UTC)
+    old = {f"p:old-{n}": now - timedelta(days=8, minutes=n) for n in range(25)}
+    new = {f"p:new-{n}": now - timedelta(hours=n) for n in range(5)}
+    edge = {f"p:edge-{n}": now - timedelta(days=6, hours=23) for n in range(3)}
+    await age_command_log(db_url, {**old, **new, **edge})
+    engine = make_engine(db_url)
+    try:
+        retention = Retention(
+            session_factory(engine), asyncio.Lock(), keep_commands=7 * 86400, chunk=10
+        )
+        assert await retention.prune() == 25  # in three chunks of at most ten
+        assert await retention.prune() == 0
+    finally:
+        await engine.dispose()
+    assert set(await command_log(db_url)) == set(new) | set(edge)
+
+
+async def test_a_retry_within_the_command_log_s_retention_is_answered_from_the_log(
+    broker: BrokerHandle, bridge: RunningService, fleet_ids: list[str], db_url: str
+) -> None:
+    device = fleet_ids[2]
+    parts = bridge.service.parts
+    assert parts is not None
+    now = datetime.now(UTC)
+    async with player(broker, "player1") as phone:
+        when, later = slot(7200, 30), slot(3 * 3600, 30)
+        first = await phone.request(device, request_id="keep-me", op="reserve", **when)
+        assert first.ok
+        gone = await phone.request(device, request_id="forget-me", op="reserve", **later)
+        assert gone.ok
+        await age_command_log(
+            db_url,
+            {
+                "player1:keep-me": now - timedelta(days=6),  # inside the 7 days
+                "player1:forget-me": now - timedelta(days=8),
+                **{f"p:old-{n}": now - timedelta(days=9) for n in range(30)},
+            },
+        )
+        assert await parts.retention.prune() == 31
+        for rid, at in (("keep-me", when), ("forget-me", later)):  # each one's second reply
+            await phone.send(device, {"request_id": rid, "op": "reserve", **at})
+        again = await phone.reply("keep-me", count=2)
+        late = await phone.reply("forget-me", count=2)
+    assert again == first  # the same reply, from the log: applied once
+    # past the retention the retry is decided again: it meets its own booking, and is refused
+    assert late.error is not None
+    assert late.error.code == "conflict"
+    logged = await command_log(db_url)
+    assert "player1:keep-me" in logged
+    assert not any(key.startswith("p:old-") for key in logged)
