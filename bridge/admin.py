@@ -119,7 +119,7 @@ class AdminDesk:
         reply = Reply(request_id=request_id, ok=code is None, error=error)
         async with self._gate, self._sessions() as session:
             outbox = [Outbound(topic, reply.encode(), correlation=correlation)]
-            rows = await Writes(outbox=outbox).flush(session)
+            rows = await Writes(outbox=outbox).flush(session, self._outbox.max_packet)
             await session.commit()
         self._outbox.enqueue(rows)
 
@@ -205,7 +205,7 @@ class AdminDesk:
                     )
                     for player in players
                 ]
-            rows = await writes.flush(session)
+            rows = await writes.flush(session, self._outbox.max_packet)
             await session.commit()
         self._outbox.enqueue(rows)
         log.info("notice %s published to %d players", notice_id, len(players))

@@ -61,7 +61,14 @@ async def open_context(
             reads=session_factory(reader),
             gate=gate,
             link=link,
-            outbox=OutboxPublisher(sessions, link, gate),
+            outbox=OutboxPublisher(
+                sessions,
+                link,
+                gate,
+                metrics=metrics,
+                topics=topics,
+                alert_cooldown=settings.alert_cooldown,
+            ),
             metrics=metrics,
         )
     finally:

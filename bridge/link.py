@@ -6,6 +6,10 @@ lost. :meth:`Link.publish` sends live messages
 (boards, presence events, refusals) and gives up quietly while disconnected: boards are
 re-published on every reconnect. The outbox publisher waits on :attr:`Link.connected`
 instead and retries, because what it sends is committed.
+
+:attr:`Link.max_packet` is the largest packet the broker takes: ``PLAZA_MQTT_MAX_PACKET_SIZE``
+(which mirrors the broker's ``max_packet_size``), or less when the broker's CONNACK says so.
+Nothing larger is ever sent: the broker would drop the connection for it.
 """
 
 from __future__ import annotations
@@ -18,36 +22,76 @@ import aiomqtt
 
 from bridge.metrics import BridgeMetrics
 from bridge.models import Outbound
+from plaza.mqtt import PlazaClient
 
 log = logging.getLogger(__name__)
 
 
 class Link:
-    def __init__(self, metrics: BridgeMetrics) -> None:
+    def __init__(self, metrics: BridgeMetrics, *, max_packet_size: int = 65_536) -> None:
         self._metrics = metrics
-        self.client: aiomqtt.Client | None = None
+        self._client: PlazaClient | None = None
         self.connected = asyncio.Event()
+        self._configured_max = max_packet_size
+        #: the broker's Maximum Packet Size from the last CONNACK that gave one
+        self._broker_max: int | None = None
+        #: connections made so far (a publisher compares it to see a connection was lost)
+        self.connections = 0
+
+    @property
+    def client(self) -> PlazaClient | None:
+        return self._client
+
+    @client.setter
+    def client(self, client: PlazaClient | None) -> None:
+        self._client = client
+        if client is None:
+            return
+        self.connections += 1
+        if client.broker_max_packet is not None:
+            self._broker_max = client.broker_max_packet
+
+    @property
+    def max_packet(self) -> int:
+        """The largest packet this bridge may send (bytes)."""
+        if self._broker_max is None:
+            return self._configured_max
+        return min(self._configured_max, self._broker_max)
 
     def down(self) -> None:
-        self.client = None
+        self._client = None
         self.connected.clear()
 
     async def publish(self, outbound: Sequence[Outbound]) -> None:
-        """Publish ``outbound`` now; while disconnected, log and drop (nothing committed)."""
-        client = self.client
+        """Publish ``outbound`` now; while disconnected, log and drop (nothing committed).
+        A message the broker could not take is dropped and counted, never sent."""
+        client = self._client
         if client is None:
             log.warning("not connected; %d messages not published", len(outbound))
             return
+        limit = self.max_packet
+        sendable = []
+        for o in outbound:
+            reason = o.unsendable(limit)
+            if reason is None:
+                sendable.append(o)
+                continue
+            self._metrics.unsendable += 1
+            log.warning("not published to %s: %s", o.topic, reason, extra={"sender": "bridge"})
         try:
-            await asyncio.gather(
+            refusals = await asyncio.gather(
                 *(
-                    client.publish(
+                    client.publish_acked(
                         o.topic, o.payload, qos=o.qos, retain=o.retain, properties=o.properties()
                     )
-                    for o in outbound
+                    for o in sendable
                 )
             )
         except aiomqtt.MqttError as exc:
             log.warning("publish failed (%s); boards are re-published on reconnect", exc)
             return
-        self._metrics.board_published += sum(1 for o in outbound if o.retain)
+        for o, refused in zip(sendable, refusals, strict=True):
+            if refused is not None:
+                self._metrics.unsendable += 1
+                log.warning("the broker refused a message on %s: %s", o.topic, refused)
+        self._metrics.board_published += sum(1 for o in sendable if o.retain)

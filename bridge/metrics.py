@@ -118,6 +118,9 @@ class BridgeMetrics:
     board_published: int = _counter("Retained board entries published")
     #: messages whose handling raised (a bug, logged with its traceback; the loop goes on)
     handler_errors: int = _counter("Messages whose handling raised (a bug; see the log)")
+    #: outbox rows the broker could not take (too large, refused, dropping the connection)
+    dead_letters: int = _counter("Outbox messages set aside as dead letters (never sent)")
+    unsendable: int = _counter("Live messages not published: too large for the broker or refused")
     registry: CollectorRegistry = field(
         default_factory=CollectorRegistry, repr=False, compare=False
     )

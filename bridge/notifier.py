@@ -246,8 +246,9 @@ class Notifier:
         now = datetime.now(UTC)
         async with self._gate, self._sessions() as session:
             conn = await session.connection()
+            limit = self._outbox.max_packet
             rows = await conn.run_sync(
-                lambda c: insert_outbox(c, digest_rows(c, self.topics, now), now)
+                lambda c: insert_outbox(c, digest_rows(c, self.topics, now), now, limit)
             )
             await session.commit()
         self._outbox.enqueue(rows)
@@ -267,10 +268,10 @@ class Notifier:
         try:
             ack = decode(NotificationAck, payload, self.max_payload)
         except PayloadError as exc:
-            log.warning("bad read receipt from %s: %s", user, exc)
+            log.warning("bad read receipt from %s: %s", user, exc, extra={"sender": user})
             return
         if not self._ack_budget.take(user, time.monotonic()):
-            log.warning("read receipts from %s over budget: dropped", user)
+            log.warning("read receipts from %s over budget: dropped", user, extra={"sender": user})
             return
         self._acks.put_nowait((user, ack))
 

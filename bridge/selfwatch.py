@@ -15,6 +15,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from bridge.alerts import make_alert
+from plaza.logs import flush_summaries
 from plaza.messages import AdminAlert, AlertSeverity
 
 CHECK_EVERY = 5.0
@@ -45,6 +46,7 @@ class SelfWatch:
         self._last_errors = self._read().db_errors
         while True:
             await asyncio.sleep(CHECK_EVERY)
+            flush_summaries()  # how many repeated warnings the log left out, if any
             for alert in self.look(time.time()):
                 await self._raise(alert)
 

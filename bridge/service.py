@@ -36,6 +36,7 @@ from bridge.reservations.batch_runner import BatchRunner
 from bridge.reservations.committer import Committer
 from bridge.reservations.intake import ReservationDesk
 from bridge.reservations.timers import Timers
+from bridge.retention import Retention
 from bridge.router import Handler, Router
 from bridge.selfwatch import Readings, SelfWatch
 from plaza.mqtt import Backoff, service_client
@@ -64,6 +65,7 @@ class Parts:
     outages: OutageWatch
     selfwatch: SelfWatch
     router: Router
+    retention: Retention
 
 
 async def assemble(ctx: BridgeContext) -> Parts:
@@ -126,6 +128,12 @@ async def assemble(ctx: BridgeContext) -> Parts:
         outages=OutageWatch(ctx, tracker=tracker),
         selfwatch=selfwatch,
         router=router,
+        retention=Retention(
+            ctx.sessions,
+            ctx.gate,
+            keep_commands=settings.command_log_retention,
+            every=settings.prune_interval,
+        ),
     )
 
 
@@ -158,7 +166,7 @@ class BridgeService:
         self.identifier = settings.bridge_id
         self.topics = Topics(settings.topic_root)
         self.metrics = BridgeMetrics()
-        self.link = Link(self.metrics)
+        self.link = Link(self.metrics, max_packet_size=settings.mqtt_max_packet_size)
         self.ready = asyncio.Event()
         #: the running bridge's parts (None until :meth:`run` has built them)
         self.parts: Parts | None = None
@@ -260,6 +268,7 @@ class BridgeService:
             tg.create_task(parts.admin.run(), name="admin-commands")
             tg.create_task(parts.outages.run(), name="outages")
             tg.create_task(parts.selfwatch.run(), name="self-watch")
+            tg.create_task(parts.retention.run(), name="retention")
             tg.create_task(self._mqtt_loop(parts), name="mqtt")
 
     async def _mqtt_loop(self, parts: Parts) -> None:

@@ -41,7 +41,9 @@ class Writes:
     #: admin alerts to store (their outbox message is added by whoever raises them)
     alerts: list[AdminAlert] = field(default_factory=list)
 
-    def flush_sync(self, conn: Connection) -> list[Stored]:
+    def flush_sync(self, conn: Connection, max_packet: int) -> list[Stored]:
+        """Write every row; an outbox message larger than ``max_packet`` (the broker's
+        maximum packet size) or otherwise unsendable is written dead-lettered."""
         sql, now = batch_sql(conn), datetime.now(UTC)
         for row in self.changed:  # first: a cancel frees its slot for a booking in this batch
             values = {k: v for k, v in row.items() if k != "id"}
@@ -52,8 +54,8 @@ class Writes:
         sql.insert_logs(self.logs)
         if self.alerts:
             conn.execute(insert(_ALERT), [alert_row(a) for a in self.alerts])
-        return sql.insert_outbox(self.outbox + write_notes(conn, self.notes, now), now)
+        return sql.insert_outbox(self.outbox + write_notes(conn, self.notes, now), now, max_packet)
 
-    async def flush(self, session: AsyncSession) -> list[Stored]:
+    async def flush(self, session: AsyncSession, max_packet: int) -> list[Stored]:
         conn = await session.connection()
-        return await conn.run_sync(self.flush_sync)
+        return await conn.run_sync(self.flush_sync, max_packet)

@@ -94,6 +94,23 @@ async def _v8_reservation_indexes(conn: AsyncConnection) -> None:
     )
 
 
+async def _v9_dead_letters(conn: AsyncConnection) -> None:
+    """Version 9: outbox rows the broker cannot take are set aside (``dead_at``,
+    ``dead_reason``) instead of being retried at the head of the queue; the command log is
+    pruned by age (an index on ``created_at``)."""
+    columns = await conn.run_sync(
+        lambda c: {col["name"] for col in inspect(c).get_columns("outbox")}
+    )
+    stamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    if "dead_at" not in columns:
+        await conn.execute(text(f"ALTER TABLE outbox ADD COLUMN dead_at {stamp}"))
+    if "dead_reason" not in columns:
+        await conn.execute(text("ALTER TABLE outbox ADD COLUMN dead_reason VARCHAR(200)"))
+    await conn.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_command_log_created_at ON command_log (created_at)")
+    )
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
@@ -102,6 +119,7 @@ _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     6: _v6_broker_sessions,
     7: _v7_alert_english,
     8: _v8_reservation_indexes,
+    9: _v9_dead_letters,
 }
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or

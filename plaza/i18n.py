@@ -101,6 +101,12 @@ ALERTS: dict[str, tuple[str, str]] = {
         "브리지 이상: 최근 데이터베이스 오류 {count}건",
         "bridge degraded: {count} database errors in the last seconds",
     ),
+    "outbox_dead_letter": (
+        "발송할 수 없는 메시지 {count}건을 보류했습니다 (최근: {topic}, {reason}). "
+        "outbox 테이블의 dead_reason을 확인하세요.",
+        "{count} outgoing messages could not be sent and were set aside (latest: {topic}, "
+        "{reason}); see dead_reason in the outbox table",
+    ),
     "bridge_backlog": (
         "브리지 이상: 명령 {count}건 대기 중 (한도 {limit})",
         "bridge degraded: {count} commands waiting (limit {limit})",

@@ -3,11 +3,17 @@
 Every service client sets TCP_NODELAY (without it a small request waits on Nagle, ~40 ms per
 round trip) and speaks MQTT 5. Persistent sessions pass ``clean_start=False`` and a session
 expiry explicitly: aiomqtt's default silently starts clean on every reconnect.
+
+:class:`PlazaClient` is aiomqtt's client plus what aiomqtt 2.5 drops on the floor: the
+broker's Maximum Packet Size from CONNACK, and the reason code of each PUBACK (Mosquitto 2.0
+answers a QoS 1 publish its ACL refuses with PUBACK 0x87 Not authorized, which aiomqtt reports
+as success).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import random
 import socket
 import ssl
@@ -15,8 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 from plaza.settings import Settings
 
@@ -49,6 +57,74 @@ def client_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+#: the packet id paho gave the last publish of this task (read back by publish_acked)
+_LAST_MID: contextvars.ContextVar[int] = contextvars.ContextVar("plaza_last_mid", default=0)
+
+
+class PlazaClient(aiomqtt.Client):
+    """aiomqtt's client that keeps the broker's Maximum Packet Size (CONNACK) and tells a
+    publish the broker refused (:meth:`publish_acked`).
+
+    Written for aiomqtt 2.5 (pinned ``<3``): it overrides two of its paho callbacks and
+    wraps the paho client's ``publish`` to learn each message's packet id; every override
+    calls through, so aiomqtt behaves as before (tests/integration/test_hostile_clients.py
+    checks both against a real broker)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        #: the broker's Maximum Packet Size from its last CONNACK (None: it gave none)
+        self.broker_max_packet: int | None = None
+        self._refused: dict[int, ReasonCode] = {}
+        paho_publish = self._client.publish
+
+        def publish(*a: Any, **kw: Any) -> paho.MQTTMessageInfo:
+            info = paho_publish(*a, **kw)
+            self._refused.pop(info.mid, None)  # a stale refusal of an earlier use of the id
+            _LAST_MID.set(info.mid)
+            return info
+
+        self._client.publish = publish  # type: ignore[method-assign]
+
+    def _on_connect(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        flags: paho.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None = None,
+    ) -> None:
+        size = getattr(properties, "MaximumPacketSize", None)
+        if isinstance(size, int) and size > 0:
+            self.broker_max_packet = size
+        super()._on_connect(client, userdata, flags, reason_code, properties)
+
+    def _on_publish(
+        self,
+        client: paho.Client,
+        userdata: Any,
+        mid: int,
+        reason_code: ReasonCode,
+        properties: Properties,
+    ) -> None:
+        if reason_code.is_failure:
+            self._refused[mid] = reason_code
+        super()._on_publish(client, userdata, mid, reason_code, properties)
+
+    async def publish_acked(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> ReasonCode | None:
+        """Publish like :meth:`publish`; return the broker's refusal (a PUBACK reason code
+        of 0x80 or more), or None when it took the message (QoS 0: always None)."""
+        await self.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+        return self._refused.pop(_LAST_MID.get(), None) if qos else None
+
+
 def service_client(
     settings: Settings,
     identifier: str,
@@ -56,9 +132,9 @@ def service_client(
     persistent: bool,
     keepalive: int = 30,
     max_queued_incoming: int = 0,
-) -> aiomqtt.Client:
+) -> PlazaClient:
     """A client for the bridge or the api, authenticated with the service's account."""
-    return aiomqtt.Client(
+    return PlazaClient(
         settings.mqtt_host,
         settings.mqtt_port,
         username=settings.mqtt_username,

@@ -7,6 +7,7 @@ small instead of patching constants. Bad values fail at start-up, not at first u
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -57,6 +58,14 @@ class Settings(BaseSettings):
     #: the bridge's Prometheus endpoint (http://{http_host}:{port}/metrics); 0 turns it off
     bridge_metrics_port: int = Field(default=9102, ge=0, le=65535)
 
+    # logs (see plaza/logs.py): text or one JSON object per line; repeated warnings of one
+    # kind and sender: the first log_sample_first per log_sample_interval seconds, then a count
+    log_format: Literal["text", "json"] = "text"
+    log_sample_first: int = Field(default=5, ge=1)
+    log_sample_interval: float = Field(default=60, gt=0)
+    #: strings, bytes and exceptions in a log line are cut to this many characters
+    log_excerpt_chars: int = Field(default=500, ge=40)
+
     # database: empty means SQLite in WAL mode under data_dir
     database_url: str = ""
 
@@ -67,6 +76,12 @@ class Settings(BaseSettings):
     reconnect_min: float = Field(default=0.2, gt=0)
     reconnect_max: float = Field(default=15.0, gt=0)
     max_payload_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
+    #: MQTT 5 correlation data a request may carry (echoed on its reply); our clients send
+    #: 16 bytes (the api) or their request id (the web client, at most 64)
+    max_correlation_bytes: int = Field(default=256, ge=16, le=4096)
+    #: the broker's max_packet_size (broker-config/mosquitto.conf): the bridge sends nothing
+    #: larger (nor larger than the broker's CONNACK allows)
+    mqtt_max_packet_size: int = Field(default=65_536, ge=1024, le=268_435_460)
 
     # reservations (seconds unless said otherwise); see docs/protocol.md
     reminder_lead: float = Field(default=600, ge=0)
@@ -88,6 +103,11 @@ class Settings(BaseSettings):
     bridge_id: str = Field(default="plaza-bridge", min_length=1, max_length=64)
     shared_group: str = ""
     commit_batch_max: int = Field(default=256, ge=1)
+    #: command-log rows (what answers a retry) are kept this long (seconds; default 7 days:
+    #: a web client's tab retries an unconfirmed booking for as long as it stays open)
+    command_log_retention: float = Field(default=7 * 86400, gt=0)
+    #: how often the bridge deletes what is past its retention
+    prune_interval: float = Field(default=600, gt=0)
 
     # notifications and alerts (seconds); see bridge/notifier.py and docs/protocol.md
     #: low-priority notifications are published in a digest this often

@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel
 
 from plaza import rules
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -142,7 +142,8 @@ def is_active(
 
 
 class CommandLog(SQLModel, table=True):
-    """Every decided command and the reply it got: a retry with the same key gets it again."""
+    """Every decided command and the reply it got: a retry with the same key gets it again.
+    Kept ``PLAZA_COMMAND_LOG_RETENTION``, then deleted by age (``created_at`` index)."""
 
     __tablename__ = "command_log"
 
@@ -151,12 +152,16 @@ class CommandLog(SQLModel, table=True):
     op: str = Field(max_length=12)
     ok: bool
     reply_json: str
-    created_at: datetime = _ts(default_factory=utcnow)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
 
 
 class Outbox(SQLModel, table=True):
     """Messages written in the same transaction as the change they announce; a publisher
-    sends them in id order after commit and marks them, so a crash in between loses none."""
+    sends them in id order after commit and marks them, so a crash in between loses none.
+
+    A message the broker cannot take (too large, a topic it refuses) is *dead-lettered*:
+    ``dead_at`` and ``dead_reason`` are set, it is never sent again, and the rows behind it
+    go on (docs/operations.md, "Limits and abuse")."""
 
     id: int | None = Field(default=None, primary_key=True)
     topic: str = Field(max_length=200)
@@ -166,6 +171,8 @@ class Outbox(SQLModel, table=True):
     props_json: str | None = None
     created_at: datetime = _ts(default_factory=utcnow)
     published_at: datetime | None = _ts(default=None, index=True)
+    dead_at: datetime | None = _ts(default=None)
+    dead_reason: str | None = Field(default=None, max_length=200)
 
 
 # -- people ----------------------------------------------------------------------------------

@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import logging
 import os
 import signal
 import ssl
@@ -16,7 +15,10 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from plaza import paho_tables
+from plaza.logs import setup_logging
 from plaza.mqtt import stop_task
 from plaza.settings import Settings
 from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets
@@ -422,11 +424,17 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     paho_tables.install()  # every service and tool of the venue runs on the faster paho
     args = build_parser().parse_args(argv)
-    logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    try:
+        logs = Settings()
+    except ValidationError:  # the command reports it; log with the defaults meanwhile
+        logs = Settings.model_construct()
+    setup_logging(
+        verbose=args.verbose,
+        log_format=logs.log_format,
+        first=logs.log_sample_first,
+        interval=logs.log_sample_interval,
+        excerpt_chars=logs.log_excerpt_chars,
     )
-    logging.getLogger("aiomqtt").setLevel(logging.WARNING)
     return int(args.func(args))
 
 

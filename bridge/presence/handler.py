@@ -68,7 +68,9 @@ class PresenceHandler:
                 effects = self._on_state(where.device, decode(DeviceState, raw, self._limit))
         except PayloadError as exc:
             self._metrics.bad_payloads += 1
-            log.warning("dropped bad payload on %s: %s", message.topic, exc)
+            log.warning(
+                "dropped bad payload on %s: %s", message.topic, exc, extra={"sender": where.device}
+            )
             return True
         await self.apply(effects)
         return True

@@ -84,7 +84,7 @@ class OutageWatch:
             writes = await conn.run_sync(lambda c: self._decide(c, down, available, now))
             if writes is None:
                 return 0
-            rows = await writes.flush(session)
+            rows = await writes.flush(session, self._outbox.max_packet)
             await session.commit()
         self._outbox.enqueue(rows)
         self.told += len(writes.notes)

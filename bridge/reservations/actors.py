@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from plaza import rules
+from plaza.logs import request_context
 from plaza.messages import Reply
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,8 @@ class ActorPool:
                     del self.queues[device_id]
                     return
                 continue
-            try:
-                await self._submit(job)
-            except Exception:  # never let one command kill the machine's actor
-                log.exception("command for %s failed", device_id)
+            with request_context(job.request_id):  # its log lines carry its request id
+                try:
+                    await self._submit(job)
+                except Exception:  # never let one command kill the machine's actor
+                    log.exception("command for %s failed", device_id)

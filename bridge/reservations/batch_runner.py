@@ -76,6 +76,7 @@ class BatchRunner:
                         "dropping a %s job for %s that keeps failing",
                         batch[0].what(),
                         batch[0].device_id,
+                        extra={"request_id": batch[0].request_id},
                     )
                     self.dropped += 1
                     batch[0].future.set_result(None)
@@ -98,6 +99,24 @@ class BatchRunner:
             self._publish(rows)
             if boards:
                 self._on_boards(boards)
+            if log.isEnabledFor(logging.DEBUG):
+                for job, outcome in zip(batch, outcomes, strict=True):
+                    log.debug(
+                        "%s on %s decided: %s",
+                        job.what(),
+                        job.device_id,
+                        _result(outcome.reply),
+                        extra={"request_id": job.request_id},
+                    )
             for job, outcome in zip(batch, outcomes, strict=True):
                 if not job.future.done():
                     job.future.set_result(outcome.reply)
+
+
+def _result(reply: Reply | None) -> str:
+    """A reply as a log line says it: ``ok``, the error code, or ``no reply``."""
+    if reply is None:
+        return "no reply"
+    if reply.ok:
+        return "ok"
+    return reply.error.code if reply.error else "error"

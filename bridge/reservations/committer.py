@@ -51,6 +51,7 @@ class Committer:
 
     def __init__(self, ctx: BridgeContext) -> None:
         self.engine = ctx.engine
+        self._outbox = ctx.outbox
         self._sessions = ctx.sessions
         self._sync_engine = make_sync_engine(ctx.settings.db_url)
         self.settings = ctx.settings
@@ -99,7 +100,7 @@ class Committer:
         writes = Writes()
         book = SlotBook.load(batch_sql(conn), batch, self.policy, now)
         outcomes = [decide_job(book, self.effects, writes, job) for job in batch]
-        rows = writes.flush_sync(conn)
+        rows = writes.flush_sync(conn, self._outbox.max_packet)
         # the boards of the machines this batch changed, as this transaction leaves them
         return outcomes, rows, board_slots(conn, _touched(batch, outcomes), now)
 
@@ -110,7 +111,7 @@ class Committer:
         writes = Writes()
         if job.timer == "remind":
             outcome = await self._remind(session, job, now, writes)
-            return outcome, await writes.flush(session)
+            return outcome, await writes.flush(session, self._outbox.max_packet)
         cmd = job.command
         assert cmd is not None
         conn = await session.connection()
@@ -120,15 +121,21 @@ class Committer:
                     lambda c: SlotBook.load(batch_sql(c), [job], self.policy, now)
                 )
                 outcome = decide_job(book, self.effects, writes, job)
-                rows = await writes.flush(session)
+                rows = await writes.flush(session, self._outbox.max_packet)
         except IntegrityError as exc:
-            log.info("SQL refused %s on %s: %s", cmd.op.value, job.device_id, exc.orig)
+            log.info(
+                "SQL refused %s on %s: %s",
+                cmd.op.value,
+                job.device_id,
+                exc.orig,
+                extra={"request_id": job.request_id},
+            )
             conflict = await self._holding_overlap(session, job, cmd)
             refusal = rules.Refusal(rules.Code.CONFLICT, "the slot was taken meanwhile", conflict)
             writes = Writes()
             outcome = self.effects.refused(writes, job, cmd, refusal, now)
             async with session.begin_nested():
-                rows = await writes.flush(session)
+                rows = await writes.flush(session, self._outbox.max_packet)
         return outcome, rows
 
     async def _holding_overlap(

@@ -1,9 +1,10 @@
 """ReservationDesk: request messages in, jobs out; bad requests answered at once.
 
 Requests that cannot be decided (malformed, oversize, over the player's budget, a response
-topic outside the requester's own tree, a machine being removed) are answered here and never
-reach an actor. Everything else becomes a :class:`~bridge.reservations.actors.Job` on the
-machine's actor, with the idempotency key of the requester.
+topic outside the requester's own tree, a machine being removed, correlation data over
+``PLAZA_MAX_CORRELATION_BYTES``) are answered here and never reach an actor. Everything else
+becomes a :class:`~bridge.reservations.actors.Job` on the machine's actor, with the
+idempotency key of the requester.
 """
 
 from __future__ import annotations
@@ -94,13 +95,21 @@ class ReservationDesk:
         started = time.perf_counter()
         self.metrics.requests += 1
         reply_to = self.reply_topic(where.user, response_topic)
+        if correlation is not None and len(correlation) > self.settings.max_correlation_bytes:
+            return [self._correlation_too_large(where, reply_to, payload, len(correlation))]
         try:
             request = decode(ReservationRequest, payload, self.settings.max_payload_bytes)
         except PayloadError as exc:
             self.metrics.malformed += 1
             self.commands.refused(UNKNOWN_OP, "invalid")
-            log.warning("bad request from %s on %s: %s", where.user, where.device, exc)
             rid = _peek_request_id(payload, self.settings.max_payload_bytes)
+            log.warning(
+                "bad request from %s on %s: %s",
+                where.user,
+                where.device,
+                exc,
+                extra={"sender": where.user, "request_id": rid},
+            )
             return [self._error(reply_to, rid, "invalid", str(exc), correlation)]
         if where.device in self.removed:
             return [
@@ -159,8 +168,40 @@ class ReservationDesk:
             initiated_by=request.on_behalf_of.by if request.on_behalf_of else None,
         )
         self.commands.follow(request.op, job.future, started)
+        log.debug(
+            "%s from %s on %s: to the machine's actor",
+            request.op,
+            where.user,
+            where.device,
+            extra={"request_id": request.request_id},
+        )
         self.actors.submit(job)
         return []
+
+    def _correlation_too_large(
+        self, where: RequestTopic, reply_to: str, payload: bytes, size: int
+    ) -> Outbound:
+        """The refusal of a request whose correlation data is over the cap. The reply would
+        echo it (a 65 KB one made the reply larger than the broker takes), so it carries
+        none: the requester matches it by ``request_id``."""
+        self.metrics.malformed += 1
+        self.commands.refused(UNKNOWN_OP, "correlation_too_large")
+        limit = self.settings.max_correlation_bytes
+        rid = _peek_request_id(payload, self.settings.max_payload_bytes)
+        log.warning(
+            "request from %s on %s: %d bytes of correlation data (at most %d)",
+            where.user,
+            where.device,
+            size,
+            limit,
+            extra={"sender": where.user, "request_id": rid},
+        )
+        return self._error(
+            reply_to,
+            rid,
+            "correlation_too_large",
+            f"correlation data is {size} bytes; at most {limit} are accepted",
+        )
 
     def check_in_by_code(self, device: str, code: str) -> None:
         """A player typed a reservation's code on the machine (it reported a session with it)."""

@@ -77,11 +77,14 @@ _INSERT_LOGS = insert(_LOG)
 _INSERT_OUTBOX = insert(_OUTBOX).returning(_OUTBOX.c.id, sort_by_parameter_order=True)
 
 
-def insert_outbox(conn: Connection, messages: list[Outbound], now: datetime) -> list[Stored]:
-    """Insert ``messages`` in order; return them with their ids (the publishing order)."""
+def insert_outbox(
+    conn: Connection, messages: list[Outbound], now: datetime, max_packet: int
+) -> list[Stored]:
+    """Insert ``messages`` in order; return them with their ids (the publishing order).
+    One larger than ``max_packet`` (or otherwise unsendable) is written dead-lettered."""
     if not messages:
         return []
-    result = conn.execute(_INSERT_OUTBOX, [m.row(now) for m in messages])
+    result = conn.execute(_INSERT_OUTBOX, [m.row(now, max_packet) for m in messages])
     return list(zip(result.scalars().all(), messages, strict=True))
 
 
@@ -131,5 +134,7 @@ class CoreBatchSql:
         if rows:
             self.conn.execute(_INSERT_LOGS, rows)
 
-    def insert_outbox(self, messages: list[Outbound], now: datetime) -> list[Stored]:
-        return insert_outbox(self.conn, messages, now)
+    def insert_outbox(
+        self, messages: list[Outbound], now: datetime, max_packet: int
+    ) -> list[Stored]:
+        return insert_outbox(self.conn, messages, now, max_packet)

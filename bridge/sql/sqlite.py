@@ -171,14 +171,15 @@ class SqliteBatchSql:
             with _as_sqlalchemy_error(_SQL_INSERT_LOG):
                 self.raw.executemany(_SQL_INSERT_LOG, [_times(r) for r in rows])
 
-    def insert_outbox(self, messages: list[Outbound], now: datetime) -> list[Stored]:
+    def insert_outbox(
+        self, messages: list[Outbound], now: datetime, max_packet: int
+    ) -> list[Stored]:
         out: list[Stored] = []
-        created = sqlite_time(now)
         cursor = self.raw.cursor()
         try:
             with _as_sqlalchemy_error(_SQL_INSERT_OUTBOX):
                 for m in messages:
-                    cursor.execute(_SQL_INSERT_OUTBOX, {**m.row(now), "created_at": created})
+                    cursor.execute(_SQL_INSERT_OUTBOX, _times(m.row(now, max_packet)))
                     assert cursor.lastrowid is not None
                     out.append((cursor.lastrowid, m))
         finally:

@@ -59,7 +59,7 @@ LOGS = [("ana:1", REPLY)]
 
 
 #: reads the outbox as stored: (id, topic, payload, qos, retain, props_json) per row
-StoredOutbox = Callable[[], list[tuple[int, str, bytes, int, bool, str | None]]]
+StoredOutbox = Callable[[], list[tuple[int, str, bytes, int, bool, str | None, str | None]]]
 
 
 def by_id(rows: list[SlotRow]) -> list[SlotRow]:
@@ -75,7 +75,8 @@ class BatchSqlContract:
 
     @pytest.fixture
     def stored_outbox(self) -> StoredOutbox:
-        """Reads the outbox rows as stored (id, topic, payload, qos, retain, props_json)."""
+        """Reads the outbox rows as stored (id, topic, payload, qos, retain, props_json,
+        dead_reason)."""
         raise NotImplementedError
 
     def test_logged_answers_only_the_keys_it_knows(self, sql: BatchSql) -> None:
@@ -158,18 +159,21 @@ class BatchSqlContract:
             Outbound("plaza/users/ana/replies", b"one", correlation=b"\x00corr"),
             Outbound("plaza/board/pc-01", b"two", retain=True),
             Outbound("plaza/events/reservations", b"three"),
+            Outbound("plaza/events/reservations", b"x" * 2000),  # over this broker's maximum
         ]
-        stored = sql.insert_outbox(messages, NOW)
+        stored = sql.insert_outbox(messages, NOW, 1500)
         assert [m for _, m in stored] == messages
         ids = [i for i, _ in stored]
         assert ids == sorted(ids)
-        assert len(set(ids)) == 3
+        assert len(set(ids)) == 4
+        dead = f"too_large: {messages[3].size()} bytes, the broker takes at most 1500"
         assert stored_outbox() == [
-            (ids[0], messages[0].topic, b"one", 1, False, messages[0].props_json()),
-            (ids[1], messages[1].topic, b"two", 1, True, None),
-            (ids[2], messages[2].topic, b"three", 1, False, None),
+            (ids[0], messages[0].topic, b"one", 1, False, messages[0].props_json(), None),
+            (ids[1], messages[1].topic, b"two", 1, True, None, None),
+            (ids[2], messages[2].topic, b"three", 1, False, None, None),
+            (ids[3], messages[3].topic, b"x" * 2000, 1, False, None, dead),
         ]
-        assert sql.insert_outbox([], NOW) == []
+        assert sql.insert_outbox([], NOW, 1500) == []
 
 
 # -- the implementations ------------------------------------------------------------------------
@@ -234,11 +238,21 @@ class OnDatabase(BatchSqlContract):
     def stored_outbox(self, conn: Connection) -> StoredOutbox:
         table = table_of(Outbox)
 
-        def read() -> list[tuple[int, str, bytes, int, bool, str | None]]:
+        def read() -> list[tuple[int, str, bytes, int, bool, str | None, str | None]]:
             rows = conn.execute(sa.select(table).order_by(table.c.id)).all()
             assert all(r.created_at == NOW and r.published_at is None for r in rows)
+            assert all((r.dead_at == NOW) is (r.dead_reason is not None) for r in rows)
             return [
-                (r.id, r.topic, bytes(r.payload), r.qos, bool(r.retain), r.props_json) for r in rows
+                (
+                    r.id,
+                    r.topic,
+                    bytes(r.payload),
+                    r.qos,
+                    bool(r.retain),
+                    r.props_json,
+                    r.dead_reason,
+                )
+                for r in rows
             ]
 
         return read
@@ -285,5 +299,6 @@ class TestMemoryFake(BatchSqlContract):
     @pytest.fixture
     def stored_outbox(self, memory: MemorySql) -> StoredOutbox:
         return lambda: [
-            (i, m.topic, m.payload, m.qos, m.retain, m.props_json()) for i, m in memory.outbox
+            (i, m.topic, m.payload, m.qos, m.retain, m.props_json(), memory.dead.get(i))
+            for i, m in memory.outbox
         ]

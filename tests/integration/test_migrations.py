@@ -68,3 +68,36 @@ async def test_a_version_7_database_finds_reservations_by_machine_and_player_end
         assert "ix_reservation_player" not in indexes
     finally:
         await engine.dispose()
+
+
+async def test_a_version_8_database_keeps_its_unsent_outbox_rows_and_finds_old_commands_by_age(
+    db_url: str,
+) -> None:
+    engine = make_engine(db_url)
+    try:
+        assert await migrate(engine) == SCHEMA_VERSION
+        async with engine.begin() as conn:  # version 8's outbox had no dead-letter columns
+            await conn.execute(text("ALTER TABLE outbox DROP COLUMN dead_at"))
+            await conn.execute(text("ALTER TABLE outbox DROP COLUMN dead_reason"))
+            await conn.execute(text("DROP INDEX ix_command_log_created_at"))
+            await conn.execute(
+                text(
+                    "INSERT INTO outbox (topic, payload, qos, retain, created_at) "
+                    "VALUES ('plaza/events/reservations', :p, 1, false, CURRENT_TIMESTAMP)"
+                ),
+                {"p": b"{}"},
+            )
+            await conn.execute(text("UPDATE schema_version SET version = 8"))
+        assert await migrate(engine) == SCHEMA_VERSION
+        async with engine.connect() as conn:
+            query = text("SELECT topic, published_at, dead_at, dead_reason FROM outbox")
+            rows = (await conn.execute(query)).all()
+            indexes = await conn.run_sync(
+                lambda c: {
+                    i["name"]: i["column_names"] for i in inspect(c).get_indexes("command_log")
+                }
+            )
+        assert [tuple(r) for r in rows] == [("plaza/events/reservations", None, None, None)]
+        assert indexes.get("ix_command_log_created_at") == ["created_at"]
+    finally:
+        await engine.dispose()

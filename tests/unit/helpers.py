@@ -38,6 +38,8 @@ class MemorySql:
         self.rows: dict[str, SlotRow] = {r.id: r for r in rows}
         self.logs: dict[str, str] = {}
         self.outbox: list[Stored] = []
+        #: why a stored outbox message was written dead-lettered, by id
+        self.dead: dict[int, str] = {}
 
     def _live(self, row: SlotRow, after: datetime, before: datetime) -> bool:
         return row.status in _ACTIVE and row.ends_at > after and row.starts_at < before
@@ -110,9 +112,14 @@ class MemorySql:
             assert r["request_key"] not in self.logs, "a request key is logged once"
             self.logs[r["request_key"]] = r["reply_json"]
 
-    def insert_outbox(self, messages: list[Outbound], now: datetime) -> list[Stored]:
+    def insert_outbox(
+        self, messages: list[Outbound], now: datetime, max_packet: int = 65_536
+    ) -> list[Stored]:
         stored = [(len(self.outbox) + i + 1, m) for i, m in enumerate(messages)]
         self.outbox += stored
+        for i, m in stored:
+            if (reason := m.unsendable(max_packet)) is not None:
+                self.dead[i] = reason
         return stored
 
     def flush(self, writes: Writes, now: datetime) -> list[Stored]:
