@@ -212,6 +212,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
         will_delay=settings.will_delay,
         seed=args.seed,
     )
+    from venue.limits import LimitError, raise_open_files
+
+    try:
+        if note := raise_open_files(len(fleet.machines), "plaza sim"):
+            print(note, flush=True)
+    except LimitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"sim: starting {len(fleet.machines)} machines against "
         f"{settings.mqtt_host}:{settings.mqtt_port}",

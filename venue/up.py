@@ -38,6 +38,7 @@ from venue.fleet import (
     demo_fleet,
     write_private,
 )
+from venue.limits import LimitError, raise_open_files
 from venue.seed import seed
 
 
@@ -263,6 +264,11 @@ def summary(venue: Venue, elapsed: float) -> str:
 
 def up(options: UpOptions) -> int:
     started = time.monotonic()
+    try:  # before anything starts; the broker and the simulator inherit the raised limit
+        if note := raise_open_files(options.devices, "plaza up"):
+            print(note, flush=True)
+    except LimitError as exc:
+        raise UpError(str(exc)) from exc
     venue = prepare(options)
     stopping = False
 
