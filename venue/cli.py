@@ -1,5 +1,5 @@
 """`plaza`: the one operator CLI. Subcommands: up, init, broker, bridge, api, admin, sim,
-check, bench."""
+check, scenario, bench."""
 
 from __future__ import annotations
 
@@ -234,6 +234,12 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run(args, _settings(args))
 
 
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from venue.scenario import run
+
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "presence":
         from venue.bench import run_presence_bench
@@ -339,6 +345,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=float, default=24.0, help="hours of command log to check")
     p.add_argument("--settle", type=float, default=2.0, help="seconds before re-reading the board")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("scenario", help="a fault under load, then plaza check's invariants")
+    p.add_argument(
+        "name", choices=["broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber"]
+    )
+    p.add_argument("--machines", type=int, default=200)
+    p.add_argument("--players", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=60.0, help="load duration")
+    p.add_argument("--outage", type=float, default=10.0, help="db-outage: seconds")
+    p.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument(
+        "--queue-limit", type=int, default=0, help="slow-subscriber: max_queued_messages"
+    )
+    p.set_defaults(func=cmd_scenario)
 
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")
     p.add_argument("what", choices=["presence", "reservations", "fanout"])
