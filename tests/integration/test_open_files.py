@@ -17,11 +17,11 @@ pytestmark = pytest.mark.integration
 
 
 def up_with_limits(tmp_path: Path, soft: int, hard: int, devices: int) -> subprocess.Popen[str]:
-    ports = [str(free_port()) for _ in range(4)]
+    flags = ("--mqtt-port", "--ws-port", "--http-port", "--metrics-port")
+    ports = [word for flag in flags for word in (flag, str(free_port()))]
+    ports += ["--data-dir", str(tmp_path), "--devices", str(devices)]
     return subprocess.Popen(
-        [sys.executable, "-m", "venue.cli", "up", "--data-dir", str(tmp_path)]
-        + ["--devices", str(devices), "--mqtt-port", ports[0], "--ws-port", ports[1]]
-        + ["--http-port", ports[2], "--metrics-port", ports[3]],
+        [sys.executable, "-m", "venue.cli", "up", *ports],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

@@ -29,7 +29,8 @@ def test_a_soft_limit_that_is_enough_is_left_alone_and_nothing_is_said() -> None
 def test_an_unlimited_hard_limit_is_raised_to() -> None:
     decided = plan(needed_for(5000), 1024, resource.RLIM_INFINITY, "plaza up", 5000)
     assert decided.soft == resource.RLIM_INFINITY
-    assert decided.note is not None and "to unlimited" in decided.note
+    assert decided.note is not None
+    assert "to unlimited" in decided.note
 
 
 def test_a_hard_limit_too_low_for_the_machines_says_exactly_that() -> None:
