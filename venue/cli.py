@@ -246,6 +246,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         args.machines = args.machines or 200
         return int(run_presence_bench(args))
+    if args.what in ("scale", "storm"):
+        from venue.bench_scale import run_scale_bench
+
+        args.machines = args.machines or (10000 if args.what == "scale" else 2000)
+        return run_scale_bench(args)
     if args.what == "fanout":
         from venue.bench_fanout import run_fanout_bench
 
@@ -361,8 +366,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scenario)
 
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")
-    p.add_argument("what", choices=["presence", "reservations", "fanout"])
-    p.add_argument("--machines", type=int, default=None, help="default 200 / 1000 / 20")
+    p.add_argument("what", choices=["presence", "reservations", "fanout", "scale", "storm"])
+    p.add_argument(
+        "--machines", type=int, default=None, help="default 200 / 1000 / 20 / 10000 / 2000"
+    )
     p.add_argument("--trials", type=int, default=100, help="presence: trials")
     p.add_argument("--players", type=int, default=50, help="reservations: players")
     p.add_argument("--rate", type=float, default=200, help="reservations: paced commands/s")
@@ -370,7 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=256, help="reservations: in flight (max)")
     p.add_argument("--subscribers", type=int, default=1000, help="fanout: WebSocket clients")
     p.add_argument("--changes", type=int, default=50, help="fanout: state changes measured")
-    p.add_argument("--processes", type=int, default=4, help="fanout: node processes")
+    p.add_argument("--processes", type=int, default=4, help="fanout/scale/storm: processes")
+    p.add_argument("--clients", type=int, default=500, help="storm: board subscribers")
+    p.add_argument("--timeout", type=float, default=300, help="scale/storm: seconds to wait")
     p.add_argument("--sqlite-only", action="store_true", help="reservations: skip PostgreSQL")
     p.add_argument("--output", default="docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
