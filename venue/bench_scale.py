@@ -80,6 +80,16 @@ class Board:
     def count_online(self, devices: list[str]) -> int:
         return sum(1 for d in devices if self.online.get(d))
 
+    async def progress(self, devices: list[str], every: float = 5.0) -> None:
+        started = time.monotonic()
+        while True:
+            await asyncio.sleep(every)
+            print(
+                f"bench: {time.monotonic() - started:.0f}s: "
+                f"{self.count_online(devices)}/{len(devices)} online on the board",
+                flush=True,
+            )
+
     async def until(self, test: Any, seconds: float) -> None:
         async with asyncio.timeout(seconds):
             while not test():
@@ -193,9 +203,11 @@ async def _scale(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         devices = [d.id for d in fleet]
         sims = Sims(venue, work)
         started = time.monotonic()
+        progress = asyncio.ensure_future(board.progress(devices))
         await sims.start(split(fleet, args.processes, crash))
         await board.until(lambda: board.count_online(devices) == len(devices), args.timeout)
         result["connect_s"] = time.monotonic() - started
+        progress.cancel()
         await asyncio.sleep(3.0)
         result["broker_kb"] = (rss_kb(venue.broker.proc.pid) - broker_before) / len(fleet)
         result["bridge_kb"] = (rss_kb(venue.bridge.pid) - bridge_before) / len(fleet)

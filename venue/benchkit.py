@@ -17,7 +17,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import aiomqtt
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -154,6 +154,23 @@ class BenchVenue:
             kept = Path(tempfile.gettempdir()) / "plaza-bench-bridge.log"
             shutil.copyfile(self.work / "bridge.log", kept)  # the work dir is deleted
         self.broker.stop()
+
+
+def limit_queues(venue: BenchVenue, limit: int) -> None:
+    """Render the broker's config with ``max_queued_messages limit`` instead of the
+    production value (to show what a subscriber loses past its queue bound)."""
+    original = venue.broker.configure
+
+    def configure(*a: Any, **kw: Any) -> None:
+        original(*a, **kw)
+        path = venue.broker.config_path
+        lines = [
+            f"max_queued_messages {limit}" if line.startswith("max_queued_messages") else line
+            for line in path.read_text().splitlines()
+        ]
+        path.write_text("\n".join(lines) + "\n")
+
+    venue.broker.configure = configure  # type: ignore[method-assign]
 
 
 def write_report(path: Path, section: str) -> None:

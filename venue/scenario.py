@@ -50,7 +50,7 @@ from plaza.mqtt import connect_properties
 from plaza.topics import Topics
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
-from venue.benchkit import BenchVenue, machine_line, percentile
+from venue.benchkit import BenchVenue, limit_queues, machine_line, percentile
 from venue.check import CheckOptions, Report, check
 from venue.fleet import API_USER, OBSERVER_USER, demo_fleet
 
@@ -406,7 +406,7 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
                 seed_devices=True,
             )
             if opts.queue_limit:
-                _limit_queues(venue, opts.queue_limit)
+                limit_queues(venue, opts.queue_limit)
             await stack.enter_async_context(venue)
             await venue.wait_bridge_ready()
             tg = await stack.enter_async_context(asyncio.TaskGroup())
@@ -493,22 +493,6 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
         if pg_name:
             await _drop_pg(pg_name)
     return outcome
-
-
-def _limit_queues(venue: BenchVenue, limit: int) -> None:
-    """Render the broker's config with a smaller max_queued_messages (slow-subscriber)."""
-    original = venue.broker.configure
-
-    def configure(*a: Any, **kw: Any) -> None:
-        original(*a, **kw)
-        path = venue.broker.config_path
-        lines = [
-            f"max_queued_messages {limit}" if line.startswith("max_queued_messages") else line
-            for line in path.read_text().splitlines()
-        ]
-        path.write_text("\n".join(lines) + "\n")
-
-    venue.broker.configure = configure  # type: ignore[method-assign]
 
 
 def _flap_verdict(watcher: Watcher, device: str, outcome: Outcome) -> None:
