@@ -1,5 +1,5 @@
 """`plaza`: the one operator CLI. Subcommands: up, init, broker, bridge, api, admin, sim,
-check, scenario, bench."""
+check, scenario, soak, bench."""
 
 from __future__ import annotations
 
@@ -363,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--queue-limit", type=int, default=0, help="slow-subscriber: max_queued_messages"
     )
+    p.set_defaults(func=cmd_scenario)
+
+    p = sub.add_parser("soak", help="the plan's KPIs under load with faults throughout")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--machines", type=int, default=200)
+    p.add_argument("--players", type=int, default=50)
     p.set_defaults(func=cmd_scenario)
 
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")

@@ -65,7 +65,7 @@ class ScenarioOptions:
     machines: int = 200
     players: int = 50
     seconds: float = 60.0  # load duration
-    fault_at: float = 0.4  # share of the load duration before the fault
+    fault_at: float = 0.4  # share of the load duration before the (first) fault
     outage: float = 10.0  # db-outage: seconds the database is unavailable
     database: str = "sqlite"  # sqlite | postgresql
     retry: float = 3.0  # a player sends an unanswered command again after this many seconds
@@ -115,6 +115,8 @@ class Player:
         self.client: aiomqtt.Client | None = None
         self.connected = asyncio.Event()
         self.connects = 0
+        self.up_since: float | None = None
+        self.up_total = 0.0
 
     async def run(self) -> None:
         while True:
@@ -132,12 +134,16 @@ class Player:
                     self.client = client
                     self.connects += 1
                     self.connected.set()
+                    self.up_since = time.monotonic()
                     async for m in client.messages:
                         self._take(m.topic.value, m.payload)
             except aiomqtt.MqttError:
                 pass
             self.connected.clear()
             self.client = None
+            if self.up_since is not None:
+                self.up_total += time.monotonic() - self.up_since
+                self.up_since = None
             await asyncio.sleep(0.2 + 0.3 * (hash(self.name) % 10) / 10)
 
     def _take(self, topic: str, payload: object) -> None:
@@ -455,6 +461,12 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
                 f"{percentile(load.round_trips, 99):.1f} / {max(load.round_trips):.0f}"
             )
             figures["player reconnects"] = sum(p.connects - 1 for p in players)
+            now = time.monotonic()
+            connected = sum(p.up_total + (now - p.up_since if p.up_since else 0.0) for p in players)
+            wanted = (now - loop_started) * len(players)
+            figures["player connection stability (connected / wanted, faults included)"] = (
+                f"{100 * min(1.0, connected / wanted):.3f} %"
+            )
             async with asyncio.timeout(60):
                 for m in machines:
                     await m.connected.wait()
@@ -575,6 +587,42 @@ async def _flap(
     figures["flap rounds x reconnects"] = f"{opts.flaps} x 3 on {machines[0].device}"
 
 
+async def _all_back(machines: list[Machine], started: float) -> float:
+    async with asyncio.timeout(120):
+        for m in machines:
+            await m.connected.wait()
+    return round(time.monotonic() - started, 2)
+
+
+async def _soak(
+    venue: BenchVenue,
+    opts: ScenarioOptions,
+    figures: dict[str, Any],
+    machines: list[Machine],
+    url: str,
+    pg_name: str | None,
+) -> None:
+    """Faults through the load: machine crashes, a flap, one broker restart, one bridge kill;
+    the time until every machine is connected again after each (the bridge: until it is)."""
+    gap = opts.seconds * (1 - opts.fault_at) / 5
+    for kind in ("crash", "broker-restart", "flap", "bridge-kill", "crash"):
+        t0 = time.monotonic()
+        if kind == "crash":
+            for m in machines[1 : 1 + max(1, len(machines) // 20)]:
+                m.crash(down_for=1.0)
+            await asyncio.sleep(0.1)
+        elif kind == "broker-restart":
+            await restart_broker(venue, {})
+        elif kind == "flap":
+            await machines[0].flap(times=3, gap=0.3)
+        else:
+            await kill_bridge(venue, {})
+        figures[
+            f"recovery after {kind} #{len([k for k in figures if k.startswith('recovery')])}"
+        ] = f"{await _all_back(machines, t0)} s"
+        await asyncio.sleep(max(0.0, gap - (time.monotonic() - t0)))
+
+
 async def _nothing(*_: Any) -> None:
     return None
 
@@ -585,11 +633,16 @@ FAULTS: dict[str, Fault] = {
     "db-outage": _db_outage,
     "flap": _flap,
     "slow-subscriber": _nothing,
+    "soak": _soak,
 }
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.command == "soak":
+        args.name, args.seconds, args.outage, args.database = "soak", args.minutes * 60, 0, "sqlite"
+        args.queue_limit = 0
     opts = ScenarioOptions(
+        fault_at=0.1 if args.name == "soak" else 0.4,
         name=args.name,
         machines=args.machines,
         players=args.players,

@@ -70,3 +70,17 @@ def test_a_slow_subscriber_delays_nobody_and_loses_only_past_its_queue_bound(
     assert lost == published - 51
     p99 = float(outcome.figures["round trip p50 / p99 / max (ms)"].split(" / ")[1])
     assert p99 < 1000, "the others' commands were not held up by the slow one"
+
+
+def test_a_60_s_soak_with_faults_throughout_keeps_every_kpi(tmp_path: Path) -> None:
+    opts = ScenarioOptions("soak", machines=10, players=4, seconds=60.0, fault_at=0.1)
+    outcome = asyncio.run(run_scenario(opts, tmp_path))
+    print(outcome.summary())
+    assert outcome.problems == [], outcome.summary()
+    recoveries = {k: v for k, v in outcome.figures.items() if k.startswith("recovery after")}
+    assert len(recoveries) == 5
+    assert all(float(v.removesuffix(" s")) < 60 for v in recoveries.values())
+    sql, received = outcome.figures["notifications in SQL / received"].split(" / ")
+    assert sql == received
+    stability = outcome.figures["player connection stability (connected / wanted, faults included)"]
+    assert float(stability.removesuffix(" %")) > 90
