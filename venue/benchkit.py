@@ -17,7 +17,7 @@ import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Any
 
 import aiomqtt
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -68,6 +68,7 @@ class BenchVenue:
         self.broker = LocalBroker(work / "broker", free_port(), free_port())
         self.bridge: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
+        self._log_mark = 0
 
     def client(self, user: str, password: str, **kw: object) -> aiomqtt.Client:
         return aiomqtt.Client(
@@ -94,6 +95,11 @@ class BenchVenue:
                     await session.commit()
             finally:
                 await engine.dispose()
+        await self.start_bridge()
+        return self
+
+    async def start_bridge(self) -> None:
+        """`plaza bridge` as a child process (again, after :meth:`kill_bridge`)."""
         env = dict(
             os.environ,
             PLAZA_DATA_DIR=str(self.work),
@@ -103,7 +109,9 @@ class BenchVenue:
             PLAZA_DATABASE_URL=self.database_url,
             **self.bridge_env,
         )
-        self._log = (self.work / "bridge.log").open("wb")
+        if self._log is None:
+            self._log = (self.work / "bridge.log").open("ab")
+        self._log_mark = (self.work / "bridge.log").stat().st_size
         self.bridge = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -114,13 +122,18 @@ class BenchVenue:
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,
         )
-        return self
+
+    async def kill_bridge(self) -> None:
+        """SIGKILL the bridge, as a crash or an OOM kill would."""
+        if self.bridge is not None and self.bridge.returncode is None:
+            self.bridge.kill()
+            await self.bridge.wait()
 
     async def wait_bridge_ready(self) -> None:
-        """Until the bridge logs its connection (at most 30 s)."""
+        """Until the bridge (the last one started) logs its connection (at most 30 s)."""
         log = self.work / "bridge.log"
         async with asyncio.timeout(30):
-            while b"bridge connected" not in log.read_bytes():  # noqa: ASYNC110 - a log file
+            while b"bridge connected" not in log.read_bytes()[self._log_mark :]:  # noqa: ASYNC110
                 await asyncio.sleep(0.05)
 
     async def __aexit__(
@@ -141,6 +154,23 @@ class BenchVenue:
             kept = Path(tempfile.gettempdir()) / "plaza-bench-bridge.log"
             shutil.copyfile(self.work / "bridge.log", kept)  # the work dir is deleted
         self.broker.stop()
+
+
+def limit_queues(venue: BenchVenue, limit: int) -> None:
+    """Render the broker's config with ``max_queued_messages limit`` instead of the
+    production value (to show what a subscriber loses past its queue bound)."""
+    original = venue.broker.configure
+
+    def configure(*a: Any, **kw: Any) -> None:
+        original(*a, **kw)
+        path = venue.broker.config_path
+        lines = [
+            f"max_queued_messages {limit}" if line.startswith("max_queued_messages") else line
+            for line in path.read_text().splitlines()
+        ]
+        path.write_text("\n".join(lines) + "\n")
+
+    venue.broker.configure = configure  # type: ignore[method-assign]
 
 
 def write_report(path: Path, section: str) -> None:

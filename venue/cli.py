@@ -1,5 +1,5 @@
 """`plaza`: the one operator CLI. Subcommands: up, init, broker, bridge, api, admin, sim,
-check, bench."""
+check, scenario, soak, bench."""
 
 from __future__ import annotations
 
@@ -264,6 +264,14 @@ def cmd_sim(args: argparse.Namespace) -> int:
         tls_ca=settings.tls_ca,
         tls=settings.mqtt_tls,
     )
+    from venue.limits import LimitError, raise_open_files
+
+    try:
+        if note := raise_open_files(len(fleet.machines), "plaza sim"):
+            print(note, flush=True)
+    except LimitError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     print(
         f"sim: starting {len(fleet.machines)} machines against "
         f"{settings.mqtt_host}:{settings.mqtt_port}",
@@ -278,12 +286,23 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run(args, _settings(args))
 
 
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from venue.scenario import run
+
+    return run(args)
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     if args.what == "presence":
         from venue.bench import run_presence_bench
 
         args.machines = args.machines or 200
         return int(run_presence_bench(args))
+    if args.what in ("scale", "storm"):
+        from venue.bench_scale import run_scale_bench
+
+        args.machines = args.machines or (10000 if args.what == "scale" else 2000)
+        return run_scale_bench(args)
     if args.what == "fanout":
         from venue.bench_fanout import run_fanout_bench
 
@@ -404,9 +423,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--settle", type=float, default=2.0, help="seconds before re-reading the board")
     p.set_defaults(func=cmd_check)
 
+    p = sub.add_parser("scenario", help="a fault under load, then plaza check's invariants")
+    p.add_argument(
+        "name", choices=["broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber"]
+    )
+    p.add_argument("--machines", type=int, default=200)
+    p.add_argument("--players", type=int, default=50)
+    p.add_argument("--seconds", type=float, default=60.0, help="load duration")
+    p.add_argument("--outage", type=float, default=10.0, help="db-outage: seconds")
+    p.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
+    p.add_argument(
+        "--queue-limit", type=int, default=0, help="slow-subscriber: max_queued_messages"
+    )
+    p.set_defaults(func=cmd_scenario)
+
+    p = sub.add_parser("soak", help="the plan's KPIs under load with faults throughout")
+    p.add_argument("--minutes", type=float, default=10.0)
+    p.add_argument("--machines", type=int, default=200)
+    p.add_argument("--players", type=int, default=50)
+    p.set_defaults(func=cmd_scenario)
+
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")
-    p.add_argument("what", choices=["presence", "reservations", "fanout"])
-    p.add_argument("--machines", type=int, default=None, help="default 200 / 1000 / 20")
+    p.add_argument("what", choices=["presence", "reservations", "fanout", "scale", "storm"])
+    p.add_argument(
+        "--machines", type=int, default=None, help="default 200 / 1000 / 20 / 10000 / 2000"
+    )
     p.add_argument("--trials", type=int, default=100, help="presence: trials")
     p.add_argument("--players", type=int, default=50, help="reservations: players")
     p.add_argument("--rate", type=float, default=200, help="reservations: paced commands/s")
@@ -414,7 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", type=int, default=256, help="reservations: in flight (max)")
     p.add_argument("--subscribers", type=int, default=1000, help="fanout: WebSocket clients")
     p.add_argument("--changes", type=int, default=50, help="fanout: state changes measured")
-    p.add_argument("--processes", type=int, default=4, help="fanout: node processes")
+    p.add_argument("--processes", type=int, default=4, help="fanout/scale/storm: processes")
+    p.add_argument("--clients", type=int, default=500, help="storm: board subscribers")
+    p.add_argument("--timeout", type=float, default=300, help="scale/storm: seconds to wait")
     p.add_argument("--sqlite-only", action="store_true", help="reservations: skip PostgreSQL")
     p.add_argument("--output", default="docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)

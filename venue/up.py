@@ -57,6 +57,7 @@ from venue.broker import (
     port_is_free,
     terminate,
 )
+from venue.limits import LimitError, raise_open_files
 from venue.logs import RotatingLog, pump
 from venue.proxy import NGINX_SOURCE, NginxProxy, ProxyError, render_nginx
 from venue.seed import seed
@@ -598,6 +599,11 @@ def summary(venue: Venue, elapsed: float) -> str:
 
 def up(options: UpOptions) -> int:
     started = time.monotonic()
+    try:  # before anything starts; the broker and the simulator inherit the raised limit
+        if note := raise_open_files(options.devices, "plaza up"):
+            print(note, flush=True)
+    except LimitError as exc:
+        raise UpError(str(exc)) from exc
     venue = prepare(options)
     stopping = False
 
