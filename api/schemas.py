@@ -9,12 +9,16 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from plaza.messages import AlertSeverity
+from plaza.settings import SERVICE_ID_PREFIX
 
 USERNAME = r"^[a-z0-9][a-z0-9_.-]{2,47}$"
 DEVICE_ID = r"^[a-z0-9][a-z0-9_.-]{0,47}$"
 Locale = Literal["ko", "en"]
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2096, 1, 1, tzinfo=UTC)  # plaza.messages.UnixTime's bound
+#: browser sessions' client ids start with this (services' with SERVICE_ID_PREFIX); a
+#: machine's client id is its id, so machine ids may start with neither
+BROWSER_ID_PREFIX = "web-"
 
 
 class Strict(BaseModel):
@@ -84,6 +88,15 @@ class DeviceCreate(Strict):
     zone: str = Field(default="main", min_length=1, max_length=40)
     auto_approve: bool = False
     maintenance: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_reserved_client_id(cls, value: str) -> str:
+        if value.startswith((SERVICE_ID_PREFIX, BROWSER_ID_PREFIX)):
+            raise ValueError(
+                f"{SERVICE_ID_PREFIX!r} and {BROWSER_ID_PREFIX!r} are reserved client ids"
+            )
+        return value
 
 
 class DeviceUpdate(Strict):

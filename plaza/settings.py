@@ -13,6 +13,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from plaza.topics import valid_id
 
+#: client ids of services (bridge, api, observer) start with this; machine ids may not
+SERVICE_ID_PREFIX = "plaza-"
 _PLACEHOLDERS = {"changethis", "changeme", "password", "secret"}
 
 
@@ -76,6 +78,8 @@ class Settings(BaseSettings):
     #: several bridges: a distinct client id each, and an MQTT 5 shared-subscription group
     #: for requests (PostgreSQL only: SQL, not one actor, then decides between bridges)
     bridge_id: str = Field(default="plaza-bridge", min_length=1, max_length=64)
+    #: the api's MQTT client id; its broker account is bound to it (one api process per id)
+    api_id: str = Field(default="plaza-api", min_length=1, max_length=64)
     shared_group: str = ""
     commit_batch_max: int = Field(default=256, ge=1)
 
@@ -99,6 +103,16 @@ class Settings(BaseSettings):
     @classmethod
     def _root_is_one_level(cls, value: str) -> str:
         return valid_id(value, "topic root")
+
+    @field_validator("bridge_id", "api_id")
+    @classmethod
+    def _service_client_id(cls, value: str) -> str:
+        # Broker accounts are bound to their client ids; services live under "plaza-", which
+        # no machine id may use, so a machine's account can never claim a service's id.
+        valid_id(value, "service client id")
+        if not value.startswith(SERVICE_ID_PREFIX):
+            raise ValueError(f"a service's client id must start with {SERVICE_ID_PREFIX!r}")
+        return value
 
     @field_validator("mqtt_password")
     @classmethod

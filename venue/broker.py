@@ -111,11 +111,16 @@ def render_config(
 def write_dynsec(path: Path, clients: list[BrokerClient], roles: list[Role]) -> None:
     """Write the plugin's file. When one exists, roles defined in code replace their old
     definitions, clients it lacks are added, and every other client (accounts the api
-    provisioned at run time) is kept with its password. Written to a temp file and renamed,
+    provisioned at run time) is kept with its password; clients defined in code keep their
+    password but take their client-id binding from code. Written to a temp file and renamed,
     so a crash never leaves a truncated file the broker cannot load."""
     doc = document(clients, roles)
     if path.exists():
         old = json.loads(path.read_text())
+        bound = {c["username"]: c["clientid"] for c in doc["clients"] if "clientid" in c}
+        for client in old.get("clients", []):  # accounts of an older release get bound too
+            if client.get("username") in bound:
+                client["clientid"] = bound[client["username"]]
         ours = {r["rolename"] for r in doc["roles"]}
         users = {c["username"] for c in old.get("clients", [])}
         old["clients"] = old.get("clients", []) + [

@@ -103,7 +103,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     given = {name: os.environ[var] for name, var in env.items() if os.environ.get(var)}
     secrets, device_ids = init_venue(settings, args.devices, given)
     dynsec = Path(args.dynsec_file or settings.data_dir / "broker" / "dynamic-security.json")
-    write_dynsec(dynsec, secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
+    write_dynsec(
+        dynsec, secrets.broker_clients(settings), secrets.roles(Topics(settings.topic_root))
+    )
     if owner := os.environ.get("PLAZA_DYNSEC_UID"):  # the broker image runs as uid 1883
         for path in (dynsec.parent, dynsec):
             os.chown(path, int(owner), int(owner))
@@ -122,7 +124,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     broker = LocalBroker(
         settings.data_dir / "broker", settings.mqtt_port, settings.ws_port, log_to_file=False
     )
-    broker.configure(secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
+    broker.configure(secrets.broker_clients(settings), secrets.roles(Topics(settings.topic_root)))
     broker.start()
     print(f"mosquitto on mqtt://127.0.0.1:{broker.port} and ws://127.0.0.1:{broker.ws_port}")
     try:

@@ -33,6 +33,7 @@ from venue.broker import LocalBroker, die_with_parent, free_port, port_is_free
 from venue.fleet import (
     API_USER,
     BRIDGE_USER,
+    OBSERVER_CLIENT_ID,
     OBSERVER_USER,
     VenueSecrets,
     demo_fleet,
@@ -152,14 +153,7 @@ def init_venue(
     secrets.ensure_devices([d.id for d in fleet])
     secrets.save(data / "secrets.json")
     write_private(data / "devices.json", {d.id: secrets.devices[d.id] for d in fleet})
-    write_private(
-        data / "credentials.json",
-        {
-            "observer": {"username": OBSERVER_USER, "password": secrets.observer},
-            "admin": {"username": "admin", "password": secrets.admin},
-            "players": [{"username": u, "password": p} for u, p in secrets.players.items()],
-        },
-    )
+    write_private(data / "credentials.json", secrets.credentials())
 
     async def _seed() -> None:
         engine = make_engine(settings.db_url)
@@ -192,7 +186,7 @@ def prepare(options: UpOptions) -> Venue:
     )
     secrets, device_ids = init_venue(settings, options.devices)
     broker = LocalBroker(data / "broker", mqtt_port, ws_port)
-    broker.configure(secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
+    broker.configure(secrets.broker_clients(settings), secrets.roles(Topics(settings.topic_root)))
     return Venue(options, settings, secrets, device_ids, broker)
 
 
@@ -218,6 +212,7 @@ async def wait_board_online(venue: Venue, deadline: float) -> int:
         venue.settings.mqtt_port,
         username=OBSERVER_USER,
         password=venue.secrets.observer,
+        identifier=OBSERVER_CLIENT_ID,
         protocol=aiomqtt.ProtocolVersion.V5,
         socket_options=NODELAY,
     )
@@ -255,7 +250,7 @@ def summary(venue: Venue, elapsed: float) -> str:
             f"  Logs              {venue.log_dir}/",
             "  Watch it live:",
             f'    mosquitto_sub -h 127.0.0.1 -p {s.mqtt_port} -u observer -P "{read_pw}" '
-            f"-t '{s.topic_root}/board/+' -v",
+            f"-i {OBSERVER_CLIENT_ID} -t '{s.topic_root}/board/+' -v",
             "Press Ctrl-C to stop.",
         ]
     )

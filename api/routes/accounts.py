@@ -15,6 +15,7 @@ from sqlmodel import col, select
 from api import commands
 from api.problems import ApiError, responses
 from api.schemas import (
+    BROWSER_ID_PREFIX,
     LoginIn,
     MeUpdate,
     MqttCredentials,
@@ -41,6 +42,13 @@ def token_for(state: State, user: User) -> TokenOut:
     return TokenOut(
         access_token=token, expires_in=state.tokens.ttl, expires_at=expires, user=public(user)
     )
+
+
+def session_client_id(username: str, key: str) -> str:
+    """The client id a browser session's account is bound to. Machine ids may not start with
+    ``web-`` (nor services' ``plaza-``), and a key has no ``-``, so no other account's id is
+    ever one of these."""
+    return f"{BROWSER_ID_PREFIX}{username}-{key}"
 
 
 def role_of(state: State, user: User) -> acl.Role:
@@ -142,6 +150,7 @@ async def mqtt_credentials(
     phones) are never touched."""
     key = body.session if body and body.session else secrets.token_hex(4)
     client = f"{user.username}~{key}"
+    client_id = session_client_id(user.username, key)
     password = commands.new_secret()
     expires = datetime.now(UTC) + timedelta(seconds=state.settings.mqtt_credential_ttl)
     async with state.session_lock(client):
@@ -152,14 +161,14 @@ async def mqtt_credentials(
             row.expires_at = expires
             session.add(row)
             await session.commit()
-        await commands.provision_account(state, client, role_of(state, user), password)
+        await commands.provision_account(state, client, role_of(state, user), password, client_id)
     return MqttCredentials(
         username=client,
         password=password,
         user=user.username,
         session=key,
         ws_url=state.settings.ws_url(),
-        client_id=f"web-{user.username}-{key}",
+        client_id=client_id,
         expires_at=expires.timestamp(),
         topic_root=state.settings.topic_root,
     )

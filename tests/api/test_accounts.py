@@ -16,10 +16,10 @@ from sqlmodel import col
 from api.app import expire_credentials
 from api.security import Tokens
 from plaza.db import make_engine
-from plaza.mqtt import NODELAY
 from plaza.tables import BrokerSession
-from tests.api.conftest import Api, assert_problem, until_dropped
+from tests.api.conftest import Api, assert_problem, until_dropped, ws_client
 from tests.conftest import JWT_SECRET, close_dead_client
+from venue.fleet import OBSERVER_USER
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -129,20 +129,6 @@ async def test_a_player_changes_their_language(api: Api) -> None:
     assert_problem(bad, 422, "validation_error")
 
 
-def ws_client(api: Api, creds: dict[str, str]) -> aiomqtt.Client:
-    return aiomqtt.Client(
-        api.broker.host,
-        api.broker.ws_port,
-        username=creds["username"],
-        password=creds["password"],
-        identifier=creds["client_id"],
-        transport="websockets",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        socket_options=NODELAY,
-        timeout=5,
-    )
-
-
 async def test_broker_credentials_work_over_websocket_with_the_players_rights_only(
     api: Api,
 ) -> None:
@@ -250,7 +236,7 @@ async def test_names_are_not_shared_between_people_machines_and_services(api: Ap
     assert_problem(reply, 409, "broker_account_conflict")
     listed = [d["id"] for d in (await api.client.get("/devices", headers=admin)).json()]
     assert "observer" not in listed
-    async with api.broker.observer():  # and still logs in with its own password
+    async with api.broker.client(OBSERVER_USER, api.broker.secrets.observer):  # still its own
         pass
 
 

@@ -30,7 +30,7 @@ from plaza.mqtt import NODELAY
 from plaza.settings import Settings
 from plaza.topics import Topics
 from venue.broker import LocalBroker, free_port
-from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_USER
+from venue.fleet import API_USER, BRIDGE_USER, OBSERVER_CLIENT_ID, OBSERVER_USER
 from venue.up import UpOptions, Venue, init_venue, wait_board_online, wait_http_ready
 
 DEVICES = 10
@@ -115,6 +115,7 @@ async def read_board(settings: Settings, password: str, timeout: float) -> dict[
         settings.mqtt_port,
         username=OBSERVER_USER,
         password=password,
+        identifier=OBSERVER_CLIENT_ID,
         protocol=aiomqtt.ProtocolVersion.V5,
         socket_options=NODELAY,
     )
@@ -155,7 +156,7 @@ def e2e_venue(tmp_path_factory: pytest.TempPathFactory) -> Iterator[E2EVenue]:
     )
     secrets, device_ids = init_venue(settings, DEVICES)
     broker = LocalBroker(data / "broker", mqtt_port, ws_port)
-    broker.configure(secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
+    broker.configure(secrets.broker_clients(settings), secrets.roles(Topics(settings.topic_root)))
     venue = Venue(UpOptions(data_dir=data, devices=DEVICES), settings, secrets, device_ids, broker)
     handle = E2EVenue(venue, f"http://127.0.0.1:{http_port}")
     with pytest.MonkeyPatch.context() as mp:

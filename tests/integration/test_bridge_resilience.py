@@ -94,7 +94,7 @@ async def test_a_machine_answers_commands_on_its_cmd_topic_and_ignores_bad_ones(
     cmd_topic = broker.topics.cmd(device)
     async with (
         Watch(broker.observer(), [f"plaza/board/{device}"]) as watch,
-        broker.client("bridge", broker.secrets.bridge) as bridge_account,
+        broker.stand_in_bridge() as bridge_account,
     ):
         task = await start(m)
         await watch.wait_for(is_board(device, online=True))
