@@ -22,16 +22,16 @@ from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api import commands, problems
 from api.link import BrokerLink
 from api.metrics import ApiMetrics
 from api.routes import accounts, devices, notifications, operations, reservations, stats
-from api.security import LoginLimiter, Passwords, Tokens
+from api.security import LoginLimiter, Passwords, RateLimiter, Tokens
 from api.state import AppState
 from plaza.db import make_engine, migrate
 from plaza.mqtt import stop_task
@@ -65,25 +65,44 @@ async def database_ok(engine: AsyncEngine) -> bool:
 
 async def expire_credentials(state: AppState) -> int:
     """Delete the broker account of every expired browser session (the broker drops its
-    connection; the browser asks for credentials again and resumes its session)."""
-    now = datetime.now(UTC)
-    async with AsyncSession(state.reader) as session:
-        clients = (
-            await session.exec(select(BrokerSession.client).where(BrokerSession.expires_at <= now))
-        ).all()
+    connection; the browser asks for credentials again and resumes its session), at most
+    ``PLAZA_MQTT_EXPIRY_BATCH`` per dynamic-security command list, ``PLAZA_MQTT_EXPIRY_PAUSE``
+    apart. Return how many."""
+    size = state.settings.mqtt_expiry_batch
     expired = 0
-    for client in clients:
-        async with state.session_lock(client):  # not while the same session re-keys
-            async with state.write() as session:
-                row = await session.get(BrokerSession, client)
-                if row is None or row.expires_at > now:
-                    continue  # re-keyed meanwhile
-                await session.delete(row)
-                await session.commit()
-            await commands.revoke_accounts(state, [client], None)
-            expired += 1
-        state.session_locks.pop(client, None)
-    return expired
+    while True:
+        now = datetime.now(UTC)
+        async with AsyncSession(state.reader) as session:
+            query = (
+                select(BrokerSession.client)
+                .where(BrokerSession.expires_at <= now)
+                .order_by(col(BrokerSession.expires_at))
+                .limit(size)
+            )
+            batch = sorted((await session.exec(query)).all())
+        if not batch:
+            return expired
+        async with contextlib.AsyncExitStack() as held:
+            for client in batch:  # in order: never while the same session re-keys
+                await held.enter_async_context(state.session_lock(client))
+            still = (  # re-keyed meanwhile: not expired any more
+                col(BrokerSession.client).in_(batch),
+                col(BrokerSession.expires_at) <= now,
+            )
+            async with AsyncSession(state.reader) as session:
+                due = list((await session.exec(select(BrokerSession.client).where(*still))).all())
+            if due:  # the accounts first: an account never outlives its row
+                await commands.revoke_accounts(state, due, None)
+                async with state.write() as session:
+                    await session.exec(delete(BrokerSession).where(*still))
+                    await session.commit()
+        for client in batch:
+            state.session_locks.pop(client, None)
+        expired += len(due)
+        state.metrics.browser_sessions.labels("expired").inc(len(due))
+        if len(batch) < size:
+            return expired
+        await asyncio.sleep(state.settings.mqtt_expiry_pause)  # let other traffic through
 
 
 async def credential_sweeper(state: AppState) -> None:
@@ -115,6 +134,9 @@ def create_app(settings: Settings) -> FastAPI:
         passwords=Passwords(),
         limiter=LoginLimiter(settings.login_per_minute, settings.login_burst),
         metrics=metrics,
+        credentials_budget=RateLimiter(
+            settings.mqtt_credentials_per_minute, settings.mqtt_credentials_burst
+        ),
     )
     metrics.broker_connected.set_function(lambda: float(state.link.connected.is_set()))
 

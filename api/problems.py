@@ -9,6 +9,7 @@ Errors::
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -74,6 +75,14 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = headers
         self.conflict = conflict
+
+
+def too_many(code: str, what: str, wait: float) -> ApiError:
+    """429 ``code`` for a budget that refills in ``wait`` seconds (``Retry-After``)."""
+    seconds = max(1, math.ceil(wait))
+    return ApiError(
+        429, code, f"{what}; try again in {seconds} s", headers={"Retry-After": str(seconds)}
+    )
 
 
 def problem(

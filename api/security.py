@@ -97,6 +97,42 @@ class Tokens:
 
 
 @dataclass
+class RateLimiter:
+    """A token bucket per key: ``burst`` at once, refilled at ``per_minute``. At most
+    ``max_keys`` buckets are kept (full ones are forgotten first), so a sweep over keys
+    cannot grow memory without bound."""
+
+    per_minute: float
+    burst: int
+    max_keys: int = 100_000
+    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    def take(self, key: str, now: float | None = None) -> float:
+        """Take one; return 0 if allowed, else the seconds until the next one is."""
+        moment = now if now is not None else time.monotonic()
+        rate = self.per_minute / 60
+        level, last = self._buckets.get(key, (float(self.burst), moment))
+        level = min(float(self.burst), level + (moment - last) * rate)
+        if level < 1:
+            return (1 - level) / rate
+        if key not in self._buckets and len(self._buckets) >= self.max_keys:
+            self._forget_full(moment)
+        self._buckets[key] = (level - 1, moment)
+        return 0.0
+
+    def _forget_full(self, moment: float) -> None:
+        """Forget every full bucket (it is the same as none); if none is full, the fuller
+        half, so drained buckets (the ones that refuse) are kept."""
+        rate = self.per_minute / 60
+        levels = {k: lv + (moment - at) * rate for k, (lv, at) in self._buckets.items()}
+        full = [k for k, level in levels.items() if level >= self.burst]
+        if not full:
+            full = sorted(levels, key=levels.__getitem__, reverse=True)[: len(levels) // 2 or 1]
+        for key in full:
+            del self._buckets[key]
+
+
+@dataclass
 class LoginLimiter:
     """A token bucket per (username, client address): ``burst`` attempts at once, refilled at
     ``per_minute``. Successful logins cost a token too (no oracle for a correct password)."""

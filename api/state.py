@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.link import BrokerLink
 from api.metrics import ApiMetrics, LatencyWindow
 from api.problems import ApiError
-from api.security import LoginLimiter, Passwords, Tokens
+from api.security import LoginLimiter, Passwords, RateLimiter, Tokens
 from plaza.settings import Settings
 from plaza.tables import User
 from plaza.topics import Topics
@@ -40,11 +40,15 @@ class AppState:
     passwords: Passwords
     limiter: LoginLimiter
     metrics: ApiMetrics
+    #: POST /auth/mqtt per user
+    credentials_budget: RateLimiter
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def session_lock(self, client: str) -> asyncio.Lock:
-        """Serializes re-keying and expiring one browser session's broker account."""
+        """Serializes re-keying and expiring one browser session's broker account (keyed
+        ``{user}~{session}``), or a user's making of new sessions (keyed by the user name,
+        which has no ``~``)."""
         return self.session_locks.setdefault(client, asyncio.Lock())
 
     def write(self) -> AsyncSession:

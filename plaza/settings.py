@@ -42,6 +42,16 @@ class Settings(BaseSettings):
     #: login attempts per (username, client address): a token bucket
     login_per_minute: float = Field(default=10, gt=0)
     login_burst: int = Field(default=5, ge=1)
+    #: live browser sessions (broker accounts) per user; a new one retires the least
+    #: recently used, so a user never holds more
+    max_browser_sessions: int = Field(default=8, ge=1, le=100)
+    #: POST /auth/mqtt per user: a token bucket (every tab asks before each reconnect)
+    mqtt_credentials_per_minute: float = Field(default=20, gt=0)
+    mqtt_credentials_burst: int = Field(default=10, ge=1)
+    #: expired browser accounts deleted per dynamic-security command list, and the pause
+    #: between lists (Mosquitto 2.0.11 rewrites its whole file per command, in its one thread)
+    mqtt_expiry_batch: int = Field(default=20, ge=1, le=1000)
+    mqtt_expiry_pause: float = Field(default=0.2, ge=0)
     #: how long the api waits for the bridge's reply to a request (seconds)
     bridge_timeout: float = Field(default=5.0, gt=0)
     #: the MQTT-over-WebSocket URL handed to browsers; empty: ws://{mqtt_host}:{ws_port}/

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Request, Response, status
 from sqlalchemy import delete, update
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api import commands
-from api.problems import ApiError, responses
+from api.problems import ApiError, responses, too_many
 from api.schemas import (
     BROWSER_ID_PREFIX,
     LoginIn,
@@ -67,12 +68,7 @@ async def register(body: RegisterIn, request: Request, state: State) -> UserPubl
     client = request.client.host if request.client else "unknown"
     wait = state.limiter.take("+register", client)  # the same per-address budget as logins
     if wait > 0:
-        raise ApiError(
-            429,
-            "login_rate_limited",
-            f"too many attempts from this address; try again in {wait:.0f} s",
-            headers={"Retry-After": str(max(1, round(wait)))},
-        )
+        raise too_many("login_rate_limited", "too many attempts from this address", wait)
     reserved = {"api", "bridge", "observer", "system"}
     if body.username in reserved:
         raise ApiError(409, "username_taken", f"{body.username!r} is reserved")
@@ -100,12 +96,7 @@ async def login(body: LoginIn, request: Request, state: State, session: Db) -> T
     wait = state.limiter.take(body.username, client)
     if wait > 0:
         state.metrics.logins.labels("rate_limited").inc()
-        raise ApiError(
-            429,
-            "login_rate_limited",
-            f"too many login attempts; try again in {wait:.0f} s",
-            headers={"Retry-After": str(max(1, round(wait)))},
-        )
+        raise too_many("login_rate_limited", "too many login attempts", wait)
     user = (await session.exec(select(User).where(User.username == body.username))).first()
     if not await state.passwords.verify(body.password, user.password_hash if user else None):
         state.metrics.logins.labels("invalid_credentials").inc()
@@ -136,7 +127,7 @@ async def update_me(body: MeUpdate, user: CurrentUser, state: State) -> UserPubl
 
 @router.post(
     "/auth/mqtt",
-    responses=responses(401, 502, 503, 504),
+    responses=responses(401, 429, 502, 503, 504),
     summary="Short-lived broker credentials for MQTT over WebSocket",
 )
 async def mqtt_credentials(
@@ -147,20 +138,32 @@ async def mqtt_credentials(
     write requests (and read receipts) in their own name, admins read the alerts feed.
     Without ``session`` a new session is made; with it, that session's account gets a new
     password (which drops only that session's own old connection). Other sessions (tabs,
-    phones) are never touched."""
+    phones) are never touched, except that a user holds at most
+    ``PLAZA_MAX_BROWSER_SESSIONS``: a new one retires the least recently used."""
+    wait = state.credentials_budget.take(user.username)
+    if wait > 0:
+        state.metrics.limited.labels("mqtt_credentials").inc()
+        raise too_many("rate_limited", "too many requests for broker credentials", wait)
     key = body.session if body and body.session else secrets.token_hex(4)
     client = f"{user.username}~{key}"
     client_id = session_client_id(user.username, key)
     password = commands.new_secret()
     expires = datetime.now(UTC) + timedelta(seconds=state.settings.mqtt_credential_ttl)
-    async with state.session_lock(client):
+    async with state.session_lock(user.username), state.session_lock(client):
         async with state.write() as session:  # first: an account never outlives its row
             row = await session.get(BrokerSession, client)
+            retired: list[str] = []
             if row is None:
+                retired = await _retire_over_cap(state, session, user.username)
                 row = BrokerSession(client=client, owner=user.username, expires_at=expires)
-            row.expires_at = expires
+            row.expires_at = expires  # the least recently used is the soonest to expire
             session.add(row)
             await session.commit()
+        if retired:
+            await commands.revoke_accounts(state, retired, None)
+            state.metrics.browser_sessions.labels("retired").inc(len(retired))
+            for gone in retired:
+                state.session_locks.pop(gone, None)
         await commands.provision_account(state, client, role_of(state, user), password, client_id)
     return MqttCredentials(
         username=client,
@@ -172,6 +175,21 @@ async def mqtt_credentials(
         expires_at=expires.timestamp(),
         topic_root=state.settings.topic_root,
     )
+
+
+async def _retire_over_cap(state: State, session: AsyncSession, owner: str) -> list[str]:
+    """Delete the rows of ``owner``'s least recently used sessions so that one more fits
+    under the cap; return their account names (to revoke once the rows are gone)."""
+    query = (
+        select(BrokerSession.client)
+        .where(BrokerSession.owner == owner)
+        .order_by(col(BrokerSession.expires_at))
+    )
+    live = list((await session.exec(query)).all())
+    surplus = live[: max(0, len(live) - state.settings.max_browser_sessions + 1)]
+    if surplus:
+        await session.exec(delete(BrokerSession).where(col(BrokerSession.client).in_(surplus)))
+    return surplus
 
 
 @router.get("/users", tags=["admin"], responses=responses(401, 403), summary="All accounts")

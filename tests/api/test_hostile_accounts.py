@@ -3,15 +3,50 @@ with real clients against the api and the broker, and what must hold.
 
 - Client-id takeover: every broker account is bound to its own client id, so no account
   can connect under the bridge's, the api's, a machine's or another session's id.
+- Unbounded broker accounts: a user holds at most ``PLAZA_MAX_BROWSER_SESSIONS`` live
+  browser sessions (a new one retires the least recently used), ``POST /auth/mqtt`` has a
+  per-user budget, and expiry deletes accounts in batches, one command list per batch.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
+from datetime import UTC, datetime, timedelta
+
 import aiomqtt
 import pytest
+from sqlalchemy import update
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.app import expire_credentials
+from plaza.acl import DYNSEC_RESPONSE
+from plaza.db import make_engine
+from plaza.settings import Settings
+from plaza.tables import BrokerSession
 from tests.api.conftest import Api, assert_problem, ws_client
+from tests.conftest import Watch
+from venue.broker import DYNSEC_FILE
 from venue.fleet import OBSERVER_CLIENT_ID
+
+SESSION_CAP = 3
+CREDENTIALS_BURST = 8
+EXPIRY_BATCH = 3
+
+
+@pytest.fixture
+def api_settings(api_settings: Settings) -> Settings:
+    """Small caps, so the tests reach them."""
+    return api_settings.model_copy(
+        update={
+            "max_browser_sessions": SESSION_CAP,
+            "mqtt_credentials_burst": CREDENTIALS_BURST,
+            "mqtt_credentials_per_minute": 6,
+            "mqtt_expiry_batch": EXPIRY_BATCH,
+        }
+    )
+
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 NOT_AUTHORIZED = 0x87
@@ -68,3 +103,96 @@ async def test_a_machine_cannot_be_named_after_a_service_or_a_browser_client_id(
     reply = await api.client.post("/devices", headers=admin, json={"id": device_id, "name": "x"})
     body = assert_problem(reply, 422, "validation_error")
     assert "reserved" in str(body["detail"])
+
+
+# -- unbounded broker accounts -----------------------------------------------------------------
+def broker_accounts(api: Api, owner: str) -> set[str]:
+    """The browser-session accounts of ``owner`` in the broker's own dynamic-security file."""
+    doc = json.loads((api.broker.broker.data_dir / DYNSEC_FILE).read_text())
+    return {c["username"] for c in doc["clients"] if c["username"].startswith(f"{owner}~")}
+
+
+async def session_rows(api: Api, owner: str) -> set[str]:
+    engine = make_engine(api.settings.db_url)
+    try:
+        async with AsyncSession(engine) as session:
+            query = select(BrokerSession.client).where(BrokerSession.owner == owner)
+            return set((await session.exec(query)).all())
+    finally:
+        await engine.dispose()
+
+
+async def test_new_browser_sessions_past_the_cap_retire_the_least_recently_used(
+    api: Api,
+) -> None:
+    headers = await api.headers("player1")
+    made = []
+    for _ in range(SESSION_CAP + 2):
+        reply = await api.client.post("/auth/mqtt", headers=headers)
+        assert reply.status_code == 200, reply.text
+        made.append(reply.json())
+    live = {m["username"] for m in made[-SESSION_CAP:]}
+    assert await session_rows(api, "player1") == live
+    assert broker_accounts(api, "player1") == live
+    for retired in made[:2]:  # their accounts are gone
+        with pytest.raises(aiomqtt.MqttError):
+            async with ws_client(api, retired):
+                pass
+    # re-keying a live session is not a new one: nothing is retired
+    await api.client.post("/auth/mqtt", headers=headers, json={"session": made[2]["session"]})
+    assert await session_rows(api, "player1") == live
+    # the retired tab asks again with its key: it is the newest, the least recently used goes
+    again = await api.client.post(
+        "/auth/mqtt", headers=headers, json={"session": made[0]["session"]}
+    )
+    assert again.status_code == 200
+    assert await session_rows(api, "player1") == {
+        made[0]["username"],
+        made[2]["username"],
+        made[4]["username"],
+    }
+    assert broker_accounts(api, "player1") == await session_rows(api, "player1")
+    async with ws_client(api, again.json()):
+        pass
+
+
+async def test_asking_for_broker_credentials_too_often_is_429_for_that_user_only(
+    api: Api,
+) -> None:
+    headers = await api.headers("player2")
+    for _ in range(CREDENTIALS_BURST):
+        ok = await api.client.post("/auth/mqtt", headers=headers, json={"session": "tab1"})
+        assert ok.status_code == 200, ok.text
+    refused = await api.client.post("/auth/mqtt", headers=headers, json={"session": "tab1"})
+    assert_problem(refused, 429, "rate_limited")
+    assert int(refused.headers["Retry-After"]) >= 1
+    other = await api.client.post("/auth/mqtt", headers=await api.headers("player3"))
+    assert other.status_code == 200
+
+
+async def test_expiry_deletes_expired_accounts_in_batches_of_one_command_list(api: Api) -> None:
+    clients = []
+    for user in ("player1", "player2", "player3"):
+        headers = await api.headers(user)
+        for _ in range(SESSION_CAP):
+            reply = await api.client.post("/auth/mqtt", headers=headers)
+            clients.append(reply.json()["username"])
+    keep = clients.pop()  # one session stays valid
+    engine = make_engine(api.settings.db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                update(BrokerSession)
+                .where(col(BrokerSession.client).in_(clients))
+                .values(expires_at=datetime.now(UTC) - timedelta(seconds=1))
+            )
+    finally:
+        await engine.dispose()
+    async with Watch(api.broker.stand_in_api(), [DYNSEC_RESPONSE]) as control:
+        assert await expire_credentials(api.app.state.plaza) == len(clients)
+        await asyncio.sleep(0.3)  # every response has arrived
+    deletes = [json.loads(s.payload)["responses"] for s in control.seen]
+    assert len(deletes) == -(-len(clients) // EXPIRY_BATCH), "one command list per batch"
+    assert all(r["command"] == "deleteClient" for batch in deletes for r in batch)
+    left = set().union(*(broker_accounts(api, u) for u in ("player1", "player2", "player3")))
+    assert left == {keep}
