@@ -28,6 +28,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from api import commands, problems
+from api.bodylimit import BodyLimit
 from api.link import BrokerLink
 from api.metrics import ApiMetrics
 from api.routes import accounts, devices, notifications, operations, reservations, stats
@@ -188,6 +189,13 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.requests.labels(request.method, template, str(response.status_code)).inc()
         metrics.latency.labels(template).observe(time.perf_counter() - started)
         return response
+
+    # outermost: a body over the cap is refused before any other layer reads it
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        refused=metrics.limited.labels("body_size").inc,
+    )
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Health:

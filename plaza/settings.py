@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     #: between lists (Mosquitto 2.0.11 rewrites its whole file per command, in its one thread)
     mqtt_expiry_batch: int = Field(default=20, ge=1, le=1000)
     mqtt_expiry_pause: float = Field(default=0.2, ge=0)
+    #: HTTP request bodies above this are refused (413) before anything parses them; the
+    #: largest legitimate one, a notice at every field's maximum with JSON-escaped Korean, is
+    #: about 25 KiB
+    max_body_bytes: int = Field(default=32 * 1024, ge=1024, le=16 * 1024 * 1024)
     #: how long the api waits for the bridge's reply to a request (seconds)
     bridge_timeout: float = Field(default=5.0, gt=0)
     #: the MQTT-over-WebSocket URL handed to browsers; empty: ws://{mqtt_host}:{ws_port}/
