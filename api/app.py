@@ -27,7 +27,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import commands, problems
+from api import commands, idempotency, problems
 from api.bodylimit import BodyLimit
 from api.link import BrokerLink
 from api.metrics import ApiMetrics
@@ -107,9 +107,14 @@ async def expire_credentials(state: AppState) -> int:
 
 
 async def credential_sweeper(state: AppState) -> None:
+    """Housekeeping: expired browser accounts, and idempotency keys past their time."""
     every = min(30.0, state.settings.mqtt_credential_ttl / 2)
     while True:
         await asyncio.sleep(every)
+        try:
+            await idempotency.prune(state)
+        except Exception:  # the database may be away: next round
+            log.exception("pruning idempotency keys failed")
         if not state.link.connected.is_set():
             continue
         try:

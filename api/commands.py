@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any
 
 from api.link import DynsecError, LinkDown, LinkError, LinkTimeout, refused
@@ -58,8 +59,8 @@ def raise_for(reply: Reply) -> Reply:
         c = error.conflict
         conflict = ConflictOut(
             reservation_id=c.reservation_id,
-            starts_at=c.starts_at,
-            ends_at=c.ends_at,
+            starts_at=datetime.fromtimestamp(c.starts_at, UTC),
+            ends_at=datetime.fromtimestamp(c.ends_at, UTC),
             status=c.status,
         )
     headers = {"Retry-After": "1"} if code == "rate_limited" else None

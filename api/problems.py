@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import math
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -24,11 +25,11 @@ TYPE_BASE = "/problems/"  # relative URIs: the api documents each code under doc
 
 
 class ConflictOut(BaseModel):
-    """The slot a refused reservation conflicts with."""
+    """The slot a refused reservation conflicts with (ISO 8601 times, like all of REST)."""
 
     reservation_id: str
-    starts_at: float
-    ends_at: float
+    starts_at: datetime
+    ends_at: datetime
     status: str
 
 

@@ -93,6 +93,11 @@ async def _v8_reservation_indexes(conn: AsyncConnection) -> None:
     )
 
 
+async def _v9_idempotency_keys(conn: AsyncConnection) -> None:
+    """Version 9: REST idempotency keys remember what they were first used for
+    (``idempotency_key``, created by create_all)."""
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
@@ -101,6 +106,7 @@ _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     6: _v6_broker_sessions,
     7: _v7_alert_english,
     8: _v8_reservation_indexes,
+    9: _v9_idempotency_keys,
 }
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or

@@ -37,7 +37,10 @@ async def test_after_a_broker_restart_bridge_and_machines_reconnect_and_the_boar
     async with Watch(broker.observer(), [f"plaza/board/{device}"]) as watch:
         entry = board_of(
             await watch.wait_for(
-                lambda s: is_board(device, online=True)(s) and board_of(s).epoch > first.epoch,
+                lambda s: (
+                    is_board(device, online=True)(s)
+                    and (board_of(s).epoch or 0) > (first.epoch or 0)
+                ),
                 timeout=10,
             )
         )
