@@ -32,7 +32,7 @@ from api.bodylimit import BodyLimit
 from api.link import BrokerLink
 from api.metrics import ApiMetrics
 from api.routes import accounts, devices, notifications, operations, reservations, stats
-from api.security import LoginLimiter, Passwords, RateLimiter, Tokens
+from api.security import LoginGuard, Passwords, RateLimiter, Tokens
 from api.state import AppState
 from plaza.db import make_engine, migrate
 from plaza.mqtt import stop_task
@@ -138,7 +138,8 @@ def create_app(settings: Settings) -> FastAPI:
         link=BrokerLink(settings, metrics.observe_bridge),
         tokens=Tokens(settings.jwt_secret.get_secret_value(), settings.jwt_ttl),
         passwords=Passwords(),
-        limiter=LoginLimiter(settings.login_per_minute, settings.login_burst),
+        logins=LoginGuard(settings.login_per_minute, settings.login_burst),
+        registrations=RateLimiter(settings.login_per_minute, settings.login_burst),
         metrics=metrics,
         credentials_budget=RateLimiter(
             settings.mqtt_credentials_per_minute, settings.mqtt_credentials_burst

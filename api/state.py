@@ -23,7 +23,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.link import BrokerLink
 from api.metrics import ApiMetrics, LatencyWindow
 from api.problems import ApiError
-from api.security import LoginLimiter, Passwords, RateLimiter, Tokens
+from api.security import LoginGuard, Passwords, RateLimiter, Tokens
 from plaza.settings import Settings
 from plaza.tables import User
 from plaza.topics import Topics
@@ -38,7 +38,9 @@ class AppState:
     link: BrokerLink
     tokens: Tokens
     passwords: Passwords
-    limiter: LoginLimiter
+    logins: LoginGuard
+    #: registrations per client address
+    registrations: RateLimiter
     metrics: ApiMetrics
     #: POST /auth/mqtt per user
     credentials_budget: RateLimiter

@@ -39,9 +39,12 @@ class Settings(BaseSettings):
     jwt_secret: SecretStr | None = None
     jwt_ttl: int = Field(default=900, ge=5, le=86400)
     mqtt_credential_ttl: int = Field(default=3600, ge=5, le=86400)
-    #: login attempts per (username, client address): a token bucket
+    #: failed logins allowed per known device (device cookie), or per name from unknown
+    #: clients (and ten times that per address): a token bucket; see api/security.py
     login_per_minute: float = Field(default=10, gt=0)
     login_burst: int = Field(default=5, ge=1)
+    #: how long a device cookie (this client logged in to that account before) lasts
+    device_cookie_ttl: int = Field(default=180 * 86400, ge=60)
     #: live browser sessions (broker accounts) per user; a new one retires the least
     #: recently used, so a user never holds more
     max_browser_sessions: int = Field(default=8, ge=1, le=100)

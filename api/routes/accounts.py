@@ -25,6 +25,7 @@ from api.schemas import (
     TokenOut,
     UserPublic,
 )
+from api.security import DEVICE_COOKIE
 from api.state import AdminUser, CurrentUser, Db, State
 from plaza import acl
 from plaza.tables import BrokerSession, Device, User
@@ -66,7 +67,7 @@ def role_of(state: State, user: User) -> acl.Role:
 )
 async def register(body: RegisterIn, request: Request, state: State) -> UserPublic:
     client = request.client.host if request.client else "unknown"
-    wait = state.limiter.take("+register", client)  # the same per-address budget as logins
+    wait = state.registrations.take(client)
     if wait > 0:
         raise too_many("login_rate_limited", "too many attempts from this address", wait)
     reserved = {"api", "bridge", "observer", "system"}
@@ -91,18 +92,35 @@ async def register(body: RegisterIn, request: Request, state: State) -> UserPubl
 
 
 @router.post("/auth/login", responses=responses(401, 422, 429), summary="Log in; get a JWT")
-async def login(body: LoginIn, request: Request, state: State, session: Db) -> TokenOut:
-    client = request.client.host if request.client else "unknown"
-    wait = state.limiter.take(body.username, client)
-    if wait > 0:
+async def login(
+    body: LoginIn, request: Request, response: Response, state: State, session: Db
+) -> TokenOut:
+    """Sets a device cookie (``plaza_device``): failed logins from a device that logged in
+    to this account before count against that device only, so nobody else can lock its
+    owner out (see api/security.py ``LoginGuard``)."""
+    address = request.client.host if request.client else "unknown"
+    device = state.tokens.device_of(request.cookies.get(DEVICE_COOKIE), body.username)
+    wait = state.logins.admit(body.username, address, device)
+    if wait > 0:  # refused before the password is looked at: no oracle
         state.metrics.logins.labels("rate_limited").inc()
-        raise too_many("login_rate_limited", "too many login attempts", wait)
+        raise too_many("login_rate_limited", "too many failed logins", wait)
     user = (await session.exec(select(User).where(User.username == body.username))).first()
     if not await state.passwords.verify(body.password, user.password_hash if user else None):
         state.metrics.logins.labels("invalid_credentials").inc()
         raise ApiError(401, "invalid_credentials", "unknown user or wrong password")
     assert user is not None
+    state.logins.succeeded(body.username, address, device)
     state.metrics.logins.labels("ok").inc()
+    ttl = state.settings.device_cookie_ttl
+    response.set_cookie(
+        DEVICE_COOKIE,
+        state.tokens.issue_device(user.username, ttl),
+        max_age=ttl,
+        path="/auth",
+        httponly=True,
+        samesite="strict",
+        secure=request.url.scheme == "https",
+    )
     return token_for(state, user)
 
 

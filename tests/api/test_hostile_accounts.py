@@ -3,6 +3,9 @@ with real clients against the api and the broker, and what must hold.
 
 - Client-id takeover: every broker account is bound to its own client id, so no account
   can connect under the bridge's, the api's, a machine's or another session's id.
+- Login lock-out of someone else: failures count per known device (a device cookie) or,
+  for unknown devices, per name and address budget; a locked-out login is refused before its
+  password is checked (no oracle).
 - Unbounded broker accounts: a user holds at most ``PLAZA_MAX_BROWSER_SESSIONS`` live
   browser sessions (a new one retires the least recently used), ``POST /auth/mqtt`` has a
   per-user budget, and expiry deletes accounts in batches, one command list per batch.
@@ -15,6 +18,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
+import httpx
 import pytest
 from sqlalchemy import update
 from sqlmodel import col, select
@@ -30,6 +34,12 @@ from tests.conftest import Watch
 from venue.broker import DYNSEC_FILE
 from venue.fleet import OBSERVER_CLIENT_ID
 
+
+def api_client(api: Api) -> httpx.AsyncClient:
+    """A client of its own (its own cookie jar: a device), from the same address as all."""
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=api.app), base_url="http://plaza")
+
+
 SESSION_CAP = 3
 CREDENTIALS_BURST = 8
 EXPIRY_BATCH = 3
@@ -44,6 +54,7 @@ def api_settings(api_settings: Settings) -> Settings:
             "mqtt_credentials_burst": CREDENTIALS_BURST,
             "mqtt_credentials_per_minute": 6,
             "mqtt_expiry_batch": EXPIRY_BATCH,
+            "login_per_minute": 0.1,  # no refill while a test runs, however slow the machine
         }
     )
 
@@ -196,3 +207,88 @@ async def test_expiry_deletes_expired_accounts_in_batches_of_one_command_list(ap
     assert all(r["command"] == "deleteClient" for batch in deletes for r in batch)
     left = set().union(*(broker_accounts(api, u) for u in ("player1", "player2", "player3")))
     assert left == {keep}
+
+
+# -- login lock-out of someone else --------------------------------------------------------------
+async def fail_logins(api: Api, client: httpx.AsyncClient, username: str, times: int) -> list[int]:
+    codes = []
+    for _ in range(times):
+        reply = await client.post("/auth/login", json={"username": username, "password": "wrong!"})
+        codes.append(reply.status_code)
+    return codes
+
+
+async def test_an_attacker_on_the_same_address_cannot_lock_out_a_user_on_a_known_device(
+    api: Api,
+) -> None:
+    """OWASP's device cookies: everyone behind a venue's NAT shares one address, so failures
+    count against the attacker's own (untrusted) side, not the user's known device."""
+    password = api.broker.secrets.players["player1"]
+    async with api_client(api) as phone, api_client(api) as attacker:
+        first = await phone.post("/auth/login", json={"username": "player1", "password": password})
+        assert first.status_code == 200
+        assert phone.cookies.get("plaza_device")
+        codes = await fail_logins(api, attacker, "player1", api.settings.login_burst + 3)
+        assert codes[-1] == 429, codes
+        again = await phone.post("/auth/login", json={"username": "player1", "password": password})
+        assert again.status_code == 200, again.text
+
+
+async def test_while_locked_out_the_right_password_gets_the_same_refusal_as_a_wrong_one(
+    api: Api,
+) -> None:
+    """No oracle: a locked-out login is refused before its password is checked."""
+    password = api.broker.secrets.players["player2"]
+    async with api_client(api) as attacker:
+        await fail_logins(api, attacker, "player2", api.settings.login_burst)
+        wrong = await attacker.post("/auth/login", json={"username": "player2", "password": "x"})
+        right = await attacker.post(
+            "/auth/login", json={"username": "player2", "password": password}
+        )
+    a, b = (
+        assert_problem(wrong, 429, "login_rate_limited"),
+        assert_problem(right, 429, "login_rate_limited"),
+    )
+    assert (a["code"], a["status"]) == (b["code"], b["status"])
+    assert "plaza_device" not in right.cookies
+
+
+async def test_a_device_that_keeps_failing_is_locked_itself_and_others_are_not(api: Api) -> None:
+    password = api.broker.secrets.players["player3"]
+    async with api_client(api) as tablet, api_client(api) as phone:
+        for device in (tablet, phone):
+            ok = await device.post(
+                "/auth/login", json={"username": "player3", "password": password}
+            )
+            assert ok.status_code == 200
+        codes = await fail_logins(api, tablet, "player3", api.settings.login_burst + 1)
+        assert codes[-1] == 429, codes
+        locked = await tablet.post(
+            "/auth/login", json={"username": "player3", "password": password}
+        )
+        assert_problem(locked, 429, "login_rate_limited")
+        fine = await phone.post("/auth/login", json={"username": "player3", "password": password})
+        assert fine.status_code == 200
+        # a new device (no cookie) is not locked by the tablet's failures either
+        async with api_client(api) as laptop:
+            new = await laptop.post(
+                "/auth/login", json={"username": "player3", "password": password}
+            )
+            assert new.status_code == 200
+
+
+async def test_a_device_cookie_of_another_account_or_a_forged_one_is_no_device(api: Api) -> None:
+    password = api.broker.secrets.players["player1"]
+    async with api_client(api) as attacker:
+        ok = await attacker.post(
+            "/auth/login",
+            json={"username": "player2", "password": api.broker.secrets.players["player2"]},
+        )
+        assert ok.status_code == 200  # a device of player2, not of player1
+        codes = await fail_logins(api, attacker, "player1", api.settings.login_burst)
+        assert codes[-1] == 401
+        attacker.cookies.set("plaza_device", "forged.token.value")
+        after = await attacker.post(
+            "/auth/login", json={"username": "player1", "password": password}
+        )
+        assert_problem(after, 429, "login_rate_limited")
