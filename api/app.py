@@ -107,14 +107,16 @@ async def expire_credentials(state: AppState) -> int:
 
 
 async def credential_sweeper(state: AppState) -> None:
-    """Housekeeping: expired browser accounts, and idempotency keys past their time."""
+    """Housekeeping: expired browser accounts; idempotency keys and revoked sessions past
+    their time."""
     every = min(30.0, state.settings.mqtt_credential_ttl / 2)
     while True:
         await asyncio.sleep(every)
         try:
             await idempotency.prune(state)
+            await accounts.prune_revoked(state)
         except Exception:  # the database may be away: next round
-            log.exception("pruning idempotency keys failed")
+            log.exception("pruning idempotency keys or revoked sessions failed")
         if not state.link.connected.is_set():
             continue
         try:
@@ -136,7 +138,9 @@ def create_app(settings: Settings) -> FastAPI:
         engine=make_engine(settings.db_url),
         reader=make_engine(settings.db_url, reader=True),
         link=BrokerLink(settings, metrics.observe_bridge),
-        tokens=Tokens(settings.jwt_secret.get_secret_value(), settings.jwt_ttl),
+        tokens=Tokens(
+            settings.jwt_secret.get_secret_value(), settings.jwt_ttl, settings.session_max_age
+        ),
         passwords=Passwords(),
         logins=LoginGuard(settings.login_per_minute, settings.login_burst),
         registrations=RateLimiter(settings.login_per_minute, settings.login_burst),

@@ -87,6 +87,14 @@ class MqttSessionIn(Strict):
     )
 
 
+class LogoutIn(Strict):
+    session: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]{4,16}$",
+        description="this browser's broker session key: its account is deleted too",
+    )
+
+
 class MqttCredentials(BaseModel):
     """Broker credentials of one browser session for MQTT over WebSocket. ``username`` is the
     session's own broker account; topics use ``user``. At ``expires_at`` the account is deleted

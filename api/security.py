@@ -2,10 +2,12 @@
 
 - Passwords are argon2 hashes (pwdlib's recommended hasher).
 - Access tokens are HS256 JWTs (pyjwt) with ``sub`` (username), ``role``, ``iat``, ``exp`` and
-  ``jti``. They live ``PLAZA_JWT_TTL`` seconds (15 minutes by default); ``POST /auth/refresh``
-  trades a still-valid token for a fresh one, so a client that refreshes in time never logs in
-  again, and one that lets it lapse logs in again. Every request re-reads the account, so a
-  deleted account or a changed role takes effect at once, whatever the token says.
+  ``jti``, and their login session's ``sid`` and ``auth_time``. They live ``PLAZA_JWT_TTL``
+  seconds (15 minutes by default); ``POST /auth/refresh`` trades a still-valid token for a
+  fresh one of the same session, up to ``PLAZA_SESSION_MAX_AGE`` after the login; then the
+  client logs in again. ``POST /auth/logout`` revokes the session. Every request re-reads
+  the account, so a deleted account or a changed role takes effect at once, whatever the
+  token says.
 - Logins are guarded by :class:`LoginGuard` (device cookies, OWASP): failures count per
   known device, or for unknown clients per name and per address.
 - Device cookies are HS256 JWTs of their own kind (``typ: device``; no ``role``, so no device
@@ -58,24 +60,48 @@ class Claims:
     username: str
     role: str
     expires_at: float
+    #: the login session every refresh of this token belongs to (None: a token from before
+    #: sessions had ids; it cannot be revoked and lives out its short life)
+    session: str | None
+    #: when that session logged in
+    auth_time: float
 
 
 class Tokens:
-    def __init__(self, secret: str, ttl: int) -> None:
+    """Access tokens of login sessions: a login starts a session (``sid``, ``auth_time``);
+    a refresh carries both on, and no token of a session outlives ``auth_time + max_age``."""
+
+    def __init__(self, secret: str, ttl: int, max_age: int) -> None:
         self._secret = secret
         self.ttl = ttl
+        self.max_age = max_age
 
-    def issue(self, username: str, role: str, now: float | None = None) -> tuple[str, float]:
+    def issue(
+        self,
+        username: str,
+        role: str,
+        *,
+        session: str | None = None,
+        auth_time: float | None = None,
+        now: float | None = None,
+    ) -> tuple[str, float]:
+        """A token of ``session`` (a new one when None) that logged in at ``auth_time``."""
         issued = int(now if now is not None else time.time())
-        expires = issued + self.ttl
+        started = int(auth_time if auth_time is not None else issued)
+        expires = min(issued + self.ttl, started + self.max_age)
         claims: dict[str, Any] = {
             "sub": username,
             "role": role,
             "iat": issued,
             "exp": expires,
             "jti": uuid.uuid4().hex,
+            "sid": session or uuid.uuid4().hex,
+            "auth_time": started,
         }
         return jwt.encode(claims, self._secret, algorithm=ALGORITHM), float(expires)
+
+    def session_ended(self, claims: Claims, now: float | None = None) -> bool:
+        return (now if now is not None else time.time()) >= claims.auth_time + self.max_age
 
     def issue_device(self, username: str, ttl: int, now: float | None = None) -> str:
         """A device cookie: this client logged in to ``username`` before."""
@@ -129,7 +155,14 @@ class Tokens:
                 f"the access token is not valid: {exc}",
                 headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
             ) from exc
-        return Claims(str(data["sub"]), str(data["role"]), float(data["exp"]))
+        sid = data.get("sid")
+        return Claims(
+            str(data["sub"]),
+            str(data["role"]),
+            float(data["exp"]),
+            str(sid) if sid else None,
+            float(data.get("auth_time", data["iat"])),
+        )
 
 
 @dataclass

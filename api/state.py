@@ -23,9 +23,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.link import BrokerLink
 from api.metrics import ApiMetrics, LatencyWindow
 from api.problems import ApiError
-from api.security import LoginGuard, Passwords, RateLimiter, Tokens
+from api.security import Claims, LoginGuard, Passwords, RateLimiter, Tokens
 from plaza.settings import Settings
-from plaza.tables import User
+from plaza.tables import RevokedSession, User
 from plaza.topics import Topics
 
 
@@ -76,11 +76,10 @@ Db = Annotated[AsyncSession, Depends(db_session)]
 _bearer = HTTPBearer(auto_error=False, description="a JWT from POST /auth/login")
 
 
-async def current_user(
+async def current_claims(
     state: State,
-    session: Db,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> Claims:
     if credentials is None:
         raise ApiError(
             401,
@@ -88,7 +87,24 @@ async def current_user(
             "send an access token: Authorization: Bearer <token>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    claims = state.tokens.verify(credentials.credentials)
+    return state.tokens.verify(credentials.credentials)
+
+
+CurrentClaims = Annotated[Claims, Depends(current_claims)]
+
+
+async def current_user(state: State, session: Db, claims: CurrentClaims) -> User:
+    """The account of a valid token of a session that has not logged out."""
+    revoked = claims.session is not None and (
+        await session.get(RevokedSession, claims.session) is not None
+    )
+    if revoked:
+        raise ApiError(
+            401,
+            "token_revoked",
+            "this session has logged out; log in again",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     user = (await session.exec(select(User).where(User.username == claims.username))).first()
     await session.commit()  # end the read snapshot: what the handler reads next is current
     if user is None:

@@ -95,7 +95,8 @@ async def _v8_reservation_indexes(conn: AsyncConnection) -> None:
 
 async def _v9_idempotency_keys(conn: AsyncConnection) -> None:
     """Version 9: REST idempotency keys remember what they were first used for
-    (``idempotency_key``, created by create_all)."""
+    (``idempotency_key``), and logged-out sessions are kept (``revoked_session``); both
+    tables are created by create_all."""
 
 
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {

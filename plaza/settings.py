@@ -38,6 +38,8 @@ class Settings(BaseSettings):
     # identity (api): JWT signing key (HS256), token and broker-credential lifetimes
     jwt_secret: SecretStr | None = None
     jwt_ttl: int = Field(default=900, ge=5, le=86400)
+    #: a login session ends this long after the login, however often its token is refreshed
+    session_max_age: int = Field(default=86400, ge=1, le=30 * 86400)
     mqtt_credential_ttl: int = Field(default=3600, ge=5, le=86400)
     #: failed logins allowed per known device (device cookie), or per name from unknown
     #: clients (and ten times that per address): a token bucket; see api/security.py

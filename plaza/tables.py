@@ -166,6 +166,16 @@ class IdempotencyKey(SQLModel, table=True):
     created_at: datetime = _ts(default_factory=utcnow, index=True)
 
 
+class RevokedSession(SQLModel, table=True):
+    """A login session ended by ``POST /auth/logout``: its tokens are refused. Kept until the
+    session would have ended anyway (``auth_time + PLAZA_SESSION_MAX_AGE``), then pruned."""
+
+    __tablename__ = "revoked_session"
+
+    sid: str = Field(primary_key=True, max_length=32)
+    until: datetime = _ts(index=True)
+
+
 class Outbox(SQLModel, table=True):
     """Messages written in the same transaction as the change they announce; a publisher
     sends them in id order after commit and marks them, so a crash in between loses none."""

@@ -3,6 +3,7 @@ the user list and account removal."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import secrets
 from datetime import UTC, datetime, timedelta
@@ -18,6 +19,7 @@ from api.problems import ApiError, responses, too_many
 from api.schemas import (
     BROWSER_ID_PREFIX,
     LoginIn,
+    LogoutIn,
     MeUpdate,
     MqttCredentials,
     MqttSessionIn,
@@ -25,10 +27,10 @@ from api.schemas import (
     TokenOut,
     UserPublic,
 )
-from api.security import DEVICE_COOKIE
-from api.state import AdminUser, CurrentUser, Db, State
+from api.security import DEVICE_COOKIE, Claims
+from api.state import AdminUser, CurrentClaims, CurrentUser, Db, State
 from plaza import acl
-from plaza.tables import BrokerSession, Device, User
+from plaza.tables import BrokerSession, Device, RevokedSession, User
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["accounts"])
@@ -39,8 +41,14 @@ def public(user: User) -> UserPublic:
     return UserPublic.model_validate(user, from_attributes=True)
 
 
-def token_for(state: State, user: User) -> TokenOut:
-    token, expires = state.tokens.issue(user.username, user.role)
+def token_for(state: State, user: User, session: Claims | None = None) -> TokenOut:
+    """A token of a new login session, or (a refresh) of ``session``."""
+    token, expires = state.tokens.issue(
+        user.username,
+        user.role,
+        session=session.session if session else None,
+        auth_time=session.auth_time if session else None,
+    )
     return TokenOut(
         access_token=token, expires_in=state.tokens.ttl, expires_at=expires, user=public(user)
     )
@@ -125,8 +133,57 @@ async def login(
 
 
 @router.post("/auth/refresh", responses=AUTH_ERRORS, summary="Trade a valid token for a new one")
-async def refresh(user: CurrentUser, state: State) -> TokenOut:
-    return token_for(state, user)
+async def refresh(user: CurrentUser, claims: CurrentClaims, state: State) -> TokenOut:
+    """A token of the same login session; none once the session is
+    ``PLAZA_SESSION_MAX_AGE`` old (401 ``session_expired``: log in again)."""
+    if state.tokens.session_ended(claims):
+        raise ApiError(
+            401,
+            "session_expired",
+            "this login session has reached its maximum age; log in again",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
+    return token_for(state, user, claims)
+
+
+@router.post(
+    "/auth/logout",
+    status_code=status.HTTP_204_NO_CONTENT,
+    responses=AUTH_ERRORS,
+    summary="End this login session (and, given its key, this browser's broker session)",
+)
+async def logout(
+    user: CurrentUser, claims: CurrentClaims, state: State, body: LogoutIn | None = None
+) -> Response:
+    """Every token of this session is refused from now on (401 ``token_revoked``), also
+    the ones refreshed from it. With ``session``, that browser session's broker account is
+    deleted too (its connection drops)."""
+    if claims.session is not None:
+        until = datetime.fromtimestamp(claims.auth_time + state.settings.session_max_age, UTC)
+        async with state.write() as session:
+            if await session.get(RevokedSession, claims.session) is None:
+                session.add(RevokedSession(sid=claims.session, until=until))
+                with contextlib.suppress(IntegrityError):  # logged out twice at once
+                    await session.commit()
+    if body is not None and body.session is not None:
+        client = f"{user.username}~{body.session}"
+        async with state.session_lock(user.username), state.session_lock(client):
+            await commands.revoke_accounts(state, [client], None)
+            async with state.write() as session:
+                await session.exec(delete(BrokerSession).where(col(BrokerSession.client) == client))
+                await session.commit()
+        state.session_locks.pop(client, None)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+async def prune_revoked(state: State) -> int:
+    """Forget logged-out sessions that would have ended by now anyway."""
+    async with state.write() as session:
+        result = await session.exec(
+            delete(RevokedSession).where(col(RevokedSession.until) < datetime.now(UTC))
+        )
+        await session.commit()
+    return int(result.rowcount or 0)
 
 
 @router.get("/me", responses=AUTH_ERRORS, summary="The account of the token")

@@ -88,13 +88,15 @@ async def test_logins_are_rate_limited_per_user_and_address(api: Api) -> None:
 
 async def test_no_token_a_forged_token_and_an_expired_token_get_exact_codes(api: Api) -> None:
     assert_problem(await api.client.get("/me"), 401, "not_authenticated")
-    forged, _ = Tokens("another-key-that-is-long-enough-for-hs256!", 60).issue("admin", "admin")
+    forged, _ = Tokens("another-key-that-is-long-enough-for-hs256!", 60, 3600).issue(
+        "admin", "admin"
+    )
     reply = await api.client.get("/me", headers={"Authorization": f"Bearer {forged}"})
     assert_problem(reply, 401, "token_invalid")
     garbage = await api.client.get("/me", headers={"Authorization": "Bearer not.a.jwt"})
     assert_problem(garbage, 401, "token_invalid")
     past = datetime.now(UTC) - timedelta(hours=2)
-    expired, _ = Tokens(JWT_SECRET, 60).issue("player1", "player", now=past.timestamp())
+    expired, _ = Tokens(JWT_SECRET, 60, 3600).issue("player1", "player", now=past.timestamp())
     reply = await api.client.get("/me", headers={"Authorization": f"Bearer {expired}"})
     assert_problem(reply, 401, "token_expired")
     assert "invalid_token" in reply.headers["WWW-Authenticate"]

@@ -55,14 +55,14 @@ def test_rotating_names_from_one_address_runs_into_the_address_budget() -> None:
 
 
 def test_a_device_cookie_names_one_account_and_is_no_access_token() -> None:
-    tokens = Tokens("a-signing-key-that-is-long-enough-for-hs256", 60)
+    tokens = Tokens("a-signing-key-that-is-long-enough-for-hs256", 60, 3600)
     cookie = tokens.issue_device("alice", ttl=3600)
     device = tokens.device_of(cookie, "alice")
     assert device is not None
     assert tokens.device_of(cookie, "bob") is None
     assert tokens.device_of("forged.cookie.value", "alice") is None
     assert tokens.device_of(tokens.issue_device("alice", ttl=3600, now=0), "alice") is None
-    other = Tokens("another-signing-key-that-is-long-enough-xx", 60)
+    other = Tokens("another-signing-key-that-is-long-enough-xx", 60, 3600)
     assert other.device_of(cookie, "alice") is None
     access, _ = tokens.issue("alice", "player")
     assert tokens.device_of(access, "alice") is None
