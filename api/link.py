@@ -10,7 +10,8 @@ holds over it.
   ``$CONTROL/dynamic-security/v1``; each command carries ``correlationData`` and the plugin's
   response is matched by it.
 
-The connection is kept up forever with jittered backoff.
+The connection is kept up forever with jittered backoff, on a new aiomqtt client for every
+attempt (a reused 2.5.1 client can wedge for good after a disconnect that timed out).
 
 Errors::
 
@@ -86,9 +87,10 @@ class BrokerLink:
     # -- the connection ----------------------------------------------------------------------
     async def run(self) -> None:
         backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)
-        # the api's broker account is bound to this id: one api process per api_id
-        client = service_client(self.settings, self.settings.api_id, persistent=False)
         while True:
+            # A fresh client for every attempt (see plaza.mqtt.service_client). The api's
+            # broker account is bound to this id: one api process per api_id.
+            client = service_client(self.settings, self.settings.api_id, persistent=False)
             try:
                 async with client:
                     await client.subscribe([(self.inbox, 1), (DYNSEC_RESPONSE, 1)])

@@ -78,6 +78,10 @@ class Settings(BaseSettings):
     device_keepalive: int = Field(default=10, ge=1, le=65535)
     will_delay: int = Field(default=0, ge=0, le=3600)
     bridge_session_expiry: int = Field(default=3600, ge=0)
+    #: the services' (bridge, api) MQTT keepalive, and how long one of their MQTT operations
+    #: (connect, subscribe, a QoS 1 publish, a disconnect) may take before it fails
+    service_keepalive: int = Field(default=30, ge=1, le=65535)
+    service_timeout: float = Field(default=10.0, gt=0)
     reconnect_min: float = Field(default=0.2, gt=0)
     reconnect_max: float = Field(default=15.0, gt=0)
     max_payload_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
