@@ -22,17 +22,18 @@ from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
 from pydantic import BaseModel
-from sqlalchemy import text
+from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
-from sqlmodel import select
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from api import commands, problems
+from api import commands, idempotency, problems
+from api.bodylimit import BodyLimit
 from api.headers import SecurityHeaders
 from api.link import BrokerLink
 from api.metrics import ApiMetrics
 from api.routes import accounts, devices, notifications, operations, reservations, stats
-from api.security import LoginLimiter, Passwords, Tokens
+from api.security import LoginGuard, Passwords, RateLimiter, Tokens
 from api.state import AppState
 from plaza.db import make_engine, migrate
 from plaza.mqtt import stop_task
@@ -66,31 +67,57 @@ async def database_ok(engine: AsyncEngine) -> bool:
 
 async def expire_credentials(state: AppState) -> int:
     """Delete the broker account of every expired browser session (the broker drops its
-    connection; the browser asks for credentials again and resumes its session)."""
-    now = datetime.now(UTC)
-    async with AsyncSession(state.reader) as session:
-        clients = (
-            await session.exec(select(BrokerSession.client).where(BrokerSession.expires_at <= now))
-        ).all()
+    connection; the browser asks for credentials again and resumes its session), at most
+    ``PLAZA_MQTT_EXPIRY_BATCH`` per dynamic-security command list, ``PLAZA_MQTT_EXPIRY_PAUSE``
+    apart. Return how many."""
+    size = state.settings.mqtt_expiry_batch
     expired = 0
-    for client in clients:
-        async with state.session_lock(client):  # not while the same session re-keys
-            async with state.write() as session:
-                row = await session.get(BrokerSession, client)
-                if row is None or row.expires_at > now:
-                    continue  # re-keyed meanwhile
-                await session.delete(row)
-                await session.commit()
-            await commands.revoke_accounts(state, [client], None)
-            expired += 1
-        state.session_locks.pop(client, None)
-    return expired
+    while True:
+        now = datetime.now(UTC)
+        async with AsyncSession(state.reader) as session:
+            query = (
+                select(BrokerSession.client)
+                .where(BrokerSession.expires_at <= now)
+                .order_by(col(BrokerSession.expires_at))
+                .limit(size)
+            )
+            batch = sorted((await session.exec(query)).all())
+        if not batch:
+            return expired
+        async with contextlib.AsyncExitStack() as held:
+            for client in batch:  # in order: never while the same session re-keys
+                await held.enter_async_context(state.session_lock(client))
+            still = (  # re-keyed meanwhile: not expired any more
+                col(BrokerSession.client).in_(batch),
+                col(BrokerSession.expires_at) <= now,
+            )
+            async with AsyncSession(state.reader) as session:
+                due = list((await session.exec(select(BrokerSession.client).where(*still))).all())
+            if due:  # the accounts first: an account never outlives its row
+                await commands.revoke_accounts(state, due, None)
+                async with state.write() as session:
+                    await session.exec(delete(BrokerSession).where(*still))
+                    await session.commit()
+        for client in batch:
+            state.session_locks.pop(client, None)
+        expired += len(due)
+        state.metrics.browser_sessions.labels("expired").inc(len(due))
+        if len(batch) < size:
+            return expired
+        await asyncio.sleep(state.settings.mqtt_expiry_pause)  # let other traffic through
 
 
 async def credential_sweeper(state: AppState) -> None:
+    """Housekeeping: expired browser accounts; idempotency keys and revoked sessions past
+    their time."""
     every = min(30.0, state.settings.mqtt_credential_ttl / 2)
     while True:
         await asyncio.sleep(every)
+        try:
+            await idempotency.prune(state)
+            await accounts.prune_revoked(state)
+        except Exception:  # the database may be away: next round
+            log.exception("pruning idempotency keys or revoked sessions failed")
         if not state.link.connected.is_set():
             continue
         try:
@@ -112,10 +139,16 @@ def create_app(settings: Settings) -> FastAPI:
         engine=make_engine(settings.db_url),
         reader=make_engine(settings.db_url, reader=True),
         link=BrokerLink(settings, metrics.observe_bridge),
-        tokens=Tokens(settings.jwt_secret.get_secret_value(), settings.jwt_ttl),
+        tokens=Tokens(
+            settings.jwt_secret.get_secret_value(), settings.jwt_ttl, settings.session_max_age
+        ),
         passwords=Passwords(),
-        limiter=LoginLimiter(settings.login_per_minute, settings.login_burst),
+        logins=LoginGuard(settings.login_per_minute, settings.login_burst),
+        registrations=RateLimiter(settings.login_per_minute, settings.login_burst),
         metrics=metrics,
+        credentials_budget=RateLimiter(
+            settings.mqtt_credentials_per_minute, settings.mqtt_credentials_burst
+        ),
     )
     metrics.broker_connected.set_function(lambda: float(state.link.connected.is_set()))
 
@@ -146,7 +179,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.plaza = state
     problems.install(app)
-    app.add_middleware(SecurityHeaders, settings=settings)
     for router in (
         accounts.router,
         devices.router,
@@ -168,6 +200,15 @@ def create_app(settings: Settings) -> FastAPI:
         metrics.requests.labels(request.method, template, str(response.status_code)).inc()
         metrics.latency.labels(template).observe(time.perf_counter() - started)
         return response
+
+    # outermost: a body over the cap is refused before any other layer reads it
+    app.add_middleware(
+        BodyLimit,
+        max_bytes=settings.max_body_bytes,
+        refused=metrics.limited.labels("body_size").inc,
+    )
+    # around even that, so a refusal carries the security headers too (it reads no body)
+    app.add_middleware(SecurityHeaders, settings=settings)
 
     @app.get("/healthz", tags=["ops"])
     async def healthz() -> Health:

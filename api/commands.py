@@ -7,6 +7,7 @@ from __future__ import annotations
 import secrets
 import uuid
 from collections.abc import Awaitable
+from datetime import UTC, datetime
 from typing import Any
 
 from api.link import DynsecError, LinkDown, LinkError, LinkTimeout, refused
@@ -58,8 +59,8 @@ def raise_for(reply: Reply) -> Reply:
         c = error.conflict
         conflict = ConflictOut(
             reservation_id=c.reservation_id,
-            starts_at=c.starts_at,
-            ends_at=c.ends_at,
+            starts_at=datetime.fromtimestamp(c.starts_at, UTC),
+            ends_at=datetime.fromtimestamp(c.ends_at, UTC),
             status=c.status,
         )
     headers = {"Retry-After": "1"} if code == "rate_limited" else None
@@ -126,10 +127,14 @@ async def _roles_of(state: AppState, username: str) -> list[str] | None:
     return [str(r.get("rolename")) for r in roles]
 
 
-async def provision_account(state: AppState, username: str, role: acl.Role, password: str) -> None:
-    """Create broker account ``username`` holding exactly ``role``, or re-key it. An existing
-    account that holds any other role belongs to someone else: 409 ``broker_account_conflict``
-    (a player can never take over a machine's account, nor an admin a player's).
+async def provision_account(
+    state: AppState, username: str, role: acl.Role, password: str, client_id: str
+) -> None:
+    """Create broker account ``username`` holding exactly ``role``, bound to ``client_id``
+    (the broker refuses it under any other id), or re-key it (and bind it, if an older
+    release made it unbound). An existing account that holds any other role belongs to
+    someone else: 409 ``broker_account_conflict`` (a player can never take over a machine's
+    account, nor an admin a player's).
 
     Re-keying (setClientPassword) disconnects the account's live connection in Mosquitto
     2.0.11; that is why every browser session has an account of its own."""
@@ -147,10 +152,14 @@ async def provision_account(state: AppState, username: str, role: acl.Role, pass
         # (an ACL it already has is refused, which is fine).
         await _dynsec(state, [dynsec.add_role_acl(role.name, acl) for acl in role.acls])
     if existing is None:
-        client = dynsec.BrokerClient(username, password, (role.name,))
+        client = dynsec.BrokerClient(username, password, (role.name,), client_id=client_id)
         _check(await _dynsec(state, [dynsec.create_client(client)]))
     else:
-        _check(await _dynsec(state, [dynsec.set_client_password(username, password)]))
+        rekey = [
+            dynsec.set_client_id(username, client_id),
+            dynsec.set_client_password(username, password),
+        ]
+        _check(await _dynsec(state, rekey))
 
 
 async def revoke_accounts(state: AppState, usernames: list[str], role_name: str | None) -> None:

@@ -10,7 +10,8 @@ holds over it.
   ``$CONTROL/dynamic-security/v1``; each command carries ``correlationData`` and the plugin's
   response is matched by it.
 
-The connection is kept up forever with jittered backoff.
+The connection is kept up forever with jittered backoff, on a new aiomqtt client for every
+attempt (a reused 2.5.1 client can wedge for good after a disconnect that timed out).
 
 Errors::
 
@@ -76,6 +77,8 @@ class BrokerLink:
         self.inbox = self.topics.inbox(API_USER, self.instance)
         self.connected = asyncio.Event()
         self.client: aiomqtt.Client | None = None
+        #: successful connections so far (a reconnect adds one)
+        self.connections = 0
         self._waiting: dict[bytes, asyncio.Future[bytes]] = {}
         self._dynsec: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._observe = observe or (lambda _op, _result, _seconds: None)
@@ -83,12 +86,15 @@ class BrokerLink:
     # -- the connection ----------------------------------------------------------------------
     async def run(self) -> None:
         backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)
-        client = service_client(self.settings, f"plaza-api-{self.instance}", persistent=False)
         while True:
+            # A fresh client for every attempt (see plaza.mqtt.service_client). The api's
+            # broker account is bound to this id: one api process per api_id.
+            client = service_client(self.settings, self.settings.api_id, persistent=False)
             try:
                 async with client:
                     await client.subscribe([(self.inbox, 1), (DYNSEC_RESPONSE, 1)])
                     self.client = client
+                    self.connections += 1
                     self.connected.set()
                     backoff.reset()
                     async for message in client.messages:

@@ -54,6 +54,19 @@ class ApiMetrics:
             registry=self.registry,
         )
 
+        self.limited = Counter(
+            "plaza_api_limited",
+            "requests refused by a cap or a budget, by limit (mqtt_credentials, body_size, ...)",
+            ["limit"],
+            registry=self.registry,
+        )
+        self.browser_sessions = Counter(
+            "plaza_api_browser_sessions",
+            "browser-session broker accounts ended, by why (retired over the cap, expired)",
+            ["event"],
+            registry=self.registry,
+        )
+
     def observe_bridge(self, op: str, result: str, seconds: float) -> None:
         self.bridge_requests.labels(op, result).inc()
         self.bridge_latency.observe(seconds)

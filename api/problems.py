@@ -9,6 +9,8 @@ Errors::
 from __future__ import annotations
 
 import logging
+import math
+from datetime import datetime
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -23,11 +25,11 @@ TYPE_BASE = "/problems/"  # relative URIs: the api documents each code under doc
 
 
 class ConflictOut(BaseModel):
-    """The slot a refused reservation conflicts with."""
+    """The slot a refused reservation conflicts with (ISO 8601 times, like all of REST)."""
 
     reservation_id: str
-    starts_at: float
-    ends_at: float
+    starts_at: datetime
+    ends_at: datetime
     status: str
 
 
@@ -49,6 +51,7 @@ TITLES = {
     404: "Not found",
     405: "Method not allowed",
     409: "Conflict",
+    413: "Content too large",
     422: "Unprocessable content",
     429: "Too many requests",
     500: "Internal server error",
@@ -74,6 +77,14 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = headers
         self.conflict = conflict
+
+
+def too_many(code: str, what: str, wait: float) -> ApiError:
+    """429 ``code`` for a budget that refills in ``wait`` seconds (``Retry-After``)."""
+    seconds = max(1, math.ceil(wait))
+    return ApiError(
+        429, code, f"{what}; try again in {seconds} s", headers={"Retry-After": str(seconds)}
+    )
 
 
 def problem(

@@ -4,21 +4,48 @@ seconds (plaza.messages). One family per entity, as in full-stack-fastapi-templa
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import Strict as PydanticStrict
 
 from plaza.messages import AlertSeverity
+from plaza.settings import SERVICE_ID_PREFIX
 
 USERNAME = r"^[a-z0-9][a-z0-9_.-]{2,47}$"
 DEVICE_ID = r"^[a-z0-9][a-z0-9_.-]{0,47}$"
 Locale = Literal["ko", "en"]
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2096, 1, 1, tzinfo=UTC)  # plaza.messages.UnixTime's bound
+#: browser sessions' client ids start with this (services' with SERVICE_ID_PREFIX); a
+#: machine's client id is its id, so machine ids may start with neither
+BROWSER_ID_PREFIX = "web-"
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields refused, and no coercion (``"yes"`` is not ``true``,
+    ``"3"`` not ``3``), as strict as an MQTT payload. JSON has no time or enum type, so
+    those fields say ``strict=False`` and take their ISO 8601 / string forms; integers are
+    JSON Schema's (see :data:`Seq`)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+def _a_json_number(value: object) -> object:
+    if isinstance(value, str | bool):
+        raise ValueError("must be a JSON number, not a string or a boolean")
+    return value
+
+
+#: A notification seq, an integer as JSON Schema (and so the OpenAPI document) defines one:
+#: a number without a fraction, so ``3.0`` is 3; a string or a boolean is refused, as is
+#: ``3.5``. (The bounds come before the validator, so the schema shows them.)
+Seq = Annotated[
+    int,
+    Field(ge=0, le=2**53),
+    PydanticStrict(strict=False),
+    BeforeValidator(_a_json_number),
+]
 
 
 # -- accounts --------------------------------------------------------------------------------
@@ -60,6 +87,14 @@ class MqttSessionIn(Strict):
     )
 
 
+class LogoutIn(Strict):
+    session: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]{4,16}$",
+        description="this browser's broker session key: its account is deleted too",
+    )
+
+
 class MqttCredentials(BaseModel):
     """Broker credentials of one browser session for MQTT over WebSocket. ``username`` is the
     session's own broker account; topics use ``user``. At ``expires_at`` the account is deleted
@@ -84,6 +119,15 @@ class DeviceCreate(Strict):
     zone: str = Field(default="main", min_length=1, max_length=40)
     auto_approve: bool = False
     maintenance: bool = False
+
+    @field_validator("id")
+    @classmethod
+    def _not_a_reserved_client_id(cls, value: str) -> str:
+        if value.startswith((SERVICE_ID_PREFIX, BROWSER_ID_PREFIX)):
+            raise ValueError(
+                f"{SERVICE_ID_PREFIX!r} and {BROWSER_ID_PREFIX!r} are reserved client ids"
+            )
+        return value
 
 
 class DeviceUpdate(Strict):
@@ -124,8 +168,8 @@ class ProvisionedDevice(BaseModel):
 # -- reservations ----------------------------------------------------------------------------
 class ReservationCreate(Strict):
     device_id: str = Field(pattern=DEVICE_ID)
-    starts_at: datetime = Field(description="ISO 8601; without an offset it is UTC")
-    ends_at: datetime
+    starts_at: datetime = Field(strict=False, description="ISO 8601; without an offset it is UTC")
+    ends_at: datetime = Field(strict=False)
     user: str | None = Field(
         default=None, pattern=USERNAME, description="admins only: book for this player"
     )
@@ -165,7 +209,7 @@ class ReservationPage(BaseModel):
 class NoticeIn(Strict):
     title: str = Field(min_length=1, max_length=120)
     message: str = Field(min_length=1, max_length=2000)
-    priority: AlertSeverity = AlertSeverity.MEDIUM
+    priority: AlertSeverity = Field(default=AlertSeverity.MEDIUM, strict=False)
     title_en: str | None = Field(default=None, min_length=1, max_length=120)
     message_en: str | None = Field(default=None, min_length=1, max_length=2000)
 

@@ -23,9 +23,9 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from api.link import BrokerLink
 from api.metrics import ApiMetrics, LatencyWindow
 from api.problems import ApiError
-from api.security import LoginLimiter, Passwords, Tokens
+from api.security import Claims, LoginGuard, Passwords, RateLimiter, Tokens
 from plaza.settings import Settings
-from plaza.tables import User
+from plaza.tables import RevokedSession, User
 from plaza.topics import Topics
 
 
@@ -38,13 +38,19 @@ class AppState:
     link: BrokerLink
     tokens: Tokens
     passwords: Passwords
-    limiter: LoginLimiter
+    logins: LoginGuard
+    #: registrations per client address
+    registrations: RateLimiter
     metrics: ApiMetrics
+    #: POST /auth/mqtt per user
+    credentials_budget: RateLimiter
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     def session_lock(self, client: str) -> asyncio.Lock:
-        """Serializes re-keying and expiring one browser session's broker account."""
+        """Serializes re-keying and expiring one browser session's broker account (keyed
+        ``{user}~{session}``), or a user's making of new sessions (keyed by the user name,
+        which has no ``~``)."""
         return self.session_locks.setdefault(client, asyncio.Lock())
 
     def write(self) -> AsyncSession:
@@ -70,11 +76,10 @@ Db = Annotated[AsyncSession, Depends(db_session)]
 _bearer = HTTPBearer(auto_error=False, description="a JWT from POST /auth/login")
 
 
-async def current_user(
+async def current_claims(
     state: State,
-    session: Db,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
-) -> User:
+) -> Claims:
     if credentials is None:
         raise ApiError(
             401,
@@ -82,7 +87,24 @@ async def current_user(
             "send an access token: Authorization: Bearer <token>",
             headers={"WWW-Authenticate": "Bearer"},
         )
-    claims = state.tokens.verify(credentials.credentials)
+    return state.tokens.verify(credentials.credentials)
+
+
+CurrentClaims = Annotated[Claims, Depends(current_claims)]
+
+
+async def current_user(state: State, session: Db, claims: CurrentClaims) -> User:
+    """The account of a valid token of a session that has not logged out."""
+    revoked = claims.session is not None and (
+        await session.get(RevokedSession, claims.session) is not None
+    )
+    if revoked:
+        raise ApiError(
+            401,
+            "token_revoked",
+            "this session has logged out; log in again",
+            headers={"WWW-Authenticate": 'Bearer error="invalid_token"'},
+        )
     user = (await session.exec(select(User).where(User.username == claims.username))).first()
     await session.commit()  # end the read snapshot: what the handler reads next is current
     if user is None:

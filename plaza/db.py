@@ -111,6 +111,12 @@ async def _v9_dead_letters(conn: AsyncConnection) -> None:
     )
 
 
+async def _v10_idempotency_keys(conn: AsyncConnection) -> None:
+    """Version 10: REST idempotency keys remember what they were first used for
+    (``idempotency_key``), and logged-out sessions are kept (``revoked_session``); both
+    tables are created by create_all."""
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
@@ -120,6 +126,7 @@ _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     7: _v7_alert_english,
     8: _v8_reservation_indexes,
     9: _v9_dead_letters,
+    10: _v10_idempotency_keys,
 }
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or

@@ -28,10 +28,14 @@ DEFAULT_ACL_ACCESS = {
 
 @dataclass(frozen=True, slots=True)
 class BrokerClient:
+    """A broker account. ``client_id`` binds it: the plugin refuses any other client id at
+    CONNECT (checked on 2.0.11), so nobody can take over another connection's session."""
+
     username: str
     password: str
     roles: tuple[str, ...]
     textname: str = field(default="")
+    client_id: str | None = None
 
 
 def hash_password(password: str, salt: bytes | None = None) -> dict[str, Any]:
@@ -65,6 +69,7 @@ def document(clients: Iterable[BrokerClient], roles: Iterable[Role]) -> dict[str
             {
                 "username": c.username,
                 "textName": c.textname or c.username,
+                **({"clientid": c.client_id} if c.client_id else {}),
                 **hash_password(c.password),
                 "roles": [{"rolename": r} for r in c.roles],
             }
@@ -94,8 +99,14 @@ def create_client(client: BrokerClient) -> dict[str, Any]:
         "username": client.username,
         "password": client.password,
         "textname": client.textname or client.username,
+        **({"clientid": client.client_id} if client.client_id else {}),
         "roles": [{"rolename": r} for r in client.roles],
     }
+
+
+def set_client_id(username: str, client_id: str) -> dict[str, Any]:
+    """Bind an existing account (one made before accounts were bound) to ``client_id``."""
+    return {"command": "setClientId", "username": username, "clientid": client_id}
 
 
 def delete_client(username: str) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import time
 from enum import StrEnum
 from typing import Annotated, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 DEFAULT_MAX_PAYLOAD = 16 * 1024
 
@@ -147,13 +147,25 @@ class BoardEntry(Wire):
     status: BoardStatus
     online: bool
     state: MachineState
-    epoch: int
+    #: absent until the machine first connects (its connection epoch; ``-1`` means never)
+    epoch: int | None = None
     version: int
     session: Session | None = None
     current_slot: Slot | None = None
     next_slot: Slot | None = None
-    since: float
+    #: when ``status`` last changed; absent until it first has (``0`` means never)
+    since: float | None = None
     ts: float
+
+    @field_validator("epoch", mode="before")
+    @classmethod
+    def _never_connected_has_no_epoch(cls, value: object) -> object:
+        return None if isinstance(value, int) and value < 0 else value
+
+    @field_validator("since", mode="before")
+    @classmethod
+    def _never_changed_has_no_since(cls, value: object) -> object:
+        return None if isinstance(value, int | float) and value <= 0 else value
 
 
 DeviceEventType = Literal[

@@ -130,10 +130,14 @@ def service_client(
     identifier: str,
     *,
     persistent: bool,
-    keepalive: int = 30,
+    keepalive: int | None = None,
     max_queued_incoming: int = 0,
 ) -> PlazaClient:
-    """A client for the bridge or the api, authenticated with the service's account."""
+    """A client for the bridge or the api, authenticated with the service's account.
+
+    Build one for every connection attempt: aiomqtt 2.5.1's ``__aexit__`` keeps the client's
+    reuse lock when its disconnect wait times out, and a client reused after that fails every
+    reconnect with "reusable, but not reentrant"."""
     return PlazaClient(
         settings.mqtt_host,
         settings.mqtt_port,
@@ -142,9 +146,9 @@ def service_client(
         identifier=identifier,
         clean_start=not persistent,
         properties=connect_properties(settings.bridge_session_expiry if persistent else 0),
-        keepalive=keepalive,
+        keepalive=keepalive or settings.service_keepalive,
         max_queued_incoming_messages=max_queued_incoming or None,
-        timeout=10,
+        timeout=settings.service_timeout,
         **client_options(settings),
     )
 

@@ -14,6 +14,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from plaza.topics import valid_id
 
+#: client ids of services (bridge, api, observer) start with this; machine ids may not
+SERVICE_ID_PREFIX = "plaza-"
 _PLACEHOLDERS = {"changethis", "changeme", "password", "secret"}
 
 
@@ -47,10 +49,32 @@ class Settings(BaseSettings):
     # identity (api): JWT signing key (HS256), token and broker-credential lifetimes
     jwt_secret: SecretStr | None = None
     jwt_ttl: int = Field(default=900, ge=5, le=86400)
+    #: a login session ends this long after the login, however often its token is refreshed
+    session_max_age: int = Field(default=86400, ge=1, le=30 * 86400)
     mqtt_credential_ttl: int = Field(default=3600, ge=5, le=86400)
-    #: login attempts per (username, client address): a token bucket
+    #: failed logins allowed per known device (device cookie), or per name from unknown
+    #: clients (and ten times that per address): a token bucket; see api/security.py
     login_per_minute: float = Field(default=10, gt=0)
     login_burst: int = Field(default=5, ge=1)
+    #: how long a device cookie (this client logged in to that account before) lasts
+    device_cookie_ttl: int = Field(default=180 * 86400, ge=60)
+    #: live browser sessions (broker accounts) per user; a new one retires the least
+    #: recently used, so a user never holds more
+    max_browser_sessions: int = Field(default=8, ge=1, le=100)
+    #: POST /auth/mqtt per user: a token bucket (every tab asks before each reconnect)
+    mqtt_credentials_per_minute: float = Field(default=20, gt=0)
+    mqtt_credentials_burst: int = Field(default=10, ge=1)
+    #: expired browser accounts deleted per dynamic-security command list, and the pause
+    #: between lists (Mosquitto 2.0.11 rewrites its whole file per command, in its one thread)
+    mqtt_expiry_batch: int = Field(default=20, ge=1, le=1000)
+    mqtt_expiry_pause: float = Field(default=0.2, ge=0)
+    #: HTTP request bodies above this are refused (413) before anything parses them; the
+    #: largest legitimate one, a notice at every field's maximum with JSON-escaped Korean, is
+    #: about 25 KiB
+    max_body_bytes: int = Field(default=32 * 1024, ge=1024, le=16 * 1024 * 1024)
+    #: how long a REST Idempotency-Key remembers its request (keep it at least as long as
+    #: the bridge keeps its command log)
+    idempotency_ttl: float = Field(default=86400, gt=0)
     #: how long the api waits for the bridge's reply to a request (seconds)
     bridge_timeout: float = Field(default=5.0, gt=0)
     #: the MQTT-over-WebSocket URL handed to browsers; empty: ws://{mqtt_host}:{ws_port}/
@@ -73,6 +97,10 @@ class Settings(BaseSettings):
     device_keepalive: int = Field(default=10, ge=1, le=65535)
     will_delay: int = Field(default=0, ge=0, le=3600)
     bridge_session_expiry: int = Field(default=3600, ge=0)
+    #: the services' (bridge, api) MQTT keepalive, and how long one of their MQTT operations
+    #: (connect, subscribe, a QoS 1 publish, a disconnect) may take before it fails
+    service_keepalive: int = Field(default=30, ge=1, le=65535)
+    service_timeout: float = Field(default=10.0, gt=0)
     reconnect_min: float = Field(default=0.2, gt=0)
     reconnect_max: float = Field(default=15.0, gt=0)
     max_payload_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)
@@ -101,6 +129,8 @@ class Settings(BaseSettings):
     #: several bridges: a distinct client id each, and an MQTT 5 shared-subscription group
     #: for requests (PostgreSQL only: SQL, not one actor, then decides between bridges)
     bridge_id: str = Field(default="plaza-bridge", min_length=1, max_length=64)
+    #: the api's MQTT client id; its broker account is bound to it (one api process per id)
+    api_id: str = Field(default="plaza-api", min_length=1, max_length=64)
     shared_group: str = ""
     commit_batch_max: int = Field(default=256, ge=1)
     #: command-log rows (what answers a retry) are kept this long (seconds; default 7 days:
@@ -147,6 +177,16 @@ class Settings(BaseSettings):
     @classmethod
     def _root_is_one_level(cls, value: str) -> str:
         return valid_id(value, "topic root")
+
+    @field_validator("bridge_id", "api_id")
+    @classmethod
+    def _service_client_id(cls, value: str) -> str:
+        # Broker accounts are bound to their client ids; services live under "plaza-", which
+        # no machine id may use, so a machine's account can never claim a service's id.
+        valid_id(value, "service client id")
+        if not value.startswith(SERVICE_ID_PREFIX):
+            raise ValueError(f"a service's client id must start with {SERVICE_ID_PREFIX!r}")
+        return value
 
     @field_validator("mqtt_password")
     @classmethod

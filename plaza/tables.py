@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel
 
 from plaza import rules
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -153,6 +153,28 @@ class CommandLog(SQLModel, table=True):
     ok: bool
     reply_json: str
     created_at: datetime = _ts(default_factory=utcnow, index=True)
+
+
+class IdempotencyKey(SQLModel, table=True):
+    """A REST ``Idempotency-Key`` and a fingerprint of the command it was first used for:
+    reusing the key for another command is refused instead of answered with the first one's
+    result. Keyed ``{caller}:{key}`` (a key is its caller's own); pruned by the api."""
+
+    __tablename__ = "idempotency_key"
+
+    key: str = Field(primary_key=True, max_length=120)
+    fingerprint: str = Field(max_length=64)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
+
+
+class RevokedSession(SQLModel, table=True):
+    """A login session ended by ``POST /auth/logout``: its tokens are refused. Kept until the
+    session would have ended anyway (``auth_time + PLAZA_SESSION_MAX_AGE``), then pruned."""
+
+    __tablename__ = "revoked_session"
+
+    sid: str = Field(primary_key=True, max_length=32)
+    until: datetime = _ts(index=True)
 
 
 class Outbox(SQLModel, table=True):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -28,12 +29,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bridge.service import BridgeService
-from plaza import paho_tables
+from plaza import dynsec, paho_tables
+from plaza.acl import DYNSEC_COMMAND, DYNSEC_RESPONSE
 from plaza.db import make_engine
+from plaza.dynsec import BrokerClient
 from plaza.mqtt import NODELAY, stop_task
 from plaza.settings import Settings
 from plaza.topics import Topics
-from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets, demo_fleet
+from venue.accounts import API_USER, BRIDGE_USER, VenueSecrets, demo_fleet
 from venue.broker import ContainerBroker, LocalBroker, docker_engine_answers, free_port
 from venue.seed import seed
 
@@ -52,11 +55,23 @@ def anyio_backend() -> str:
 
 
 # -- broker ----------------------------------------------------------------------------------
+#: The tests' own accounts, unbound (any client id), so several can be open at once and none
+#: takes a service's connection over: ``watcher`` reads like the observer, ``stand-in-bridge``
+#: and ``stand-in-api`` publish what those services would while the real ones run.
+TEST_ACCOUNTS = (
+    BrokerClient("test-watcher", "test-watcher-pw", ("observer",)),
+    BrokerClient("stand-in-bridge", "stand-in-bridge-pw", ("svc-bridge",)),
+    BrokerClient("stand-in-api", "stand-in-api-pw", ("svc-api",)),
+)
+
+
 @dataclass
 class BrokerHandle:
     broker: LocalBroker | ContainerBroker
     secrets: VenueSecrets
     topics: Topics = field(default_factory=Topics)
+    #: every venue account's bound client id (``client()`` uses it unless told otherwise)
+    client_ids: dict[str, str] = field(default_factory=dict)
 
     @property
     def host(self) -> str:
@@ -71,13 +86,43 @@ class BrokerHandle:
         return self.broker.ws_port
 
     def client(self, username: str | None, password: str | None, **kw: Any) -> aiomqtt.Client:
+        """A client of ``username``, under its bound client id unless ``identifier`` is
+        given (tools' accounts get a random one)."""
+        if username in self.client_ids:
+            kw.setdefault("identifier", self.client_ids[username])
         kw.setdefault("protocol", aiomqtt.ProtocolVersion.V5)
         kw.setdefault("socket_options", NODELAY)
         kw.setdefault("timeout", 5)
         return aiomqtt.Client(self.host, self.port, username=username, password=password, **kw)
 
+    def _tool(self, username: str, **kw: Any) -> aiomqtt.Client:
+        account = next(a for a in TEST_ACCOUNTS if a.username == username)
+        return self.client(account.username, account.password, **kw)
+
     def observer(self, **kw: Any) -> aiomqtt.Client:
-        return self.client(OBSERVER_USER, self.secrets.observer, **kw)
+        """The tests' eyes: the observer's role, any client id (several at once)."""
+        return self._tool("test-watcher", **kw)
+
+    def stand_in_bridge(self, **kw: Any) -> aiomqtt.Client:
+        """The bridge's role, not its account: publishes beside a running bridge."""
+        return self._tool("stand-in-bridge", **kw)
+
+    def stand_in_api(self, **kw: Any) -> aiomqtt.Client:
+        """The api's role, not its account: publishes beside a running api."""
+        return self._tool("stand-in-api", **kw)
+
+    async def add_account(self, account: BrokerClient) -> None:
+        """Create one more broker account at run time, as the api does (e.g. a second
+        bridge's: every account is bound to one client id)."""
+        async with self.stand_in_api() as control:
+            await control.subscribe(DYNSEC_RESPONSE, qos=1)
+            body = dynsec.batch([dynsec.create_client(account)])
+            await control.publish(DYNSEC_COMMAND, json.dumps(body), qos=1)
+            async with asyncio.timeout(5):
+                async for message in control.messages:
+                    (answer,) = json.loads(bytes(message.payload))["responses"]
+                    assert "error" not in answer, answer
+                    return
 
     def device_password(self, device: str) -> str:
         return self.secrets.devices[device]
@@ -99,10 +144,11 @@ def broker(tmp_path: Path, fleet_ids: list[str]) -> Iterator[BrokerHandle]:
         b: LocalBroker | ContainerBroker = ContainerBroker(data)
     else:
         b = LocalBroker(data, free_port(), free_port())
-    b.configure(secrets.broker_clients(), secrets.roles(topics))
+    clients = secrets.broker_clients(Settings(data_dir=tmp_path))
+    b.configure([*clients, *TEST_ACCOUNTS], secrets.roles(topics))
     b.start()
     try:
-        yield BrokerHandle(b, secrets, topics)
+        yield BrokerHandle(b, secrets, topics, {c.username: c.client_id or "" for c in clients})
     finally:
         b.stop()
 

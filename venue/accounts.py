@@ -7,9 +7,11 @@ import os
 import secrets
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 from plaza import acl
 from plaza.dynsec import BrokerClient
+from plaza.settings import SERVICE_ID_PREFIX, Settings
 from plaza.topics import Topics
 
 # (kind, zone, share of the fleet): a PC-bang is mostly PCs, with a console corner and a few
@@ -26,6 +28,8 @@ DEMO_PLAYERS = ("player1", "player2", "player3")
 BRIDGE_USER = "bridge"
 API_USER = acl.API_USER
 OBSERVER_USER = "observer"
+#: the observer's bound client id (services' ids come from settings: bridge_id, api_id)
+OBSERVER_CLIENT_ID = f"{SERVICE_ID_PREFIX}observer"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,21 +78,43 @@ class VenueSecrets:
         for device in device_ids:
             self.devices.setdefault(device, _pw())
 
-    def broker_clients(self) -> list[BrokerClient]:
+    def broker_clients(self, settings: Settings) -> list[BrokerClient]:
+        """Every account, each bound to its client id: the services to the ids in
+        ``settings``, the observer to :data:`OBSERVER_CLIENT_ID`, machines and demo players
+        to their own names."""
         clients = [
-            BrokerClient(BRIDGE_USER, self.bridge, ("svc-bridge",), "bridge service"),
-            BrokerClient(API_USER, self.api, ("svc-api",), "api service"),
-            BrokerClient(OBSERVER_USER, self.observer, ("observer",), "read-only observer"),
+            BrokerClient(
+                BRIDGE_USER, self.bridge, ("svc-bridge",), "bridge service", settings.bridge_id
+            ),
+            BrokerClient(API_USER, self.api, ("svc-api",), "api service", settings.api_id),
+            BrokerClient(
+                OBSERVER_USER, self.observer, ("observer",), "observer", OBSERVER_CLIENT_ID
+            ),
         ]
         clients += [
-            BrokerClient(d, pw, (acl.device_role_name(d),), f"machine {d}")
+            BrokerClient(d, pw, (acl.device_role_name(d),), f"machine {d}", d)
             for d, pw in self.devices.items()
         ]
         clients += [
-            BrokerClient(u, pw, (acl.player_role_name(u),), f"player {u}")
+            BrokerClient(u, pw, (acl.player_role_name(u),), f"player {u}", u)
             for u, pw in self.players.items()
         ]
         return clients
+
+    def credentials(self) -> dict[str, Any]:
+        """``credentials.json``: the accounts people and tools log in with. Broker accounts
+        carry their bound ``client_id`` (any other id is refused); ``admin`` is a web login."""
+        return {
+            "observer": {
+                "username": OBSERVER_USER,
+                "password": self.observer,
+                "client_id": OBSERVER_CLIENT_ID,
+            },
+            "admin": {"username": "admin", "password": self.admin},
+            "players": [
+                {"username": u, "password": p, "client_id": u} for u, p in self.players.items()
+            ],
+        }
 
     def roles(self, topics: Topics) -> list[acl.Role]:
         roles = [acl.bridge_role(topics), acl.api_role(topics), acl.observer_role(topics)]

@@ -30,8 +30,8 @@ from plaza.messages import BoardEntry, MachineState
 from plaza.topics import Topics
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
-from venue.accounts import BRIDGE_USER, OBSERVER_USER, DeviceSpec, demo_fleet
-from venue.benchkit import BenchVenue, percentile, write_report
+from venue.accounts import OBSERVER_CLIENT_ID, OBSERVER_USER, DeviceSpec, demo_fleet
+from venue.benchkit import BENCH_TOOL, BenchVenue, percentile, write_report
 
 TOPICS = Topics()
 ECHO_TOPIC = TOPICS.bench_echo
@@ -106,8 +106,8 @@ async def _measure(
 
     client = venue.client
     async with (
-        client(OBSERVER_USER, secrets.observer) as watch,
-        client(BRIDGE_USER, secrets.bridge) as raw_pub,
+        client(OBSERVER_USER, secrets.observer, identifier=OBSERVER_CLIENT_ID) as watch,
+        client(BENCH_TOOL.username, BENCH_TOOL.password) as raw_pub,
         asyncio.TaskGroup() as tg,
     ):
         await watch.subscribe([(topics.all_board, 1), (ECHO_TOPIC, 1)])

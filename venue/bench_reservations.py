@@ -36,8 +36,8 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from plaza.mqtt import NODELAY
 from plaza.topics import Topics
-from venue.accounts import BRIDGE_USER, demo_fleet
-from venue.benchkit import BenchVenue, machine_line, percentile, write_report
+from venue.accounts import demo_fleet
+from venue.benchkit import BENCH_TOOL, BenchVenue, machine_line, percentile, write_report
 
 TOPICS = Topics()
 PG_ADMIN = os.environ.get("PLAZA_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
@@ -137,7 +137,7 @@ async def echo_server(port: int, password: str) -> None:
     async with aiomqtt.Client(
         "127.0.0.1",
         port,
-        username=BRIDGE_USER,
+        username=BENCH_TOOL.username,
         password=password,
         protocol=aiomqtt.ProtocolVersion.V5,
         socket_options=NODELAY,
@@ -176,7 +176,7 @@ async def _run_db(
             "venue.bench_reservations",
             "--echo",
             str(venue.broker.port),
-            venue.secrets.bridge,
+            BENCH_TOOL.password,
             stdout=asyncio.subprocess.PIPE,
         )
         assert echo.stdout is not None
@@ -225,7 +225,7 @@ async def _run_db(
                 players.append(player)
             load = Load(players, [d.id for d in fleet], time.time() + 3600)
 
-            sender = venue.client(BRIDGE_USER, venue.secrets.bridge, identifier="bench-sender")
+            sender = venue.client(BENCH_TOOL.username, BENCH_TOOL.password)
             await stack.enter_async_context(sender)
 
             async def echo_once() -> float:

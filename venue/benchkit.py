@@ -23,11 +23,17 @@ import aiomqtt
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine, migrate
+from plaza.dynsec import BrokerClient
 from plaza.mqtt import NODELAY
+from plaza.settings import Settings
 from plaza.tables import Device
 from plaza.topics import Topics
 from venue.accounts import BRIDGE_USER, DeviceSpec, VenueSecrets
 from venue.broker import LocalBroker, die_with_parent, free_port
+
+#: The bench's own load account: the bridge's role, no bound client id (the bridge's own
+#: account is bound to the bridge's id, which the running bridge holds).
+BENCH_TOOL = BrokerClient("bench-tool", "bench-tool-pw", ("svc-bridge",), "bench load")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -82,7 +88,8 @@ class BenchVenue:
         )
 
     async def __aenter__(self) -> BenchVenue:
-        self.broker.configure(self.secrets.broker_clients(), self.secrets.roles(self.topics))
+        clients = [*self.secrets.broker_clients(Settings(data_dir=self.work)), BENCH_TOOL]
+        self.broker.configure(clients, self.secrets.roles(self.topics))
         self.broker.start()
         if self.seed_devices:
             engine = make_engine(self.database_url)

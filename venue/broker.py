@@ -219,12 +219,17 @@ def read_dynsec(path: Path) -> dict[str, Any] | None:
 def write_dynsec(path: Path, clients: list[BrokerClient], roles: list[Role]) -> None:
     """Write the plugin's file. When one exists, roles defined in code replace their old
     definitions, clients it lacks are added, and every other client (accounts the api
-    provisioned at run time) is kept with its password. A broken file is replaced by its
+    provisioned at run time) is kept with its password; clients defined in code keep their
+    password but take their client-id binding from code. A broken file is replaced by its
     last-good copy first (:func:`read_dynsec`). Written durably (:func:`durable_write`), and
     the result becomes the new last-good copy."""
     doc = document(clients, roles)
     old = read_dynsec(path)
     if old is not None:
+        bound = {c["username"]: c["clientid"] for c in doc["clients"] if "clientid" in c}
+        for client in old.get("clients", []):  # accounts of an older release get bound too
+            if client.get("username") in bound:
+                client["clientid"] = bound[client["username"]]
         ours = {r["rolename"] for r in doc["roles"]}
         users = {c["username"] for c in old.get("clients", [])}
         old["clients"] = old.get("clients", []) + [

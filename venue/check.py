@@ -403,17 +403,19 @@ def _entry_problems(
     nxt: Slot | None,
 ) -> Iterator[str]:
     if presence is not None:
-        if presence.epoch > entry.epoch:
+        # a machine that never connected shows no epoch on the board (null)
+        seen = -1 if entry.epoch is None else entry.epoch
+        if presence.epoch > seen:
             yield (
                 f"board at epoch {entry.epoch} but the machine's presence is at epoch "
                 f"{presence.epoch} (online={presence.online})"
             )
-        elif presence.epoch == entry.epoch and presence.online != entry.online:
+        elif presence.epoch == seen and presence.online != entry.online:
             yield (
                 f"board says online={entry.online} but presence (epoch {presence.epoch}) says "
                 f"online={presence.online}"
             )
-        elif presence.epoch < entry.epoch:
+        elif presence.epoch < seen:
             yield (
                 f"retained presence (epoch {presence.epoch}, online={presence.online}) is older "
                 f"than the board's epoch {entry.epoch}: the machine has not re-published its birth"

@@ -115,7 +115,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     ca = init_tls(args, tls_dir) if args.tls else None
     secrets, device_ids = init_venue(settings, args.devices, given, ca=ca)
     dynsec = Path(args.dynsec_file or settings.data_dir / "broker" / "dynamic-security.json")
-    write_dynsec(dynsec, secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
+    write_dynsec(
+        dynsec, secrets.broker_clients(settings), secrets.roles(Topics(settings.topic_root))
+    )
     if owner := os.environ.get("PLAZA_DYNSEC_UID"):  # the broker image runs as uid 1883
         uid = int(owner)
         for path in (dynsec.parent, dynsec, last_good_path(dynsec)):
@@ -160,7 +162,7 @@ def cmd_broker(args: argparse.Namespace) -> int:
     broker = LocalBroker(
         settings.data_dir / "broker", settings.mqtt_port, settings.ws_port, log_to_file=False
     )
-    broker.configure(secrets.broker_clients(), secrets.roles(Topics(settings.topic_root)))
+    broker.configure(secrets.broker_clients(settings), secrets.roles(Topics(settings.topic_root)))
     broker.start()
     print(f"mosquitto on mqtt://127.0.0.1:{broker.port} and ws://127.0.0.1:{broker.ws_port}")
     try:

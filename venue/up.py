@@ -44,6 +44,7 @@ from plaza.topics import Topics
 from venue.accounts import (
     API_USER,
     BRIDGE_USER,
+    OBSERVER_CLIENT_ID,
     OBSERVER_USER,
     VenueSecrets,
     demo_fleet,
@@ -230,7 +231,9 @@ class Venue:
         # checks the account file and restores its last-good copy if the broker died while
         # rewriting it
         topics = Topics(self.settings.topic_root)
-        self.broker.configure(self.secrets.broker_clients(), self.secrets.roles(topics))
+        self.broker.configure(
+            self.secrets.broker_clients(self.settings), self.secrets.roles(topics)
+        )
 
     def start_broker(self) -> None:
         """mosquitto, then nginx in front of it under TLS (each supervised from now on)."""
@@ -417,11 +420,7 @@ def init_venue(
     secrets.ensure_devices([d.id for d in fleet])
     secrets.save(data / "secrets.json")
     write_private(data / "devices.json", {d.id: secrets.devices[d.id] for d in fleet})
-    credentials: dict[str, object] = {
-        "observer": {"username": OBSERVER_USER, "password": secrets.observer},
-        "admin": {"username": "admin", "password": secrets.admin},
-        "players": [{"username": u, "password": p} for u, p in secrets.players.items()],
-    }
+    credentials = secrets.credentials()
     if ca is not None:
         credentials["ca"] = str(ca)  # verify the venue's TLS with this (mosquitto_sub --cafile)
     write_private(data / "credentials.json", credentials)
@@ -539,6 +538,7 @@ async def wait_board_online(venue: Venue, deadline: float) -> int:
         venue.settings.mqtt_port,
         username=OBSERVER_USER,
         password=venue.secrets.observer,
+        identifier=OBSERVER_CLIENT_ID,
         **client_options(venue.settings),
     )
     async with client:
@@ -591,7 +591,7 @@ def summary(venue: Venue, elapsed: float) -> str:
         "  Supervised        a bridge, api, simulator or broker that stops is restarted",
         "  Watch it live:",
         f'    mosquitto_sub -h {host} -p {s.mqtt_port}{cafile} -u observer -P "{read_pw}" '
-        f"-t '{s.topic_root}/board/+' -v",
+        f"-i {OBSERVER_CLIENT_ID} -t '{s.topic_root}/board/+' -v",
         "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)

@@ -81,7 +81,7 @@ async def create_device(body: DeviceCreate, _admin: AdminUser, state: State) -> 
     # failure here leaves no row that would make a retry a 409.
     password = commands.new_secret()
     await commands.provision_account(
-        state, body.id, acl.device_role(state.topics, body.id), password
+        state, body.id, acl.device_role(state.topics, body.id), password, body.id
     )
     async with state.write() as session:
         session.add(row)
@@ -127,7 +127,7 @@ async def rotate_credentials(
     await _get(session, device_id)
     password = commands.new_secret()
     await commands.provision_account(
-        state, device_id, acl.device_role(state.topics, device_id), password
+        state, device_id, acl.device_role(state.topics, device_id), password, device_id
     )
     return _secret(state, device_id, password)
 

@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 from sqlmodel import col, func, select
 
 from api.problems import responses
-from api.schemas import Strict
+from api.schemas import Seq, Strict
 from api.state import CurrentUser, Db, State
 from plaza.inbox import mark_read
 from plaza.messages import NotificationAck
@@ -44,10 +44,8 @@ class NotificationPage(BaseModel):
 class ReadIn(Strict):
     """``up_to``, ``seqs`` or both; a receipt with neither marks nothing."""
 
-    up_to: int | None = Field(default=None, ge=0, le=2**53, description="mark seq <= up_to read")
-    seqs: list[Annotated[int, Field(ge=0, le=2**53)]] | None = Field(
-        default=None, min_length=1, max_length=500
-    )
+    up_to: Seq | None = Field(default=None, description="mark seq <= up_to read")
+    seqs: list[Seq] | None = Field(default=None, min_length=1, max_length=500)
 
 
 class ReadOut(BaseModel):

@@ -16,7 +16,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Header, Query
 from sqlmodel import col, or_, select
 
-from api import commands
+from api import commands, idempotency
 from api.problems import ApiError, responses
 from api.schemas import ReservationCreate, ReservationPage, ReservationPublic
 from api.state import CurrentUser, Db, State
@@ -54,7 +54,10 @@ def _public(row: Reservation, *, private: bool) -> ReservationPublic:
     )
 
 
-def _from_wire(r: WireReservation, fallback_user: str) -> ReservationPublic:
+def _from_wire(
+    r: WireReservation, fallback_user: str, row: Reservation | None
+) -> ReservationPublic:
+    """The bridge's answer, with the times of the row it wrote (the wire has none)."""
     return ReservationPublic(
         id=r.id,
         device_id=r.device_id,
@@ -63,6 +66,8 @@ def _from_wire(r: WireReservation, fallback_user: str) -> ReservationPublic:
         ends_at=datetime.fromtimestamp(r.ends_at, UTC),
         status=r.status,
         code=r.code,
+        created_at=row.created_at if row else None,
+        updated_at=row.updated_at if row else None,
     )
 
 
@@ -169,16 +174,26 @@ async def create_reservation(
         on_behalf_of=behalf,
         replaces=body.replaces,
     )
-    return await _send(state, body.device_id, request, behalf.user)
+    return await _send(state, session, user, idempotency_key, body.device_id, request)
 
 
 async def _send(
-    state: State, device_id: str, request: ReservationRequest, person: str
+    state: State,
+    session: Db,
+    caller: User,
+    key: str | None,
+    device_id: str,
+    request: ReservationRequest,
 ) -> ReservationPublic:
+    if key is not None:
+        await idempotency.claim(state, caller.username, key, device_id, request)
     reply = await commands.reservation(state, device_id, request)
     if reply.reservation is None:
         raise ApiError(502, "bridge_error", "the bridge answered without a reservation")
-    return _from_wire(reply.reservation, person)
+    await session.commit()  # a fresh snapshot: the bridge committed before it answered
+    row = await session.get(Reservation, reply.reservation.id, populate_existing=True)
+    person = request.on_behalf_of.user if request.on_behalf_of else caller.username
+    return _from_wire(reply.reservation, person, row)
 
 
 async def _act(
@@ -200,7 +215,7 @@ async def _act(
             user=user.username, role="admin" if user.role == "admin" else "player"
         ),
     )
-    return await _send(state, row.device_id, request, row.player)
+    return await _send(state, session, user, key, row.device_id, request)
 
 
 ACTION: dict[str, Any] = {"responses": responses(401, 403, 404, *BRIDGE_ERRORS)}

@@ -14,6 +14,7 @@ import pytest
 from fastapi import FastAPI
 
 from api.app import create_app
+from plaza.mqtt import NODELAY
 from plaza.settings import Settings
 from tests.conftest import BrokerHandle, RunningService, running_bridge
 
@@ -97,3 +98,17 @@ async def until_dropped(client: aiomqtt.Client) -> None:
     async with asyncio.timeout(5):
         async for _ in client.messages:
             pass
+
+
+def ws_client(api: Api, creds: dict[str, str]) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        api.broker.host,
+        api.broker.ws_port,
+        username=creds["username"],
+        password=creds["password"],
+        identifier=creds["client_id"],
+        transport="websockets",
+        protocol=aiomqtt.ProtocolVersion.V5,
+        socket_options=NODELAY,
+        timeout=5,
+    )

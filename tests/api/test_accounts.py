@@ -16,10 +16,10 @@ from sqlmodel import col
 from api.app import expire_credentials
 from api.security import Tokens
 from plaza.db import make_engine
-from plaza.mqtt import NODELAY
 from plaza.tables import BrokerSession
-from tests.api.conftest import Api, assert_problem, until_dropped
+from tests.api.conftest import Api, assert_problem, until_dropped, ws_client
 from tests.conftest import JWT_SECRET, close_dead_client
+from venue.accounts import OBSERVER_USER
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -88,13 +88,15 @@ async def test_logins_are_rate_limited_per_user_and_address(api: Api) -> None:
 
 async def test_no_token_a_forged_token_and_an_expired_token_get_exact_codes(api: Api) -> None:
     assert_problem(await api.client.get("/me"), 401, "not_authenticated")
-    forged, _ = Tokens("another-key-that-is-long-enough-for-hs256!", 60).issue("admin", "admin")
+    forged, _ = Tokens("another-key-that-is-long-enough-for-hs256!", 60, 3600).issue(
+        "admin", "admin"
+    )
     reply = await api.client.get("/me", headers={"Authorization": f"Bearer {forged}"})
     assert_problem(reply, 401, "token_invalid")
     garbage = await api.client.get("/me", headers={"Authorization": "Bearer not.a.jwt"})
     assert_problem(garbage, 401, "token_invalid")
     past = datetime.now(UTC) - timedelta(hours=2)
-    expired, _ = Tokens(JWT_SECRET, 60).issue("player1", "player", now=past.timestamp())
+    expired, _ = Tokens(JWT_SECRET, 60, 3600).issue("player1", "player", now=past.timestamp())
     reply = await api.client.get("/me", headers={"Authorization": f"Bearer {expired}"})
     assert_problem(reply, 401, "token_expired")
     assert "invalid_token" in reply.headers["WWW-Authenticate"]
@@ -127,20 +129,6 @@ async def test_a_player_changes_their_language(api: Api) -> None:
     assert (await api.client.get("/me", headers=headers)).json()["locale"] == "en"
     bad = await api.client.patch("/me", headers=headers, json={"locale": "fr"})
     assert_problem(bad, 422, "validation_error")
-
-
-def ws_client(api: Api, creds: dict[str, str]) -> aiomqtt.Client:
-    return aiomqtt.Client(
-        api.broker.host,
-        api.broker.ws_port,
-        username=creds["username"],
-        password=creds["password"],
-        identifier=creds["client_id"],
-        transport="websockets",
-        protocol=aiomqtt.ProtocolVersion.V5,
-        socket_options=NODELAY,
-        timeout=5,
-    )
 
 
 async def test_broker_credentials_work_over_websocket_with_the_players_rights_only(
@@ -250,7 +238,7 @@ async def test_names_are_not_shared_between_people_machines_and_services(api: Ap
     assert_problem(reply, 409, "broker_account_conflict")
     listed = [d["id"] for d in (await api.client.get("/devices", headers=admin)).json()]
     assert "observer" not in listed
-    async with api.broker.observer():  # and still logs in with its own password
+    async with api.broker.client(OBSERVER_USER, api.broker.secrets.observer):  # still its own
         pass
 
 

@@ -127,9 +127,9 @@ async def test_rekeying_a_machine_refuses_its_old_secret(api: Api) -> None:
     new = reply.json()["password"]
     assert new != old
     with pytest.raises(aiomqtt.MqttError):
-        async with api.broker.client("vr-99", old):
+        async with api.broker.client("vr-99", old, identifier="vr-99"):
             pass
-    async with api.broker.client("vr-99", new):
+    async with api.broker.client("vr-99", new, identifier="vr-99"):
         pass
 
 
@@ -147,12 +147,12 @@ async def test_removing_a_machine_revokes_it_and_clears_its_retained_topics(api:
         await until_dropped(machine)
     await close_dead_client(machine)
     with pytest.raises(aiomqtt.MqttError):
-        async with api.broker.client("vr-99", password):
+        async with api.broker.client("vr-99", password, identifier="vr-99"):
             pass
     # no retained message is left: subscribe to the removed machine's topics first and to a
     # retained marker last; the broker sends retained messages in subscription order
     marker = topics.board("pc-01")
-    async with api.broker.client("bridge", api.broker.secrets.bridge) as bridge:
+    async with api.broker.stand_in_bridge() as bridge:
         await bridge.publish(marker, b'{"marker": 1}', qos=1, retain=True)
     async with Watch(
         api.broker.observer(),

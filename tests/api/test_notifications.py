@@ -37,13 +37,13 @@ from tests.integration.reserving import Requester, slot
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-def persistent(broker: BrokerHandle, user: str, identifier: str, clean: bool) -> aiomqtt.Client:
+def persistent(broker: BrokerHandle, user: str, clean: bool) -> aiomqtt.Client:
+    """A phone with a persistent session, under the account's bound client id."""
     props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
     props.SessionExpiryInterval = 300
     return broker.client(
         user,
         broker.secrets.players[user],
-        identifier=identifier,
         clean_start=clean,
         properties=props,
     )
@@ -61,15 +61,14 @@ async def test_an_offline_player_gets_the_approval_on_reconnect_and_from_the_bac
     api: Api,
 ) -> None:
     broker, topics = api.broker, api.broker.topics
-    identifier = f"phone-{uuid.uuid4().hex[:6]}"
-    async with persistent(broker, "player1", identifier, clean=True) as phone:
+    async with persistent(broker, "player1", clean=True) as phone:
         await phone.subscribe(topics.notifications("player1"), qos=1)
     # the phone is away; an admin approves its owner's booking
     booked = await reserve(api, await api.headers("player1"), "pc-01", 30)
     admin = await api.headers("admin")
     reply = await api.client.post(f"/reservations/{booked['id']}/approve", headers=admin)
     assert reply.status_code == 200
-    async with persistent(broker, "player1", identifier, clean=False) as phone:
+    async with persistent(broker, "player1", clean=False) as phone:
         note = await next_notification(phone)  # queued by the broker for the session
     assert note.type == "reservation_approved"
     assert note.seq is not None
@@ -171,7 +170,7 @@ async def test_low_priority_notifications_arrive_together_in_one_digest(
     topics = broker.topics
     async with (
         Requester(broker, "player1", broker.secrets.players["player1"]) as phone,
-        Watch(broker.client("api", broker.secrets.api), [topics.replies("api")]) as api_link,
+        Watch(broker.stand_in_api(), [topics.replies("api")]) as api_link,
     ):
         for title in ("하나", "둘"):
             command = AdminCommand(

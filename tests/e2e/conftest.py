@@ -32,7 +32,7 @@ from plaza.messages import BoardEntry
 from plaza.mqtt import client_options
 from plaza.settings import Settings
 from plaza.topics import Topics
-from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_USER
+from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_CLIENT_ID, OBSERVER_USER
 from venue.broker import free_port
 from venue.up import UpOptions, Venue, prepare, wait_board_online, wait_http_ready
 
@@ -120,6 +120,7 @@ async def read_board(settings: Settings, password: str, timeout: float) -> dict[
         settings.mqtt_port,
         username=OBSERVER_USER,
         password=password,
+        identifier=OBSERVER_CLIENT_ID,
         **client_options(settings),
     )
     async with client:

@@ -21,7 +21,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
+from datetime import UTC, datetime
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -920,10 +920,10 @@ def test_the_admin_is_told_which_slot_an_approval_collides_with(
         "status": 409,
         "detail": "approving overlaps an approved reservation",
         "code": "conflict",
-        "conflict": {
+        "conflict": {  # REST times are ISO 8601 (the bridge's MQTT replies: Unix seconds)
             "reservation_id": "0123456789abcdef",
-            "starts_at": starts - 900,
-            "ends_at": starts + 900,
+            "starts_at": datetime.fromtimestamp(starts - 900, UTC).isoformat(),
+            "ends_at": datetime.fromtimestamp(starts + 900, UTC).isoformat(),
             "status": "approved",
         },
     }

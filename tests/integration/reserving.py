@@ -24,7 +24,7 @@ class Requester:
     def __init__(self, broker: BrokerHandle, user: str, password: str) -> None:
         self.broker = broker
         self.user = user
-        self.client = broker.client(user, password, identifier=f"{user}-{uuid.uuid4().hex[:6]}")
+        self.client = broker.client(user, password)  # under the account's bound client id
         self.replies: dict[str, list[Reply]] = {}
         self.notifications: list[NotificationEvent] = []
         self.raw: list[tuple[str, bytes]] = []

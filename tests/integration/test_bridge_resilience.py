@@ -37,7 +37,10 @@ async def test_after_a_broker_restart_bridge_and_machines_reconnect_and_the_boar
     async with Watch(broker.observer(), [f"plaza/board/{device}"]) as watch:
         entry = board_of(
             await watch.wait_for(
-                lambda s: is_board(device, online=True)(s) and board_of(s).epoch > first.epoch,
+                lambda s: (
+                    is_board(device, online=True)(s)
+                    and (board_of(s).epoch or 0) > (first.epoch or 0)
+                ),
                 timeout=10,
             )
         )
@@ -94,7 +97,7 @@ async def test_a_machine_answers_commands_on_its_cmd_topic_and_ignores_bad_ones(
     cmd_topic = broker.topics.cmd(device)
     async with (
         Watch(broker.observer(), [f"plaza/board/{device}"]) as watch,
-        broker.client("bridge", broker.secrets.bridge) as bridge_account,
+        broker.stand_in_bridge() as bridge_account,
     ):
         task = await start(m)
         await watch.wait_for(is_board(device, online=True))

@@ -235,6 +235,24 @@ async def test_every_provisioned_account_connects_with_its_own_password(
             pass
 
 
+async def test_every_account_is_refused_under_any_client_id_but_its_own(
+    broker: BrokerHandle,
+) -> None:
+    """Identity binding: nobody takes over the bridge's, the api's, a machine's or another
+    person's session by connecting under its client id."""
+    users = [BRIDGE_USER, API_USER, OBSERVER_USER, "pc-01", "player1", "player2"]
+    for user in users:
+        for other in users:
+            if other == user:
+                continue
+            with pytest.raises(aiomqtt.MqttCodeError) as info:
+                async with connect(broker, user, identifier=broker.client_ids[other]):
+                    pass
+            assert code_of(info.value.rc) == NOT_AUTHORIZED, (user, other)
+        async with connect(broker, user):  # under its own id
+            pass
+
+
 # -- machines --------------------------------------------------------------------------------
 async def test_a_machine_cannot_publish_another_machines_presence_or_state(
     broker: BrokerHandle,
@@ -320,11 +338,10 @@ async def test_a_machine_cannot_plant_a_will_on_another_machines_presence(
     for topic, allowed in [(t.presence("pc-02"), False), (t.presence("pc-01"), True)]:
         async with watching_everything(broker) as watch:
             will = tagged("will")
-            ident = f"pc-01-{uuid.uuid4().hex[:8]}"
-            old = connect(broker, "pc-01", identifier=ident, will=aiomqtt.Will(topic, will, qos=1))
+            old = connect(broker, "pc-01", will=aiomqtt.Will(topic, will, qos=1))
             await old.__aenter__()
             marker = tagged("marker")
-            async with connect(broker, "pc-01", identifier=ident) as new:
+            async with connect(broker, "pc-01") as new:  # its own id: the only one it may use
                 await new.publish(t.state("pc-01"), marker, qos=1)
             await watch.wait_for(payload_is(marker))
             await close_dead_client(old)  # taken over: already disconnected

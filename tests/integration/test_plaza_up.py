@@ -79,29 +79,19 @@ def test_plaza_up_runs_the_venue_prints_one_summary_and_stops_every_child(
 
     children = children_of(proc.pid)
     assert len(children) == 4, "mosquitto, bridge, api and sim run as children"
-    # Watch it live with plain mosquitto_sub, as the summary says.
+    # Watch it live with plain mosquitto_sub, as the summary says, under the bound client id.
+    observer = creds["observer"]
+    assert observer["client_id"] == "plaza-observer"
+    watch = ["mosquitto_sub", "-p", str(ports[0]), "-u", "observer", "-P", observer["password"]]
+    live = ["-t", "plaza/board/+", "-C", "4", "-W", "5"]
     sub = subprocess.run(
-        [
-            "mosquitto_sub",
-            "-p",
-            str(ports[0]),
-            "-u",
-            "observer",
-            "-P",
-            creds["observer"]["password"],
-            "-t",
-            "plaza/board/+",
-            "-C",
-            "4",
-            "-W",
-            "5",
-        ],
-        capture_output=True,
-        text=True,
-        check=False,
+        [*watch, "-i", observer["client_id"], *live], capture_output=True, text=True, check=False
     )
     assert sub.returncode == 0, sub.stderr
     assert len(sub.stdout.splitlines()) == 4
+    unbound = subprocess.run([*watch, *live], capture_output=True, text=True, check=False)
+    assert unbound.returncode != 0, "any other client id is refused"
+    assert "not authorised" in unbound.stderr.lower(), unbound.stderr
     anonymous = subprocess.run(
         ["mosquitto_sub", "-p", str(ports[0]), "-t", "#", "-C", "1", "-W", "2"],
         capture_output=True,

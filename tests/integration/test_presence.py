@@ -6,7 +6,6 @@ import asyncio
 import json
 from pathlib import Path
 
-import aiomqtt
 import pytest
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -20,7 +19,6 @@ from tests.conftest import (
     BrokerHandle,
     RunningService,
     Watch,
-    close_dead_client,
 )
 from tests.integration.helpers import board_of, is_board, machine, start, stop
 
@@ -113,15 +111,13 @@ async def test_a_late_will_from_an_older_epoch_does_not_turn_the_board_offline(
 ) -> None:
     device = fleet_ids[2]
     topic = broker.topics.presence(device)
-    # An old connection (epoch 1) whose will is still armed at the broker.
-    old = broker.client(
-        device,
-        broker.device_password(device),
-        identifier=f"{device}-old-connection",
-        will=aiomqtt.Will(topic, Presence(online=False, epoch=1).encode(), qos=1, retain=True),
-    )
-    await old.__aenter__()
-    await old.publish(topic, Presence(online=True, epoch=1).encode(), qos=1, retain=True)
+    # An old connection (epoch 1) left its birth. Its will is published late, after the
+    # machine is back at epoch 2: the machine's account is bound to one client id, so the
+    # old connection cannot still be open beside the new one; the stand-in replays what the
+    # broker publishes then (a will with delay, a keepalive timeout noticed late).
+    stale = broker.stand_in_bridge()
+    await stale.__aenter__()
+    await stale.publish(topic, Presence(online=True, epoch=1).encode(), qos=1, retain=True)
 
     m = machine(broker, device, tmp_path)  # its epoch store hands out epoch 1, 2, ...
     m.epochs.bump(device)  # epoch 1 was used by the old connection
@@ -131,9 +127,8 @@ async def test_a_late_will_from_an_older_epoch_does_not_turn_the_board_offline(
         await watch.wait_for(lambda s: is_board(device, online=True)(s) and board_of(s).epoch == 2)
         mark = watch.mark()
 
-        # The old connection dies without DISCONNECT: the broker publishes its will (epoch 1).
-        sock = old._client.socket()
-        sock.shutdown(2)  # type: ignore[union-attr]
+        # The old connection's will (epoch 1) arrives now.
+        await stale.publish(topic, Presence(online=False, epoch=1).encode(), qos=1, retain=True)
         will = await watch.wait_for(
             lambda s: (
                 s.topic == topic
@@ -163,7 +158,7 @@ async def test_a_late_will_from_an_older_epoch_does_not_turn_the_board_offline(
         board = await late.wait_for(lambda s: s.topic.startswith("plaza/board/") and s.retain)
         assert board_of(board).online is True
     await stop(m, task)
-    await close_dead_client(old)  # its socket is already gone
+    await stale.__aexit__(None, None, None)
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)  # about the broker, not SQL

@@ -13,6 +13,7 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine
+from plaza.dynsec import BrokerClient
 from plaza.messages import Reply
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Outbox, Reservation
@@ -126,15 +127,22 @@ async def test_two_bridges_on_one_postgresql_behind_a_shared_subscription_still_
         await session.exec(update(Device).where(col(Device.id) == device).values(auto_approve=True))
         await session.commit()
     await engine.dispose()
-    bridges = [
-        BridgeProcess(
-            bridge_settings,
-            tmp_path / f"bridge{i}.log",
-            PLAZA_BRIDGE_ID=f"bridge-{i}",
-            PLAZA_SHARED_GROUP="bridges",
+    bridges = []
+    for i in range(2):  # an account each: an account is bound to one client id
+        account = BrokerClient(
+            f"bridge-{i}", f"bridge-pw-{i}", ("svc-bridge",), client_id=f"plaza-bridge-{i}"
         )
-        for i in range(2)
-    ]
+        await broker.add_account(account)
+        bridges.append(
+            BridgeProcess(
+                bridge_settings,
+                tmp_path / f"bridge{i}.log",
+                PLAZA_BRIDGE_ID=f"plaza-bridge-{i}",
+                PLAZA_SHARED_GROUP="bridges",
+                PLAZA_MQTT_USERNAME=account.username,
+                PLAZA_MQTT_PASSWORD=account.password,
+            )
+        )
     for b in bridges:
         await b.start()
     try:

@@ -26,6 +26,7 @@ from plaza.dynsec import (
     document,
     hash_password,
     role_json,
+    set_client_id,
     set_client_password,
 )
 from plaza.topics import TopicError, Topics
@@ -172,6 +173,21 @@ def test_control_commands_have_the_shapes_of_the_dynsec_v1_api() -> None:
     assert batch([delete_client("a"), delete_client("b")]) == {
         "commands": [delete_client("a"), delete_client("b")]
     }
+
+
+def test_a_bound_account_carries_its_client_id_in_the_file_and_in_create_client() -> None:
+    client = BrokerClient("pc-01", "pw", ("device-pc-01",), client_id="pc-01")
+    (stored,) = document([client], [])["clients"]
+    assert stored["clientid"] == "pc-01"
+    assert create_client(client)["clientid"] == "pc-01"
+    assert set_client_id("pc-01", "pc-01") == {
+        "command": "setClientId",
+        "username": "pc-01",
+        "clientid": "pc-01",
+    }
+    unbound = BrokerClient("x", "pw", ())
+    assert "clientid" not in document([unbound], [])["clients"][0]
+    assert "clientid" not in create_client(unbound)
 
 
 # -- machine roles ---------------------------------------------------------------------------

@@ -11,13 +11,16 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
+from plaza.settings import Settings
 from plaza.topics import Topics, valid_id
 from plaza_sim.epochs import EpochStore
 from venue.accounts import (
     API_USER,
     BRIDGE_USER,
     DEMO_PLAYERS,
+    OBSERVER_CLIENT_ID,
     OBSERVER_USER,
     VenueSecrets,
     demo_fleet,
@@ -132,10 +135,43 @@ def test_ensure_devices_adds_missing_machines_and_keeps_existing_passwords() -> 
     assert secrets.devices["pc-02"] != first
 
 
+def test_every_broker_account_is_bound_to_a_client_id_of_its_own() -> None:
+    secrets = VenueSecrets()
+    secrets.ensure_devices(["pc-01", "console-01"])
+    settings = Settings(bridge_id="plaza-bridge-2", api_id="plaza-api-2")
+    ids = {c.username: c.client_id for c in secrets.broker_clients(settings)}
+    assert ids[BRIDGE_USER] == "plaza-bridge-2"
+    assert ids[API_USER] == "plaza-api-2"
+    assert ids[OBSERVER_USER] == OBSERVER_CLIENT_ID
+    assert ids["pc-01"] == "pc-01"
+    assert ids["player1"] == "player1"
+    assert None not in ids.values()
+    assert len(set(ids.values())) == len(ids)
+    # credentials.json tells people and tools the id their account is bound to
+    creds = secrets.credentials()
+    assert creds["observer"] == {
+        "username": OBSERVER_USER,
+        "password": secrets.observer,
+        "client_id": OBSERVER_CLIENT_ID,
+    }
+    assert {
+        "username": "player1",
+        "password": secrets.players["player1"],
+        "client_id": "player1",
+    } in creds["players"]
+
+
+def test_a_service_client_id_outside_the_reserved_prefix_is_refused() -> None:
+    with pytest.raises(ValidationError, match="must start with 'plaza-'"):
+        Settings(bridge_id="pc-01")
+    with pytest.raises(ValidationError, match="must start with 'plaza-'"):
+        Settings(api_id="web-x-abcd")
+
+
 def test_every_broker_account_has_a_role_and_every_role_an_account() -> None:
     secrets = VenueSecrets()
     secrets.ensure_devices(["pc-01", "console-01"])
-    clients = secrets.broker_clients()
+    clients = secrets.broker_clients(Settings())
     roles = {r.name for r in secrets.roles(Topics())}
     used = {role for c in clients for role in c.roles}
     assert used == roles

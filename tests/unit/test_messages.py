@@ -254,3 +254,25 @@ def test_any_valid_device_state_round_trips(
 ) -> None:
     message = DeviceState(state=state, epoch=epoch, seq=seq, ts=ts)
     assert decode(DeviceState, message.encode()) == message
+
+
+def test_a_board_entry_of_a_machine_that_never_connected_has_no_epoch_and_no_since() -> None:
+    never = BoardEntry(
+        device_id="vr-01",
+        name="VR 1",
+        kind="vr",
+        zone="sim-bay",
+        status=BoardStatus.OFFLINE,
+        online=False,
+        state=MachineState.IDLE,
+        epoch=-1,  # the bridge's "never" for both
+        version=1,
+        since=0.0,
+        ts=1795510000.0,
+    )
+    wire = json.loads(never.encode())
+    assert "epoch" not in wire
+    assert "since" not in wire
+    assert decode(BoardEntry, never.encode()) == never
+    seen = never.model_copy(update={"epoch": 0, "since": 1795510000.0})
+    assert json.loads(seen.encode())["epoch"] == 0

@@ -394,6 +394,7 @@ function startSession(user) {
 function endSession(reason) {
   if (ending) return;
   ending = true;
+  if (reason === null) rest.revoke(session?.realtime.slot); // logging out, not an expiry
   if (session) {
     session.realtime.stop();
     session.admin?.stop();

@@ -21,9 +21,13 @@ export function outcomeUnknown(error) {
   return UNKNOWN.has(error.code) || error.status === 0 || error.status >= 500;
 }
 
-/** The slot a refusal collides with: `{reservation_id, starts_at, ends_at, status}`. */
+/** The slot a refusal collides with: `{reservation_id, starts_at, ends_at, status}`, its
+ * times in Unix seconds (REST gives ISO 8601, the bridge's MQTT replies Unix seconds). */
 export function conflictOf(error) {
-  return error?.conflict ?? error?.body?.conflict ?? null;
+  const c = error?.conflict ?? error?.body?.conflict ?? null;
+  if (!c) return null;
+  const seconds = (v) => (typeof v === "string" ? Date.parse(v) / 1000 : v);
+  return { ...c, starts_at: seconds(c.starts_at), ends_at: seconds(c.ends_at) };
 }
 
 export function errorText(error) {

@@ -150,6 +150,22 @@ export class Rest extends EventTarget {
     this.dispatchEvent(new CustomEvent("expired", { detail: { code } }));
   }
 
+  /** Log this session out at the api (its tokens stop working) and, given `session`, retire
+   * that browser session's broker account. Best effort: the page reloads right after, so the
+   * request is sent with `keepalive`. */
+  revoke(session) {
+    if (!this.auth) return;
+    fetch("/auth/logout", {
+      method: "POST",
+      keepalive: true,
+      headers: {
+        Authorization: `Bearer ${this.auth.access_token}`,
+        "Content-Type": "application/json",
+      },
+      body: JSON.stringify(session ? { session } : {}),
+    }).catch(() => {});
+  }
+
   logout() {
     clearTimeout(this.refreshTimer);
     this.auth = null;
