@@ -35,8 +35,8 @@ from typing import IO, Any
 from plaza.messages import MachineState
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
-from venue.accounts import OBSERVER_USER, demo_fleet
-from venue.benchkit import BenchVenue, machine_line, percentile, write_report
+from venue.accounts import demo_fleet
+from venue.benchkit import BENCH_SCREENS, BenchVenue, machine_line, percentile, write_report
 from venue.broker import REPO
 
 CLIENTS_JS = Path(__file__).with_name("fanout_clients.mjs")
@@ -213,9 +213,9 @@ async def _measure(
             "--url",
             f"ws://127.0.0.1:{venue.broker.ws_port}/",
             "--username",
-            OBSERVER_USER,
+            BENCH_SCREENS.username,
             "--password",
-            venue.secrets.observer,
+            BENCH_SCREENS.password,
             "--clients",
             str(count),
             "--prefix",

@@ -43,9 +43,9 @@ import aiomqtt
 
 from plaza.messages import BoardEntry
 from plaza.topics import Topics
-from venue.accounts import OBSERVER_USER, DeviceSpec, demo_fleet
+from venue.accounts import DeviceSpec, demo_fleet
 from venue.bench_fanout import load_average
-from venue.benchkit import BenchVenue, machine_line, percentile, write_report
+from venue.benchkit import BENCH_SCREENS, BenchVenue, machine_line, percentile, write_report
 from venue.limits import raise_open_files
 
 TOPICS = Topics()
@@ -99,7 +99,7 @@ class Board:
 
 async def watch_board(venue: BenchVenue, board: Board, ident: str) -> None:
     while True:
-        client = venue.client(OBSERVER_USER, venue.secrets.observer, identifier=ident)
+        client = venue.client(BENCH_SCREENS.username, BENCH_SCREENS.password, identifier=ident)
         with contextlib.suppress(aiomqtt.MqttError):
             async with client:
                 await client.subscribe(TOPICS.all_board, qos=1)
@@ -112,7 +112,9 @@ async def watch_board(venue: BenchVenue, board: Board, ident: str) -> None:
 async def retained_count(venue: BenchVenue, quiet: float = 2.0) -> int:
     """A new subscriber to plaza/board/+: how many retained entries it receives."""
     seen: set[str] = set()
-    client = venue.client(OBSERVER_USER, venue.secrets.observer, identifier="bench-new-sub")
+    client = venue.client(
+        BENCH_SCREENS.username, BENCH_SCREENS.password, identifier="bench-new-sub"
+    )
     async with client:
         await client.subscribe(TOPICS.all_board, qos=1)
         with contextlib.suppress(TimeoutError):
@@ -261,7 +263,9 @@ async def browser(venue: BenchVenue, i: int, jitter: bool, connected: list[int])
     after a random 0-2 s (jitter), then backs off."""
     delay = 0.1
     while True:
-        client = venue.client(OBSERVER_USER, venue.secrets.observer, identifier=f"screen-{i}")
+        client = venue.client(
+            BENCH_SCREENS.username, BENCH_SCREENS.password, identifier=f"screen-{i}"
+        )
         try:
             async with client:
                 await client.subscribe(TOPICS.all_board, qos=0)

@@ -34,6 +34,10 @@ from venue.broker import LocalBroker, die_with_parent, free_port
 #: The bench's own load account: the bridge's role, no bound client id (the bridge's own
 #: account is bound to the bridge's id, which the running bridge holds).
 BENCH_TOOL = BrokerClient("bench-tool", "bench-tool-pw", ("svc-bridge",), "bench load")
+#: The bench's screens: the observer's read-only role with no bound client id, so one account
+#: can hold the many screen connections a benchmark opens (every venue account is bound to one
+#: client id; a browser gets an account per session from the api).
+BENCH_SCREENS = BrokerClient("bench-screens", "bench-screens-pw", ("observer",), "bench screens")
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -88,7 +92,11 @@ class BenchVenue:
         )
 
     async def __aenter__(self) -> BenchVenue:
-        clients = [*self.secrets.broker_clients(Settings(data_dir=self.work)), BENCH_TOOL]
+        clients = [
+            *self.secrets.broker_clients(Settings(data_dir=self.work)),
+            BENCH_TOOL,
+            BENCH_SCREENS,
+        ]
         self.broker.configure(clients, self.secrets.roles(self.topics))
         self.broker.start()
         if self.seed_devices:

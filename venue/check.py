@@ -65,7 +65,7 @@ from plaza.tables import (
     table_of,
 )
 from plaza.topics import BoardTopic, DeviceChannel, DeviceTopic, TopicError, Topics
-from venue.accounts import OBSERVER_USER, VenueSecrets
+from venue.accounts import OBSERVER_CLIENT_ID, OBSERVER_USER, VenueSecrets
 
 #: sent outbox rows are pruned after a day (bridge/outbox.py): notifications are checked
 #: against their outbox rows within this window
@@ -176,6 +176,8 @@ class CheckOptions:
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     username: str = OBSERVER_USER
+    #: the account's bound client id (every broker account is bound to one)
+    client_id: str = OBSERVER_CLIENT_ID
     password: str | None = None
     topic_root: str = "plaza"
     #: outbox rows and notifications younger than this are still on their way
@@ -608,6 +610,7 @@ async def read_retained(options: CheckOptions, topics: Topics) -> Retained:
         options.mqtt_port,
         username=options.username,
         password=options.password,
+        identifier=options.client_id,
         protocol=aiomqtt.ProtocolVersion.V5,
         socket_options=NODELAY,
         timeout=10,

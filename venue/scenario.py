@@ -47,11 +47,12 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from plaza.messages import NotificationEvent
 from plaza.mqtt import connect_properties
+from plaza.settings import Settings
 from plaza.topics import Topics
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
-from venue.accounts import API_USER, OBSERVER_USER, demo_fleet
-from venue.benchkit import BenchVenue, limit_queues, machine_line, percentile
+from venue.accounts import API_USER, demo_fleet
+from venue.benchkit import BENCH_SCREENS, BenchVenue, limit_queues, machine_line, percentile
 from venue.check import CheckOptions, Report, check
 
 TOPICS = Topics()
@@ -105,10 +106,14 @@ class Player:
     """A player's phone: one MQTT 5 connection with a persistent session (same client id,
     clean_start false), reconnecting forever; collects replies and notification seqs."""
 
-    def __init__(self, venue: BenchVenue, name: str, password: str) -> None:
+    def __init__(
+        self, venue: BenchVenue, name: str, password: str, identifier: str | None = None
+    ) -> None:
         self.venue = venue
         self.name = name
         self.password = password
+        #: the client id the account is bound to (a player's is its own name)
+        self.identifier = identifier or name
         self.replies: dict[str, list[dict[str, Any]]] = {}
         self.arrived: dict[str, asyncio.Event] = {}
         self.seqs: set[int] = set()
@@ -123,7 +128,7 @@ class Player:
             client = self.venue.client(
                 self.name,
                 self.password,
-                identifier=f"scn-{self.name}",
+                identifier=self.identifier,
                 clean_start=False,
                 properties=connect_properties(3600),
                 timeout=5,
@@ -310,7 +315,7 @@ class SlowSubscriber:
             protocol=paho.MQTTv5,
             manual_ack=True,
         )
-        self.client.username_pw_set(OBSERVER_USER, password)
+        self.client.username_pw_set(BENCH_SCREENS.username, password)
         self.client.on_message = self._message
         self.client.connect("127.0.0.1", port, keepalive=30, clean_start=False, properties=props)
         self.client.subscribe(TOPICS.events_tree, qos=1)
@@ -370,7 +375,9 @@ class Watcher:
 
     async def run(self, venue: BenchVenue) -> None:
         while True:
-            client = venue.client(OBSERVER_USER, venue.secrets.observer, identifier="scn-watch")
+            client = venue.client(
+                BENCH_SCREENS.username, BENCH_SCREENS.password, identifier="scn-watch"
+            )
             with contextlib.suppress(aiomqtt.MqttError):
                 async with client:
                     await client.subscribe([(TOPICS.admin_alerts, 1), (TOPICS.events_tree, 1)])
@@ -434,14 +441,14 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
             players = [
                 Player(venue, f"bench{i:03d}", f"bench-pw-{i:03d}") for i in range(opts.players)
             ]
-            admin = Player(venue, API_USER, venue.secrets.api)
+            admin = Player(venue, API_USER, venue.secrets.api, identifier=Settings().api_id)
             tasks += [tg.create_task(p.run()) for p in [*players, admin]]
             async with asyncio.timeout(60):
                 for m in machines:
                     await m.connected.wait()
             slow = None
             if opts.name == "slow-subscriber":
-                slow = SlowSubscriber(venue.broker.port, venue.secrets.observer)
+                slow = SlowSubscriber(venue.broker.port, BENCH_SCREENS.password)
             load = Load()
             loop_started = time.monotonic()
             playing = asyncio.ensure_future(play(players, admin, [d.id for d in fleet], opts, load))

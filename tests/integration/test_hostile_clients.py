@@ -50,7 +50,8 @@ async def mosquitto_pub(broker: BrokerHandle, user: str, topic: str, *args: str)
     proc = await asyncio.create_subprocess_exec(
         "mosquitto_pub",
         *("-h", broker.host, "-p", str(broker.port), "-V", "mqttv5", "-q", "1"),
-        *("-u", user, "-P", broker.secrets.players[user], "-t", topic),
+        *("-u", user, "-P", broker.secrets.players[user], "-i", broker.client_ids[user]),
+        *("-t", topic),
         *args,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -68,11 +69,11 @@ class Received:
 
 @contextlib.asynccontextmanager
 async def replies_of(broker: BrokerHandle, user: str) -> AsyncIterator[asyncio.Queue[Received]]:
-    """Every message on the player's replies topic, with its correlation data."""
+    """Every message on the player's replies topic, with its correlation data, read through
+    the bridge's role (the player's own account is bound to one client id, which the attack
+    itself connects with)."""
     queue: asyncio.Queue[Received] = asyncio.Queue()
-    client = broker.client(
-        user, broker.secrets.players[user], identifier=f"{user}-{uuid.uuid4().hex[:6]}"
-    )
+    client = broker.stand_in_bridge(identifier=f"replies-{user}-{uuid.uuid4().hex[:6]}")
     async with client:
         await client.subscribe(broker.topics.replies(user), qos=1)
 
@@ -244,7 +245,7 @@ async def test_the_broker_s_own_maximum_from_connack_holds_when_the_setting_is_l
 async def burst(broker: BrokerHandle, user: str, messages: list[tuple[str, bytes]]) -> None:
     """Publish ``messages`` (topic, payload) as ``user``, QoS 1, as fast as the broker takes."""
     password = broker.secrets.players[user]
-    async with broker.client(user, password, identifier=f"{user}-{uuid.uuid4().hex[:6]}") as c:
+    async with broker.client(user, password) as c:  # under the account's bound client id
         await asyncio.gather(*(c.publish(t, p, qos=1) for t, p in messages))
 
 
