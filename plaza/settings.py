@@ -107,6 +107,10 @@ class Settings(BaseSettings):
     #: the api's MQTT client id; its broker account is bound to it (one api process per id)
     api_id: str = Field(default="plaza-api", min_length=1, max_length=64)
     shared_group: str = ""
+    #: the bridge's retained status (services/bridge/status): a heartbeat this often, and
+    #: readers (the api's /readyz) call it stale after this long without one
+    bridge_heartbeat: float = Field(default=10, gt=0)
+    bridge_stale_after: float = Field(default=30, gt=0)
     commit_batch_max: int = Field(default=256, ge=1)
 
     # notifications and alerts (seconds); see bridge/notifier.py and docs/protocol.md
@@ -161,6 +165,8 @@ class Settings(BaseSettings):
     def _backoff_order(self) -> Settings:
         if self.reconnect_min > self.reconnect_max:
             raise ValueError("reconnect_min must not exceed reconnect_max")
+        if self.bridge_stale_after <= self.bridge_heartbeat:
+            raise ValueError("bridge_stale_after must be longer than bridge_heartbeat")
         return self
 
     @property
