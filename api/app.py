@@ -21,7 +21,7 @@ from fastapi import FastAPI, Request, Response
 from fastapi.responses import PlainTextResponse
 from fastapi.staticfiles import StaticFiles
 from prometheus_client import CONTENT_TYPE_LATEST
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sqlalchemy import delete, text
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import col, select
@@ -49,10 +49,33 @@ class Health(BaseModel):
     status: Literal["ok"]
 
 
+BridgeState = Literal["up", "down", "stale", "unknown"]
+
+
 class Readiness(BaseModel):
     status: Literal["ready", "not_ready"]
     database: bool
     broker: bool
+    #: from the bridge's retained status: ``unknown`` when none was ever published (a bridge
+    #: of a release before it published one), which does not make the api unready
+    bridge: BridgeState
+    reason: str | None = Field(default=None, description="what is down, when not ready")
+
+
+def bridge_state(state: AppState, now: float | None = None) -> tuple[BridgeState, str | None]:
+    """The bridge as its retained status shows it, and why it counts as down."""
+    status = state.link.bridge_status
+    if status is None:
+        return "unknown", None
+    if not status.online:
+        return "down", "the bridge is offline (its status says so: a will or a clean stop)"
+    age = (now if now is not None else time.time()) - (status.ts or 0.0)
+    limit = state.settings.bridge_stale_after
+    if age > limit:
+        return "stale", (
+            f"no heartbeat from the bridge for {age:.0f} s (PLAZA_BRIDGE_STALE_AFTER {limit:g} s)"
+        )
+    return "up", None
 
 
 async def database_ok(engine: AsyncEngine) -> bool:
@@ -218,15 +241,29 @@ def create_app(settings: Settings) -> FastAPI:
     @app.get(
         "/readyz",
         tags=["ops"],
-        responses={503: {"model": Readiness, "description": "broker or database unreachable"}},
+        response_model_exclude_none=True,
+        responses={503: {"model": Readiness, "description": "database, broker or bridge down"}},
     )
     async def readyz(response: Response) -> Readiness:
-        """Ready when the database answers and the broker connection is up."""
+        """Ready when the database answers, the broker connection is up and the bridge's
+        status is neither offline nor stale."""
         db = await database_ok(state.engine)
         mqtt = state.link.connected.is_set()
-        if not (db and mqtt):
+        bridge, why = bridge_state(state)
+        reasons = [
+            *([] if db else ["the database does not answer"]),
+            *([] if mqtt else ["the api is not connected to the broker"]),
+            *([why] if why else []),
+        ]
+        if reasons:
             response.status_code = 503
-        return Readiness(status="ready" if db and mqtt else "not_ready", database=db, broker=mqtt)
+        return Readiness(
+            status="not_ready" if reasons else "ready",
+            database=db,
+            broker=mqtt,
+            bridge=bridge,
+            reason="; ".join(reasons) or None,
+        )
 
     @app.get(
         "/metrics",

@@ -6,6 +6,8 @@ holds over it.
   topic is this process's own inbox (``users/api/replies/{instance}``) and whose correlation
   data matches the reply to its waiter. A request that gets no reply within half the timeout is
   sent once more with the same request id (the bridge applies it once and answers again).
+- **The bridge's status.** The bridge's retained ``services/bridge/status`` (birth,
+  heartbeats, will) is kept as :attr:`BrokerLink.bridge_status`; ``/readyz`` reads it.
 - **Dynamic security.** Broker accounts and roles are managed by publishing JSON commands to
   ``$CONTROL/dynamic-security/v1``; each command carries ``correlationData`` and the plugin's
   response is matched by it.
@@ -36,10 +38,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from plaza.acl import API_USER, DYNSEC_COMMAND, DYNSEC_RESPONSE
-from plaza.messages import AdminCommand, PayloadError, Reply, ReservationRequest, decode
+from plaza.messages import (
+    AdminCommand,
+    PayloadError,
+    Reply,
+    ReservationRequest,
+    ServiceStatus,
+    decode,
+)
 from plaza.mqtt import Backoff, service_client
 from plaza.settings import Settings
-from plaza.topics import Topics
+from plaza.topics import BRIDGE_SERVICE, Topics
 
 log = logging.getLogger(__name__)
 
@@ -82,6 +91,9 @@ class BrokerLink:
         self._waiting: dict[bytes, asyncio.Future[bytes]] = {}
         self._dynsec: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._observe = observe or (lambda _op, _result, _seconds: None)
+        self.bridge_topic = self.topics.service_status(BRIDGE_SERVICE)
+        #: the bridge's latest retained status (None: none seen, or cleared)
+        self.bridge_status: ServiceStatus | None = None
 
     # -- the connection ----------------------------------------------------------------------
     async def run(self) -> None:
@@ -92,7 +104,9 @@ class BrokerLink:
             client = service_client(self.settings, self.settings.api_id, persistent=False)
             try:
                 async with client:
-                    await client.subscribe([(self.inbox, 1), (DYNSEC_RESPONSE, 1)])
+                    await client.subscribe(
+                        [(self.inbox, 1), (DYNSEC_RESPONSE, 1), (self.bridge_topic, 1)]
+                    )
                     self.client = client
                     self.connections += 1
                     self.connected.set()
@@ -108,6 +122,9 @@ class BrokerLink:
 
     def _dispatch(self, message: aiomqtt.Message) -> None:
         payload = message.payload if isinstance(message.payload, bytes | bytearray) else b""
+        if message.topic.value == self.bridge_topic:
+            self._bridge_status(bytes(payload))
+            return
         if message.topic.value == DYNSEC_RESPONSE:
             try:
                 responses = json.loads(payload).get("responses", [])
@@ -123,6 +140,15 @@ class BrokerLink:
         waiter = self._waiting.pop(bytes(correlation), None) if correlation else None
         if waiter is not None and not waiter.done():
             waiter.set_result(bytes(payload))
+
+    def _bridge_status(self, payload: bytes) -> None:
+        if not payload:  # cleared
+            self.bridge_status = None
+            return
+        try:
+            self.bridge_status = decode(ServiceStatus, payload, self.settings.max_payload_bytes)
+        except PayloadError as exc:
+            log.warning("unreadable bridge status: %s", exc)
 
     def _client(self) -> aiomqtt.Client:
         if self.client is None:

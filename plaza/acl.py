@@ -73,14 +73,16 @@ def device_role(topics: Topics, device: str) -> Role:
 
 
 def player_role(topics: Topics, user: str) -> Role:
-    """A player reads the board, notices, events and their own topics, and writes only
-    reservation requests in their own name."""
+    """A player reads the board, notices, events, the services' status (is the venue's
+    bridge up: no one's identity in it) and their own topics, and writes only reservation
+    requests in their own name."""
     return Role(
         player_role_name(user),
         (
             *_read(topics.board_tree),
             *_read(topics.notices),
             *_read(topics.events_tree),
+            *_read(topics.all_service_status),
             *_read(topics.user_tree(user)),
             Acl("publishClientSend", topics.requests_by(user)),
             Acl("publishClientSend", topics.acks(user)),
@@ -101,6 +103,7 @@ def staff_role(topics: Topics, user: str) -> Role:
             *_read(topics.board_tree),
             *_read(topics.notices),
             *_read(topics.events_tree),
+            *_read(topics.all_service_status),
             *_read(topics.admin_alerts),
             *_read(topics.user_tree(user)),
         ),
@@ -108,13 +111,14 @@ def staff_role(topics: Topics, user: str) -> Role:
 
 
 def bridge_role(topics: Topics) -> Role:
-    """The bridge is the only writer of board, events, replies, notifications and commands.
-    It also reads the broker's statistics (``$SYS/broker/#``) to export them
-    (plaza.broker_stats)."""
+    """The bridge is the only writer of board, events, replies, notifications and commands,
+    and of its own status (birth, heartbeat, will): all under the root. It also reads the
+    broker's statistics (``$SYS/broker/#``) to export them (plaza.broker_stats)."""
     return Role(
         "svc-bridge",
         (
             Acl("publishClientSend", topics.everything),
+            Acl("publishClientSend", topics.all_service_status),
             *_read(topics.everything),
             *_read(BROKER_SYS_TREE),
             # several bridges share request handling (MQTT 5 shared subscription)
@@ -124,12 +128,14 @@ def bridge_role(topics: Topics) -> Role:
 
 
 def api_role(topics: Topics) -> Role:
-    """The api reads everything of the venue, sends requests in its own name, and manages
-    broker identities through the dynamic-security control topic."""
+    """The api reads everything of the venue (the bridge's status among it, for readiness),
+    sends requests in its own name, and manages broker identities through the
+    dynamic-security control topic."""
     return Role(
         "svc-api",
         (
             *_read(topics.everything),
+            *_read(topics.all_service_status),
             Acl("publishClientSend", topics.requests_by(API_USER)),
             Acl("publishClientSend", topics.admin_requests),
             Acl("publishClientSend", DYNSEC_COMMAND),

@@ -392,3 +392,16 @@ class AdminCommand(Wire):
     #: for ``notice``: its id (a retry with the same id publishes nothing twice) and author
     notice_id: str | None = Field(default=None, pattern=r"^[a-f0-9]{32}$")
     author: str | None = Field(default=None, max_length=48)
+
+
+class ServiceStatus(Wire):
+    """``services/{service}/status`` (retained): a service's own presence, like a machine's.
+    The bridge publishes ``online: true`` with ``ts`` when it connects and every
+    ``PLAZA_BRIDGE_HEARTBEAT`` after; its will (and a clean stop) is ``online: false``.
+    Readers call a status older than ``PLAZA_BRIDGE_STALE_AFTER`` stale."""
+
+    online: bool
+    #: when this status was published (absent in a will, which is set at connect time)
+    ts: UnixTime | None = None
+    #: which process (the bridge's ``PLAZA_BRIDGE_ID``)
+    id: Annotated[str, Field(min_length=1, max_length=64)] | None = None

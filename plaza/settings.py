@@ -132,6 +132,10 @@ class Settings(BaseSettings):
     #: the api's MQTT client id; its broker account is bound to it (one api process per id)
     api_id: str = Field(default="plaza-api", min_length=1, max_length=64)
     shared_group: str = ""
+    #: the bridge's retained status (services/bridge/status): a heartbeat this often, and
+    #: readers (the api's /readyz) call it stale after this long without one
+    bridge_heartbeat: float = Field(default=10, gt=0)
+    bridge_stale_after: float = Field(default=30, gt=0)
     commit_batch_max: int = Field(default=256, ge=1)
     #: command-log rows (what answers a retry) are kept this long (seconds; default 7 days:
     #: a web client's tab retries an unconfirmed booking for as long as it stays open)
@@ -213,6 +217,8 @@ class Settings(BaseSettings):
             raise ValueError("PLAZA_TLS_CERT and PLAZA_TLS_KEY go together")
         if self.restart_backoff_min > self.restart_backoff_max:
             raise ValueError("restart_backoff_min must not exceed restart_backoff_max")
+        if self.bridge_stale_after <= self.bridge_heartbeat:
+            raise ValueError("bridge_stale_after must be longer than bridge_heartbeat")
         return self
 
     @property

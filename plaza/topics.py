@@ -21,6 +21,8 @@ a topic, which would widen an ACL or a subscription.
     plaza/admin/alerts                       operator alerts
     plaza/admin/requests                     api -> bridge admin commands (machines, notices)
     plaza/notices                            current system notice (retained)
+    plaza/services/{service}/status          a service's presence: birth, heartbeat, will
+                                             (retained; the bridge is ``bridge``)
 """
 
 from __future__ import annotations
@@ -47,6 +49,10 @@ def valid_id(value: str, what: str = "identifier") -> str:
             f"invalid {what} {value!r}: use 1-48 of a-z 0-9 _ . - starting with a letter or digit"
         )
     return value
+
+
+#: the service name of the bridge in ``services/{service}/status``
+BRIDGE_SERVICE = "bridge"
 
 
 class DeviceChannel(StrEnum):
@@ -91,7 +97,16 @@ class UserTopic:
     channel: str
 
 
-ParsedTopic = DeviceTopic | RequestTopic | BoardTopic | UserTopic | AdminRequestTopic
+@dataclass(frozen=True, slots=True)
+class ServiceStatusTopic:
+    """``{root}/services/{service}/status``: a service's retained presence."""
+
+    service: str
+
+
+ParsedTopic = (
+    DeviceTopic | RequestTopic | BoardTopic | UserTopic | AdminRequestTopic | ServiceStatusTopic
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +173,11 @@ class Topics:
     def notices(self) -> str:
         return f"{self.root}/notices"
 
+    def service_status(self, service: str) -> str:
+        """``{root}/services/{service}/status`` (retained): birth and heartbeats say online,
+        the will (or a clean stop) offline."""
+        return f"{self.root}/services/{valid_id(service, 'service name')}/status"
+
     @property
     def bench_echo(self) -> str:
         """Used only by `plaza bench` as the raw broker round-trip reference."""
@@ -183,6 +203,10 @@ class Topics:
     @property
     def all_board(self) -> str:
         return f"{self.root}/board/+"
+
+    @property
+    def all_service_status(self) -> str:
+        return f"{self.root}/services/+/status"
 
     @property
     def everything(self) -> str:
@@ -226,6 +250,8 @@ class Topics:
                 return AdminRequestTopic()
             if kind == "board" and len(rest) == 1:
                 return BoardTopic(valid_id(rest[0], "device id"))
+            if kind == "services" and len(rest) == 2 and rest[1] == "status":
+                return ServiceStatusTopic(valid_id(rest[0], "service name"))
             if (
                 kind == "users"
                 and len(rest) == 2

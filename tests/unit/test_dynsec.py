@@ -29,7 +29,7 @@ from plaza.dynsec import (
     set_client_id,
     set_client_password,
 )
-from plaza.topics import TopicError, Topics
+from plaza.topics import BRIDGE_SERVICE, TopicError, Topics
 
 pytestmark = pytest.mark.unit
 
@@ -237,6 +237,8 @@ def test_a_player_role_uses_wildcards_only_for_own_requests_and_shared_reads() -
         ("publishClientReceive", "plaza/board/#"),
         ("subscribePattern", "plaza/events/#"),
         ("publishClientReceive", "plaza/events/#"),
+        ("subscribePattern", "plaza/services/+/status"),
+        ("publishClientReceive", "plaza/services/+/status"),
         ("subscribePattern", "plaza/users/player1/#"),
         ("publishClientReceive", "plaza/users/player1/#"),
     }
@@ -306,6 +308,19 @@ def test_only_the_api_role_may_send_dynamic_security_commands() -> None:
     assert can_write(api, T.request("pc-01", "api"))
     assert not can_write(api, T.request("pc-01", "player1")), "the api asks in its own name"
     assert not can_write(api, T.board("pc-01"))
+
+
+def test_the_bridge_writes_its_status_and_the_api_staff_and_players_read_it() -> None:
+    status = T.service_status(BRIDGE_SERVICE)
+    assert status == "plaza/services/bridge/status"
+    assert can_write(acl.bridge_role(T), status)
+    for reader in (acl.api_role(T), acl.observer_role(T), acl.staff_role(T, "admin")):
+        assert can_read(reader, status)
+        assert not can_write(reader, status)
+    player = acl.player_role(T, "player1")
+    assert can_read(player, status)
+    assert not can_write(player, status)
+    assert not can_write(acl.device_role(T, "pc-01"), status)
 
 
 def test_the_bridge_role_writes_and_reads_under_the_root_and_reads_the_broker_stats() -> None:

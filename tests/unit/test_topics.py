@@ -10,10 +10,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from plaza.topics import (
+    BRIDGE_SERVICE,
     BoardTopic,
     DeviceChannel,
     DeviceTopic,
     RequestTopic,
+    ServiceStatusTopic,
     TopicError,
     Topics,
     UserTopic,
@@ -148,6 +150,10 @@ def test_an_id_of_exactly_48_characters_is_accepted() -> None:
         "plaza/events/devices",
         "plaza/admin/alerts",
         "plaza/notices",
+        "plaza/services/bridge",
+        "plaza/services/+/status",
+        "plaza/services/bridge/status/extra",
+        "plaza/services/bridge/heartbeat",
         "plaza/unknown/x/y",
         "elsewhere/devices/pc-01/presence",
         "/plaza/devices/pc-01/presence",
@@ -197,3 +203,12 @@ def test_parsed_topics_are_frozen_values() -> None:
     assert isinstance(parsed, BoardTopic)
     with pytest.raises(FrozenInstanceError):
         parsed.device = "pc-02"  # type: ignore[misc]
+
+
+def test_a_services_status_topic_is_built_and_parsed_back() -> None:
+    topic = T.service_status(BRIDGE_SERVICE)
+    assert topic == "plaza/services/bridge/status"
+    assert T.parse(topic) == ServiceStatusTopic("bridge")
+    assert T.all_service_status == "plaza/services/+/status"
+    with pytest.raises(TopicError):
+        T.service_status("bridge/#")
