@@ -72,9 +72,9 @@ class Settings(BaseSettings):
     #: largest legitimate one, a notice at every field's maximum with JSON-escaped Korean, is
     #: about 25 KiB
     max_body_bytes: int = Field(default=32 * 1024, ge=1024, le=16 * 1024 * 1024)
-    #: how long a REST Idempotency-Key remembers its request (keep it at least as long as
-    #: the bridge keeps its command log)
-    idempotency_ttl: float = Field(default=86400, gt=0)
+    #: how long a REST Idempotency-Key remembers its request: as long as the bridge keeps its
+    #: command log (7 days), so a reused key is refused for as long as a retry is answered
+    idempotency_ttl: float = Field(default=7 * 86400, gt=0)
     #: how long the api waits for the bridge's reply to a request (seconds)
     bridge_timeout: float = Field(default=5.0, gt=0)
     #: the MQTT-over-WebSocket URL handed to browsers; empty: ws://{mqtt_host}:{ws_port}/
