@@ -17,7 +17,7 @@ from tests.integration.reserving import Requester, slot
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 TIMERS = {
-    "PLAZA_REMINDER_LEAD": "3",
+    "PLAZA_REMINDER_LEAD": "16",
     "PLAZA_TIMER_TICK": "0.2",
     "PLAZA_MIN_SLOT_MINUTES": "0.05",
     "PLAZA_BRIDGE_METRICS_PORT": "0",
@@ -40,11 +40,13 @@ async def test_a_reminder_due_while_the_bridge_is_down_comes_once_after_it_retur
     bridges = [BridgeProcess(bridge_settings, tmp_path / f"b{i}.log", **TIMERS) for i in range(3)]
     await bridges[0].start()
     async with Requester(broker, "player1", broker.secrets.players["player1"]) as phone:
-        made = await phone.request(seeded[3], op="reserve", **slot(6, 5))
+        # due 4 s from now; the slot starts 16 s after that, so a restarted bridge that is slow
+        # to come up (2-4 s here under load) still finds the reminder due
+        made = await phone.request(seeded[3], op="reserve", **slot(20, 5))
         assert made.ok, made
         assert made.reservation is not None
-        bridges[0].kill9()  # down before the reminder is due (start - 3 s)
-        await asyncio.sleep(4)  # the due time passes while no bridge runs
+        bridges[0].kill9()  # down before the reminder is due (start - 16 s)
+        await asyncio.sleep(5)  # the due time passes while no bridge runs
         await bridges[1].start()
         note = await phone.notification("reservation_reminder", timeout=5)
         assert note.reservation is not None

@@ -75,7 +75,7 @@ def test_plain_mqtt_gets_nothing_from_the_tls_port(venue: RunningVenue) -> None:
     plain = subprocess.run(
         [
             *("mosquitto_sub", "-h", "127.0.0.1", "-p", str(venue.mqtt_port)),
-            *("-u", "observer", "-P", observer["password"]),
+            *("-u", "observer", "-P", observer["password"], "-i", observer["client_id"]),
             *("-t", "plaza/board/+", "-C", "1", "-W", "3"),
         ],
         capture_output=True,
@@ -93,6 +93,7 @@ def test_mosquitto_sub_reads_the_board_over_tls_with_the_venue_ca(venue: Running
         [
             *("mosquitto_sub", "-h", "localhost", "-p", str(venue.mqtt_port)),
             *("--cafile", creds["ca"], "-u", "observer", "-P", creds["observer"]["password"]),
+            *("-i", creds["observer"]["client_id"]),
             *("-t", "plaza/board/+", "-C", "4", "-W", "10"),
         ],
         capture_output=True,
@@ -142,7 +143,9 @@ def test_the_api_hands_browsers_a_wss_url(venue: RunningVenue) -> None:
     assert https(venue, "/healthz")[0] == 200
     request = urllib.request.Request(
         f"https://localhost:{venue.http_port}/auth/login",
-        data=json.dumps(venue.credentials()["players"][0]).encode(),
+        data=json.dumps(
+            {k: venue.credentials()["players"][0][k] for k in ("username", "password")}
+        ).encode(),
         headers={"Content-Type": "application/json"},
         method="POST",
     )
