@@ -335,9 +335,15 @@ class BridgeProcess:
         self.proc.wait()
 
     def stop(self) -> None:
+        """SIGTERM, and SIGKILL if it has not ended in 10 s: a bridge left running after a
+        failed test outlives the session and fails the next test's warning checks."""
         if self.proc is not None and self.proc.poll() is None:
             self.proc.terminate()
-            self.proc.wait(timeout=10)
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
 
 
 async def close_dead_client(client: aiomqtt.Client) -> None:
