@@ -31,16 +31,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import aiomqtt
-from sqlalchemy import text
-from sqlalchemy.ext.asyncio import create_async_engine
 
 from plaza.mqtt import NODELAY
 from plaza.topics import Topics
 from venue.accounts import demo_fleet
-from venue.benchkit import BENCH_TOOL, BenchVenue, machine_line, percentile, write_report
+from venue.benchkit import (
+    BENCH_TOOL,
+    BenchVenue,
+    drop_pg_database,
+    fresh_pg_database,
+    machine_line,
+    percentile,
+    pg_url,
+    write_report,
+)
 
 TOPICS = Topics()
-PG_ADMIN = os.environ.get("PLAZA_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 SLOT_SPACING_S = 15
 SLOT_MINUTES = 10
 
@@ -257,22 +263,6 @@ async def _run_db(
     return results
 
 
-async def _fresh_pg_database() -> str:
-    name = f"plaza_bench_{uuid.uuid4().hex[:8]}"
-    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    await engine.dispose()
-    return name
-
-
-async def _drop_pg_database(name: str) -> None:
-    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await engine.dispose()
-
-
 def _row(label: str, values: list[float]) -> str:
     return (
         f"| {label} | {len(values)} | {statistics.median(values):.2f} | "
@@ -325,13 +315,13 @@ async def _main(args: argparse.Namespace) -> list[dict[str, object]]:
     with tempfile.TemporaryDirectory(prefix="plaza-bench-sqlite-") as tmp:
         runs.append(await _run_db("SQLite", "", args, Path(tmp)))
     if not args.sqlite_only:
-        name = await _fresh_pg_database()
+        name = await fresh_pg_database("plaza_bench")
         try:
             with tempfile.TemporaryDirectory(prefix="plaza-bench-pg-") as tmp:
-                url = PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
+                url = pg_url(name)
                 runs.append(await _run_db("PostgreSQL", url, args, Path(tmp)))
         finally:
-            await _drop_pg_database(name)
+            await drop_pg_database(name)
     return runs
 
 

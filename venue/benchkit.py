@@ -14,12 +14,15 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import uuid
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
 import aiomqtt
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine, migrate
@@ -38,6 +41,32 @@ BENCH_TOOL = BrokerClient("bench-tool", "bench-tool-pw", ("svc-bridge",), "bench
 #: can hold the many screen connections a benchmark opens (every venue account is bound to one
 #: client id; a browser gets an account per session from the api).
 BENCH_SCREENS = BrokerClient("bench-screens", "bench-screens-pw", ("observer",), "bench screens")
+
+
+#: where benchmarks and scenarios create (and drop) their own PostgreSQL databases
+PG_ADMIN = os.environ.get("PLAZA_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+async def fresh_pg_database(prefix: str) -> str:
+    """Create an empty database on the PG_ADMIN server; return its name."""
+    name = f"{prefix}_{uuid.uuid4().hex[:8]}"
+    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(f'CREATE DATABASE "{name}"'))
+    await engine.dispose()
+    return name
+
+
+async def drop_pg_database(name: str) -> None:
+    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    async with engine.connect() as conn:
+        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    await engine.dispose()
+
+
+def pg_url(name: str) -> str:
+    """The URL of database ``name`` on the PG_ADMIN server."""
+    return PG_ADMIN.rsplit("/", 1)[0] + f"/{name}"
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -52,11 +52,20 @@ from plaza.topics import Topics
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
 from venue.accounts import API_USER, demo_fleet
-from venue.benchkit import BENCH_SCREENS, BenchVenue, limit_queues, machine_line, percentile
+from venue.benchkit import (
+    BENCH_SCREENS,
+    PG_ADMIN,
+    BenchVenue,
+    drop_pg_database,
+    fresh_pg_database,
+    limit_queues,
+    machine_line,
+    percentile,
+    pg_url,
+)
 from venue.check import CheckOptions, Report, check
 
 TOPICS = Topics()
-PG_ADMIN = os.environ.get("PLAZA_BENCH_PG", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 NAMES = ("broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber")
 
 
@@ -340,20 +349,6 @@ class SlowSubscriber:
 
 
 # -- the run ---------------------------------------------------------------------------------
-async def _fresh_pg() -> str:
-    name = f"plaza_scn_{uuid.uuid4().hex[:8]}"
-    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        await conn.execute(text(f'CREATE DATABASE "{name}"'))
-    await engine.dispose()
-    return name
-
-
-async def _drop_pg(name: str) -> None:
-    engine = create_async_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
-    async with engine.connect() as conn:
-        await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    await engine.dispose()
 
 
 async def _notification_rows(database_url: str) -> set[tuple[str, int]]:
@@ -394,8 +389,8 @@ class Watcher:
 async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
     outcome = Outcome(opts.name)
     figures = outcome.figures
-    pg_name = await _fresh_pg() if opts.database == "postgresql" else None
-    database_url = PG_ADMIN.rsplit("/", 1)[0] + f"/{pg_name}" if pg_name else ""
+    pg_name = await fresh_pg_database("plaza_scn") if opts.database == "postgresql" else None
+    database_url = pg_url(pg_name) if pg_name else ""
     fleet = demo_fleet(opts.machines)
     env = {
         "PLAZA_MAX_ACTIVE_PER_PLAYER": "100000",
@@ -510,7 +505,7 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
                 t.cancel()
     finally:
         if pg_name:
-            await _drop_pg(pg_name)
+            await drop_pg_database(pg_name)
     return outcome
 
 
