@@ -4,6 +4,9 @@ SHELL := /bin/bash
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+# pytest workers for `make test`: the tests mostly wait on brokers and timers, so three share
+# two cores well (measured 10 min for pytest run serially, 6 min with three workers)
+WORKERS ?= 3
 
 .PHONY: setup up test test-all lint bench clean
 
@@ -18,7 +21,7 @@ test: setup
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
-	$(VENV)/bin/pytest
+	$(VENV)/bin/pytest -n $(WORKERS)
 	$(VENV)/bin/pytest -m e2e
 
 test-all: setup
