@@ -37,7 +37,7 @@ from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
 from venue.accounts import demo_fleet
 from venue.benchkit import BENCH_SCREENS, BenchVenue, machine_line, percentile, write_report
-from venue.broker import REPO
+from venue.broker import REPO, die_with_parent
 
 CLIENTS_JS = Path(__file__).with_name("fanout_clients.mjs")
 WEB_PACKAGE = REPO / "api" / "web" / "package.json"
@@ -231,6 +231,7 @@ async def _measure(
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             stderr=log,
+            preexec_fn=die_with_parent,
         )
         clients.append(ClientProcess(proc, f"node{i}", log))
     try:

@@ -20,7 +20,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import os
 import statistics
 import sys
 import tempfile
@@ -43,8 +42,10 @@ from venue.benchkit import (
     machine_line,
     percentile,
     pg_url,
+    start_sim,
     write_report,
 )
+from venue.broker import die_with_parent
 
 TOPICS = Topics()
 SLOT_SPACING_S = 15
@@ -184,32 +185,19 @@ async def _run_db(
             str(venue.broker.port),
             BENCH_TOOL.password,
             stdout=asyncio.subprocess.PIPE,
+            preexec_fn=die_with_parent,
         )
         assert echo.stdout is not None
         await asyncio.wait_for(echo.stdout.readline(), 10)
         # The machines run as `plaza sim` in their own process, as in a venue, so they do not
         # share this process's event loop with the load generator.
-        devices_file = work / "devices.json"
-        devices_file.write_text(json.dumps(venue.secrets.devices))
-        sim = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "venue.cli",
+        sim = await start_sim(
+            venue.broker.port,
+            venue.secrets.devices,
+            work,
             "sim",
-            "--devices-file",
-            str(devices_file),
-            "--no-play",
-            "--keepalive",
-            "60",
-            "--progress-every",
-            "1",
-            env={
-                **os.environ,
-                "PLAZA_MQTT_PORT": str(venue.broker.port),
-                "PLAZA_DATA_DIR": str(work),
-            },
+            progress_every=1,
             stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.DEVNULL,
         )
         assert sim.stdout is not None
         want = f"sim: {len(fleet)}/{len(fleet)} online".encode()

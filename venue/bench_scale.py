@@ -27,11 +27,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import json
-import os
 import random
 import signal
-import sys
 import tempfile
 import time
 from collections import Counter
@@ -45,7 +42,14 @@ from plaza.messages import BoardEntry
 from plaza.topics import Topics
 from venue.accounts import DeviceSpec, demo_fleet
 from venue.bench_fanout import load_average
-from venue.benchkit import BENCH_SCREENS, BenchVenue, machine_line, percentile, write_report
+from venue.benchkit import (
+    BENCH_SCREENS,
+    BenchVenue,
+    machine_line,
+    percentile,
+    start_sim,
+    write_report,
+)
 from venue.limits import raise_open_files
 
 TOPICS = Topics()
@@ -138,28 +142,10 @@ class Sims:
     async def start(self, groups: list[list[str]]) -> None:
         self.groups = groups
         for i, group in enumerate(groups):
-            devices_file = self.work / f"devices-{i}.json"
-            devices_file.write_text(json.dumps({d: self.venue.secrets.devices[d] for d in group}))
+            devices = {d: self.venue.secrets.devices[d] for d in group}
             self.procs.append(
-                await asyncio.create_subprocess_exec(
-                    sys.executable,
-                    "-m",
-                    "venue.cli",
-                    "sim",
-                    "--devices-file",
-                    str(devices_file),
-                    "--no-play",
-                    "--keepalive",
-                    "60",
-                    "--progress-every",
-                    "5",
-                    env={
-                        **os.environ,
-                        "PLAZA_MQTT_PORT": str(self.venue.broker.port),
-                        "PLAZA_DATA_DIR": str(self.work / f"sim-{i}"),
-                    },
-                    stdout=asyncio.subprocess.DEVNULL,
-                    stderr=asyncio.subprocess.DEVNULL,
+                await start_sim(
+                    self.venue.broker.port, devices, self.work, f"sim-{i}", progress_every=5
                 )
             )
 

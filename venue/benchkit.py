@@ -8,6 +8,7 @@ process (as `plaza up` runs it), with settings given as environment variables.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import platform
 import shutil
@@ -15,6 +16,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -198,6 +200,40 @@ class BenchVenue:
             kept = Path(tempfile.gettempdir()) / "plaza-bench-bridge.log"
             shutil.copyfile(self.work / "bridge.log", kept)  # the work dir is deleted
         self.broker.stop()
+
+
+async def start_sim(
+    port: int,
+    devices: Mapping[str, str],
+    work: Path,
+    name: str,
+    *,
+    progress_every: int,
+    stdout: int = asyncio.subprocess.DEVNULL,
+) -> asyncio.subprocess.Process:
+    """``devices`` (id -> password) as one `plaza sim` child, connected to the broker at
+    ``port``: the machines run in their own process, as in a venue, so they do not share the
+    load generator's event loop. The child dies with this process (even by SIGKILL), so a
+    failed benchmark leaves no machines behind."""
+    devices_file = work / f"{name}.json"
+    devices_file.write_text(json.dumps(dict(devices)))
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "venue.cli",
+        "sim",
+        "--devices-file",
+        str(devices_file),
+        "--no-play",
+        "--keepalive",
+        "60",
+        "--progress-every",
+        str(progress_every),
+        env={**os.environ, "PLAZA_MQTT_PORT": str(port), "PLAZA_DATA_DIR": str(work / name)},
+        stdout=stdout,
+        stderr=asyncio.subprocess.DEVNULL,
+        preexec_fn=die_with_parent,
+    )
 
 
 def limit_queues(venue: BenchVenue, limit: int) -> None:
