@@ -26,6 +26,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, ProcessColl
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from plaza.broker_stats import BrokerStats
+from plaza.broker_stats import register as register_broker_stats
 from plaza.messages import Reply
 
 PREFIX = "plaza_bridge_"
@@ -125,9 +127,12 @@ class BridgeMetrics:
         default_factory=CollectorRegistry, repr=False, compare=False
     )
     commands: CommandMeter = field(init=False, repr=False, compare=False)
+    #: the broker's own $SYS figures, exported as ``plaza_broker_*`` (plaza.broker_stats)
+    broker: BrokerStats = field(default_factory=BrokerStats, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self.commands = CommandMeter(self.registry)
+        register_broker_stats(self.registry, self.broker)
 
     def counters(self) -> Iterator[tuple[str, str, int]]:
         """(name, help, value) of every int counter, for export."""

@@ -41,7 +41,15 @@ from bridge.router import Handler, Router
 from bridge.selfwatch import Readings, SelfWatch
 from plaza.mqtt import Backoff, service_client
 from plaza.settings import Settings
-from plaza.topics import AdminRequestTopic, DeviceTopic, RequestTopic, Topics, UserTopic
+from plaza.topics import (
+    BROKER_SYS_TREE,
+    AdminRequestTopic,
+    BrokerSysTopic,
+    DeviceTopic,
+    RequestTopic,
+    Topics,
+    UserTopic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +120,7 @@ async def assemble(ctx: BridgeContext) -> Parts:
     router.route(RequestTopic, _requests(desk, ctx.link))
     router.route(UserTopic, notifier.handle)
     router.route(AdminRequestTopic, admin.submit)
+    router.route(BrokerSysTopic, _broker_figures(ctx.metrics))
     return Parts(
         ctx=ctx,
         tracker=tracker,
@@ -135,6 +144,16 @@ async def assemble(ctx: BridgeContext) -> Parts:
             every=settings.prune_interval,
         ),
     )
+
+
+def _broker_figures(metrics: BridgeMetrics) -> Handler[BrokerSysTopic]:
+    """One of Mosquitto's $SYS figures: kept for the ``plaza_broker_*`` metrics."""
+
+    async def handle(where: BrokerSysTopic, message: Incoming) -> bool:
+        metrics.broker.apply(message.topic, message.payload)
+        return True
+
+    return handle
 
 
 def _requests(desk: ReservationDesk, link: Link) -> Handler[RequestTopic]:
@@ -285,8 +304,11 @@ class BridgeService:
                         self.topics.admin_requests,
                         self.topics.all_acks,
                     ]
-                    granted = await client.subscribe([(f, 1) for f in filters])
-                    for f, code in zip(filters, granted or [], strict=False):
+                    # the broker's own figures, for /metrics: QoS 0, as a fresh one comes
+                    # every sys_interval
+                    subscriptions = [*((f, 1) for f in filters), (BROKER_SYS_TREE, 0)]
+                    granted = await client.subscribe(subscriptions)
+                    for (f, _), code in zip(subscriptions, granted or [], strict=False):
                         if int(getattr(code, "value", 0)) >= 0x80:
                             log.error("the broker refused subscription %s: %s", f, code)
                     backoff.reset()

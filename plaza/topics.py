@@ -104,8 +104,21 @@ class ServiceStatusTopic:
     service: str
 
 
+@dataclass(frozen=True, slots=True)
+class BrokerSysTopic:
+    """``$SYS/broker/{path}``: one of Mosquitto's own figures (outside the venue's root)."""
+
+    path: str
+
+
 ParsedTopic = (
-    DeviceTopic | RequestTopic | BoardTopic | UserTopic | AdminRequestTopic | ServiceStatusTopic
+    DeviceTopic
+    | RequestTopic
+    | BoardTopic
+    | UserTopic
+    | AdminRequestTopic
+    | ServiceStatusTopic
+    | BrokerSysTopic
 )
 
 
@@ -237,6 +250,8 @@ class Topics:
     # -- parsing ----------------------------------------------------------------------------
     def parse(self, topic: str) -> ParsedTopic:
         """Parse a concrete topic of this venue; raise :class:`TopicError` for anything else."""
+        if topic.startswith(BROKER_SYS_PREFIX) and len(topic) > len(BROKER_SYS_PREFIX):
+            return BrokerSysTopic(topic.removeprefix(BROKER_SYS_PREFIX))
         levels = topic.split("/")
         if len(levels) < 3 or levels[0] != self.root:
             raise TopicError(f"unknown topic {topic!r}")

@@ -3,6 +3,7 @@ after machines come online and players reserve."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -118,3 +119,26 @@ async def test_a_scrape_of_any_other_path_is_404_and_the_bridge_goes_on(
     assert missing.status_code == 404
     assert metrics.status_code == 200
     assert service.ready.is_set()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_bridges_scrape_carries_the_brokers_own_figures(
+    metered: tuple[BridgeService, int],
+) -> None:
+    """The bridge reads Mosquitto's $SYS tree on its connection and exports it beside its
+    own figures, named plaza_broker_*: one scrape target shows broker and bridge."""
+    service, port = metered
+    async with asyncio.timeout(15):  # retained: the figures arrive with the subscription
+        while "plaza_broker_clients_connected" not in {n for n, _ in await scrape(port)}:  # noqa: ASYNC110
+            await asyncio.sleep(0.1)
+    names = {name for name, _ in await scrape(port)}
+    # figures as the broker last reported them (every sys_interval, 10 s by default)
+    assert {
+        "plaza_broker_clients_connected",
+        "plaza_broker_messages_received_total",
+        "plaza_broker_publish_dropped_total",
+        "plaza_broker_uptime_seconds",
+        "plaza_broker_sys_updated_timestamp_seconds",
+    } <= names, sorted(n for n in names if n.startswith("plaza_broker"))
+    assert "plaza_bridge_board_published_total" in names  # the bridge's own, same scrape
+    assert service.metrics.unknown_topics == 0  # every $SYS message was routed, none dropped

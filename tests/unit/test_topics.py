@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from plaza.topics import (
     BRIDGE_SERVICE,
     BoardTopic,
+    BrokerSysTopic,
     DeviceChannel,
     DeviceTopic,
     RequestTopic,
@@ -158,13 +159,22 @@ def test_an_id_of_exactly_48_characters_is_accepted() -> None:
         "elsewhere/devices/pc-01/presence",
         "/plaza/devices/pc-01/presence",
         "Plaza/devices/pc-01/presence",
-        "$SYS/broker/uptime",
+        "$SYS/broker",
+        "$SYS/broker/",
+        "$SYS/other/uptime",
         "",
     ],
 )
 def test_parse_refuses_a_topic_outside_the_incoming_contract(topic: str) -> None:
     with pytest.raises(TopicError, match="unknown topic"):
         T.parse(topic)
+
+
+def test_the_brokers_own_figures_parse_to_their_sys_path_whatever_the_root() -> None:
+    assert T.parse("$SYS/broker/uptime") == BrokerSysTopic("uptime")
+    assert Topics("arcade-2").parse("$SYS/broker/clients/connected") == BrokerSysTopic(
+        "clients/connected"
+    )
 
 
 def test_a_custom_root_is_used_by_every_builder_and_by_parse() -> None:
