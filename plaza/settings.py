@@ -155,6 +155,9 @@ class Settings(BaseSettings):
     dead_letter_retention: float = Field(default=7 * 86400, ge=3600)
     #: how often the bridge deletes what is past its retention (bridge/retention.py)
     prune_interval: float = Field(default=600, gt=0)
+    #: `plaza status` asks for attention when the last backup is older than this (a daily
+    #: backup, with two hours to spare)
+    backup_max_age: float = Field(default=26 * 3600, gt=0)
 
     # notifications and alerts (seconds); see bridge/notifier.py and docs/protocol.md
     #: low-priority notifications are published in a digest this often

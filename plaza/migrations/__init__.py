@@ -27,6 +27,7 @@ Errors::
 
 from __future__ import annotations
 
+import logging
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -42,6 +43,7 @@ from sqlmodel import SQLModel
 from plaza import tables
 from plaza.migrations import baseline, legacy
 
+log = logging.getLogger(__name__)
 HERE = Path(__file__).resolve().parent
 _VERSION = tables.table_of(tables.SchemaVersion)
 #: an arbitrary 64-bit key for PostgreSQL's advisory lock around a migration
@@ -130,6 +132,7 @@ def migrate(conn: Connection) -> str:
                 "run the release that upgraded it, or restore the backup taken before"
             )
         if found != target:
+            log.info("upgrading the database schema from revision %s to %s", found, target)
             upgrade(conn)
     elif "schema_version" in names:
         version = _legacy_version(conn)
@@ -139,6 +142,7 @@ def migrate(conn: Connection) -> str:
                 f"({baseline.VERSION}) and carries no Alembic revision"
             )
         # no row: release 0.1 stopped between create_all and writing it (all tables there)
+        log.info("upgrading the database schema from version %s to revision %s", version, target)
         legacy.to_baseline(conn, baseline.VERSION if version is None else version)
         command.stamp(config(conn), baseline.REVISION)
         upgrade(conn)
