@@ -36,7 +36,7 @@ from typing import Protocol
 
 import aiomqtt
 
-from plaza.db import make_engine
+from plaza.db import DatabaseError, make_engine
 from plaza.messages import BoardEntry
 from plaza.mqtt import Backoff, client_options
 from plaza.settings import Settings
@@ -503,7 +503,10 @@ def init_venue(
         finally:
             await engine.dispose()
 
-    asyncio.run(_seed())
+    try:
+        asyncio.run(_seed())
+    except DatabaseError as exc:  # a database from a newer release: say so, start nothing
+        raise UpError(f"{exc}; nothing was started") from exc
     return secrets, [d.id for d in fleet]
 
 

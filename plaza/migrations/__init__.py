@@ -62,6 +62,7 @@ def config(connection: Connection | None = None) -> Config:
     """An Alembic configuration for the revisions in this package, on ``connection``."""
     cfg = Config()
     cfg.set_main_option("script_location", str(HERE))
+    cfg.set_main_option("file_template", "r%%(rev)s_%%(slug)s")  # versions/r0012_cool_off.py
     cfg.attributes["connection"] = connection
     return cfg
 

@@ -297,3 +297,32 @@ async def test_a_database_from_a_newer_release_is_refused_and_left_as_it_is(db_u
             assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0099"
     finally:
         await engine.dispose()
+
+
+def test_plaza_up_refuses_a_database_from_a_newer_release_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    async def newer() -> None:
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'plaza.db'}")
+        try:
+            await migrate(engine)
+            async with engine.begin() as conn:
+                await conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(newer())
+    done = subprocess.run(
+        [sys.executable, "-m", "venue.cli", "up", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error: database schema revision 0099 is newer than this release" in done.stderr
+    assert "nothing was started" in done.stderr
+    assert "Traceback" not in done.stderr
