@@ -46,6 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
+from urllib.request import pathname2url
 
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
@@ -162,7 +163,7 @@ def copy_database(url: str, into: Path) -> tuple[str, str]:
         path = sqlite_path(url)
         if not path.exists():
             raise BackupError(f"no database at {path}")
-        source = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        source = sqlite3.connect(f"file:{pathname2url(str(path))}?mode=ro", uri=True, timeout=30)
         target = sqlite3.connect(into / SQLITE_FILE)
         try:
             source.execute("PRAGMA busy_timeout=30000")
@@ -189,6 +190,8 @@ def account_file(data_dir: Path) -> bytes | None:
 def backup(source: Source, to: Path) -> dict[str, Any]:
     """Write the archive ``to`` (atomically); return its manifest."""
     to = to.resolve()
+    if is_sqlite(source.database_url) and not sqlite_path(source.database_url).exists():
+        raise BackupError(f"no database at {sqlite_path(source.database_url)}")
     to.parent.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(dir=to.parent, prefix=".plaza-backup-") as tmp:

@@ -275,7 +275,11 @@ async def _read_sql(url: str) -> dict[str, object]:
 
 def gather(data_dir: Path | None, database_url: str, settings: Settings) -> Facts:
     supervisor = runstate.read(data_dir) if data_dir is not None else None
-    url = database_url or (supervisor.database_url if supervisor else "") or settings.db_url
+    # the URL given, else PLAZA_DATABASE_URL, else what plaza up recorded, else DIR/plaza.db
+    recorded = supervisor.database_url if supervisor else ""
+    url = database_url or settings.database_url or recorded
+    if not url:
+        url = Settings(data_dir=data_dir).db_url if data_dir is not None else settings.db_url
     facts: dict[str, object] = {
         "now": time.time(),
         "head": migrations.head(),
@@ -287,6 +291,8 @@ def gather(data_dir: Path | None, database_url: str, settings: Settings) -> Fact
         "backup_max_age": settings.backup_max_age,
     }
     try:
+        if is_sqlite(url) and not sqlite_path(url).exists():  # connecting would create it
+            raise FileNotFoundError(f"no database at {sqlite_path(url)}")
         sql = asyncio.run(_read_sql(url))
     except (sa.exc.SQLAlchemyError, OSError, TimeoutError) as exc:
         facts["database_error"] = str(exc).splitlines()[0][:300]

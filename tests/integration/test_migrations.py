@@ -326,3 +326,17 @@ def test_plaza_up_refuses_a_database_from_a_newer_release_and_starts_nothing(
     assert "error: database schema revision 0099 is newer than this release" in done.stderr
     assert "nothing was started" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+async def test_a_bridge_and_an_api_starting_together_migrate_once_and_both_start(
+    db_url: str,
+) -> None:
+    engines = [make_engine(db_url), make_engine(db_url)]
+    try:
+        async with engines[0].begin() as conn:
+            await conn.run_sync(legacy_database, 4)
+        revisions = await asyncio.gather(*(migrate(e) for e in engines))
+        assert revisions == [migrations.head()] * 2
+    finally:
+        for engine in engines:
+            await engine.dispose()

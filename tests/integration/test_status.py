@@ -92,7 +92,11 @@ def test_a_venue_whose_supervisor_died_with_an_alert_and_a_dead_letter_needs_att
     assert "commands      0/min (last minute, command log)" in done.stdout
 
 
-def test_a_database_that_cannot_be_read_exits_2(tmp_path: Path) -> None:
+def test_a_database_that_cannot_be_read_exits_2_and_none_is_made(tmp_path: Path) -> None:
     done = status("postgresql+asyncpg://nobody@127.0.0.1:1/none")
     assert done.returncode == 2, done.stdout + done.stderr
     assert "database      UNREADABLE" in done.stdout
+    empty = status(str(tmp_path))
+    assert empty.returncode == 2
+    assert f"database      UNREADABLE: no database at {tmp_path / 'plaza.db'}" in empty.stdout
+    assert not (tmp_path / "plaza.db").exists(), "a later restore into this dir still works"
