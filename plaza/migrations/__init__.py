@@ -150,5 +150,6 @@ def migrate(conn: Connection) -> str:
     else:
         create_current(conn)
         command.stamp(config(conn), target)
-    _mark(conn, target)
+    if _legacy_version(conn) != int(target):
+        _mark(conn, target)
     return target
