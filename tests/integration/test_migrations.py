@@ -82,10 +82,18 @@ def describe(conn: Connection) -> Schema:
     return out
 
 
+#: the fresh schema per dialect, built once per test session
+_FRESH: dict[str, Schema] = {}
+
+
 @pytest.fixture
 def fresh_schema(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Schema]:
     """The schema a fresh database gets from the models (``create_all``), on ``db_url``'s
-    dialect, read from a database of its own."""
+    dialect, read from a database of its own (once per dialect and session)."""
+    dialect = db_url.split(":", 1)[0]
+    if dialect in _FRESH:
+        yield _FRESH[dialect]
+        return
     if db_url.startswith("sqlite"):
         url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
         admin_url = None
@@ -114,7 +122,8 @@ def fresh_schema(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) ->
     if admin_url:
         asyncio.run(admin(f'CREATE DATABASE "{name}"'))
     try:
-        yield asyncio.run(build())
+        _FRESH[dialect] = asyncio.run(build())
+        yield _FRESH[dialect]
     finally:
         if admin_url:
             asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
