@@ -5,7 +5,8 @@ Three kinds, chosen by what they cost on the hot path:
 - plain int counters on :class:`BridgeMetrics` that the presence and device paths increment
   (no lock, no label lookup), exported as ``plaza_bridge_<field>_total`` at scrape time;
 - :class:`CommandMeter`: ``commands_total{op,result}`` and the ``command_seconds`` histogram,
-  prometheus_client objects because they carry labels and buckets;
+  prometheus_client objects because they carry labels and buckets, and the last minute's
+  count and p99 (:class:`RecentLatency`), for `plaza status`;
 - live values (machines online, actor queues, committer and outbox counters) read from the
   running service at scrape time by :class:`BridgeCollector`: nothing to keep in step.
 
@@ -17,8 +18,10 @@ global default one, so several bridges in one process (the tests) do not clash.
 from __future__ import annotations
 
 import asyncio
+import bisect
+import math
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Protocol
 
@@ -51,6 +54,55 @@ LATENCY_BUCKETS = (
 UNKNOWN_OP = "unknown"
 
 
+class RecentLatency:
+    """Command latencies of the last ``window`` seconds, as counts per latency bucket in one
+    slot per second (a fixed ``window`` x buckets of integers, whatever the rate): what
+    `plaza status` shows as commands per minute and their p99."""
+
+    def __init__(
+        self,
+        window: int = 60,
+        buckets: tuple[float, ...] = LATENCY_BUCKETS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.window, self.buckets, self._clock = window, buckets, clock
+        self._second = [-1] * window
+        self._counts = [[0] * (len(buckets) + 1) for _ in range(window)]
+
+    def observe(self, seconds: float) -> None:
+        now = int(self._clock())
+        slot = now % self.window
+        if self._second[slot] != now:
+            self._second[slot] = now
+            self._counts[slot] = [0] * (len(self.buckets) + 1)
+        self._counts[slot][bisect.bisect_left(self.buckets, seconds)] += 1
+
+    def _totals(self) -> list[int]:
+        now = int(self._clock())
+        totals = [0] * (len(self.buckets) + 1)
+        for second, counts in zip(self._second, self._counts, strict=True):
+            if now - self.window < second <= now:
+                totals = [a + b for a, b in zip(totals, counts, strict=True)]
+        return totals
+
+    def count(self) -> int:
+        return sum(self._totals())
+
+    def quantile(self, q: float) -> float | None:
+        """The upper bound of the bucket holding quantile ``q`` (``inf`` past the last one);
+        None with nothing observed."""
+        totals = self._totals()
+        total = sum(totals)
+        if not total:
+            return None
+        seen = 0
+        for bound, n in zip((*self.buckets, math.inf), totals, strict=True):
+            seen += n
+            if seen >= q * total:
+                return bound
+        return math.inf
+
+
 def _counter(help_text: str) -> int:
     return field(default=0, metadata={"help": help_text})
 
@@ -75,6 +127,8 @@ class CommandMeter:
             buckets=LATENCY_BUCKETS,
             registry=registry,
         )
+        #: the last minute's latencies (`plaza status`)
+        self.recent = RecentLatency()
 
     def refused(self, op: str, code: str) -> None:
         """A request answered by the desk itself, before any actor saw it."""
@@ -97,7 +151,9 @@ class CommandMeter:
                     result = "ok"
                 else:
                     result = reply.error.code if reply.error else "error"
-            self.seconds.observe(time.perf_counter() - started)
+            took = time.perf_counter() - started
+            self.seconds.observe(took)
+            self.recent.observe(took)
             self.total.labels(op, result).inc()
 
         decided.add_done_callback(done)
@@ -227,6 +283,16 @@ class BridgeCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         for name, help_text, value in self.metrics.counters():
             yield CounterMetricFamily(f"{PREFIX}{name}", help_text, value=value)
+        recent = self.metrics.commands.recent
+        yield _gauge(
+            "commands_last_minute", "Reservation commands decided in the last 60 s", recent.count()
+        )
+        p99 = recent.quantile(0.99)
+        yield _gauge(
+            "command_seconds_p99_last_minute",
+            "The last 60 s's 99th percentile command latency (a bucket's upper bound; NaN: none)",
+            math.nan if p99 is None else p99,
+        )
         tracker, desk = self.bridge.tracker, self.bridge.desk
         views = list(tracker.views.values()) if tracker is not None else []
         yield _gauge("devices", "Machines the bridge knows", len(views))

@@ -32,7 +32,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import aiomqtt
-from sqlalchemy import Connection, bindparam, insert, or_, update
+from sqlalchemy import Connection, bindparam, insert, update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -41,7 +41,6 @@ from bridge.link import Link
 from bridge.metrics import BridgeMetrics
 from bridge.models import Outbound, Stored
 from bridge.queues import next_batch
-from bridge.retention import delete_in_chunks
 from bridge.sql.core import insert_outbox
 from plaza.messages import AdminAlert, AlertSeverity
 from plaza.mqtt import PlazaClient
@@ -50,9 +49,6 @@ from plaza.topics import Topics
 
 log = logging.getLogger(__name__)
 SWEEP_SECONDS = 5.0
-PRUNE_EVERY_ROUNDS = 120  # every 10 minutes
-KEEP_SENT = timedelta(days=1)  # sent rows kept this long, for inspection after an incident
-KEEP_DEAD = timedelta(days=7)  # dead letters kept this long, to find and resend by hand
 #: a row sent alone that loses the connection this many times in a row is set aside
 ATTEMPTS_BEFORE_DEAD = 3
 
@@ -238,27 +234,17 @@ class OutboxPublisher:
             self._latest = (message.topic, reason)
 
     async def _sweep_loop(self) -> None:
-        rounds = 0
+        """Queue committed rows nobody queued (sent and dead rows are pruned by
+        bridge/retention.py)."""
         while True:
             await asyncio.sleep(SWEEP_SECONDS)
-            rounds += 1
             try:
                 found = await self.load_unsent(older_than=SWEEP_SECONDS)
-                if rounds % PRUNE_EVERY_ROUNDS == 0:
-                    await self.prune(KEEP_SENT)
             except Exception:  # the database may be down: sweep again later
                 log.exception("outbox sweep failed")
                 continue
             if found:
                 log.warning("outbox sweep found %d committed rows nobody queued", found)
-
-    async def prune(self, keep: timedelta, keep_dead: timedelta = KEEP_DEAD) -> int:
-        """Delete rows sent longer ago than ``keep`` and dead letters set aside longer ago
-        than ``keep_dead``, in chunks (:func:`bridge.retention.delete_in_chunks`); unsent rows
-        are never deleted."""
-        now = datetime.now(UTC)
-        old = or_(_OUTBOX.c.published_at < now - keep, _OUTBOX.c.dead_at < now - keep_dead)
-        return await delete_in_chunks(self._sessions, self._gate, _OUTBOX.c.id, old)
 
     async def _mark_loop(self) -> None:
         while True:

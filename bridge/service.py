@@ -36,7 +36,7 @@ from bridge.reservations.batch_runner import BatchRunner
 from bridge.reservations.committer import Committer
 from bridge.reservations.intake import ReservationDesk
 from bridge.reservations.timers import Timers
-from bridge.retention import Retention
+from bridge.retention import Keep, Retention
 from bridge.router import Handler, Router
 from bridge.selfwatch import Readings, SelfWatch
 from plaza.mqtt import Backoff, service_client
@@ -138,10 +138,7 @@ async def assemble(ctx: BridgeContext) -> Parts:
         selfwatch=selfwatch,
         router=router,
         retention=Retention(
-            ctx.sessions,
-            ctx.gate,
-            keep_commands=settings.command_log_retention,
-            every=settings.prune_interval,
+            ctx.sessions, ctx.gate, Keep.from_settings(settings), every=settings.prune_interval
         ),
     )
 

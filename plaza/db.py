@@ -4,155 +4,24 @@ SQLite: WAL journal, ``synchronous=NORMAL``, a busy timeout, and the BEGIN IMMED
 (pysqlite's own transaction handling is switched off and every transaction takes the write
 lock at BEGIN), so check-then-insert cannot interleave between two writers.
 
-Schema: ``create_all`` plus a ``schema_version`` row. A database written by a newer schema is
-refused; an older one is upgraded by the steps in ``_UPGRADES``, one per version after the
-first, applied in order. We chose this over Alembic for now because the schema is young and
-both dialects must stay in lockstep; the first change to an existing column is the moment to
-add Alembic (see docs/operations.md).
-
-Errors::
-
-    DatabaseError (RuntimeError)
-     +-- SchemaTooNew     the database was written by a newer release
+Schema: :func:`migrate` runs :mod:`plaza.migrations` (Alembic revisions, and the legacy steps
+up to the baseline); its errors (:class:`DatabaseError`, :class:`SchemaTooNew`) are raised
+from here too.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, inspect, text
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlmodel import SQLModel, select
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from plaza import tables
-from plaza.tables import SCHEMA_VERSION, SchemaVersion
+from plaza import migrations
+from plaza.migrations import DatabaseError, SchemaTooNew
 
-
-class DatabaseError(RuntimeError):
-    """The database cannot be used by this release."""
-
-
-class SchemaTooNew(DatabaseError):
-    pass
-
-
-async def _v2_reservations(conn: AsyncConnection) -> None:
-    """Version 2 adds reservations, the command log and the outbox (created by create_all);
-    the PostgreSQL constraints are added by :func:`_constraints`."""
-
-
-async def _v3_identity(conn: AsyncConnection) -> None:
-    """Version 3 adds broker credentials and notices (new tables, created by create_all)."""
-
-
-async def _v4_notifications(conn: AsyncConnection) -> None:
-    """Version 4 adds persisted notifications (a new table, created by create_all)."""
-
-
-async def _v5_notification_seq(conn: AsyncConnection) -> None:
-    """Version 5 numbers notifications from a per-player counter row (created by
-    create_all), seeded from what version 4 already numbered."""
-    await conn.execute(
-        text(
-            'INSERT INTO notification_seq ("user", last) '
-            'SELECT "user", MAX(seq) FROM notification GROUP BY "user"'
-        )
-    )
-
-
-async def _v6_broker_sessions(conn: AsyncConnection) -> None:
-    """Version 6 gives every browser session a broker account of its own (``broker_session``,
-    created by create_all); version 3's ``broker_credential`` is no longer read."""
-
-
-async def _v7_alert_english(conn: AsyncConnection) -> None:
-    """Version 7: alerts carry their English text beside the Korean one."""
-    columns = await conn.run_sync(
-        lambda c: {col["name"] for col in inspect(c).get_columns("alert")}
-    )
-    if "message_en" not in columns:
-        await conn.execute(text("ALTER TABLE alert ADD COLUMN message_en VARCHAR(500)"))
-
-
-async def _v8_reservation_indexes(conn: AsyncConnection) -> None:
-    """Version 8: a machine's and a player's reservations are found by ``(device_id, ends_at)``
-    and ``(player, ends_at)`` instead of one-column indexes (see ``tables.is_active``)."""
-    await conn.execute(text("DROP INDEX IF EXISTS ix_reservation_device_id"))
-    await conn.execute(text("DROP INDEX IF EXISTS ix_reservation_player"))
-    await conn.execute(
-        text(
-            "CREATE INDEX IF NOT EXISTS ix_reservation_device_ends"
-            " ON reservation (device_id, ends_at)"
-        )
-    )
-    await conn.execute(
-        text(
-            "CREATE INDEX IF NOT EXISTS ix_reservation_player_ends ON reservation (player, ends_at)"
-        )
-    )
-
-
-async def _v9_dead_letters(conn: AsyncConnection) -> None:
-    """Version 9: outbox rows the broker cannot take are set aside (``dead_at``,
-    ``dead_reason``) instead of being retried at the head of the queue; the command log is
-    pruned by age (an index on ``created_at``)."""
-    columns = await conn.run_sync(
-        lambda c: {col["name"] for col in inspect(c).get_columns("outbox")}
-    )
-    stamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
-    if "dead_at" not in columns:
-        await conn.execute(text(f"ALTER TABLE outbox ADD COLUMN dead_at {stamp}"))
-    if "dead_reason" not in columns:
-        await conn.execute(text("ALTER TABLE outbox ADD COLUMN dead_reason VARCHAR(200)"))
-    await conn.execute(
-        text("CREATE INDEX IF NOT EXISTS ix_command_log_created_at ON command_log (created_at)")
-    )
-
-
-async def _v10_idempotency_keys(conn: AsyncConnection) -> None:
-    """Version 10: REST idempotency keys remember what they were first used for
-    (``idempotency_key``), and logged-out sessions are kept (``revoked_session``); both
-    tables are created by create_all."""
-
-
-_UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
-    2: _v2_reservations,
-    3: _v3_identity,
-    4: _v4_notifications,
-    5: _v5_notification_seq,
-    6: _v6_broker_sessions,
-    7: _v7_alert_english,
-    8: _v8_reservation_indexes,
-    9: _v9_dead_letters,
-    10: _v10_idempotency_keys,
-}
-
-#: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or
-#: for one player. Half-open ranges, so back-to-back slots are fine.
-_PG_CONSTRAINTS = {
-    "reservation_no_overlap_device": "device_id WITH =",
-    "reservation_no_overlap_player": "player WITH =",
-}
-
-
-async def _constraints(conn: AsyncConnection) -> None:
-    if conn.dialect.name != "postgresql":
-        return
-    await conn.execute(text("CREATE EXTENSION IF NOT EXISTS btree_gist"))
-    for name, key in _PG_CONSTRAINTS.items():
-        exists = await conn.scalar(
-            text("SELECT 1 FROM pg_constraint WHERE conname = :n"), {"n": name}
-        )
-        if not exists:
-            await conn.execute(
-                text(
-                    f"ALTER TABLE reservation ADD CONSTRAINT {name} EXCLUDE USING gist "
-                    f"({key}, tstzrange(starts_at, ends_at, '[)') WITH &&) "
-                    "WHERE (status IN ('approved', 'checked_in'))"
-                )
-            )
+__all__ = ["DatabaseError", "SchemaTooNew", "make_engine", "make_sync_engine", "migrate"]
 
 
 def is_sqlite(url: str) -> bool:
@@ -217,30 +86,11 @@ def _sqlite_recipe(engine: AsyncEngine | Engine, *, immediate: bool = True) -> N
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
-async def migrate(engine: AsyncEngine) -> int:
-    """Create or upgrade the schema; return the schema version now in force."""
-    assert tables.Device.__tablename__ == "device"
+async def migrate(engine: AsyncEngine) -> str:
+    """Create or upgrade the schema (:mod:`plaza.migrations`); return the Alembic revision now
+    in force. Raises :class:`SchemaTooNew` for a database written by a newer release."""
     async with engine.begin() as conn:
-        await conn.run_sync(SQLModel.metadata.create_all)
-        await _constraints(conn)
-    async with AsyncSession(engine, expire_on_commit=False) as session:
-        row = (await session.exec(select(SchemaVersion))).first()
-        if row is None:
-            session.add(SchemaVersion(version=SCHEMA_VERSION))
-            await session.commit()
-            return SCHEMA_VERSION
-        if row.version > SCHEMA_VERSION:
-            raise SchemaTooNew(
-                f"database schema {row.version} is newer than this release ({SCHEMA_VERSION})"
-            )
-        found = row.version
-    for version in range(found + 1, SCHEMA_VERSION + 1):
-        async with engine.begin() as conn:
-            await _UPGRADES[version](conn)
-            await conn.execute(
-                text("UPDATE schema_version SET version = :v WHERE id = 1"), {"v": version}
-            )
-    return SCHEMA_VERSION
+        return await conn.run_sync(migrations.migrate)
 
 
 def session_factory(engine: AsyncEngine) -> Callable[[], AsyncSession]:

@@ -17,6 +17,8 @@ from typing import Any
 from plaza.acl import Acl, Role
 
 ITERATIONS = 101
+#: a browser session's broker account is ``{user}~{session}`` (no user or machine name has it)
+SESSION_SEPARATOR = "~"
 #: Everything denied by default except unsubscribing.
 DEFAULT_ACL_ACCESS = {
     "publishClientSend": False,

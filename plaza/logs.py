@@ -268,4 +268,7 @@ def setup_logging(
     root.addHandler(handler)
     root.setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("aiomqtt").setLevel(logging.WARNING)
+    # Alembic's own lines (plugins, dialect) say nothing to an operator; plaza.migrations logs
+    # each upgrade itself
+    logging.getLogger("alembic").setLevel(logging.WARNING)
     return limits

@@ -140,8 +140,24 @@ class Settings(BaseSettings):
     #: command-log rows (what answers a retry) are kept this long (seconds; default 7 days:
     #: a web client's tab retries an unconfirmed booking for as long as it stays open)
     command_log_retention: float = Field(default=7 * 86400, gt=0)
-    #: how often the bridge deletes what is past its retention
+    #: machines' status history (the occupancy figures and heatmap read it): 400 days, so a
+    #: month can be set beside the same month a year before; each machine's newest change is
+    #: kept however old
+    status_history_retention: float = Field(default=400 * 86400, ge=86400)
+    #: notifications (a player's backlog); numbering goes on after pruning
+    notification_retention: float = Field(default=90 * 86400, ge=86400)
+    #: staff alerts, acknowledged or not
+    alert_retention: float = Field(default=90 * 86400, ge=86400)
+    #: sent outbox rows, for inspection after an incident (`plaza check` reads a window of
+    #: notifications one hour shorter than this)
+    outbox_sent_retention: float = Field(default=86400, ge=2 * 3600)
+    #: dead-lettered outbox rows, to find and resend by hand
+    dead_letter_retention: float = Field(default=7 * 86400, ge=3600)
+    #: how often the bridge deletes what is past its retention (bridge/retention.py)
     prune_interval: float = Field(default=600, gt=0)
+    #: `plaza status` asks for attention when the last backup is older than this (a daily
+    #: backup, with two hours to spare)
+    backup_max_age: float = Field(default=26 * 3600, gt=0)
 
     # notifications and alerts (seconds); see bridge/notifier.py and docs/protocol.md
     #: low-priority notifications are published in a digest this often

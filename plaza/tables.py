@@ -17,8 +17,6 @@ from sqlmodel import Field, SQLModel
 
 from plaza import rules
 
-SCHEMA_VERSION = 10
-
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
     impl = sa.DateTime(timezone=True)
@@ -105,7 +103,8 @@ class Reservation(SQLModel, table=True):
     """One booking of one machine by one player, half-open ``[starts_at, ends_at)``.
 
     ``request_key`` (``user:request_id``) is unique: the request that created it is its
-    idempotency key. PostgreSQL also carries exclusion constraints (``plaza.db``).
+    idempotency key. PostgreSQL also carries exclusion constraints
+    (:data:`RESERVATION_EXCLUSIONS`).
 
     The hot lookups (a machine's or a player's reservations that end after some moment) use
     the ``(device_id, ends_at)`` and ``(player, ends_at)`` indexes, so their cost follows what
@@ -127,6 +126,16 @@ class Reservation(SQLModel, table=True):
     created_at: datetime = _ts(default_factory=utcnow)
     updated_at: datetime = _ts(default_factory=utcnow)
     reminded_at: datetime | None = _ts(default=None)
+
+
+#: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or
+#: for one player; half-open ranges, so back-to-back slots are fine. Each is ``EXCLUDE USING
+#: gist (KEY, tstzrange(starts_at, ends_at, '[)') WITH &&) WHERE (status IN ('approved',
+#: 'checked_in'))`` (btree_gist); added by plaza.migrations with the tables.
+RESERVATION_EXCLUSIONS = {
+    "reservation_no_overlap_device": "device_id WITH =",
+    "reservation_no_overlap_player": "player WITH =",
+}
 
 
 def is_active(
@@ -227,7 +236,8 @@ class Notification(SQLModel, table=True):
     reservation_id: str | None = Field(default=None, index=True, max_length=32)
     #: the reservation and rebook offer as sent (JSON), for the backlog
     data_json: str | None = None
-    created_at: datetime = _ts(default_factory=utcnow)
+    #: indexed: notifications are pruned by age (PLAZA_NOTIFICATION_RETENTION)
+    created_at: datetime = _ts(default_factory=utcnow, index=True)
     read_at: datetime | None = _ts(default=None)
     digested_at: datetime | None = _ts(default=None)
 

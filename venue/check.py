@@ -67,10 +67,6 @@ from plaza.tables import (
 from plaza.topics import BoardTopic, DeviceChannel, DeviceTopic, TopicError, Topics
 from venue.accounts import OBSERVER_CLIENT_ID, OBSERVER_USER, VenueSecrets
 
-#: sent outbox rows are pruned after a day (bridge/outbox.py): notifications are checked
-#: against their outbox rows within this window
-NOTIFICATION_WINDOW = timedelta(hours=23)
-
 
 @dataclass(frozen=True, slots=True, order=True)
 class Problem:
@@ -186,6 +182,9 @@ class CheckOptions:
     digest_interval: float = 60.0
     #: command-log entries (and reservations) created this far back are checked
     since: timedelta = timedelta(hours=24)
+    #: notifications are checked against their outbox rows this far back: an hour less than
+    #: sent rows are kept (PLAZA_OUTBOX_SENT_RETENTION, bridge/retention.py)
+    notification_window: timedelta = timedelta(hours=23)
     #: board problems are read again after this many seconds (0: report the first reading)
     settle: float = 2.0
     #: the retained set is complete when no message arrived for this long
@@ -563,7 +562,7 @@ async def read_sql(options: CheckOptions, topics: Topics) -> SqlFacts:
                     .order_by(_OUT.c.id)
                 )
             ]
-            note_start = max(facts.window_start, now - NOTIFICATION_WINDOW)
+            note_start = max(facts.window_start, now - options.notification_window)
             facts.notifications = [
                 NotificationRow(*r)
                 for r in await conn.execute(
@@ -718,6 +717,7 @@ def options_from(args: argparse.Namespace, settings: Settings) -> CheckOptions:
         grace=args.grace,
         digest_interval=settings.digest_interval,
         since=timedelta(hours=args.since),
+        notification_window=timedelta(seconds=settings.outbox_sent_retention - 3600),
         settle=args.settle,
     )
 

@@ -1,5 +1,5 @@
 """`plaza`: the one operator CLI. Subcommands: up, init, broker, bridge, api, admin, sim,
-check, scenario, soak, bench."""
+check, status, backup, restore, scenario, soak, bench."""
 
 from __future__ import annotations
 
@@ -288,6 +288,59 @@ def cmd_check(args: argparse.Namespace) -> int:
     return run(args, _settings(args))
 
 
+def cmd_status(args: argparse.Namespace) -> int:
+    from venue.status import run
+
+    return run(args, _settings(args))
+
+
+def backup_file(to: str) -> Path:
+    """``--to``: a file, or a directory (existing, or written with a trailing slash) to put
+    ``plaza-YYYYMMDD-HHMMSS.tar.gz`` in."""
+    import time
+
+    path = Path(to)
+    if path.is_dir() or to.endswith("/"):
+        return path / time.strftime("plaza-%Y%m%d-%H%M%S.tar.gz", time.gmtime())
+    return path
+
+
+def cmd_backup(args: argparse.Namespace) -> int:
+    from venue.backup import BackupError, backup, describe, prune_copies, source_of
+
+    try:
+        source = source_of(args.target, args.database_url)
+        to = backup_file(args.to)
+        manifest = backup(source, to)
+        removed = prune_copies(to.parent, args.keep) if args.keep else []
+    except BackupError as exc:
+        print(f"plaza backup: {exc}", file=sys.stderr)
+        return 1
+    archive = manifest["archive"]
+    print(
+        f"backup {archive['file']} ({archive['bytes'] / 1024:.0f} KiB, "
+        f"{archive['seconds']:.1f}s): {describe(manifest)}"
+    )
+    for old in removed:
+        print(f"removed the older copy {old}")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from venue.backup import BackupError, describe, restore
+
+    data_dir = Path(args.data_dir)
+    try:
+        manifest = restore(Path(args.archive), data_dir, args.database_url)
+    except BackupError as exc:
+        print(f"plaza restore: {exc}", file=sys.stderr)
+        return 1
+    url = f" --database-url {args.database_url}" if args.database_url else ""
+    print(f"restored into {data_dir}: {describe(manifest)}")
+    print(f"start it with: plaza up --data-dir {data_dir}{url}")
+    return 0
+
+
 def cmd_scenario(args: argparse.Namespace) -> int:
     from venue.scenario import run
 
@@ -424,6 +477,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--since", type=float, default=24.0, help="hours of command log to check")
     p.add_argument("--settle", type=float, default=2.0, help="seconds before re-reading the board")
     p.set_defaults(func=cmd_check)
+
+    p = sub.add_parser("status", help="one screen for staff; exit 1 when something needs attention")
+    p.add_argument(
+        "target", nargs="?", default=None, help="a data dir or a database URL (default: --data-dir)"
+    )
+    p.add_argument(
+        "--data-dir",
+        default=os.environ.get("PLAZA_DATA_DIR", "var"),
+        help="where plaza up runs (default: ./var)",
+    )
+    p.add_argument("--database-url", default=None, help="default: what plaza up recorded")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("backup", help="a consistent copy of a running venue in one archive")
+    p.add_argument("target", help="the venue's data dir (or a database URL: the database only)")
+    p.add_argument("--to", required=True, help="the archive, or a directory to put it in")
+    p.add_argument("--database-url", default=None, help="default: what plaza up recorded")
+    p.add_argument(
+        "--keep",
+        type=int,
+        default=0,
+        help="with --to DIR: keep this many newest plaza-*.tar.gz there, delete the rest",
+    )
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="bring a venue back from a backup into a new data dir")
+    p.add_argument("archive", help="a file written by plaza backup")
+    p.add_argument("--data-dir", required=True, help="the new data dir (must not hold a venue)")
+    p.add_argument(
+        "--database-url",
+        default=None,
+        help="an empty database to restore into (required for a PostgreSQL backup)",
+    )
+    p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("scenario", help="a fault under load, then plaza check's invariants")
     p.add_argument(

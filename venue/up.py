@@ -36,11 +36,12 @@ from typing import Protocol
 
 import aiomqtt
 
-from plaza.db import make_engine
+from plaza.db import DatabaseError, make_engine
 from plaza.messages import BoardEntry
 from plaza.mqtt import Backoff, client_options
 from plaza.settings import Settings
 from plaza.topics import Topics
+from venue import runstate
 from venue.accounts import (
     API_USER,
     BRIDGE_USER,
@@ -69,6 +70,9 @@ from venue.tls import (
     ensure_venue_tls,
     with_operator_cert,
 )
+
+#: how often DIR/supervisor.json is rewritten (seconds)
+RECORD_EVERY = 1.0
 
 
 class UpError(RuntimeError):
@@ -149,6 +153,7 @@ class Child:
     started_at: float = 0.0
     restart_at: float | None = None
     restarts: int = 0
+    last_exit: str | None = None
     #: the health URL answered since the last start: from then on every miss counts
     answered: bool = False
     misses: int = 0
@@ -192,6 +197,8 @@ class Daemon:
     before_start: Callable[[], None] = lambda: None
     started_at: float = 0.0
     restart_at: float | None = None
+    restarts: int = 0
+    last_exit: str | None = None
 
     def start(self, now: float) -> None:
         self.before_start()
@@ -214,6 +221,9 @@ class Venue:
     daemons: list[Daemon] = field(default_factory=list)
     logs: list[RotatingLog] = field(default_factory=list)
     next_snapshot: float = 0.0
+    next_record: float = 0.0
+    #: when `plaza up` started (Unix seconds), for DIR/supervisor.json
+    started_wall: float = field(default_factory=time.time)
 
     @property
     def log_dir(self) -> Path:
@@ -290,6 +300,62 @@ class Venue:
         if now >= self.next_snapshot and broker_up:
             self.next_snapshot = now + self.settings.dynsec_snapshot_interval
             self.broker.snapshot_dynsec()
+        if now >= self.next_record:
+            self.next_record = now + RECORD_EVERY
+            self.record(now)
+
+    def record(self, now: float, *, stopped: bool = False) -> None:
+        """Write DIR/supervisor.json (:mod:`venue.runstate`) for `plaza status`."""
+        wall = time.time()
+
+        def since(started: float, running: bool) -> float | None:
+            return wall - (now - started) if running else None
+
+        processes = []
+        for daemon in self.daemons:
+            proc = daemon.runner.proc
+            running = not stopped and proc is not None and proc.poll() is None
+            processes.append(
+                runstate.ProcessState(
+                    daemon.name,
+                    running,
+                    proc.pid if running and proc is not None else None,
+                    since(daemon.started_at, running),
+                    daemon.restarts,
+                    daemon.last_exit,
+                )
+            )
+        for child in self.children.values():
+            running = not stopped and child.proc is not None and child.proc.poll() is None
+            processes.append(
+                runstate.ProcessState(
+                    child.name,
+                    running,
+                    child.proc.pid if running and child.proc is not None else None,
+                    since(child.started_at, running),
+                    child.restarts,
+                    child.last_exit,
+                )
+            )
+        s = self.settings
+        state = runstate.SupervisorState(
+            pid=os.getpid(),
+            started_at=self.started_wall,
+            updated_at=wall,
+            database_url=s.db_url,
+            ports={
+                "mqtt": s.mqtt_port,
+                "ws": s.ws_port,
+                "http": s.http_port,
+                "metrics": s.bridge_metrics_port,
+            },
+            processes=processes,
+            stopped=stopped,
+        )
+        try:
+            runstate.write(self.options.data_dir.resolve(), state)
+        except OSError as exc:  # a full disk must not stop the supervisor
+            say(f"could not write {runstate.FILE}: {exc}")
 
     def _watch(self, child: Child, now: float) -> None:
         s = self.settings
@@ -306,6 +372,7 @@ class Venue:
                 child.backoff.reset()
             delay = child.backoff.next_delay()
             child.restarts += 1
+            child.last_exit = exit_text(code)
             text = (
                 f"{child.name} {exit_text(code)} after {ran:.1f}s; restarting it in "
                 f"{delay:.2f}s (restart {child.restarts}; see {child.log.path})"
@@ -342,6 +409,8 @@ class Venue:
             if ran >= self.settings.restart_stable_after:
                 daemon.backoff.reset()
             delay = daemon.backoff.next_delay()
+            daemon.restarts += 1
+            daemon.last_exit = exit_text(code)
             say(
                 f"{daemon.name} {exit_text(code)} after {ran:.1f}s; restarting it in "
                 f"{delay:.2f}s (see {runner.log_path}); the services reconnect by themselves"
@@ -374,6 +443,8 @@ class Venue:
                 thread.join(timeout=2)
         for log in self.logs:
             log.close()
+        if self.daemons:
+            self.record(time.monotonic(), stopped=True)
 
     def dead_child(self) -> str | None:
         for name, child in self.children.items():
@@ -432,7 +503,10 @@ def init_venue(
         finally:
             await engine.dispose()
 
-    asyncio.run(_seed())
+    try:
+        asyncio.run(_seed())
+    except DatabaseError as exc:  # a database from a newer release: say so, start nothing
+        raise UpError(f"{exc}; nothing was started") from exc
     return secrets, [d.id for d in fleet]
 
 
@@ -645,6 +719,7 @@ def up(options: UpOptions) -> int:
             None,
             None,
         )
+        venue.record(time.monotonic())
         deadline = time.monotonic() + options.ready_timeout
         wait_http_ready(f"{api}/readyz", deadline, venue.dead_child)
         try:

@@ -30,6 +30,7 @@ from api.schemas import (
 from api.security import DEVICE_COOKIE, Claims
 from api.state import AdminUser, CurrentClaims, CurrentUser, Db, State
 from plaza import acl
+from plaza.dynsec import SESSION_SEPARATOR
 from plaza.tables import BrokerSession, Device, RevokedSession, User
 
 log = logging.getLogger(__name__)
@@ -166,7 +167,7 @@ async def logout(
                 with contextlib.suppress(IntegrityError):  # logged out twice at once
                     await session.commit()
     if body is not None and body.session is not None:
-        client = f"{user.username}~{body.session}"
+        client = f"{user.username}{SESSION_SEPARATOR}{body.session}"
         async with state.session_lock(user.username), state.session_lock(client):
             await commands.revoke_accounts(state, [client], None)
             async with state.write() as session:
@@ -220,7 +221,7 @@ async def mqtt_credentials(
         state.metrics.limited.labels("mqtt_credentials").inc()
         raise too_many("rate_limited", "too many requests for broker credentials", wait)
     key = body.session if body and body.session else secrets.token_hex(4)
-    client = f"{user.username}~{key}"
+    client = f"{user.username}{SESSION_SEPARATOR}{key}"
     client_id = session_client_id(user.username, key)
     password = commands.new_secret()
     expires = datetime.now(UTC) + timedelta(seconds=state.settings.mqtt_credential_ttl)

@@ -22,7 +22,7 @@ import pytest
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from bridge.retention import Retention
+from bridge.retention import Keep, Retention
 from plaza.db import make_engine, migrate, session_factory
 from plaza.logs import LogLimits
 from plaza.settings import Settings
@@ -377,9 +377,8 @@ async def test_pruning_the_command_log_removes_old_rows_in_chunks_and_keeps_the_
     await age_command_log(db_url, {**old, **new, **edge})
     engine = make_engine(db_url)
     try:
-        retention = Retention(
-            session_factory(engine), asyncio.Lock(), keep_commands=7 * 86400, chunk=10
-        )
+        keep = Keep.from_settings(Settings(command_log_retention=7 * 86400))
+        retention = Retention(session_factory(engine), asyncio.Lock(), keep, chunk=10)
         assert await retention.prune() == 25  # in three chunks of at most ten
         assert await retention.prune() == 0
     finally:

@@ -1,103 +1,351 @@
-"""Schema upgrades on a real database: a database left at an older version is brought to the
-current one, keeping its data (SQLite and PostgreSQL)."""
+"""Schema upgrades on a real database (SQLite and PostgreSQL): a legacy database (version 4, or
+the baseline 10) is brought to the Alembic head keeping its data, and ends with exactly the
+schema a fresh database gets from the models: tables, columns, indexes, constraints and, on
+PostgreSQL, the exclusion constraints."""
 
 from __future__ import annotations
 
-import pytest
-from sqlalchemy import inspect, text
+import asyncio
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
 
-from plaza.db import make_engine, migrate
-from plaza.tables import SCHEMA_VERSION
+import pytest
+import sqlalchemy as sa
+from sqlalchemy import inspect, text
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from plaza import migrations
+from plaza.db import SchemaTooNew, make_engine, migrate
+from plaza.migrations import baseline
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
+Schema = dict[str, Any]
 
-async def test_a_version_4_database_gets_seq_counters_and_english_alerts(db_url: str) -> None:
-    engine = make_engine(db_url)
-    try:
-        assert await migrate(engine) == SCHEMA_VERSION
-        async with engine.begin() as conn:  # what version 4 looked like, with data
-            await conn.execute(text("DROP TABLE notification_seq"))
-            await conn.execute(text("ALTER TABLE alert DROP COLUMN message_en"))
-            for seq in (1, 2, 3):
-                await conn.execute(
-                    text(
-                        'INSERT INTO notification (id, "user", seq, type, priority, title, '
-                        "message, locale, created_at) VALUES (:id, 'ana', :seq, 'system_notice', "
-                        "'low', 't', 'm', 'ko', CURRENT_TIMESTAMP)"
-                    ),
-                    {"id": f"n{seq}", "seq": seq},
+
+def describe(conn: Connection) -> Schema:
+    """Everything a schema comparison looks at, in a form that ignores column order."""
+    insp = inspect(conn)
+    out: Schema = {}
+    for table in sorted(set(insp.get_table_names()) - {"alembic_version"}):
+        columns = {
+            c["name"]: (
+                c["type"].compile(dialect=conn.dialect),
+                c["nullable"],
+                str(c.get("default")),
+            )
+            for c in insp.get_columns(table)
+        }
+        out[table] = {
+            "columns": columns,
+            "pk": insp.get_pk_constraint(table)["constrained_columns"],
+            "indexes": sorted(
+                (i["name"], tuple(i["column_names"]), bool(i["unique"]))
+                for i in insp.get_indexes(table)
+            ),
+            "unique": sorted(
+                (u["name"] or "", tuple(u["column_names"]))
+                for u in insp.get_unique_constraints(table)
+            ),
+            "fks": sorted(
+                (
+                    tuple(f["constrained_columns"]),
+                    f["referred_table"],
+                    tuple(f["referred_columns"]),
+                    str(f.get("options", {}).get("ondelete")),
                 )
-            await conn.execute(text("UPDATE schema_version SET version = 4"))
-        assert await migrate(engine) == SCHEMA_VERSION
-        async with engine.connect() as conn:
-            last = await conn.scalar(
-                text("SELECT last FROM notification_seq WHERE \"user\" = 'ana'")
-            )
-            version = await conn.scalar(text("SELECT version FROM schema_version"))
-            await conn.execute(text("SELECT message_en FROM alert"))
-        assert (last, version) == (3, SCHEMA_VERSION)
-    finally:
-        await engine.dispose()
-
-
-async def test_a_version_7_database_finds_reservations_by_machine_and_player_ends(
-    db_url: str,
-) -> None:
-    engine = make_engine(db_url)
-    try:
-        assert await migrate(engine) == SCHEMA_VERSION
-        async with engine.begin() as conn:  # version 7's one-column indexes
-            await conn.execute(text("DROP INDEX ix_reservation_device_ends"))
-            await conn.execute(text("DROP INDEX ix_reservation_player_ends"))
-            await conn.execute(
-                text("CREATE INDEX ix_reservation_device_id ON reservation (device_id)")
-            )
-            await conn.execute(text("CREATE INDEX ix_reservation_player ON reservation (player)"))
-            await conn.execute(text("UPDATE schema_version SET version = 7"))
-        assert await migrate(engine) == SCHEMA_VERSION
-        async with engine.connect() as conn:
-            indexes = await conn.run_sync(
-                lambda c: {
-                    i["name"]: i["column_names"] for i in inspect(c).get_indexes("reservation")
-                }
-            )
-        assert indexes.get("ix_reservation_device_ends") == ["device_id", "ends_at"]
-        assert indexes.get("ix_reservation_player_ends") == ["player", "ends_at"]
-        assert "ix_reservation_device_id" not in indexes
-        assert "ix_reservation_player" not in indexes
-    finally:
-        await engine.dispose()
-
-
-async def test_a_version_8_database_keeps_its_unsent_outbox_rows_and_finds_old_commands_by_age(
-    db_url: str,
-) -> None:
-    engine = make_engine(db_url)
-    try:
-        assert await migrate(engine) == SCHEMA_VERSION
-        async with engine.begin() as conn:  # version 8's outbox had no dead-letter columns
-            await conn.execute(text("ALTER TABLE outbox DROP COLUMN dead_at"))
-            await conn.execute(text("ALTER TABLE outbox DROP COLUMN dead_reason"))
-            await conn.execute(text("DROP INDEX ix_command_log_created_at"))
-            await conn.execute(
+                for f in insp.get_foreign_keys(table)
+            ),
+            "checks": sorted(
+                (c["name"] or "", c["sqltext"]) for c in insp.get_check_constraints(table)
+            ),
+        }
+    if conn.dialect.name == "postgresql":
+        out["(pg_constraint)"] = sorted(
+            tuple(row)
+            for row in conn.execute(
                 text(
-                    "INSERT INTO outbox (topic, payload, qos, retain, created_at) "
-                    "VALUES ('plaza/events/reservations', :p, 1, false, CURRENT_TIMESTAMP)"
-                ),
-                {"p": b"{}"},
+                    "SELECT cl.relname, co.conname, co.contype::text, pg_get_constraintdef(co.oid) "
+                    "FROM pg_constraint co JOIN pg_class cl ON cl.oid = co.conrelid "
+                    "JOIN pg_namespace n ON n.oid = cl.relnamespace "
+                    "WHERE n.nspname = 'public' AND cl.relname <> 'alembic_version'"
+                )
             )
-            await conn.execute(text("UPDATE schema_version SET version = 8"))
-        assert await migrate(engine) == SCHEMA_VERSION
+        )
+        out["(extensions)"] = sorted(
+            conn.scalars(text("SELECT extname FROM pg_extension WHERE extname <> 'plpgsql'"))
+        )
+    return out
+
+
+#: the fresh schema per dialect, built once per test session
+_FRESH: dict[str, Schema] = {}
+
+
+@pytest.fixture
+def fresh_schema(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Schema]:
+    """The schema a fresh database gets from the models (``create_all``), on ``db_url``'s
+    dialect, read from a database of its own (once per dialect and session)."""
+    dialect = db_url.split(":", 1)[0]
+    if dialect in _FRESH:
+        yield _FRESH[dialect]
+        return
+    if db_url.startswith("sqlite"):
+        url = f"sqlite+aiosqlite:///{tmp_path / 'fresh.db'}"
+        admin_url = None
+    else:
+        admin_url = request.getfixturevalue("pg_admin_url")
+        name = f"plaza_fresh_{uuid.uuid4().hex[:12]}"
+        url = f"{db_url.rsplit('/', 1)[0]}/{name}"
+
+    async def admin(sql: str) -> None:
+        engine = create_async_engine(admin_url or "", isolation_level="AUTOCOMMIT")
+        try:
+            async with engine.connect() as conn:
+                await conn.execute(text(sql))
+        finally:
+            await engine.dispose()
+
+    async def build() -> Schema:
+        engine = make_engine(url)
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(migrations.create_current)
+                return await conn.run_sync(describe)
+        finally:
+            await engine.dispose()
+
+    if admin_url:
+        asyncio.run(admin(f'CREATE DATABASE "{name}"'))
+    try:
+        _FRESH[dialect] = asyncio.run(build())
+        yield _FRESH[dialect]
+    finally:
+        if admin_url:
+            asyncio.run(admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def legacy_database(conn: Connection, version: int) -> None:
+    """A database as release 0.1 left it at legacy ``version`` (4 or 10), with no
+    ``alembic_version``: the baseline's tables, taken back to what ``version`` had."""
+    baseline.create_missing(conn)
+    conn.execute(
+        sa.insert(baseline.metadata.tables["schema_version"]).values(
+            id=1, version=version, applied_at=datetime.now(UTC)
+        )
+    )
+    if version >= 10:
+        return
+    for table in ("notification_seq", "broker_session", "idempotency_key", "revoked_session"):
+        conn.execute(text(f"DROP TABLE {table}"))  # versions 5, 6 and 10 added them
+    conn.execute(text("ALTER TABLE alert DROP COLUMN message_en"))  # version 7
+    conn.execute(text("DROP INDEX ix_reservation_device_ends"))  # version 8
+    conn.execute(text("DROP INDEX ix_reservation_player_ends"))
+    conn.execute(text("CREATE INDEX ix_reservation_device_id ON reservation (device_id)"))
+    conn.execute(text("CREATE INDEX ix_reservation_player ON reservation (player)"))
+    conn.execute(text("ALTER TABLE outbox DROP COLUMN dead_at"))  # version 9
+    conn.execute(text("ALTER TABLE outbox DROP COLUMN dead_reason"))
+    conn.execute(text("DROP INDEX ix_command_log_created_at"))
+    conn.execute(  # version 3's browser credentials, unread since version 6
+        text(
+            "CREATE TABLE broker_credential (username VARCHAR(48) NOT NULL PRIMARY KEY, "
+            "expires_at TIMESTAMP WITH TIME ZONE NOT NULL)"
+        )
+    )
+
+
+def fill(conn: Connection) -> None:
+    """A machine, a reservation, three notifications of one player and an unsent outbox row,
+    written with SQL that every legacy version accepts."""
+    now = datetime.now(UTC)
+    meta = baseline.metadata.tables
+    conn.execute(
+        sa.insert(meta["device"]).values(
+            id="pc-01",
+            name="PC 01",
+            kind="pc",
+            zone="main",
+            auto_approve=False,
+            maintenance=False,
+            online=False,
+            state="idle",
+            status="offline",
+            epoch=3,
+            state_epoch=-1,
+            state_seq=-1,
+            board_version=7,
+            since=now,
+            created_at=now,
+        )
+    )
+    conn.execute(
+        sa.insert(meta["reservation"]).values(
+            id="r1",
+            device_id="pc-01",
+            player="ana",
+            starts_at=now,
+            ends_at=now,
+            status="approved",
+            code="1234",
+            request_key="ana:q1",
+            created_at=now,
+            updated_at=now,
+        )
+    )
+    conn.execute(
+        sa.insert(meta["notification"]),
+        [
+            {
+                "id": f"n{seq}",
+                "user": "ana",
+                "seq": seq,
+                "type": "system_notice",
+                "priority": "low",
+                "title": "t",
+                "message": "m",
+                "locale": "ko",
+                "created_at": now,
+            }
+            for seq in (1, 2, 3)
+        ],
+    )
+    conn.execute(
+        text(
+            "INSERT INTO outbox (topic, payload, qos, retain, created_at) "
+            "VALUES ('plaza/events/reservations', :p, 1, false, CURRENT_TIMESTAMP)"
+        ),
+        {"p": b"{}"},
+    )
+
+
+async def upgraded(db_url: str, version: int) -> tuple[str, Schema, dict[str, Any]]:
+    """Build a legacy database at ``version`` with data, migrate it; return the revision,
+    the schema and what became of the data."""
+    engine = make_engine(db_url)
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(legacy_database, version)
+            await conn.run_sync(fill)
+        revision = await migrate(engine)
+        assert await migrate(engine) == revision, "a second start changes nothing"
         async with engine.connect() as conn:
-            query = text("SELECT topic, published_at, dead_at, dead_reason FROM outbox")
-            rows = (await conn.execute(query)).all()
-            indexes = await conn.run_sync(
-                lambda c: {
-                    i["name"]: i["column_names"] for i in inspect(c).get_indexes("command_log")
-                }
-            )
-        assert [tuple(r) for r in rows] == [("plaza/events/reservations", None, None, None)]
-        assert indexes.get("ix_command_log_created_at") == ["created_at"]
+            schema = await conn.run_sync(describe)
+            data = {
+                "seq": await conn.scalar(
+                    text("SELECT last FROM notification_seq WHERE \"user\" = 'ana'")
+                ),
+                "outbox": [
+                    tuple(r)
+                    for r in await conn.execute(
+                        text("SELECT topic, published_at, dead_at, dead_reason FROM outbox")
+                    )
+                ],
+                "reservation": (
+                    await conn.execute(text("SELECT device_id, status, code FROM reservation"))
+                ).all(),
+                "notifications": await conn.scalar(text("SELECT count(*) FROM notification")),
+                "device": (
+                    await conn.execute(text("SELECT epoch, board_version FROM device"))
+                ).all(),
+                "alembic": await conn.scalar(text("SELECT version_num FROM alembic_version")),
+                "schema_version": await conn.scalar(text("SELECT version FROM schema_version")),
+            }
+        return revision, schema, data
     finally:
         await engine.dispose()
+
+
+def assert_same_schema(migrated: Schema, fresh: Schema) -> None:
+    assert set(migrated) == set(fresh)
+    for table in fresh:
+        assert migrated[table] == fresh[table], table
+
+
+@pytest.mark.parametrize("version", [4, 10], ids=["version-4", "baseline"])
+async def test_a_legacy_database_reaches_head_with_its_data_and_a_fresh_databases_schema(
+    db_url: str, fresh_schema: Schema, version: int
+) -> None:
+    revision, schema, data = await upgraded(db_url, version)
+    assert revision == migrations.head()
+    assert data["alembic"] == revision
+    assert data["schema_version"] == int(revision), "a release before Alembic refuses it"
+    assert data["seq"] == (3 if version < 5 else None)  # version 5 seeded the counters
+    assert data["outbox"] == [("plaza/events/reservations", None, None, None)]
+    assert [tuple(r) for r in data["reservation"]] == [("pc-01", "approved", "1234")]
+    assert data["notifications"] == 3
+    assert [tuple(r) for r in data["device"]] == [(3, 7)]
+    assert_same_schema(schema, fresh_schema)
+
+
+async def test_a_fresh_database_is_stamped_at_head(db_url: str, fresh_schema: Schema) -> None:
+    engine = make_engine(db_url)
+    try:
+        assert await migrate(engine) == migrations.head()
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == (
+                migrations.head()
+            )
+            assert_same_schema(await conn.run_sync(describe), fresh_schema)
+    finally:
+        await engine.dispose()
+
+
+async def test_a_database_from_a_newer_release_is_refused_and_left_as_it_is(db_url: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        await migrate(engine)
+        async with engine.begin() as conn:
+            await conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        with pytest.raises(SchemaTooNew, match="revision 0099 is newer than this release"):
+            await migrate(engine)
+        async with engine.connect() as conn:
+            assert await conn.scalar(text("SELECT version_num FROM alembic_version")) == "0099"
+    finally:
+        await engine.dispose()
+
+
+def test_plaza_up_refuses_a_database_from_a_newer_release_and_starts_nothing(
+    tmp_path: Path,
+) -> None:
+    import subprocess
+    import sys
+
+    async def newer() -> None:
+        engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'plaza.db'}")
+        try:
+            await migrate(engine)
+            async with engine.begin() as conn:
+                await conn.execute(text("UPDATE alembic_version SET version_num = '0099'"))
+        finally:
+            await engine.dispose()
+
+    asyncio.run(newer())
+    done = subprocess.run(
+        [sys.executable, "-m", "venue.cli", "up", "--data-dir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "error: database schema revision 0099 is newer than this release" in done.stderr
+    assert "nothing was started" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+async def test_a_bridge_and_an_api_starting_together_migrate_once_and_both_start(
+    db_url: str,
+) -> None:
+    engines = [make_engine(db_url), make_engine(db_url)]
+    try:
+        async with engines[0].begin() as conn:
+            await conn.run_sync(legacy_database, 4)
+        revisions = await asyncio.gather(*(migrate(e) for e in engines))
+        assert revisions == [migrations.head()] * 2
+    finally:
+        for engine in engines:
+            await engine.dispose()

@@ -13,8 +13,10 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bridge.link import Link
 from bridge.metrics import BridgeMetrics
 from bridge.outbox import OutboxPublisher
+from bridge.retention import Keep, Retention
 from plaza.db import make_engine, migrate, session_factory
 from plaza.mqtt import stop_task
+from plaza.settings import Settings
 from plaza.tables import Outbox
 from plaza.topics import Topics
 
@@ -36,10 +38,9 @@ async def test_prune_deletes_rows_sent_long_ago_and_never_unsent_ones(db_url: st
             )
             await session.commit()
         metrics = BridgeMetrics()
-        publisher = OutboxPublisher(
-            session_factory(engine), Link(metrics), asyncio.Lock(), metrics=metrics, topics=Topics()
-        )
-        assert await publisher.prune(timedelta(days=1)) == 1
+        sessions, gate = session_factory(engine), asyncio.Lock()
+        publisher = OutboxPublisher(sessions, Link(metrics), gate, metrics=metrics, topics=Topics())
+        assert await Retention(sessions, gate, Keep.from_settings(Settings())).prune() == 1
         async with AsyncSession(engine) as session:
             left = sorted(o.topic for o in (await session.exec(select(Outbox))).all())
         assert left == ["t/new-sent", "t/unsent"]

@@ -29,6 +29,7 @@ from plaza.messages import BoardEntry, Reply
 from plaza.mqtt import NODELAY
 from plaza.topics import Topics
 from tests.integration.test_plaza_up import children_of
+from venue import runstate
 from venue.accounts import demo_fleet
 from venue.broker import free_port, last_good_path
 
@@ -265,6 +266,18 @@ def test_a_killed_bridge_is_restarted_while_broker_api_and_machines_keep_running
         assert venue.pid(name) == pids[name], f"{name} was restarted too"
     log = (venue.data / "logs" / "bridge.log").read_text()
     assert "--- plaza up: bridge was killed by SIGKILL" in log
+    # what `plaza status` reads: the restart, how it ended, the new process
+    deadline = time.monotonic() + 5
+    while True:
+        state = runstate.read(venue.data)
+        assert state is not None
+        bridge = next(p for p in state.processes if p.name == "bridge")
+        if bridge.pid == new_bridge or time.monotonic() > deadline:
+            break
+        time.sleep(0.2)
+    assert (bridge.up, bridge.pid, bridge.restarts) == (True, new_bridge, 1)
+    assert bridge.last_exit == "was killed by SIGKILL"
+    assert [p.restarts for p in state.processes if p.name != "bridge"] == [0, 0, 0]
 
 
 def test_a_wedged_bridge_whose_metrics_stop_answering_is_killed_and_restarted(

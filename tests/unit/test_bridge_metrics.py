@@ -278,3 +278,23 @@ async def test_a_busy_port_leaves_the_bridge_without_an_endpoint_rather_than_dow
 async def test_no_port_means_no_endpoint() -> None:
     async with metrics_endpoint(CollectorRegistry(), "127.0.0.1", None) as endpoint:
         assert endpoint is None
+
+
+def test_the_last_minute_s_commands_and_p99_forget_what_is_older() -> None:
+    from bridge.metrics import RecentLatency
+
+    now = [1000.0]
+    recent = RecentLatency(window=60, buckets=(0.001, 0.01, 0.1), clock=lambda: now[0])
+    assert (recent.count(), recent.quantile(0.99)) == (0, None)
+    for _ in range(98):
+        recent.observe(0.0005)
+    recent.observe(0.05)
+    recent.observe(0.05)
+    assert (recent.count(), recent.quantile(0.5), recent.quantile(0.99)) == (100, 0.001, 0.1)
+    now[0] += 30
+    recent.observe(5.0)  # past the last bucket
+    assert (recent.count(), recent.quantile(1.0)) == (101, float("inf"))
+    now[0] += 31  # the first 100 are more than a minute old
+    assert (recent.count(), recent.quantile(0.99)) == (1, float("inf"))
+    now[0] += 60
+    assert recent.count() == 0
