@@ -117,6 +117,11 @@ async def _v10_idempotency_keys(conn: AsyncConnection) -> None:
     tables are created by create_all."""
 
 
+async def _v11_cool_off(conn: AsyncConnection) -> None:
+    """Version 11: players disabled for flooding and when they are enabled again
+    (``cool_off``, created by create_all)."""
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
@@ -127,6 +132,7 @@ _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     8: _v8_reservation_indexes,
     9: _v9_dead_letters,
     10: _v10_idempotency_keys,
+    11: _v11_cool_off,
 }
 
 #: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or

@@ -19,12 +19,15 @@ from typing import Any
 
 import aiomqtt
 import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.retention import Retention
 from plaza.db import make_engine, migrate, session_factory
 from plaza.logs import LogLimits
+from plaza.messages import MachineState
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Outbox
 from tests.conftest import (
@@ -35,6 +38,7 @@ from tests.conftest import (
     Watch,
     running_bridge,
 )
+from tests.integration.helpers import is_board, machine, start, stop
 from tests.integration.reserving import Requester, slot
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -410,3 +414,183 @@ async def test_a_retry_within_the_command_log_s_retention_is_answered_from_the_l
     logged = await command_log(db_url)
     assert "player1:keep-me" in logged
     assert not any(key.startswith("p:old-") for key in logged)
+
+
+# -- finding 3: one player's flood starves everyone ---------------------------------------------
+#: what one player sends in the tests below: a few thousand malformed requests
+FLOOD = 5000
+#: another player's command round trip during such a flood stays under this (before the fix
+#: the flood's 5,000 refusals all went out first: seconds)
+DURING_FLOOD_BOUND = 0.5
+
+
+def flood_budget(settings: Settings, **kw: object) -> Settings:
+    """The production flood budget (the fixtures' is wide, for the other tests' bursts)."""
+    production = {"flood_burst": 50, "flood_rate": 5.0, "flood_disable_after": 50}
+    return settings.model_copy(update={**production, **kw})
+
+
+async def mosquitto_flood(
+    broker: BrokerHandle, user: str, topic: str, count: int, *, qos: int = 0
+) -> asyncio.subprocess.Process:
+    """``yes '{}' | head -n COUNT | mosquitto_pub -l`` as the attacker ran it (started: the
+    caller waits for it)."""
+    proc = await asyncio.create_subprocess_exec(
+        "mosquitto_pub",
+        *("-h", broker.host, "-p", str(broker.port), "-V", "mqttv5", "-q", str(qos)),
+        *("-u", user, "-P", broker.secrets.players[user], "-i", broker.client_ids[user]),
+        *("-t", topic, "-l"),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    proc.stdin.write(b"{}\n" * count)
+    await proc.stdin.drain()
+    proc.stdin.close()
+    return proc
+
+
+async def round_trips(
+    phone: Requester, device: str, count: int, every: float = 0.02
+) -> list[float]:
+    """``count`` commands, one every ``every`` s without waiting for the previous one; each
+    one's round trip (a missing reply fails the test: none may be lost)."""
+    loop = asyncio.get_running_loop()
+
+    async def one(i: int) -> float:
+        await asyncio.sleep(i * every)
+        started = loop.time()
+        reply = await phone.request(device, timeout=5, op="cancel", reservation_id="nope")
+        assert reply.error is not None
+        assert reply.error.code == "not_found"
+        return loop.time() - started
+
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
+
+
+@contextlib.asynccontextmanager
+async def staff(broker: BrokerHandle) -> AsyncIterator[Callable[[str], Awaitable[float]]]:
+    """The api's requests as staff make them (``on_behalf_of`` an admin, from the api's
+    account): a function that sends one to a machine and returns its round trip."""
+    inbox = broker.topics.inbox("api", "flood-test")
+    replies: dict[str, asyncio.Future[None]] = {}
+    client = broker.stand_in_api(identifier=f"staff-{uuid.uuid4().hex[:6]}")
+    async with client:
+        await client.subscribe(inbox, qos=1)
+
+        async def pump() -> None:
+            async for m in client.messages:
+                rid = json.loads(bytes(m.payload)).get("request_id")
+                waiter = replies.get(rid)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(None)
+
+        task = asyncio.get_running_loop().create_task(pump())
+
+        async def ask(device: str) -> float:
+            loop = asyncio.get_running_loop()
+            rid = uuid.uuid4().hex
+            replies[rid] = loop.create_future()
+            props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.ResponseTopic = inbox
+            body = {"request_id": rid, "op": "cancel", "reservation_id": "nope"}
+            body["on_behalf_of"] = {"user": "admin", "role": "admin"}  # type: ignore[assignment]
+            started = loop.time()
+            await client.publish(
+                broker.topics.request(device, "api"), json.dumps(body), qos=1, properties=props
+            )
+            await asyncio.wait_for(replies[rid], 5)
+            return loop.time() - started
+
+        try:
+            yield ask
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await task
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_flood_of_5000_messages_from_one_player_delays_no_other_player_s_command(
+    broker: BrokerHandle, bridge_settings: Settings, seeded: list[str]
+) -> None:
+    settings = flood_budget(bridge_settings, flood_disable_after=0)  # the flood goes on
+    device = seeded[0]
+    async with (
+        running_bridge(settings) as running,
+        player(broker, "player2") as other,
+        staff(broker) as ask_as_staff,
+    ):
+        await round_trips(other, device, 2)  # warm: the actor, the first SQL reads
+        flood = await mosquitto_flood(
+            broker, "player1", broker.topics.request(device, "player1"), FLOOD
+        )
+        times, staff_times = await asyncio.gather(
+            round_trips(other, device, 20),
+            asyncio.gather(*(ask_as_staff(device) for _ in range(5))),
+        )
+        await asyncio.wait_for(flood.communicate(), 10)
+        dropped = running.service.metrics.dropped["over_budget"]
+    print(
+        f"during the flood: player max {max(times) * 1000:.0f} ms, staff max "
+        f"{max(staff_times) * 1000:.0f} ms, {dropped} dropped"
+    )
+    assert max(times) < DURING_FLOOD_BOUND, sorted(times)
+    assert max(staff_times) < DURING_FLOOD_BOUND, sorted(staff_times)
+    assert dropped >= FLOOD - 100, "the flood was shed at the drop path"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("qos", [0, 1])
+async def test_a_flooder_past_its_budget_hears_nothing_back(
+    broker: BrokerHandle, bridge_settings: Settings, seeded: list[str], qos: int
+) -> None:
+    settings = flood_budget(bridge_settings, flood_disable_after=0)
+    device = seeded[0]
+    async with running_bridge(settings) as running, replies_of(broker, "player1") as flooder:
+        flood = await mosquitto_flood(
+            broker, "player1", broker.topics.request(device, "player1"), 2000, qos=qos
+        )
+        out, err = await asyncio.wait_for(flood.communicate(), 20)
+        assert flood.returncode == 0, (out + err).decode()  # QoS 1: every message acknowledged
+        async with player(broker, "player2") as other:  # behind the flood: all of it is read
+            await round_trips(other, device, 1)
+        dropped = running.service.metrics.dropped["over_budget"]
+    answered = flooder.qsize()
+    # the burst of 50 is answered (each one `invalid`), plus what 5 a second refill meanwhile
+    assert 50 <= answered <= 60, answered
+    assert dropped == 2000 - answered
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_presence_and_boards_keep_flowing_while_a_player_floods(
+    broker: BrokerHandle, bridge_settings: Settings, seeded: list[str], tmp_path: Path
+) -> None:
+    settings = flood_budget(bridge_settings, flood_disable_after=0)
+    device = seeded[1]
+    m = machine(broker, device, tmp_path)
+    async with (
+        running_bridge(settings),
+        Watch(broker.observer(), [broker.topics.board(device)]) as watch,
+    ):
+        task = await start(m)
+        try:
+            await watch.wait_for(is_board(device, online=True, status="available"))
+            flood = await mosquitto_flood(
+                broker, "player1", broker.topics.request(seeded[0], "player1"), FLOOD
+            )
+            loop = asyncio.get_running_loop()
+            took = []
+            for state in [MachineState.IN_USE, MachineState.IDLE] * 6:  # through the flood
+                await asyncio.sleep(0.03)
+                started, mark = loop.time(), watch.mark()
+                await m.set_state(state)
+                status = "in_use" if state is MachineState.IN_USE else "available"
+                await watch.wait_for(is_board(device, status=status), timeout=10, since=mark)
+                took.append(loop.time() - started)
+            await asyncio.wait_for(flood.communicate(), 10)
+        finally:
+            await stop(m, task)
+    print(f"board during the flood: max {max(took) * 1000:.0f} ms")
+    assert max(took) < DURING_FLOOD_BOUND, took
