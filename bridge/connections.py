@@ -95,6 +95,7 @@ class RetainedSweeper:
             await self._wake.wait()
             self._wake.clear()
             while self._topics:
+                await self._link.connected.wait()
                 batch = list(self._topics)[:CLEAR_BATCH]
                 for topic in batch:
                     del self._topics[topic]
@@ -256,6 +257,8 @@ class Connections:
             "type[asyncio.Queue[aiomqtt.Message]]", functools.partial(FairQueue, key=_sender)
         )
         while True:
+            # Refusals and clearings go out on the main connection: no intake without it.
+            await self.main_up.wait()
             client = service_client(
                 self.settings,
                 self.settings.intake_id,
