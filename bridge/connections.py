@@ -238,6 +238,7 @@ class Connections:
             except aiomqtt.MqttError as exc:
                 self._lost("main", exc)
             finally:
+                client.settle()
                 self.link.down()
                 self.main_up.clear()
                 self._changed_state()
@@ -278,6 +279,7 @@ class Connections:
             except aiomqtt.MqttError as exc:
                 self._lost("intake", exc)
             finally:
+                client.settle()
                 self.intake_up.clear()
                 self._changed_state()
             await asyncio.sleep(backoff.next_delay())

@@ -110,6 +110,14 @@ class PlazaClient(aiomqtt.Client):
             self._refused[mid] = reason_code
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
+    def settle(self) -> BaseException | None:
+        """The reason this client's connection ended, read once it is done with (aiomqtt
+        keeps it on a future; left unread, asyncio reports it as never retrieved)."""
+        gone = self._disconnected
+        if gone.done() and not gone.cancelled():
+            return gone.exception()
+        return None
+
     def publish_now(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
         """Queue a publish without waiting for it: what goes out just before a DISCONNECT
         (a clean stop's last status), which the broker then handles in that order."""

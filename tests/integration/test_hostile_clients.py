@@ -10,6 +10,8 @@ import asyncio
 import contextlib
 import json
 import logging
+import signal
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
@@ -29,11 +31,13 @@ from api.app import create_app
 from bridge.retention import Retention
 from plaza.db import make_engine, migrate, session_factory
 from plaza.logs import LogLimits
-from plaza.messages import MachineState
+from plaza.messages import MachineState, ServiceStatus
 from plaza.settings import Settings
 from plaza.tables import CommandLog, CoolOff, Notification, Outbox
+from plaza.topics import BRIDGE_SERVICE
 from tests.api.conftest import assert_problem, until_dropped
 from tests.conftest import (
+    DOCKER,
     BridgeProcess,
     BrokerHandle,
     RunningService,
@@ -811,3 +815,79 @@ async def test_a_retained_request_and_read_receipt_are_never_applied_and_are_cle
     logged = await command_log(db_url)
     assert not any("retained" in key for key in logged), logged
     assert (await receipts(db_url, "player1"))[3] is False
+
+
+# -- finding 4: the MQTT loop wedges, undetected -------------------------------------------------
+def status_of(seen: Seen) -> ServiceStatus:
+    return ServiceStatus.model_validate_json(seen.payload)
+
+
+def is_status(online: bool) -> Callable[[Seen], bool]:
+    return lambda s: bool(s.payload) and status_of(s).online is online
+
+
+@pytest.mark.skipif(DOCKER, reason="stops the local mosquitto process with SIGSTOP")
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_broker_frozen_past_the_keepalive_then_thawed_finds_the_bridge_serving_again(
+    broker: BrokerHandle, bridge_settings: Settings, seeded: list[str]
+) -> None:
+    # a 1 s keepalive and 1 s operations: the freeze outlasts both, so a disconnect waits out
+    # its timeout, which wedged a reused aiomqtt 2.5.1 client for good
+    settings = bridge_settings.model_copy(update={"service_keepalive": 1, "service_timeout": 1.0})
+    proc = getattr(broker.broker, "proc", None)
+    assert isinstance(proc, subprocess.Popen)
+    async with running_bridge(settings) as running:
+        async with player(broker, "player2") as phone:
+            await round_trips(phone, seeded[0], 1)
+        proc.send_signal(signal.SIGSTOP)
+        try:
+            async with asyncio.timeout(10):  # the bridge notices (keepalive)
+                while running.service.ready.is_set():  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
+            await asyncio.sleep(2)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+        await asyncio.wait_for(running.service.ready.wait(), 20)
+        async with player(broker, "player2") as phone:
+            await round_trips(phone, seeded[0], 1)
+        assert running.service.metrics.reconnects >= 2  # both connections came back
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_the_bridge_s_status_beats_while_it_runs_goes_offline_when_it_dies_and_readyz_follows(
+    broker: BrokerHandle,
+    bridge_settings: Settings,
+    api_settings: Settings,
+    seeded: list[str],
+    tmp_path: Path,
+) -> None:
+    topic = broker.topics.service_status(BRIDGE_SERVICE)
+    bridge = BridgeProcess(bridge_settings, tmp_path / "bridge.log", PLAZA_BRIDGE_HEARTBEAT="0.3")
+    async with Watch(broker.observer(), [topic]) as watch, api_running(api_settings) as rest:
+        await bridge.start()
+        try:
+            birth = status_of(await watch.wait_for(is_status(True)))
+            assert birth.id == bridge_settings.bridge_id
+            mark = watch.mark()
+            beat = status_of(await watch.wait_for(is_status(True), since=mark))
+            assert (beat.ts or 0) > (birth.ts or 0), "a heartbeat: the same, newer"
+            ready = await rest.get("/readyz")
+            assert ready.status_code == 200, ready.text
+            assert ready.json()["bridge"] == "up"
+            bridge.kill9()
+            await watch.wait_for(is_status(False), since=watch.mark())  # its will
+            for _ in range(100):
+                down = await rest.get("/readyz")
+                if down.status_code == 503:
+                    break
+                await asyncio.sleep(0.05)
+            assert down.status_code == 503, down.text
+            assert down.json()["bridge"] == "down"
+            # started again: online; stopped cleanly (no will then): offline all the same
+            await bridge.start()
+            await watch.wait_for(is_status(True), since=watch.mark())
+            mark = watch.mark()
+            bridge.stop()
+            await watch.wait_for(is_status(False), since=mark)
+        finally:
+            bridge.stop()
