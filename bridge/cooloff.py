@@ -129,15 +129,22 @@ class CoolingOff:
         self._flagged.put_nowait(user)
 
     async def run(self) -> None:
-        await self._load()
+        loaded = False
         while True:
-            wait = SWEEP_EVERY
+            wait = SWEEP_EVERY if loaded else 0.0
             if self._next_due is not None:
                 wait = max(0.0, min(wait, self._next_due - self._clock()))
             try:
                 user = await asyncio.wait_for(self._flagged.get(), wait)
             except TimeoutError:
-                await self._enable_due()
+                try:  # the database may be away: the next sweep tries again
+                    if not loaded:
+                        await self._load()
+                        loaded = True
+                    await self._enable_due()
+                except Exception:
+                    self._ctx.metrics.db_errors += 1
+                    log.exception("cooling-offs not read; trying again in %.0f s", SWEEP_EVERY)
                 self._gate.prune(time.monotonic())
                 continue
             try:
