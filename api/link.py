@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import time
 import uuid
@@ -37,6 +36,7 @@ import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from plaza import dynsec
 from plaza.acl import API_USER, DYNSEC_COMMAND, DYNSEC_RESPONSE
 from plaza.messages import (
     AdminCommand,
@@ -127,12 +127,12 @@ class BrokerLink:
             return
         if message.topic.value == DYNSEC_RESPONSE:
             try:
-                responses = json.loads(payload).get("responses", [])
-            except (ValueError, AttributeError):
-                log.warning("unreadable dynamic-security response")
+                found = dynsec.responses(bytes(payload))
+            except ValueError as exc:
+                log.warning("%s", exc)
                 return
-            for response in responses:
-                answer = self._dynsec.pop(str(response.get("correlationData", "")), None)
+            for cid, response in found:
+                answer = self._dynsec.pop(cid, None)
                 if answer is not None and not answer.done():
                     answer.set_result(response)
             return
@@ -203,13 +203,8 @@ class BrokerLink:
         futures = [loop.create_future() for _ in commands]
         for cid, fut in zip(ids, futures, strict=True):
             self._dynsec[cid] = fut
-        body = {
-            "commands": [
-                {**cmd, "correlationData": cid} for cmd, cid in zip(commands, ids, strict=True)
-            ]
-        }
         try:
-            await self._client().publish(DYNSEC_COMMAND, json.dumps(body).encode(), qos=1)
+            await self._client().publish(DYNSEC_COMMAND, dynsec.tagged(commands, ids), qos=1)
             async with asyncio.timeout(self.settings.bridge_timeout):
                 return list(await asyncio.gather(*futures))
         except TimeoutError as exc:

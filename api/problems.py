@@ -42,6 +42,8 @@ class Problem(BaseModel):
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
     conflict: ConflictOut | None = None
+    #: when a refusal for a time ends (``cooling_off``), ISO 8601
+    until: datetime | None = None
 
 
 TITLES = {
@@ -70,6 +72,7 @@ class ApiError(Exception):
         *,
         headers: dict[str, str] | None = None,
         conflict: ConflictOut | None = None,
+        until: datetime | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -77,6 +80,7 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = headers
         self.conflict = conflict
+        self.until = until
 
 
 def too_many(code: str, what: str, wait: float) -> ApiError:
@@ -135,6 +139,7 @@ def install(app: FastAPI) -> None:
             request.url.path,
             headers=exc.headers,
             conflict=exc.conflict,
+            until=exc.until,
         )
 
     @app.exception_handler(RequestValidationError)

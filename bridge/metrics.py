@@ -33,6 +33,9 @@ from plaza.broker_stats import BrokerStats
 from plaza.broker_stats import register as register_broker_stats
 from plaza.messages import Reply
 
+#: why the intake dropped a message unread (bridge.flood)
+DROP_REASONS = ("over_budget", "cooling_off", "retained")
+
 PREFIX = "plaza_bridge_"
 #: command latency buckets, seconds: a decision takes ~1 ms on SQLite, a batch under load tens
 LATENCY_BUCKETS = (
@@ -179,6 +182,12 @@ class BridgeMetrics:
     #: outbox rows the broker could not take (too large, refused, dropping the connection)
     dead_letters: int = _counter("Outbox messages set aside as dead letters (never sent)")
     unsendable: int = _counter("Live messages not published: too large for the broker or refused")
+    #: players disabled in the broker for flooding (bridge.cooloff)
+    senders_disabled: int = _counter("Players disabled in the broker for flooding (cooling-off)")
+    #: messages dropped unread by the intake's flood budget, by reason (bridge.flood)
+    dropped: dict[str, int] = field(
+        default_factory=lambda: dict.fromkeys(DROP_REASONS, 0), repr=False, compare=False
+    )
     registry: CollectorRegistry = field(
         default_factory=CollectorRegistry, repr=False, compare=False
     )
@@ -293,6 +302,15 @@ class BridgeCollector(Collector):
             "The last 60 s's 99th percentile command latency (a bucket's upper bound; NaN: none)",
             math.nan if p99 is None else p99,
         )
+        dropped = CounterMetricFamily(
+            f"{PREFIX}dropped_messages",
+            "Messages the intake dropped unread: over the sender's flood budget, from a sender "
+            "cooling off, or retained",
+            labels=("reason",),
+        )
+        for reason, count in self.metrics.dropped.items():
+            dropped.add_metric((reason,), count)
+        yield dropped
         tracker, desk = self.bridge.tracker, self.bridge.desk
         views = list(tracker.views.values()) if tracker is not None else []
         yield _gauge("devices", "Machines the bridge knows", len(views))

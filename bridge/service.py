@@ -2,10 +2,10 @@
 
 :func:`assemble` builds every part from one :class:`~bridge.context.BridgeContext` (after
 reading what start-up needs from SQL: the bridge generation and every machine's view), and
-:meth:`BridgeService.run` runs them in one TaskGroup. The MQTT loop reconnects forever with
-jittered backoff and keeps a persistent session (clean_start False + session expiry); every
-message goes through the :class:`~bridge.router.Router`. See docs/architecture.md for the
-path of a command and of a board refresh.
+:meth:`BridgeService.run` runs them in one TaskGroup. The broker connections (two: the main
+one and the intake, see :mod:`bridge.connections`) reconnect forever with jittered backoff
+and keep persistent sessions; every message goes through the :class:`~bridge.router.Router`.
+See docs/architecture.md for the path of a command and of a board refresh.
 """
 
 from __future__ import annotations
@@ -16,10 +16,11 @@ import logging
 import sys
 from dataclasses import dataclass
 
-import aiomqtt
-
 from bridge.admin import AdminDesk
+from bridge.connections import Connections
 from bridge.context import BridgeContext, open_context
+from bridge.cooloff import CoolingOff, Dynsec
+from bridge.flood import FloodGate
 from bridge.link import Link
 from bridge.metrics import BridgeMetrics
 from bridge.metrics_http import metrics_endpoint
@@ -39,10 +40,9 @@ from bridge.reservations.timers import Timers
 from bridge.retention import Keep, Retention
 from bridge.router import Handler, Router
 from bridge.selfwatch import Readings, SelfWatch
-from plaza.mqtt import Backoff, service_client
+from plaza.acl import API_USER
 from plaza.settings import Settings
 from plaza.topics import (
-    BROKER_SYS_TREE,
     AdminRequestTopic,
     BrokerSysTopic,
     DeviceTopic,
@@ -74,9 +74,12 @@ class Parts:
     selfwatch: SelfWatch
     router: Router
     retention: Retention
+    gate: FloodGate
+    cooloff: CoolingOff
+    connections: Connections
 
 
-async def assemble(ctx: BridgeContext) -> Parts:
+async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Parts:
     """Read what start-up needs from SQL and build every part around ``ctx``."""
     settings = ctx.settings
     generation = await start_generation(ctx.sessions)
@@ -121,6 +124,27 @@ async def assemble(ctx: BridgeContext) -> Parts:
     router.route(UserTopic, notifier.handle)
     router.route(AdminRequestTopic, admin.submit)
     router.route(BrokerSysTopic, _broker_figures(ctx.metrics))
+    gate = FloodGate(
+        settings.flood_burst,
+        settings.flood_rate,
+        settings.flood_disable_after,
+        exempt=frozenset({API_USER.encode()}),
+        dropped=ctx.metrics.dropped,
+    )
+    dynsec = Dynsec(ctx.link, settings.service_timeout)
+    cooloff = CoolingOff(ctx, gate=gate, dynsec=dynsec, raise_alert=presence.raise_alert)
+    gate.on_flood = cooloff.flooding
+    connections = Connections(
+        settings,
+        ctx.topics,
+        ctx.link,
+        ctx.metrics,
+        router,
+        gate=gate,
+        dynsec=dynsec,
+        on_main_connected=presence.republish_board,
+        ready=ready,
+    )
     return Parts(
         ctx=ctx,
         tracker=tracker,
@@ -140,6 +164,9 @@ async def assemble(ctx: BridgeContext) -> Parts:
         retention=Retention(
             ctx.sessions, ctx.gate, Keep.from_settings(settings), every=settings.prune_interval
         ),
+        gate=gate,
+        cooloff=cooloff,
+        connections=connections,
     )
 
 
@@ -240,7 +267,7 @@ class BridgeService:
         # busy event loop makes each hand-off wait up to 5 ms. 0.5 ms keeps them short.
         sys.setswitchinterval(0.0005)
         async with open_context(self.settings, self.topics, self.metrics, self.link) as ctx:
-            parts = await assemble(ctx)
+            parts = await assemble(ctx, self.ready)
             self.parts = parts
             try:
                 await self._serve(parts)
@@ -285,60 +312,11 @@ class BridgeService:
             tg.create_task(parts.outages.run(), name="outages")
             tg.create_task(parts.selfwatch.run(), name="self-watch")
             tg.create_task(parts.retention.run(), name="retention")
-            tg.create_task(self._mqtt_loop(parts), name="mqtt")
-
-    async def _mqtt_loop(self, parts: Parts) -> None:
-        backoff = Backoff(self.settings.reconnect_min, self.settings.reconnect_max)
-        client = service_client(self.settings, self.identifier, persistent=True)
-        while True:
-            try:
-                async with client:
-                    self.link.client = client
-                    filters = [
-                        self.topics.all_presence,
-                        self.topics.all_state,
-                        self._requests_filter(),
-                        self.topics.admin_requests,
-                        self.topics.all_acks,
-                    ]
-                    # the broker's own figures, for /metrics: QoS 0, as a fresh one comes
-                    # every sys_interval
-                    subscriptions = [*((f, 1) for f in filters), (BROKER_SYS_TREE, 0)]
-                    granted = await client.subscribe(subscriptions)
-                    for (f, _), code in zip(subscriptions, granted or [], strict=False):
-                        if int(getattr(code, "value", 0)) >= 0x80:
-                            log.error("the broker refused subscription %s: %s", f, code)
-                    backoff.reset()
-                    self.link.connected.set()
-                    await parts.presence.republish_board()
-                    self.ready.set()
-                    log.info(
-                        "bridge connected to %s:%d",
-                        self.settings.mqtt_host,
-                        self.settings.mqtt_port,
-                    )
-                    async for message in client.messages:
-                        props = message.properties
-                        await parts.router.handle(
-                            _incoming(
-                                message.topic.value,
-                                message.payload,
-                                getattr(props, "ResponseTopic", None),
-                                getattr(props, "CorrelationData", None),
-                            )
-                        )
-            except aiomqtt.MqttError as exc:
-                self.link.down()
-                self.ready.clear()
-                self.metrics.reconnects += 1
-                delay = backoff.next_delay()
-                log.warning("broker connection lost (%s); reconnecting in %.2fs", exc, delay)
-                await asyncio.sleep(delay)
-
-    def _requests_filter(self) -> str:
-        group = self.settings.shared_group
-        requests = self.topics.all_requests
-        return self.topics.shared(group, requests) if group else requests
+            tg.create_task(parts.cooloff.run(), name="cool-off")
+            tg.create_task(parts.connections.sweeper.run(), name="retained-sweeper")
+            tg.create_task(parts.connections.run_status(), name="status")
+            tg.create_task(parts.connections.run_main(), name="mqtt-main")
+            tg.create_task(parts.connections.run_intake(), name="mqtt-intake")
 
 
 def _incoming(

@@ -110,12 +110,19 @@ def staff_role(topics: Topics, user: str) -> Role:
     )
 
 
+BRIDGE_ROLE = "svc-bridge"
+INTAKE_ROLE = "svc-bridge-intake"
+
+
 def bridge_role(topics: Topics) -> Role:
     """The bridge is the only writer of board, events, replies, notifications and commands,
-    and of its own status (birth, heartbeat, will): all under the root. It also reads the
-    broker's statistics (``$SYS/broker/#``) to export them (plaza.broker_stats)."""
+    and of its own status (birth, heartbeat, will): all under the root (clearing a retained
+    request or read receipt a player left is a write there too). It also reads the broker's
+    statistics (``$SYS/broker/#``) to export them (plaza.broker_stats), and sends
+    dynamic-security commands: it disables a flooding player's accounts for the cooling-off
+    and enables them again (``disableClient`` / ``enableClient``, docs/operations.md)."""
     return Role(
-        "svc-bridge",
+        BRIDGE_ROLE,
         (
             Acl("publishClientSend", topics.everything),
             Acl("publishClientSend", topics.all_service_status),
@@ -123,6 +130,23 @@ def bridge_role(topics: Topics) -> Role:
             *_read(BROKER_SYS_TREE),
             # several bridges share request handling (MQTT 5 shared subscription)
             Acl("subscribePattern", topics.shared("+", topics.everything)),
+            Acl("publishClientSend", DYNSEC_COMMAND),
+            *_read_literal(DYNSEC_RESPONSE),
+        ),
+    )
+
+
+def intake_role(topics: Topics) -> Role:
+    """The bridge's intake connection only reads what players and the api send it:
+    reservation requests (also through a shared subscription), read receipts and the api's
+    admin commands. It writes nothing."""
+    return Role(
+        INTAKE_ROLE,
+        (
+            *_read(topics.all_requests),
+            *_read(topics.all_acks),
+            *_read_literal(topics.admin_requests),
+            Acl("subscribePattern", topics.shared("+", topics.all_requests)),
         ),
     )
 

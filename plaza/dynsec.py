@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -115,9 +116,35 @@ def delete_client(username: str) -> dict[str, Any]:
     return {"command": "deleteClient", "username": username}
 
 
+def disable_client(username: str) -> dict[str, Any]:
+    """The broker refuses the account at CONNECT and disconnects it if connected."""
+    return {"command": "disableClient", "username": username}
+
+
+def enable_client(username: str) -> dict[str, Any]:
+    return {"command": "enableClient", "username": username}
+
+
 def set_client_password(username: str, password: str) -> dict[str, Any]:
     return {"command": "setClientPassword", "username": username, "password": password}
 
 
 def batch(commands: Iterable[Mapping[str, Any]]) -> dict[str, Any]:
     return {"commands": list(commands)}
+
+
+def tagged(commands: Iterable[Mapping[str, Any]], ids: Iterable[str]) -> bytes:
+    """A command list whose commands carry ``correlationData`` (what their responses are
+    matched by), encoded for ``$CONTROL/dynamic-security/v1``."""
+    body = batch({**c, "correlationData": i} for c, i in zip(commands, ids, strict=True))
+    return json.dumps(body).encode()
+
+
+def responses(payload: bytes) -> list[tuple[str, dict[str, Any]]]:
+    """(correlationData, response) of each response in a message the plugin published on
+    its response topic; ValueError when it cannot be read."""
+    try:
+        found = json.loads(payload).get("responses", [])
+    except (ValueError, AttributeError) as exc:
+        raise ValueError("unreadable dynamic-security response") from exc
+    return [(str(r.get("correlationData", "")), r) for r in found if isinstance(r, dict)]

@@ -107,6 +107,12 @@ ALERTS: dict[str, tuple[str, str]] = {
         "{count} outgoing messages could not be sent and were set aside (latest: {topic}, "
         "{reason}); see dead_reason in the outbox table",
     ),
+    "player_disabled": (
+        "플레이어 {user}이(가) 메시지를 과도하게 보내 (연속 {streak}건 폐기) 브로커 계정 "
+        "{accounts}개를 {minutes}분 동안 차단했습니다.",
+        "player {user} flooded the bridge ({streak} messages dropped in a row): {accounts} "
+        "broker accounts disabled for {minutes} min",
+    ),
     "bridge_backlog": (
         "브리지 이상: 명령 {count}건 대기 중 (한도 {limit})",
         "bridge degraded: {count} commands waiting (limit {limit})",

@@ -110,6 +110,19 @@ class PlazaClient(aiomqtt.Client):
             self._refused[mid] = reason_code
         super()._on_publish(client, userdata, mid, reason_code, properties)
 
+    def settle(self) -> BaseException | None:
+        """The reason this client's connection ended, read once it is done with (aiomqtt
+        keeps it on a future; left unread, asyncio reports it as never retrieved)."""
+        gone = self._disconnected
+        if gone.done() and not gone.cancelled():
+            return gone.exception()
+        return None
+
+    def publish_now(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
+        """Queue a publish without waiting for it: what goes out just before a DISCONNECT
+        (a clean stop's last status), which the broker then handles in that order."""
+        self._client.publish(topic, payload, qos=qos, retain=retain)
+
     async def publish_acked(
         self,
         topic: str,
@@ -132,8 +145,12 @@ def service_client(
     persistent: bool,
     keepalive: int | None = None,
     max_queued_incoming: int = 0,
+    username: str | None = None,
+    will: aiomqtt.Will | None = None,
+    queue_type: type[asyncio.Queue[aiomqtt.Message]] | None = None,
 ) -> PlazaClient:
-    """A client for the bridge or the api, authenticated with the service's account.
+    """A client for the bridge or the api, authenticated with the service's account (or
+    ``username``'s, with the same password: the bridge's intake connection).
 
     Build one for every connection attempt: aiomqtt 2.5.1's ``__aexit__`` keeps the client's
     reuse lock when its disconnect wait times out, and a client reused after that fails every
@@ -141,7 +158,7 @@ def service_client(
     return PlazaClient(
         settings.mqtt_host,
         settings.mqtt_port,
-        username=settings.mqtt_username,
+        username=username or settings.mqtt_username,
         password=settings.mqtt_password_value(),
         identifier=identifier,
         clean_start=not persistent,
@@ -149,6 +166,8 @@ def service_client(
         keepalive=keepalive or settings.service_keepalive,
         max_queued_incoming_messages=max_queued_incoming or None,
         timeout=settings.service_timeout,
+        will=will,
+        queue_type=queue_type,
         **client_options(settings),
     )
 

@@ -16,6 +16,8 @@ from plaza.topics import valid_id
 
 #: client ids of services (bridge, api, observer) start with this; machine ids may not
 SERVICE_ID_PREFIX = "plaza-"
+#: the bridge's intake connection: its account and client id are the bridge's plus this
+INTAKE_SUFFIX = "-intake"
 _PLACEHOLDERS = {"changethis", "changeme", "password", "secret"}
 
 
@@ -125,10 +127,23 @@ class Settings(BaseSettings):
     #: per-player command budget: a token bucket of `rate_burst` refilled at rate_per_minute
     rate_per_minute: float = Field(default=60, gt=0)
     rate_burst: int = Field(default=20, ge=1)
+    #: flood budget, charged for every message a player sends on the bridge's intake
+    #: (requests and read receipts, malformed or not): a token bucket of flood_burst refilled
+    #: at flood_rate per second. Past it the message is dropped unread and unanswered
+    #: (silence); flood_disable_after drops in a row disable the player in the broker for
+    #: cool_off seconds (0: never disable). The api (a trusted service) is not charged.
+    flood_burst: int = Field(default=50, ge=1)
+    flood_rate: float = Field(default=5.0, gt=0)
+    flood_disable_after: int = Field(default=50, ge=0)
+    cool_off: float = Field(default=300, gt=0)
     timer_tick: float = Field(default=1.0, gt=0)
     #: several bridges: a distinct client id each, and an MQTT 5 shared-subscription group
     #: for requests (PostgreSQL only: SQL, not one actor, then decides between bridges)
     bridge_id: str = Field(default="plaza-bridge", min_length=1, max_length=64)
+    #: the bridge's second connection (requests only, see docs/architecture.md) logs in as
+    #: this account, bound to ``{bridge_id}-intake``, with the bridge's password; empty:
+    #: ``{mqtt_username}-intake``
+    mqtt_intake_username: str = ""
     #: the api's MQTT client id; its broker account is bound to it (one api process per id)
     api_id: str = Field(default="plaza-api", min_length=1, max_length=64)
     shared_group: str = ""
@@ -242,6 +257,18 @@ class Settings(BaseSettings):
         if self.database_url:
             return self.database_url
         return f"sqlite+aiosqlite:///{(self.data_dir / 'plaza.db').resolve()}"
+
+    @property
+    def intake_username(self) -> str | None:
+        """The broker account of the bridge's intake connection."""
+        if self.mqtt_intake_username:
+            return self.mqtt_intake_username
+        return f"{self.mqtt_username}{INTAKE_SUFFIX}" if self.mqtt_username else None
+
+    @property
+    def intake_id(self) -> str:
+        """The client id of the bridge's intake connection (its account is bound to it)."""
+        return f"{self.bridge_id}{INTAKE_SUFFIX}"
 
     def mqtt_password_value(self) -> str | None:
         return self.mqtt_password.get_secret_value() if self.mqtt_password else None

@@ -265,6 +265,21 @@ class BrokerSession(SQLModel, table=True):
     expires_at: datetime = _ts(index=True)
 
 
+class CoolOff(SQLModel, table=True):
+    """A player the bridge disabled in the broker for flooding: every broker account of
+    theirs it disabled (their own and their browser sessions', JSON list) is enabled again
+    at ``until``, also by a bridge started after a crash. While the row exists the api
+    refuses the player new broker credentials (429 ``cooling_off``)."""
+
+    __tablename__ = "cool_off"
+
+    user: str = Field(primary_key=True, max_length=48)
+    until: datetime = _ts(index=True)
+    #: the broker accounts disabled (JSON list of usernames)
+    accounts_json: str = Field(default="[]")
+    created_at: datetime = _ts(default_factory=utcnow)
+
+
 class NoticeRow(SQLModel, table=True):
     """A system notice, as published (retained) on ``notices``."""
 

@@ -206,6 +206,7 @@ def service_settings(broker: BrokerHandle, db_url: str, tmp_path: Path, user: st
         min_slot_minutes=0.05,
         timer_tick=0.2,
         rate_burst=1000,
+        flood_burst=1000,  # the attack suite sets the production budget where it floods
         actor_idle_seconds=2,
         reminder_lead=1.0,
         no_show_grace=1.0,
@@ -307,6 +308,7 @@ class BridgeProcess:
             "PLAZA_DATABASE_URL": settings.db_url,
             "PLAZA_MAX_ACTIVE_PER_PLAYER": "1000",
             "PLAZA_RATE_BURST": "100000",
+            "PLAZA_FLOOD_BURST": "100000",
             "PLAZA_MAX_DAYS_AHEAD": "60",
             **env,
         }

@@ -11,7 +11,7 @@ from typing import Any
 
 from plaza import acl
 from plaza.dynsec import BrokerClient
-from plaza.settings import SERVICE_ID_PREFIX, Settings
+from plaza.settings import INTAKE_SUFFIX, SERVICE_ID_PREFIX, Settings
 from plaza.topics import Topics
 
 # (kind, zone, share of the fleet): a PC-bang is mostly PCs, with a console corner and a few
@@ -57,6 +57,22 @@ def demo_fleet(count: int) -> list[DeviceSpec]:
     return fleet
 
 
+def bridge_accounts(username: str, password: str, bridge_id: str) -> list[BrokerClient]:
+    """A bridge's two broker accounts: its own, bound to ``bridge_id``, and its intake
+    connection's (``{username}-intake``, the same password), bound to ``{bridge_id}-intake``
+    (docs/architecture.md, "Two broker connections")."""
+    return [
+        BrokerClient(username, password, (acl.BRIDGE_ROLE,), "bridge service", bridge_id),
+        BrokerClient(
+            f"{username}{INTAKE_SUFFIX}",
+            password,
+            (acl.INTAKE_ROLE,),
+            "bridge intake",
+            f"{bridge_id}{INTAKE_SUFFIX}",
+        ),
+    ]
+
+
 def _pw() -> str:
     return secrets.token_urlsafe(18)
 
@@ -83,9 +99,7 @@ class VenueSecrets:
         ``settings``, the observer to :data:`OBSERVER_CLIENT_ID`, machines and demo players
         to their own names."""
         clients = [
-            BrokerClient(
-                BRIDGE_USER, self.bridge, ("svc-bridge",), "bridge service", settings.bridge_id
-            ),
+            *bridge_accounts(BRIDGE_USER, self.bridge, settings.bridge_id),
             BrokerClient(API_USER, self.api, ("svc-api",), "api service", settings.api_id),
             BrokerClient(
                 OBSERVER_USER, self.observer, ("observer",), "observer", OBSERVER_CLIENT_ID
@@ -117,7 +131,12 @@ class VenueSecrets:
         }
 
     def roles(self, topics: Topics) -> list[acl.Role]:
-        roles = [acl.bridge_role(topics), acl.api_role(topics), acl.observer_role(topics)]
+        roles = [
+            acl.bridge_role(topics),
+            acl.intake_role(topics),
+            acl.api_role(topics),
+            acl.observer_role(topics),
+        ]
         roles += [acl.device_role(topics, d) for d in self.devices]
         roles += [acl.player_role(topics, u) for u in self.players]
         return roles

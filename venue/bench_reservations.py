@@ -164,6 +164,8 @@ async def _run_db(
     env = {
         "PLAZA_MAX_ACTIVE_PER_PLAYER": "100000000",
         "PLAZA_RATE_BURST": "100000000",
+        "PLAZA_FLOOD_BURST": "100000000",
+        "PLAZA_FLOOD_RATE": "100000000",
         "PLAZA_RATE_PER_MINUTE": "1000000000",
         "PLAZA_MAX_DAYS_AHEAD": "3650",
         "PLAZA_TIMER_TICK": "5",

@@ -395,6 +395,7 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
     env = {
         "PLAZA_MAX_ACTIVE_PER_PLAYER": "100000",
         "PLAZA_RATE_BURST": "100000",
+        "PLAZA_FLOOD_BURST": "100000",
         "PLAZA_RATE_PER_MINUTE": "10000000",
         "PLAZA_MAX_DAYS_AHEAD": "3650",
         "PLAZA_DIGEST_INTERVAL": "1",

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import secrets
 from datetime import UTC, datetime, timedelta
 
@@ -31,7 +32,7 @@ from api.security import DEVICE_COOKIE, Claims
 from api.state import AdminUser, CurrentClaims, CurrentUser, Db, State
 from plaza import acl
 from plaza.dynsec import SESSION_SEPARATOR
-from plaza.tables import BrokerSession, Device, RevokedSession, User
+from plaza.tables import BrokerSession, CoolOff, Device, RevokedSession, User
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["accounts"])
@@ -216,6 +217,7 @@ async def mqtt_credentials(
     password (which drops only that session's own old connection). Other sessions (tabs,
     phones) are never touched, except that a user holds at most
     ``PLAZA_MAX_BROWSER_SESSIONS``: a new one retires the least recently used."""
+    await _refuse_while_cooling_off(state, user.username)
     wait = state.credentials_budget.take(user.username)
     if wait > 0:
         state.metrics.limited.labels("mqtt_credentials").inc()
@@ -250,6 +252,25 @@ async def mqtt_credentials(
         client_id=client_id,
         expires_at=expires.timestamp(),
         topic_root=state.settings.topic_root,
+    )
+
+
+async def _refuse_while_cooling_off(state: State, username: str) -> None:
+    """A player the bridge disabled for flooding gets no broker account until the cooling-off
+    ends (else a fresh session would walk around the ban): 429 ``cooling_off`` with
+    ``until`` and ``Retry-After``."""
+    async with AsyncSession(state.reader) as session:
+        row = await session.get(CoolOff, username)
+    now = datetime.now(UTC)
+    if row is None or row.until <= now:
+        return
+    wait = math.ceil((row.until - now).total_seconds())
+    raise ApiError(
+        429,
+        "cooling_off",
+        f"this account sent too many messages and is disabled until {row.until.isoformat()}",
+        headers={"Retry-After": str(max(1, wait))},
+        until=row.until,
     )
 
 

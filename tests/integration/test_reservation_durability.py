@@ -13,12 +13,12 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine
-from plaza.dynsec import BrokerClient
 from plaza.messages import Reply
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Outbox, Reservation
 from tests.conftest import BridgeProcess, BrokerHandle
 from tests.integration.reserving import Requester, race, slot
+from venue.accounts import bridge_accounts
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -131,11 +131,10 @@ async def test_two_bridges_on_one_postgresql_behind_a_shared_subscription_still_
         await session.commit()
     await engine.dispose()
     bridges = []
-    for i in range(2):  # an account each: an account is bound to one client id
-        account = BrokerClient(
-            f"bridge-{i}", f"bridge-pw-{i}", ("svc-bridge",), client_id=f"plaza-bridge-{i}"
-        )
+    for i in range(2):  # accounts each (its own and its intake's): bound to one client id
+        account, intake = bridge_accounts(f"bridge-{i}", f"bridge-pw-{i}", f"plaza-bridge-{i}")
         await broker.add_account(account)
+        await broker.add_account(intake)
         bridges.append(
             BridgeProcess(
                 bridge_settings,

@@ -294,9 +294,9 @@ def test_the_observer_role_reads_the_venue_and_sys_and_writes_nothing() -> None:
     assert not can_read(role, acl.DYNSEC_RESPONSE)
 
 
-def test_only_the_api_role_may_send_dynamic_security_commands() -> None:
+def test_only_the_api_and_bridge_roles_may_send_dynamic_security_commands() -> None:
     roles = [
-        acl.bridge_role(T),
+        acl.intake_role(T),
         acl.observer_role(T),
         acl.device_role(T, "pc-01"),
         acl.player_role(T, "player1"),
@@ -308,6 +308,19 @@ def test_only_the_api_role_may_send_dynamic_security_commands() -> None:
     assert can_write(api, T.request("pc-01", "api"))
     assert not can_write(api, T.request("pc-01", "player1")), "the api asks in its own name"
     assert not can_write(api, T.board("pc-01"))
+    bridge = acl.bridge_role(T)  # it disables a flooding player's accounts, and enables them
+    assert can_write(bridge, acl.DYNSEC_COMMAND)
+    assert can_read(bridge, acl.DYNSEC_RESPONSE)
+
+
+def test_the_intake_role_reads_requests_receipts_and_admin_commands_and_writes_nothing() -> None:
+    role = acl.intake_role(T)
+    assert not any(a.acltype == "publishClientSend" for a in role.acls)
+    assert can_read(role, T.request("pc-01", "player1"))
+    assert can_read(role, T.acks("player1"))
+    assert can_read(role, T.admin_requests)
+    assert not can_read(role, T.presence("pc-01"))
+    assert not can_read(role, T.replies("player1"))
 
 
 def test_the_bridge_writes_its_status_and_the_api_staff_and_players_read_it() -> None:
@@ -331,4 +344,3 @@ def test_the_bridge_role_writes_and_reads_under_the_root_and_reads_the_broker_st
     assert not can_write(role, "other-venue/board/pc-01")
     assert can_read(role, "$SYS/broker/uptime")  # plaza.broker_stats exports them
     assert not can_write(role, "$SYS/broker/uptime")
-    assert not can_read(role, acl.DYNSEC_RESPONSE)

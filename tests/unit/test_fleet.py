@@ -141,6 +141,7 @@ def test_every_broker_account_is_bound_to_a_client_id_of_its_own() -> None:
     settings = Settings(bridge_id="plaza-bridge-2", api_id="plaza-api-2")
     ids = {c.username: c.client_id for c in secrets.broker_clients(settings)}
     assert ids[BRIDGE_USER] == "plaza-bridge-2"
+    assert ids[f"{BRIDGE_USER}-intake"] == "plaza-bridge-2-intake"
     assert ids[API_USER] == "plaza-api-2"
     assert ids[OBSERVER_USER] == OBSERVER_CLIENT_ID
     assert ids["pc-01"] == "pc-01"
@@ -177,9 +178,16 @@ def test_every_broker_account_has_a_role_and_every_role_an_account() -> None:
     assert used == roles
     names = [c.username for c in clients]
     assert len(names) == len(set(names))
-    assert {BRIDGE_USER, API_USER, OBSERVER_USER, "pc-01", "console-01", *DEMO_PLAYERS} == set(
-        names
-    )
+    intake = f"{BRIDGE_USER}-intake"  # the bridge's second connection (requests only)
+    assert {
+        BRIDGE_USER,
+        intake,
+        API_USER,
+        OBSERVER_USER,
+        "pc-01",
+        "console-01",
+        *DEMO_PLAYERS,
+    } == set(names)
     by_name = {c.username: c for c in clients}
     assert by_name["pc-01"].roles == ("device-pc-01",)
     assert by_name["pc-01"].password == secrets.devices["pc-01"]
