@@ -21,13 +21,15 @@ from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 from sqlalchemy import Connection
 
 from bridge.sql.core import CoreBatchSql
-from bridge.sql.rows import BatchSql, DeviceRow, SlotRow
+from bridge.sql.postgres import PostgresBatchSql
+from bridge.sql.rows import BatchSql, BoardAsk, DeviceRow, Facts, FactsAsk, SlotRow
 from bridge.sql.sqlite import SqliteBatchSql
 
-__all__ = ["BatchSql", "DeviceRow", "SlotRow", "batch_sql"]
+__all__ = ["BatchSql", "BoardAsk", "DeviceRow", "Facts", "FactsAsk", "SlotRow", "batch_sql"]
 
 
 def batch_sql(conn: Connection) -> BatchSql:
@@ -35,4 +37,6 @@ def batch_sql(conn: Connection) -> BatchSql:
     raw = conn.connection.driver_connection
     if isinstance(raw, sqlite3.Connection):
         return SqliteBatchSql(raw)
+    if isinstance(raw, psycopg.Connection):
+        return PostgresBatchSql(raw)
     return CoreBatchSql(conn)
