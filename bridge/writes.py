@@ -47,10 +47,11 @@ class Writes:
         return self.flush_batch(conn, max_packet, None)[0]
 
     def flush_batch(
-        self, conn: Connection, max_packet: int, board: BoardAsk | None
+        self, conn: Connection, max_packet: int, board: BoardAsk | None, *, commit: bool = False
     ) -> tuple[list[Stored], list[SlotRow]]:
         """:meth:`flush_sync`, then read ``board`` as the writes leave it; the inserts and
-        the read go together (:meth:`bridge.sql.BatchSql.write_batch`)."""
+        the read go together (:meth:`bridge.sql.BatchSql.write_batch`), with the COMMIT
+        if ``commit`` (the caller commits right after)."""
         sql, now = batch_sql(conn), datetime.now(UTC)
         for row in self.changed:  # first: a cancel frees its slot for a booking in this batch
             values = {k: v for k, v in row.items() if k != "id"}
@@ -60,7 +61,7 @@ class Writes:
         if self.alerts:
             conn.execute(insert(_ALERT), [alert_row(a) for a in self.alerts])
         messages = self.outbox + write_notes(conn, self.notes, now)
-        return sql.write_batch(self.new, self.logs, messages, now, max_packet, board)
+        return sql.write_batch(self.new, self.logs, messages, now, max_packet, board, commit=commit)
 
     async def flush(self, session: AsyncSession, max_packet: int) -> list[Stored]:
         conn = await session.connection()

@@ -94,15 +94,20 @@ class Committer:
     def _batch_in_thread(self, batch: list[Job], now: datetime) -> Committed:
         assert self._sync_engine is not None
         with self._sync_engine.begin() as conn:
-            return self._batch(conn, batch, now)
+            return self._batch(conn, batch, now, commit=True)
 
-    def _batch(self, conn: Connection, batch: list[Job], now: datetime) -> Committed:
+    def _batch(
+        self, conn: Connection, batch: list[Job], now: datetime, commit: bool = False
+    ) -> Committed:
         writes = Writes()
         book = SlotBook.load(batch_sql(conn), batch, self.policy, now)
         outcomes = [decide_job(book, self.effects, writes, job) for job in batch]
         # the boards of the machines this batch changed, as this transaction leaves them
         touched = _touched(batch, outcomes)
-        rows, board = writes.flush_batch(conn, self._outbox.max_packet, board_ask(touched, now))
+        # (the caller commits right after: the COMMIT may go with the writes)
+        rows, board = writes.flush_batch(
+            conn, self._outbox.max_packet, board_ask(touched, now), commit=commit
+        )
         return outcomes, rows, by_device(touched, board)
 
     # -- the careful path -------------------------------------------------------------------------

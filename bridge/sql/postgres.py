@@ -149,6 +149,8 @@ class PostgresBatchSql:
         now: datetime,
         max_packet: int,
         board: BoardAsk | None,
+        *,
+        commit: bool = False,
     ) -> tuple[list[Stored], list[SlotRow]]:
         outbox = board_rows = None
         with _as_sqlalchemy_error(_SQL.insert_outbox), self.raw.pipeline():
@@ -167,6 +169,8 @@ class PostgresBatchSql:
             if board and board.devices:
                 params = {"devices": list(board.devices), "after": board.now}
                 board_rows = self._run(_SQL.board, {**params, "before": board.horizon})
+            if commit:
+                self.raw.commit()  # in the same round trip; SQLAlchemy's commit then has none
         ids = [row[0] for _ in outbox.results() for row in outbox.fetchall()] if outbox else []
         return (
             list(zip(ids, messages, strict=True)),

@@ -103,9 +103,13 @@ class BatchSql(Protocol):
         now: datetime,
         max_packet: int,
         board: BoardAsk | None,
+        *,
+        commit: bool = False,
     ) -> tuple[list[Stored], list[SlotRow]]:
         """Insert the reservations, the log rows and the outbox messages (as
-        :meth:`insert_outbox`), then read ``board`` as the writes leave it."""
+        :meth:`insert_outbox`), then read ``board`` as the writes leave it. ``commit``: the
+        caller commits the transaction right after, so an implementation may send the
+        COMMIT with the writes (the caller's own commit is then a no-op)."""
         ...
 
 
@@ -138,6 +142,8 @@ class InTurn:
         now: datetime,
         max_packet: int,
         board: BoardAsk | None,
+        *,
+        commit: bool = False,
     ) -> tuple[list[Stored], list[SlotRow]]:
         sql = cast("BatchSql", self)
         sql.insert_reservations(reservations)

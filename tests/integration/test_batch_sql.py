@@ -336,6 +336,20 @@ class TestPsycopgPipelines(OnDatabase):
         assert isinstance(sql, PostgresBatchSql)
         return sql
 
+    def test_write_batch_may_send_the_commit_with_the_writes(
+        self, sql: BatchSql, db_url: str
+    ) -> None:
+        message = Outbound("plaza/board/vr-01", b"one", retain=True)
+        [(outbox_id, _)], _ = sql.write_batch([], [], [message], NOW, 1500, None, commit=True)
+        other = make_sync_engine(db_url)
+        assert other is not None
+        try:
+            with other.connect() as conn:  # another session sees it: committed
+                found = conn.execute(sa.select(table_of(Outbox).c.id)).scalars().all()
+        finally:
+            other.dispose()
+        assert found == [outbox_id]
+
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 class TestCoreStatementsOnPostgresql(OnDatabase):
