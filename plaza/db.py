@@ -193,9 +193,18 @@ def make_sync_engine(url: str) -> Engine | None:
         # (query options are driver-specific, e.g. asyncpg's ssl= is psycopg's sslmode=:
         # with any, the batch keeps to the async engine rather than guess a translation)
         address = url.split("://", 1)[1]
-        return create_engine(
+        engine = create_engine(
             f"postgresql+psycopg://{address}", pool_size=2, pool_reset_on_return=None
         )
+
+        @event.listens_for(engine, "checkin")
+        def _transactions_again(dbapi_connection: Any, _record: Any) -> None:
+            # bridge.sql.postgres sends its own BEGIN in autocommit mode (saving psycopg's
+            # round trip for it); the next user of the connection gets psycopg's again
+            if dbapi_connection is not None and dbapi_connection.autocommit:
+                dbapi_connection.autocommit = False
+
+        return engine
     return None
 
 

@@ -23,6 +23,7 @@ from datetime import datetime
 from typing import Any
 
 import psycopg
+from psycopg.pq import TransactionStatus
 
 from bridge.models import Outbound, Stored
 from bridge.sql.rows import BoardAsk, DeviceRow, Facts, FactsAsk, SlotRow
@@ -123,7 +124,17 @@ class PostgresBatchSql:
             "after": ask.after,
             "before": ask.before,
         }
+        begin = self.raw.pgconn.transaction_status == TransactionStatus.IDLE
+        if begin:
+            # psycopg would send its own BEGIN and wait for it (a round trip of its own);
+            # in autocommit mode it sends none, and ours goes with the reads. The
+            # transaction is the server's either way: psycopg's (and so SQLAlchemy's) commit
+            # and rollback go by the server's status. Connections of the sync engine leave
+            # autocommit mode when they go back to the pool (plaza.db.make_sync_engine).
+            self.raw.autocommit = True
         with self.raw.pipeline():
+            if begin:
+                self._run("BEGIN", {})
             logged = self._run(_SQL.logged, {"keys": list(ask.keys)}) if ask.keys else None
             devices = self._run(_SQL.devices, {"ids": list(ask.devices)})
             targets = self._run(_SQL.targets, {"ids": list(ask.targets)}) if ask.targets else None
@@ -170,7 +181,10 @@ class PostgresBatchSql:
                 params = {"devices": list(board.devices), "after": board.now}
                 board_rows = self._run(_SQL.board, {**params, "before": board.horizon})
             if commit:
-                self.raw.commit()  # in the same round trip; SQLAlchemy's commit then has none
+                # a statement, not raw.commit(): that would sync the pipeline and the exit
+                # sync it again, one more round trip; SQLAlchemy's commit then finds the
+                # transaction closed (psycopg goes by the server's status) and sends nothing
+                self._run("COMMIT", {})
         ids = [row[0] for _ in outbox.results() for row in outbox.fetchall()] if outbox else []
         return (
             list(zip(ids, messages, strict=True)),

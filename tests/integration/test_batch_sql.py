@@ -9,12 +9,14 @@ set and must give the same rows, times included (to the microsecond, timezone-aw
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bridge.models import Outbound
@@ -335,6 +337,32 @@ class TestPsycopgPipelines(OnDatabase):
         sql = batch_sql(conn)
         assert isinstance(sql, PostgresBatchSql)
         return sql
+
+    def test_a_refused_insert_commits_nothing_of_the_batch(
+        self, conn: Connection, db_url: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        engine = make_sync_engine(db_url)
+        assert engine is not None
+        twice = _row("r1", "vr-01", "eve", 5 * H, 6 * H, "pending")  # r1 exists
+        reservation = {
+            **twice._asdict(),
+            "request_key": "eve:9",
+            "created_at": NOW,
+            "updated_at": NOW,
+            "reminded_at": None,
+        }
+        message = Outbound("plaza/board/vr-01", b"one", retain=True)
+        try:
+            with pytest.raises(IntegrityError), engine.begin() as batch:
+                sql = batch_sql(batch)
+                sql.facts(FactsAsk([], ["vr-01"], [], [], None, None, NOW))  # sends BEGIN
+                sql.write_batch([reservation], [], [message], NOW, 1500, None, commit=True)
+            with engine.connect() as again:  # the same pooled connection, back in transactions
+                assert again.connection.driver_connection.autocommit is False
+                assert again.execute(sa.select(table_of(Outbox).c.id)).all() == []
+        finally:
+            engine.dispose()
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
     def test_write_batch_may_send_the_commit_with_the_writes(
         self, sql: BatchSql, db_url: str
