@@ -353,12 +353,17 @@ class TestPsycopgPipelines(OnDatabase):
         }
         message = Outbound("plaza/board/vr-01", b"one", retain=True)
         try:
-            with pytest.raises(IntegrityError), engine.begin() as batch:
+            with engine.connect() as batch:
+                batch.begin()
                 sql = batch_sql(batch)
                 sql.facts(FactsAsk([], ["vr-01"], [], [], None, None, NOW))  # sends BEGIN
-                sql.write_batch([reservation], [], [message], NOW, 1500, None, commit=True)
+                with pytest.raises(IntegrityError):
+                    sql.write_batch([reservation], [], [message], NOW, 1500, None, commit=True)
+                batch.rollback()
             with engine.connect() as again:  # the same pooled connection, back in transactions
-                assert again.connection.driver_connection.autocommit is False
+                raw = again.connection.driver_connection
+                assert raw is not None
+                assert raw.autocommit is False
                 assert again.execute(sa.select(table_of(Outbox).c.id)).all() == []
         finally:
             engine.dispose()
