@@ -369,6 +369,25 @@ class TestPsycopgPipelines(OnDatabase):
             engine.dispose()
         assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
 
+    def test_a_connection_left_in_a_transaction_is_not_handed_out_again(
+        self, conn: Connection, db_url: str
+    ) -> None:
+        engine = make_sync_engine(db_url)
+        assert engine is not None
+        try:
+            with engine.connect() as first:
+                raw = first.connection.driver_connection
+                assert raw is not None
+                batch_sql(first).facts(FactsAsk([], ["vr-01"], [], [], None, None, NOW))
+                assert raw.autocommit is True  # its BEGIN was ours; nothing ended it
+            with engine.connect() as second:
+                again = second.connection.driver_connection
+                assert again is not raw
+                assert again is not None
+                assert again.autocommit is False
+        finally:
+            engine.dispose()
+
     def test_write_batch_may_send_the_commit_with_the_writes(
         self, sql: BatchSql, db_url: str
     ) -> None:
