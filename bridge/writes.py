@@ -20,7 +20,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bridge.alerts import alert_row
 from bridge.models import Outbound, Stored
 from bridge.notifier import Note, write_notes
-from bridge.sql import batch_sql
+from bridge.sql import BoardAsk, SlotRow, batch_sql
 from plaza.messages import AdminAlert
 from plaza.tables import Alert, Reservation, table_of
 
@@ -44,17 +44,24 @@ class Writes:
     def flush_sync(self, conn: Connection, max_packet: int) -> list[Stored]:
         """Write every row; an outbox message larger than ``max_packet`` (the broker's
         maximum packet size) or otherwise unsendable is written dead-lettered."""
+        return self.flush_batch(conn, max_packet, None)[0]
+
+    def flush_batch(
+        self, conn: Connection, max_packet: int, board: BoardAsk | None, *, commit: bool = False
+    ) -> tuple[list[Stored], list[SlotRow]]:
+        """:meth:`flush_sync`, then read ``board`` as the writes leave it; the inserts and
+        the read go together (:meth:`bridge.sql.BatchSql.write_batch`), with the COMMIT
+        if ``commit`` (the caller commits right after)."""
         sql, now = batch_sql(conn), datetime.now(UTC)
         for row in self.changed:  # first: a cancel frees its slot for a booking in this batch
             values = {k: v for k, v in row.items() if k != "id"}
             conn.execute(
                 update(_RESERVATION).where(_RESERVATION.c.id == row["id"]).values(**values)
             )
-        sql.insert_reservations(self.new)
-        sql.insert_logs(self.logs)
         if self.alerts:
             conn.execute(insert(_ALERT), [alert_row(a) for a in self.alerts])
-        return sql.insert_outbox(self.outbox + write_notes(conn, self.notes, now), now, max_packet)
+        messages = self.outbox + write_notes(conn, self.notes, now)
+        return sql.write_batch(self.new, self.logs, messages, now, max_packet, board, commit=commit)
 
     async def flush(self, session: AsyncSession, max_packet: int) -> list[Stored]:
         conn = await session.connection()

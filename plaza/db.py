@@ -61,10 +61,27 @@ def make_sync_engine(url: str) -> Engine | None:
     if url.startswith(("postgresql+asyncpg:", "postgresql:")) and "?" not in url:
         # (query options are driver-specific, e.g. asyncpg's ssl= is psycopg's sslmode=:
         # with any, the batch keeps to the async engine rather than guess a translation)
+        from psycopg.pq import TransactionStatus  # only PostgreSQL needs the driver
+
         address = url.split("://", 1)[1]
-        return create_engine(
+        engine = create_engine(
             f"postgresql+psycopg://{address}", pool_size=2, pool_reset_on_return=None
         )
+
+        @event.listens_for(engine, "checkin")
+        def _transactions_again(dbapi_connection: Any, record: Any) -> None:
+            # bridge.sql.postgres sends its own BEGIN in autocommit mode (saving psycopg's
+            # round trip for it); the next user of the connection gets psycopg's again. One
+            # that is not idle (its transaction neither committed nor rolled back: it broke)
+            # is dropped rather than handed out in an unknown state.
+            if dbapi_connection is None or not dbapi_connection.autocommit:
+                return
+            if dbapi_connection.info.transaction_status == TransactionStatus.IDLE:
+                dbapi_connection.autocommit = False
+            else:
+                record.invalidate()
+
+        return engine
     return None
 
 

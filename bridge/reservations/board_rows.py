@@ -9,13 +9,13 @@ meanwhile.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection
 
-from bridge.sql import batch_sql
+from bridge.sql import BoardAsk, SlotRow, batch_sql
 from plaza.messages import Slot
 
 #: a board entry's "next slot" looks this far ahead
@@ -34,11 +34,20 @@ def board_slots(
     a synchronous connection: the committer's own transaction or a reader's."""
     if not devices:
         return {}
-    rows = batch_sql(conn).board_rows(devices, moment, moment + BOARD_HORIZON)
-    by_device: dict[str, list[Any]] = {d: [] for d in devices}
+    return by_device(devices, batch_sql(conn).board_rows(devices, moment, moment + BOARD_HORIZON))
+
+
+def board_ask(devices: Collection[str], moment: datetime) -> BoardAsk | None:
+    """The read of :func:`board_slots`, to go with a batch's writes (None: no machines)."""
+    return BoardAsk(devices, moment, moment + BOARD_HORIZON) if devices else None
+
+
+def by_device(devices: Collection[str], rows: Iterable[SlotRow]) -> dict[str, BoardRows]:
+    """Board rows per machine (every one of ``devices``, with or without rows)."""
+    grouped: dict[str, list[Any]] = {d: [] for d in devices}
     for row in rows:
-        by_device[row.device_id].append(row)
-    return by_device
+        grouped[row.device_id].append(row)
+    return grouped
 
 
 def current_and_next(rows: list[Any], now: datetime) -> BoardSlots:

@@ -32,7 +32,7 @@ from bridge.models import Stored
 from bridge.notifier import Note
 from bridge.reservations.actors import Job, Outcome
 from bridge.reservations.batch_runner import Committed
-from bridge.reservations.board_rows import board_slots
+from bridge.reservations.board_rows import board_ask, board_slots, by_device
 from bridge.reservations.effects import ReservationEffects
 from bridge.reservations.slotbook import SlotBook
 from bridge.reservations.slots import policy_from, public, slot_of
@@ -94,15 +94,21 @@ class Committer:
     def _batch_in_thread(self, batch: list[Job], now: datetime) -> Committed:
         assert self._sync_engine is not None
         with self._sync_engine.begin() as conn:
-            return self._batch(conn, batch, now)
+            return self._batch(conn, batch, now, commit=True)
 
-    def _batch(self, conn: Connection, batch: list[Job], now: datetime) -> Committed:
+    def _batch(
+        self, conn: Connection, batch: list[Job], now: datetime, commit: bool = False
+    ) -> Committed:
         writes = Writes()
         book = SlotBook.load(batch_sql(conn), batch, self.policy, now)
         outcomes = [decide_job(book, self.effects, writes, job) for job in batch]
-        rows = writes.flush_sync(conn, self._outbox.max_packet)
         # the boards of the machines this batch changed, as this transaction leaves them
-        return outcomes, rows, board_slots(conn, _touched(batch, outcomes), now)
+        touched = _touched(batch, outcomes)
+        # (the caller commits right after: the COMMIT may go with the writes)
+        rows, board = writes.flush_batch(
+            conn, self._outbox.max_packet, board_ask(touched, now), commit=commit
+        )
+        return outcomes, rows, by_device(touched, board)
 
     # -- the careful path -------------------------------------------------------------------------
     async def _one(

@@ -26,7 +26,7 @@ from typing import Any
 from bridge.reservations.actors import Job
 from bridge.reservations.effects import DeviceFacts
 from bridge.reservations.slots import slot_of
-from bridge.sql import BatchSql
+from bridge.sql import BatchSql, FactsAsk
 from plaza import rules
 from plaza.messages import Reply
 
@@ -91,29 +91,63 @@ class SlotBook:
     ) -> SlotBook:
         book = cls(policy, now)
         keys = [j.request_key for j in jobs if j.request_key]
-        book.logged = {key: Reply.model_validate_json(text) for key, text in sql.logged(keys)}
         device_ids = {j.device_id for j in jobs}
-        book.devices = {d.id: d for d in sql.devices(device_ids)}
         cmds = [j.command for j in jobs if j.command is not None]
         target_ids = {c.reservation_id for c in cmds if c.reservation_id}
         target_ids |= {c.replaces for c in cmds if c.replaces}
+        players = {c.actor.user for c in cmds if c.op is rules.Op.RESERVE}
+        if any(_by_code(c) and c.code for c in cmds):
+            return book._load_in_turn(sql, keys, device_ids, cmds, target_ids, players)
+        starts = [c.starts_at for c in cmds if c.starts_at]
+        ends = [c.ends_at for c in cmds if c.ends_at]
+        facts = sql.facts(
+            FactsAsk(
+                keys,
+                device_ids,
+                target_ids,
+                players,
+                min(starts, default=None),
+                max(ends, default=None),
+                now,
+            )
+        )
+        book.logged = {key: Reply.model_validate_json(text) for key, text in facts.logged}
+        book.devices = {d.id: d for d in facts.devices}
+        for row in facts.targets + facts.near:
+            if row.id not in book.slots:
+                book.add(slot_of(row))
+        book.held = dict(facts.held)
+        return book
+
+    def _load_in_turn(
+        self,
+        sql: BatchSql,
+        keys: list[str],
+        device_ids: set[str],
+        cmds: list[rules.Command],
+        target_ids: set[str],
+        players: set[str],
+    ) -> SlotBook:
+        """:meth:`load` for jobs that name a reservation by its check-in code: its row,
+        found first, widens the window of the near reservations."""
+        self.logged = {key: Reply.model_validate_json(text) for key, text in sql.logged(keys)}
+        self.devices = {d.id: d for d in sql.devices(device_ids)}
         if target_ids:
             for row in sql.targets(target_ids):
-                book.add(slot_of(row))
+                self.add(slot_of(row))
         for cmd in cmds:
-            if _by_code(cmd) and cmd.code and (cmd.device_id, cmd.code) not in book.by_code:
-                book._find_by_code(sql, cmd.device_id, cmd.code)
+            if _by_code(cmd) and cmd.code and (cmd.device_id, cmd.code) not in self.by_code:
+                self._find_by_code(sql, cmd.device_id, cmd.code)
         starts = [c.starts_at for c in cmds if c.starts_at]
-        starts += [r.starts_at for r in book.slots.values()]
-        ends = [c.ends_at for c in cmds if c.ends_at] + [r.ends_at for r in book.slots.values()]
-        players = {c.actor.user for c in cmds if c.op is rules.Op.RESERVE}
+        starts += [r.starts_at for r in self.slots.values()]
+        ends = [c.ends_at for c in cmds if c.ends_at] + [r.ends_at for r in self.slots.values()]
         if starts and ends:
             for row in sql.near(device_ids, players, min(starts), max(ends)):
-                if row.id not in book.slots:
-                    book.add(slot_of(row))
+                if row.id not in self.slots:
+                    self.add(slot_of(row))
         if players:
-            book.held = dict(sql.held(players, now))
-        return book
+            self.held = dict(sql.held(players, self.now))
+        return self
 
     def _find_by_code(self, sql: BatchSql, device: str, code: str) -> None:
         """The machine's approved reservation with this code, else its current approved one

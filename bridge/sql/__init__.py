@@ -1,33 +1,41 @@
-"""The batched path's statements: one interface (:class:`BatchSql`), two ways to run them.
+"""The batched path's statements: one interface (:class:`BatchSql`), three ways to run them.
 
 The reservation committer's batched path runs the same handful of statements for every batch:
 which request keys are logged, the machines' facts, the target reservations, the live
 reservations near the batch's slots, each player's count of active ones, the changed
 machines' board rows, and the inserts of reservations, command-log rows and outbox rows
-(:class:`bridge.writes.Writes` flushes through them).
+(:class:`bridge.writes.Writes` flushes through them). A batch asks for them in two phases,
+:meth:`BatchSql.facts` (the reads) and :meth:`BatchSql.write_batch` (the inserts, then the
+board rows).
 
 - :class:`~bridge.sql.core.CoreBatchSql` runs them as prebuilt SQLAlchemy Core statements (any
-  database; the PostgreSQL path, and SQLite when the connection is not a plain ``sqlite3``
-  one).
+  database; the careful path's async sessions, and SQLite when the connection is not a plain
+  ``sqlite3`` one).
 - :class:`~bridge.sql.sqlite.SqliteBatchSql` runs the same SQL as fixed strings on the
   ``sqlite3`` connection of the same transaction (see that module for why).
+- :class:`~bridge.sql.postgres.PostgresBatchSql` runs it as fixed strings on the ``psycopg``
+  connection, each phase as one pipeline: two server round trips a batch.
 
-Both return plain rows with the same fields; every reservation scenario in the tests runs on
-SQLite and PostgreSQL, and tests/integration/test_query_plans.py checks both SQLite variants
-seek the (device_id, ends_at) / (player, ends_at) indexes.
+The fixed SQL of the last two is written once, in :mod:`bridge.sql.text`. All return plain
+rows with the same fields (tests/integration/test_batch_sql.py holds each to the same rows);
+every reservation scenario in the tests runs on SQLite and PostgreSQL, and
+tests/integration/test_query_plans.py checks both SQLite variants seek the
+(device_id, ends_at) / (player, ends_at) indexes.
 """
 
 from __future__ import annotations
 
 import sqlite3
 
+import psycopg
 from sqlalchemy import Connection
 
 from bridge.sql.core import CoreBatchSql
-from bridge.sql.rows import BatchSql, DeviceRow, SlotRow
+from bridge.sql.postgres import PostgresBatchSql
+from bridge.sql.rows import BatchSql, BoardAsk, DeviceRow, Facts, FactsAsk, SlotRow
 from bridge.sql.sqlite import SqliteBatchSql
 
-__all__ = ["BatchSql", "DeviceRow", "SlotRow", "batch_sql"]
+__all__ = ["BatchSql", "BoardAsk", "DeviceRow", "Facts", "FactsAsk", "SlotRow", "batch_sql"]
 
 
 def batch_sql(conn: Connection) -> BatchSql:
@@ -35,4 +43,6 @@ def batch_sql(conn: Connection) -> BatchSql:
     raw = conn.connection.driver_connection
     if isinstance(raw, sqlite3.Connection):
         return SqliteBatchSql(raw)
+    if isinstance(raw, psycopg.Connection):
+        return PostgresBatchSql(raw)
     return CoreBatchSql(conn)

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, func, insert
 
 from bridge.models import Outbound, Stored
-from bridge.sql.rows import DeviceRow, SlotRow
+from bridge.sql.rows import DeviceRow, InTurn, SlotRow
 from plaza import rules
 from plaza.tables import CommandLog, Device, Outbox, Reservation, is_active, table_of
 
@@ -88,7 +88,7 @@ def insert_outbox(
     return list(zip(result.scalars().all(), messages, strict=True))
 
 
-class CoreBatchSql:
+class CoreBatchSql(InTurn):
     def __init__(self, conn: Connection) -> None:
         self.conn = conn
 

@@ -1,10 +1,18 @@
-"""What the batched path's statements return, and the interface both ways of running them share."""
+"""What the batched path's statements return, and the interface every way of running them
+shares.
+
+Besides one method per statement, a :class:`BatchSql` answers two whole phases of a batch:
+:meth:`~BatchSql.facts` (every read the batch's decisions need) and
+:meth:`~BatchSql.write_batch` (the rows it writes, then the boards of the machines it
+changed). :class:`InTurn` runs them statement by statement; the PostgreSQL implementation sends
+each phase as one pipeline, one server round trip.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from datetime import datetime
-from typing import Any, NamedTuple, Protocol
+from typing import Any, NamedTuple, Protocol, cast
 
 from bridge.models import Outbound, Stored
 
@@ -24,6 +32,38 @@ class DeviceRow(NamedTuple):
     name: str
     maintenance: bool
     auto_approve: bool
+
+
+class FactsAsk(NamedTuple):
+    """What a batch's decisions need to know (see :meth:`BatchSql.facts`)."""
+
+    #: request keys whose logged replies are wanted
+    keys: Collection[str]
+    devices: Collection[str]
+    #: reservations the commands name by id
+    targets: Collection[str]
+    #: players who reserve (their live reservations near the window, and their count)
+    players: Collection[str]
+    #: the earliest start and the latest end the commands ask for (None: no such command)
+    after: datetime | None
+    before: datetime | None
+    now: datetime
+
+
+class Facts(NamedTuple):
+    logged: list[tuple[str, str]]
+    devices: list[DeviceRow]
+    targets: list[SlotRow]
+    #: the live reservations on ``devices`` or of ``players`` in the window from the earliest
+    #: to the latest of the commands' and the targets' times (empty if there is none)
+    near: list[SlotRow]
+    held: list[tuple[str, int]]
+
+
+class BoardAsk(NamedTuple):
+    devices: Collection[str]
+    now: datetime
+    horizon: datetime
 
 
 class BatchSql(Protocol):
@@ -51,3 +91,62 @@ class BatchSql(Protocol):
     def insert_outbox(
         self, messages: list[Outbound], now: datetime, max_packet: int
     ) -> list[Stored]: ...
+    def facts(self, ask: FactsAsk) -> Facts:
+        """Every read of :class:`FactsAsk` at once."""
+        ...
+
+    def write_batch(
+        self,
+        reservations: list[dict[str, Any]],
+        logs: list[dict[str, Any]],
+        messages: list[Outbound],
+        now: datetime,
+        max_packet: int,
+        board: BoardAsk | None,
+        *,
+        commit: bool = False,
+    ) -> tuple[list[Stored], list[SlotRow]]:
+        """Insert the reservations, the log rows and the outbox messages (as
+        :meth:`insert_outbox`), then read ``board`` as the writes leave it. ``commit``: the
+        caller commits the transaction right after, so an implementation may send the
+        COMMIT with the writes (the caller's own commit is then a no-op)."""
+        ...
+
+
+class InTurn:
+    """:meth:`BatchSql.facts` and :meth:`BatchSql.write_batch` one statement at a time."""
+
+    def facts(self, ask: FactsAsk) -> Facts:
+        sql = cast("BatchSql", self)
+        targets = sql.targets(ask.targets) if ask.targets else []
+        starts = [ask.after] if ask.after else []
+        ends = [ask.before] if ask.before else []
+        starts += [r.starts_at for r in targets]
+        ends += [r.ends_at for r in targets]
+        near = []
+        if starts and ends:
+            near = sql.near(ask.devices, ask.players, min(starts), max(ends))
+        return Facts(
+            sql.logged(ask.keys) if ask.keys else [],
+            sql.devices(ask.devices),
+            targets,
+            near,
+            sql.held(ask.players, ask.now) if ask.players else [],
+        )
+
+    def write_batch(
+        self,
+        reservations: list[dict[str, Any]],
+        logs: list[dict[str, Any]],
+        messages: list[Outbound],
+        now: datetime,
+        max_packet: int,
+        board: BoardAsk | None,
+        *,
+        commit: bool = False,
+    ) -> tuple[list[Stored], list[SlotRow]]:
+        sql = cast("BatchSql", self)
+        sql.insert_reservations(reservations)
+        sql.insert_logs(logs)
+        stored = sql.insert_outbox(messages, now, max_packet)
+        return stored, sql.board_rows(*board) if board and board.devices else []

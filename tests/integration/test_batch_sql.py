@@ -1,25 +1,28 @@
 """BatchSql parity: every way of running the batch's statements returns the same rows.
 
 One contract class, subclassed per implementation (eventsourcing's recorder tests are the
-model): the sqlite3 statements, the Core statements on SQLite and on PostgreSQL, and the
-in-memory fake the unit tests decide on. Each subclass seeds the same data set and must give
-the same rows, times included (to the microsecond, timezone-aware UTC).
+model): the sqlite3 statements, the psycopg pipelines, the Core statements on SQLite and on
+PostgreSQL, and the in-memory fake the unit tests decide on. Each subclass seeds the same data
+set and must give the same rows, times included (to the microsecond, timezone-aware UTC).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 from sqlalchemy import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bridge.models import Outbound
-from bridge.sql import BatchSql, DeviceRow, SlotRow, batch_sql
+from bridge.sql import BatchSql, BoardAsk, DeviceRow, Facts, FactsAsk, SlotRow, batch_sql
 from bridge.sql.core import CoreBatchSql
+from bridge.sql.postgres import PostgresBatchSql
 from bridge.sql.sqlite import SqliteBatchSql
 from plaza.db import make_engine, make_sync_engine, migrate
 from plaza.tables import CommandLog, Device, Outbox, Reservation, table_of
@@ -152,6 +155,59 @@ class BatchSqlContract:
         assert sql.logged(["eve:7"]) == [("eve:7", REPLY)]
         assert sorted(sql.held(["eve"], NOW)) == [("eve", 1)]
 
+    def test_facts_are_every_read_at_once(self, sql: BatchSql) -> None:
+        ask = FactsAsk(["ana:1", "eve:2"], ["pc-01"], [], ["bo"], NOW, NOW + 5 * H, NOW)
+        facts = sql.facts(ask)
+        assert facts.logged == LOGS
+        assert facts.devices == [DEVICES[0]]
+        assert facts.targets == []
+        assert by_id(facts.near) == [RESERVATIONS[i] for i in (0, 1, 5, 6)]
+        assert sorted(facts.held) == [("bo", 2)]
+
+    def test_facts_widen_the_window_to_the_targets_times(self, sql: BatchSql) -> None:
+        # a cancel of r8 (25 h ahead) asks no times of its own: the window is r8's
+        ask = FactsAsk([], ["pc-01"], ["r8"], [], None, None, NOW)
+        facts = sql.facts(ask)
+        assert facts == Facts([], [DEVICES[0]], [RESERVATIONS[7]], [RESERVATIONS[7]], [])
+        # a reserve 10 min ahead beside it: from then to r8's end, on pc-01 and of dan
+        ask = FactsAsk([], ["pc-01"], ["r8"], ["dan"], NOW + 10 * M, NOW + 20 * M, NOW)
+        facts = sql.facts(ask)
+        assert by_id(facts.near) == [RESERVATIONS[i] for i in (0, 1, 6, 7)]
+        assert facts.held == [("dan", 2)]
+
+    def test_facts_without_times_or_targets_read_no_near_rows(self, sql: BatchSql) -> None:
+        assert sql.facts(FactsAsk([], ["vr-01"], [], [], None, None, NOW)) == Facts(
+            [], [DEVICES[2]], [], [], []
+        )
+
+    def test_write_batch_inserts_then_reads_the_boards(
+        self, sql: BatchSql, stored_outbox: StoredOutbox
+    ) -> None:
+        new = _row("n2", "vr-01", "eve", 2 * H, 3 * H, "approved")
+        reservation = {
+            **new._asdict(),
+            "request_key": "eve:8",
+            "created_at": NOW,
+            "updated_at": NOW,
+            "reminded_at": None,
+        }
+        log = {
+            "request_key": "eve:8",
+            "device_id": "vr-01",
+            "op": "reserve",
+            "ok": True,
+            "reply_json": REPLY,
+            "created_at": NOW,
+        }
+        messages = [Outbound("plaza/board/vr-01", b"one", retain=True), Outbound("x/y", b"two")]
+        board = BoardAsk(["vr-01", "pc-02"], NOW, NOW + 24 * H)
+        stored, rows = sql.write_batch([reservation], [log], messages, NOW, 1500, board)
+        assert [m for _, m in stored] == messages
+        assert [i for i, _ in stored] == [i for i, *_ in stored_outbox()]
+        assert by_id(rows) == [new, RESERVATIONS[3], RESERVATIONS[5]]
+        assert sql.logged(["eve:8"]) == [("eve:8", REPLY)]
+        assert sql.write_batch([], [], [], NOW, 1500, None) == ([], [])
+
     def test_outbox_messages_are_stored_in_order_with_growing_ids(
         self, sql: BatchSql, stored_outbox: StoredOutbox
     ) -> None:
@@ -275,12 +331,83 @@ class TestCoreStatementsOnSqlite(OnDatabase):
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
-class TestCoreStatementsOnPostgresql(OnDatabase):
+class TestPsycopgPipelines(OnDatabase):
     @pytest.fixture
     def sql(self, conn: Connection) -> BatchSql:
         sql = batch_sql(conn)
-        assert isinstance(sql, CoreBatchSql)
+        assert isinstance(sql, PostgresBatchSql)
         return sql
+
+    def test_a_refused_insert_commits_nothing_of_the_batch(
+        self, conn: Connection, db_url: str, caplog: pytest.LogCaptureFixture
+    ) -> None:
+        engine = make_sync_engine(db_url)
+        assert engine is not None
+        twice = _row("r1", "vr-01", "eve", 5 * H, 6 * H, "pending")  # r1 exists
+        reservation = {
+            **twice._asdict(),
+            "request_key": "eve:9",
+            "created_at": NOW,
+            "updated_at": NOW,
+            "reminded_at": None,
+        }
+        message = Outbound("plaza/board/vr-01", b"one", retain=True)
+        try:
+            with engine.connect() as batch:
+                batch.begin()
+                sql = batch_sql(batch)
+                sql.facts(FactsAsk([], ["vr-01"], [], [], None, None, NOW))  # sends BEGIN
+                with pytest.raises(IntegrityError):
+                    sql.write_batch([reservation], [], [message], NOW, 1500, None, commit=True)
+                batch.rollback()
+            with engine.connect() as again:  # the same pooled connection, back in transactions
+                raw = again.connection.driver_connection
+                assert raw is not None
+                assert raw.autocommit is False
+                assert again.execute(sa.select(table_of(Outbox).c.id)).all() == []
+        finally:
+            engine.dispose()
+        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+    def test_a_connection_left_in_a_transaction_is_not_handed_out_again(
+        self, conn: Connection, db_url: str
+    ) -> None:
+        engine = make_sync_engine(db_url)
+        assert engine is not None
+        try:
+            with engine.connect() as first:
+                raw = first.connection.driver_connection
+                assert raw is not None
+                batch_sql(first).facts(FactsAsk([], ["vr-01"], [], [], None, None, NOW))
+                assert raw.autocommit is True  # its BEGIN was ours; nothing ended it
+            with engine.connect() as second:
+                again = second.connection.driver_connection
+                assert again is not raw
+                assert again is not None
+                assert again.autocommit is False
+        finally:
+            engine.dispose()
+
+    def test_write_batch_may_send_the_commit_with_the_writes(
+        self, sql: BatchSql, db_url: str
+    ) -> None:
+        message = Outbound("plaza/board/vr-01", b"one", retain=True)
+        [(outbox_id, _)], _ = sql.write_batch([], [], [message], NOW, 1500, None, commit=True)
+        other = make_sync_engine(db_url)
+        assert other is not None
+        try:
+            with other.connect() as conn:  # another session sees it: committed
+                found = conn.execute(sa.select(table_of(Outbox).c.id)).scalars().all()
+        finally:
+            other.dispose()
+        assert found == [outbox_id]
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+class TestCoreStatementsOnPostgresql(OnDatabase):
+    @pytest.fixture
+    def sql(self, conn: Connection) -> BatchSql:
+        return CoreBatchSql(conn)
 
 
 class TestMemoryFake(BatchSqlContract):

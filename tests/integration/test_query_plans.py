@@ -17,7 +17,7 @@ from sqlalchemy import Connection, create_engine, event
 from sqlmodel import SQLModel
 
 from bridge.sql.core import CoreBatchSql
-from bridge.sql.sqlite import _SQL_BOARD, _SQL_HELD, _SQL_NEAR, sqlite_time
+from bridge.sql.sqlite import _SQL, sqlite_time
 
 pytestmark = pytest.mark.integration
 NOW = datetime.now(UTC)
@@ -75,7 +75,7 @@ def test_sqlite_driver_lookups_seek_a_machine_or_player_index_and_never_scan(
         "now": sqlite_time(NOW),
     }
     try:
-        for statement in (_SQL_NEAR, _SQL_HELD, _SQL_BOARD):
+        for statement in (_SQL.near, _SQL.held, _SQL.board):
             used = {k: v for k, v in params.items() if f":{k}" in statement}
             plan = [row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + statement, used)]
             assert_seeks_by_machine_or_player(plan)

@@ -16,6 +16,7 @@ from typing import Any
 from bridge.models import Outbound, Stored
 from bridge.reservations.actors import Job
 from bridge.sql import DeviceRow, SlotRow
+from bridge.sql.rows import InTurn
 from bridge.writes import Writes
 from plaza import rules
 
@@ -30,7 +31,7 @@ def job(cmd: rules.Command, **kw: Any) -> Job:
     return Job(cmd.device_id, cmd, future=_NO_LOOP.create_future(), **kw)
 
 
-class MemorySql:
+class MemorySql(InTurn):
     """The batch's statements over a dict of reservation rows (see the module docstring)."""
 
     def __init__(self, devices: Iterable[DeviceRow], rows: Iterable[SlotRow] = ()) -> None:
