@@ -9,9 +9,8 @@ import asyncio
 import contextlib
 import uuid
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import text, update
@@ -24,7 +23,7 @@ from plaza.messages import Reply
 from plaza.settings import Settings
 from plaza.tables import Device
 from tests.conftest import BridgeProcess, BrokerHandle
-from tests.integration.reserving import Requester, race, slot
+from tests.integration.reserving import Requester, drive, load, race, slot
 from tests.integration.test_notification_timers import reminders_in_sql
 from tests.integration.test_reservation_durability import counts
 from venue.accounts import bridge_accounts
@@ -177,74 +176,62 @@ async def test_three_bridges_keep_per_machine_order_of_each_players_script(
     assert outcomes == [["ok", "ok", "ok"]] * len(players)
 
 
-async def drive(
-    p: Requester, device: str, body: dict[str, Any], final: dict[str, Reply], sends: Counter[str]
-) -> None:
-    rid = str(body["request_id"])
-    while True:  # a client that retries on timeout with the same request id
-        sends[rid] += 1
-        await p.send(device, body)
-        try:
-            final[rid] = await p.reply(rid, timeout=8.0)
-            return
-        except TimeoutError:
-            continue
+class Load:
+    """300 reservations that conflict with nothing from 5 players, each client retrying on
+    an 8 s timeout with the same request id; ``during`` runs once 100 have their reply."""
 
+    def __init__(self, broker: BrokerHandle, seeded: list[str]) -> None:
+        self.players = [Requester(broker, f"racer{i:03d}", f"racer-pw-{i:03d}") for i in range(5)]
+        self.final: dict[str, Reply] = {}
+        self.sends = Counter[str]()
+        self.commands = load(self.players, seeded, 300)
 
-def load(
-    players: list[Requester], devices: list[str], n: int
-) -> list[tuple[Requester, str, dict[str, Any]]]:
-    """``n`` reservations that conflict with nothing: every one must succeed exactly once."""
-    return [
-        (
-            players[k % len(players)],
-            devices[k % len(devices)],
-            {
-                "request_id": f"k{k:03d}-{uuid.uuid4().hex[:6]}",
-                "op": "reserve",
-                **slot(3600 + k * 11 * 60, 10),
-            },
+    async def run(self, during: Callable[[], Awaitable[None]]) -> None:
+        async def at_100() -> None:
+            while len(self.final) < 100:  # noqa: ASYNC110 - polls a dict the drivers fill
+                await asyncio.sleep(0.005)
+            await during()
+
+        async with contextlib.AsyncExitStack() as stack, asyncio.timeout(90):
+            for p in self.players:
+                await stack.enter_async_context(p)
+            drivers = (drive(*c, self.final, self.sends, 8.0) for c in self.commands)
+            await asyncio.gather(at_100(), *drivers)
+
+    async def each_once(self, db_url: str) -> None:
+        """Every command answered ok, the same reply each time, one row and one log entry."""
+        assert len(self.final) == 300
+        assert all(r.ok for r in self.final.values()), Counter(
+            r.error.code for r in self.final.values() if r.error
         )
-        for k in range(n)
-    ]
+        for p in self.players:
+            for rid, seen in p.replies.items():
+                assert all(r == seen[0] for r in seen), rid
+        reservations, logged, _, keys = await counts(db_url)
+        assert reservations == 300
+        assert logged == 300
+        assert len(set(keys)) == 300
 
 
 async def test_kill_9_of_a_machines_owner_mid_load_moves_ownership_and_every_command_has_one_effect(
     broker: BrokerHandle, seeded: list[str], bridge_settings: Settings, db_url: str, tmp_path: Path
 ) -> None:
     bridges = [await make_bridge(broker, bridge_settings, tmp_path, i) for i in range(3)]
-    players = [Requester(broker, f"racer{i:03d}", f"racer-pw-{i:03d}") for i in range(5)]
-    final: dict[str, Reply] = {}
-    sends = Counter[str]()
-    commands = load(players, seeded, 300)
-    async with running(bridges), contextlib.AsyncExitStack() as stack:
+    work = Load(broker, seeded)
+    async with running(bridges):
         held = await settled(db_url, 3)
         victim = next(b for b in bridges if b.env["PLAZA_BRIDGE_ID"] == owner_of(held, seeded[0]))
-        for p in players:
-            await stack.enter_async_context(p)
 
-        async def killer() -> None:
-            while len(final) < 100:  # noqa: ASYNC110 - polls a dict the drivers fill
-                await asyncio.sleep(0.005)
+        async def kill() -> None:
             victim.kill9()
 
-        async with asyncio.timeout(90):
-            await asyncio.gather(killer(), *(drive(*c, final, sends) for c in commands))
+        await work.run(kill)
         after = await settled(db_url, 2)
     assert victim.env["PLAZA_BRIDGE_ID"] not in after
-    assert len(final) == 300
-    assert all(r.ok for r in final.values()), Counter(
-        r.error.code for r in final.values() if r.error
-    )
-    for p in players:  # every reply a client saw for one request is the same reply
-        for rid, seen in p.replies.items():
-            assert all(r == seen[0] for r in seen), rid
-    reservations, logged, _, keys = await counts(db_url)
-    assert reservations == 300
-    assert logged == 300
-    assert len(set(keys)) == 300
+    await work.each_once(db_url)
     replayed = sum(b.log_path.read_text().count("requests of the handover") for b in bridges)
-    print(f"owner killed: {sum(sends.values())} sends for 300 commands; {replayed} slots replayed")
+    sent = sum(work.sends.values())
+    print(f"owner killed: {sent} sends for 300 commands; {replayed} slots replayed")
 
 
 async def test_a_reminder_fires_once_with_three_bridges_and_the_leader_killed_before_it_is_due(
@@ -280,31 +267,14 @@ async def test_a_bridge_joining_under_load_takes_its_share_without_a_gap(
     broker: BrokerHandle, seeded: list[str], bridge_settings: Settings, db_url: str, tmp_path: Path
 ) -> None:
     bridges = [await make_bridge(broker, bridge_settings, tmp_path, i) for i in range(3)]
-    players = [Requester(broker, f"racer{i:03d}", f"racer-pw-{i:03d}") for i in range(5)]
-    final: dict[str, Reply] = {}
-    sends = Counter[str]()
-    commands = load(players, seeded, 300)
-    async with running(bridges[:2]), contextlib.AsyncExitStack() as stack:
+    work = Load(broker, seeded)
+    async with running(bridges[:2]):
         await settled(db_url, 2)
-        for p in players:
-            await stack.enter_async_context(p)
-
-        async def joiner() -> None:
-            while len(final) < 100:  # noqa: ASYNC110 - polls a dict the drivers fill
-                await asyncio.sleep(0.005)
-            await bridges[2].start()
-
         try:
-            async with asyncio.timeout(90):
-                await asyncio.gather(joiner(), *(drive(*c, final, sends) for c in commands))
+            await work.run(bridges[2].start)
             held = await settled(db_url, 3)
         finally:
             bridges[2].stop()
     assert len(held["plaza-bridge-2"]) >= 2, held
-    assert len(final) == 300
-    assert all(r.ok for r in final.values())
-    assert sum(sends.values()) == 300, "no command needed its client's retry"
-    reservations, logged, _, keys = await counts(db_url)
-    assert reservations == 300
-    assert logged == 300
-    assert len(set(keys)) == 300
+    await work.each_once(db_url)
+    assert sum(work.sends.values()) == 300, "no command needed its client's retry"
