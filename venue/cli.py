@@ -427,8 +427,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scenario", help="a fault under load, then plaza check's invariants")
     p.add_argument(
-        "name", choices=["broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber"]
+        "name",
+        choices=[
+            *("broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber"),
+            "bridges",
+        ],
     )
+    p.add_argument("--bridges", type=int, default=3, help="bridges: how many (2 or more)")
     p.add_argument("--machines", type=int, default=200)
     p.add_argument("--players", type=int, default=50)
     p.add_argument("--seconds", type=float, default=60.0, help="load duration")

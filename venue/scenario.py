@@ -16,8 +16,9 @@ answered and then checks:
 
 Scenarios: ``broker-restart``, ``bridge-kill``, ``db-outage`` (SQLite locked by another process
 holding a write transaction; PostgreSQL refusing connections with every backend terminated by
-``pg_terminate_backend``), ``flap``, ``slow-subscriber``. The defaults are the full size; the
-tests run each with small options.
+``pg_terminate_backend``), ``flap``, ``slow-subscriber``, ``bridges`` (two or three bridges
+on PostgreSQL with keyed routing, one killed mid-load and left down). The defaults are the
+full size; the tests run each with small options.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
+from bridge.partitions import SLOT_LOCKS
+from plaza.db import make_engine
 from plaza.messages import NotificationEvent
 from plaza.mqtt import connect_properties
 from plaza.settings import Settings
@@ -66,7 +69,9 @@ from venue.benchkit import (
 from venue.check import CheckOptions, Report, check
 
 TOPICS = Topics()
-NAMES = ("broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber")
+NAMES = ("broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber", "bridges")
+#: the ``bridges`` scenario: keyed routing (bridge/partitions.py) with short lock timings
+KEYED = {"PLAZA_PARTITIONS": "16", "PLAZA_PARTITION_TICK": "0.5", "PLAZA_HANDOVER_WINDOW": "30"}
 
 
 @dataclass
@@ -82,6 +87,7 @@ class ScenarioOptions:
     queue_limit: int = 0  # slow-subscriber: the broker's max_queued_messages (0: the config's)
     flaps: int = 2  # flap: rounds of rapid reconnects
     flap_window: float = 600.0
+    bridges: int = 3  # bridges: how many (PostgreSQL, keyed routing), one killed mid-load
 
 
 @dataclass
@@ -389,6 +395,9 @@ class Watcher:
 async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
     outcome = Outcome(opts.name)
     figures = outcome.figures
+    several = opts.name == "bridges"
+    if several:
+        opts.database = "postgresql"
     pg_name = await fresh_pg_database("plaza_scn") if opts.database == "postgresql" else None
     database_url = pg_url(pg_name) if pg_name else ""
     fleet = demo_fleet(opts.machines)
@@ -403,6 +412,7 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
         "PLAZA_RECONNECT_MAX": "1",
         "PLAZA_FLAP_WINDOW": str(opts.flap_window),
         "PLAZA_FLAP_COUNT": "4",
+        **(KEYED if several else {}),
     }
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -413,6 +423,7 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
                 database_url=database_url,
                 bridge_env=env,
                 seed_devices=True,
+                bridges=opts.bridges if several else 1,
             )
             if opts.queue_limit:
                 limit_queues(venue, opts.queue_limit)
@@ -559,6 +570,45 @@ async def _bridge_kill(venue: BenchVenue, *_: Any) -> None:
     await kill_bridge(venue, _[1])
 
 
+async def slot_owners(database_url: str) -> dict[str, int]:
+    """Slots held per bridge (keyed routing), as PostgreSQL's lock table has them."""
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT a.application_name, count(*) FROM pg_locks k "
+                    "JOIN pg_stat_activity a ON a.pid = k.pid WHERE k.locktype = 'advisory' "
+                    "AND k.granted AND k.classid::int = :ns GROUP BY 1 ORDER BY 1"
+                ),
+                {"ns": SLOT_LOCKS},
+            )
+            return {str(app).split(":", 1)[1]: int(n) for app, n in rows}
+    finally:
+        await engine.dispose()
+
+
+async def _kill_one_of_several(
+    venue: BenchVenue, opts: ScenarioOptions, figures: dict[str, Any], *_: Any
+) -> None:
+    """SIGKILL bridge 0 (started first: the clock's leader, and an owner) and keep it down;
+    the others take its slots and the clock."""
+    partitions = int(KEYED["PLAZA_PARTITIONS"])
+    figures["slots per bridge before"] = await slot_owners(venue.database_url)
+    t0 = time.monotonic()
+    await venue.kill_bridge()
+    async with asyncio.timeout(30):
+        while True:
+            held = await slot_owners(venue.database_url)
+            if sum(held.values()) == partitions and "plaza-bridge" not in held:
+                break
+            await asyncio.sleep(0.1)
+    figures["slots per bridge after the kill"] = held
+    figures["bridge 0 killed until its slots were owned again (s)"] = round(
+        time.monotonic() - t0, 2
+    )
+
+
 async def _db_outage(
     venue: BenchVenue,
     opts: ScenarioOptions,
@@ -637,6 +687,7 @@ FAULTS: dict[str, Fault] = {
     "flap": _flap,
     "slow-subscriber": _nothing,
     "soak": _soak,
+    "bridges": _kill_one_of_several,
 }
 
 
@@ -653,6 +704,7 @@ def run(args: argparse.Namespace) -> int:
         outage=args.outage,
         database=args.database,
         queue_limit=args.queue_limit,
+        bridges=getattr(args, "bridges", 3),
     )
     logging.getLogger("plaza_sim").setLevel(logging.WARNING)
     started = time.monotonic()
