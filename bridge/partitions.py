@@ -210,7 +210,9 @@ class Ownership:
                 )
                 self.lock_pid = conn.get_server_pid()
                 while True:
-                    await asyncio.wait_for(self._tick(conn), timeout=max(10 * tick, 10))
+                    # a tick may wait for a release's drain (handover_window / 4 per slot)
+                    limit = max(10 * tick, 10.0) + self.settings.handover_window
+                    await asyncio.wait_for(self._tick(conn), timeout=limit)
                     await asyncio.sleep(tick)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("partition locks lost (%s); owning nothing until reconnected", exc)

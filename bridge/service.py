@@ -229,7 +229,7 @@ def _wire_ownership(
 
     async def releasing(slot: int) -> None:
         # The jobs already taken for the slot are decided here before it is unlocked.
-        deadline = time.monotonic() + ctx.settings.handover_window / 2
+        deadline = time.monotonic() + ctx.settings.handover_window / 4
         while of_slot(actors.pending, slot) and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the actors' counts
             await asyncio.sleep(0.01)
 

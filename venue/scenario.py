@@ -69,6 +69,7 @@ from venue.benchkit import (
 from venue.check import CheckOptions, Report, check
 
 TOPICS = Topics()
+log = logging.getLogger(__name__)
 NAMES = ("broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber", "bridges")
 #: the ``bridges`` scenario: keyed routing (bridge/partitions.py) with short lock timings
 KEYED = {"PLAZA_PARTITIONS": "16", "PLAZA_PARTITION_TICK": "0.5", "PLAZA_HANDOVER_WINDOW": "30"}
@@ -213,6 +214,8 @@ class Player:
         reply = self.replies[rid][0]
         if not reply.get("ok"):
             load.refused += 1
+            error = reply.get("error") or {}
+            log.warning("refused %s on %s: %s", body.get("op"), device, error)
         return reply
 
 
@@ -229,7 +232,9 @@ async def play(
         while time.monotonic() < stop_at:
             k, load.k = load.k, load.k + 1
             device = devices[k % len(devices)]
-            start = base + k * 60
+            # 11 minutes apart: no two slots of the load overlap, however the commands of
+            # different players interleave (a machine another bridge takes over stalls a while)
+            start = base + k * 660
             rid = f"s{k}-{uuid.uuid4().hex[:8]}"
             body = {"request_id": rid, "op": "reserve", "starts_at": start, "ends_at": start + 600}
             reply = await player.command(device, body, opts.retry, load)
