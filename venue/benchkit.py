@@ -25,6 +25,7 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.partitions import SLOT_LOCKS
 from plaza.db import make_engine, migrate
 from plaza.dynsec import BrokerClient
 from plaza.mqtt import NODELAY
@@ -192,6 +193,11 @@ class BenchVenue:
             preexec_fn=die_with_parent,
         )
 
+    def bridge_pids(self) -> list[int]:
+        """The running bridges' process ids, bridge 0 first."""
+        procs = [self.bridge, *(self.others[i] for i in sorted(self.others))]
+        return [p.pid for p in procs if p is not None and p.returncode is None]
+
     async def kill_bridge(self, index: int = 0) -> None:
         """SIGKILL the bridge, as a crash or an OOM kill would."""
         other = self.others.get(index) if index else None
@@ -255,6 +261,45 @@ def limit_queues(venue: BenchVenue, limit: int) -> None:
         path.write_text("\n".join(lines) + "\n")
 
     venue.broker.configure = configure  # type: ignore[method-assign]
+
+
+#: several bridges in a bench venue: keyed routing (bridge/partitions.py), short lock timings
+KEYED = {"PLAZA_PARTITIONS": "16", "PLAZA_PARTITION_TICK": "0.5", "PLAZA_HANDOVER_WINDOW": "30"}
+
+
+async def slot_owners(database_url: str) -> dict[str, int]:
+    """Slots held per bridge (keyed routing), as PostgreSQL's lock table has them."""
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT a.application_name, count(*) FROM pg_locks k "
+                    "JOIN pg_stat_activity a ON a.pid = k.pid WHERE k.locktype = 'advisory' "
+                    "AND k.granted AND k.classid::int = :ns GROUP BY 1 ORDER BY 1"
+                ),
+                {"ns": SLOT_LOCKS},
+            )
+            return {str(app).split(":", 1)[1]: int(n) for app, n in rows}
+    finally:
+        await engine.dispose()
+
+
+async def slots_settled(database_url: str, bridges: int) -> dict[str, int]:
+    """Until every slot is held, by ``bridges`` bridges (at most 30 s)."""
+    partitions = int(KEYED["PLAZA_PARTITIONS"])
+    async with asyncio.timeout(30):
+        while True:
+            held = await slot_owners(database_url)
+            if sum(held.values()) == partitions and len(held) == bridges:
+                return held
+            await asyncio.sleep(0.1)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_report(path: Path, section: str) -> None:

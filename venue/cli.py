@@ -466,6 +466,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clients", type=int, default=500, help="storm: board subscribers")
     p.add_argument("--timeout", type=float, default=300, help="scale/storm: seconds to wait")
     p.add_argument("--sqlite-only", action="store_true", help="reservations: skip PostgreSQL")
+    p.add_argument(
+        "--bridges",
+        type=lambda s: [int(n) for n in s.split(",")],
+        default=None,
+        help="reservations: e.g. 1,2,3 bridges on PostgreSQL with keyed routing, in one run",
+    )
     p.add_argument("--output", default="docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
     return parser

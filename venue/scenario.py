@@ -46,8 +46,6 @@ from paho.mqtt.properties import Properties
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bridge.partitions import SLOT_LOCKS
-from plaza.db import make_engine
 from plaza.messages import NotificationEvent
 from plaza.mqtt import connect_properties
 from plaza.settings import Settings
@@ -57,6 +55,7 @@ from plaza_sim.machine import Machine, MachineConfig
 from venue.accounts import API_USER, demo_fleet
 from venue.benchkit import (
     BENCH_SCREENS,
+    KEYED,
     PG_ADMIN,
     BenchVenue,
     drop_pg_database,
@@ -65,14 +64,13 @@ from venue.benchkit import (
     machine_line,
     percentile,
     pg_url,
+    slots_settled,
 )
 from venue.check import CheckOptions, Report, check
 
 TOPICS = Topics()
 log = logging.getLogger(__name__)
 NAMES = ("broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber", "bridges")
-#: the ``bridges`` scenario: keyed routing (bridge/partitions.py) with short lock timings
-KEYED = {"PLAZA_PARTITIONS": "16", "PLAZA_PARTITION_TICK": "0.5", "PLAZA_HANDOVER_WINDOW": "30"}
 
 
 @dataclass
@@ -575,39 +573,15 @@ async def _bridge_kill(venue: BenchVenue, *_: Any) -> None:
     await kill_bridge(venue, _[1])
 
 
-async def slot_owners(database_url: str) -> dict[str, int]:
-    """Slots held per bridge (keyed routing), as PostgreSQL's lock table has them."""
-    engine = make_engine(database_url)
-    try:
-        async with engine.connect() as conn:
-            rows = await conn.execute(
-                text(
-                    "SELECT a.application_name, count(*) FROM pg_locks k "
-                    "JOIN pg_stat_activity a ON a.pid = k.pid WHERE k.locktype = 'advisory' "
-                    "AND k.granted AND k.classid::int = :ns GROUP BY 1 ORDER BY 1"
-                ),
-                {"ns": SLOT_LOCKS},
-            )
-            return {str(app).split(":", 1)[1]: int(n) for app, n in rows}
-    finally:
-        await engine.dispose()
-
-
 async def _kill_one_of_several(
     venue: BenchVenue, opts: ScenarioOptions, figures: dict[str, Any], *_: Any
 ) -> None:
     """SIGKILL bridge 0 (started first: the clock's leader, and an owner) and keep it down;
     the others take its slots and the clock."""
-    partitions = int(KEYED["PLAZA_PARTITIONS"])
-    figures["slots per bridge before"] = await slot_owners(venue.database_url)
+    figures["slots per bridge before"] = await slots_settled(venue.database_url, opts.bridges)
     t0 = time.monotonic()
     await venue.kill_bridge()
-    async with asyncio.timeout(30):
-        while True:
-            held = await slot_owners(venue.database_url)
-            if sum(held.values()) == partitions and "plaza-bridge" not in held:
-                break
-            await asyncio.sleep(0.1)
+    held = await slots_settled(venue.database_url, opts.bridges - 1)
     figures["slots per bridge after the kill"] = held
     figures["bridge 0 killed until its slots were owned again (s)"] = round(
         time.monotonic() - t0, 2
