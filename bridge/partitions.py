@@ -216,6 +216,8 @@ class Ownership:
                     await asyncio.sleep(tick)
             except (OSError, TimeoutError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.warning("partition locks lost (%s); owning nothing until reconnected", exc)
+            except Exception:  # a take's follow-up failed (the database, the broker): start over
+                log.exception("partition tick failed; owning nothing until reconnected")
             finally:
                 self._lose_all()
                 if conn is not None:

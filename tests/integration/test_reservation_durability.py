@@ -12,12 +12,12 @@ from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine
-from plaza.dynsec import BrokerClient
 from plaza.messages import Reply
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Outbox, Reservation
 from tests.conftest import BridgeProcess, BrokerHandle
 from tests.integration.reserving import Requester, drive, load, race
+from venue.accounts import bridge_accounts
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -112,19 +112,17 @@ async def test_two_bridges_on_one_postgresql_behind_a_shared_subscription_still_
         await session.commit()
     await engine.dispose()
     bridges = []
-    for i in range(2):  # an account each: an account is bound to one client id
-        account = BrokerClient(
-            f"bridge-{i}", f"bridge-pw-{i}", ("svc-bridge",), client_id=f"plaza-bridge-{i}"
-        )
-        await broker.add_account(account)
+    for i in range(2):  # accounts of its own: an account is bound to one client id
+        for account in bridge_accounts(f"bridge-{i}", f"bridge-pw-{i}", f"plaza-bridge-{i}"):
+            await broker.add_account(account)  # the main connection's and the intake's
         bridges.append(
             BridgeProcess(
                 bridge_settings,
                 tmp_path / f"bridge{i}.log",
                 PLAZA_BRIDGE_ID=f"plaza-bridge-{i}",
                 PLAZA_SHARED_GROUP="bridges",
-                PLAZA_MQTT_USERNAME=account.username,
-                PLAZA_MQTT_PASSWORD=account.password,
+                PLAZA_MQTT_USERNAME=f"bridge-{i}",
+                PLAZA_MQTT_PASSWORD=f"bridge-pw-{i}",
             )
         )
     for b in bridges:
