@@ -153,6 +153,49 @@ class Ownership:
         """``bump``: raise the board generation (before the first board of a taken slot)."""
         self._bump, self._gained, self._releasing = bump, gained, releasing
 
+    def figures(self) -> list[tuple[str, str, float, bool]]:
+        """(name, help, value, is a counter) for /metrics (``plaza_bridge_*``)."""
+        return [
+            (
+                "slots_owned",
+                "Machine slots this bridge owns (keyed routing)",
+                len(self.owned),
+                False,
+            ),
+            (
+                "leader",
+                "1 while this bridge runs the clock (timers, digests, outages)",
+                float(self.leading.is_set()),
+                False,
+            ),
+            (
+                "bridges_seen",
+                "Live bridges on the database, as the last tick counted",
+                self.members,
+                False,
+            ),
+            (
+                "handover_buffered",
+                "Requests kept for slots other bridges own",
+                len(self.buffer),
+                False,
+            ),
+            (
+                "handover_expired",
+                "Kept requests dropped unreplayed (too old, or over the cap)",
+                self.buffer.expired,
+                True,
+            ),
+            ("slots_taken", "Slots this bridge took over", self.taken, True),
+            ("slots_released", "Slots this bridge gave up to another", self.released, True),
+            (
+                "jobs_fenced",
+                "Jobs not decided because their slot had moved to another bridge",
+                self.fenced,
+                True,
+            ),
+        ]
+
     # -- what the hot path asks ---------------------------------------------------------------
     def slot(self, device: str) -> int:
         return slot_of(device, self.partitions) if self.enabled else 0

@@ -290,6 +290,10 @@ class BridgeService:
         return self.parts.notifier if self.parts else None
 
     @property
+    def partitions(self) -> Ownership | None:
+        return self.parts.ctx.ownership if self.parts else None
+
+    @property
     def publisher(self) -> OutboxPublisher | None:
         return self.parts.ctx.outbox if self.parts else None
 
