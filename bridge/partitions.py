@@ -324,13 +324,14 @@ class Ownership:
             await self.leading.wait()
             task: asyncio.Task[None] = asyncio.create_task(work(), name=name)
             lost = asyncio.create_task(self._lost())
-            done, _ = await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
-            for t in (task, lost):
-                t.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await t
-            if task in done and not task.cancelled() and task.exception() is not None:
-                raise task.exception()  # type: ignore[misc]
+            try:
+                await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+            finally:  # also when the bridge stops (this task cancelled): nothing left running
+                for t in (task, lost):
+                    t.cancel()
+                for t in (task, lost):
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await t
 
     async def _lost(self) -> None:
         await self.not_leading.wait()

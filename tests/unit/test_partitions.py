@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from bridge.partitions import HandoverBuffer, slot_of
+from bridge.partitions import HandoverBuffer, Ownership, slot_of
 from plaza.settings import Settings
 
 
@@ -39,3 +41,34 @@ def test_keyed_routing_needs_postgresql_and_no_shared_group() -> None:
     with pytest.raises(ValueError, match="PLAZA_PARTITIONS"):
         Settings(partitions=4, database_url="postgresql+asyncpg://x/y", shared_group="g")
     assert Settings(partitions=4, database_url="postgresql+asyncpg://x/y").partitions == 4
+
+
+@pytest.mark.anyio
+async def test_work_run_while_leading_stops_with_leadership_and_with_the_bridge() -> None:
+    ownership = Ownership(Settings(partitions=4, database_url="postgresql+asyncpg://x/y"))
+    running = asyncio.Event()
+    stopped = asyncio.Event()
+
+    async def work() -> None:
+        running.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped.set()
+
+    leader = asyncio.create_task(ownership.while_leading(work, "work"))
+    ownership.not_leading.clear()
+    ownership.leading.set()  # as a tick that took the clock's lock does
+    await asyncio.wait_for(running.wait(), 1)
+    ownership.leading.clear()
+    ownership.not_leading.set()  # lost (the lock connection died)
+    await asyncio.wait_for(stopped.wait(), 1)
+    running.clear()
+    stopped.clear()
+    ownership.not_leading.clear()
+    ownership.leading.set()
+    await asyncio.wait_for(running.wait(), 1)
+    leader.cancel()  # the bridge stops: its work must not outlive it
+    with pytest.raises(asyncio.CancelledError):
+        await leader
+    assert stopped.is_set()
