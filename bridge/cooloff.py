@@ -137,7 +137,10 @@ class CoolingOff:
             try:
                 user = await asyncio.wait_for(self._flagged.get(), wait)
             except TimeoutError:
-                await self._enable_due()
+                try:
+                    await self._enable_due()
+                except Exception:  # the database may be away: the next sweep tries again
+                    log.exception("could not enable the players whose cooling-off is over")
                 self._gate.prune(time.monotonic())
                 continue
             try:
