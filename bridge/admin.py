@@ -64,6 +64,10 @@ class AdminDesk:
         #: reads go through the reader engine (SQLite: no write lock outside the gate)
         self._reads = ctx.reads
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
+        #: several bridges (bridge/partitions.py): every bridge applies a sync or a removal
+        #: to its own view of the machine, the machine's owner answers; the leader alone
+        #: writes a notice and answers a command that names no machine
+        self._ownership = ctx.ownership
 
     async def submit(self, _where: AdminRequestTopic, message: Incoming) -> bool:
         """Queue an admin command: they run one at a time, off the MQTT loop."""
@@ -82,16 +86,21 @@ class AdminDesk:
         self, payload: bytes, response_topic: str | None, correlation: bytes | None
     ) -> None:
         reply_to = response_topic or self.topics.replies(API_USER)
+        leads = self._ownership.leading.is_set()
         try:
             cmd = decode(AdminCommand, payload, self.settings.max_payload_bytes)
         except PayloadError as exc:
             log.warning("bad admin command: %s", exc)
-            await self._answer(reply_to, correlation, None, "invalid", str(exc))
+            if leads:
+                await self._answer(reply_to, correlation, None, "invalid", str(exc))
             return
         if cmd.op == "notice":
-            await self._notice(cmd, reply_to, correlation)
+            if leads:
+                await self._notice(cmd, reply_to, correlation)
             return
         if cmd.device_id is None:
+            if not leads:
+                return
             await self._answer(
                 reply_to, correlation, cmd.request_id, "invalid", "device_id missing"
             )
@@ -100,6 +109,8 @@ class AdminDesk:
             found = await self._sync(cmd.device_id)
         else:
             found = await self._remove(cmd.device_id)
+        if not self._ownership.owns(cmd.device_id):
+            return
         if found:
             await self._answer(reply_to, correlation, cmd.request_id)
         else:

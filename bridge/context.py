@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bridge.link import Link
 from bridge.metrics import BridgeMetrics
 from bridge.outbox import OutboxPublisher
+from bridge.partitions import Ownership
 from plaza.db import make_engine, migrate, session_factory
 from plaza.settings import Settings
 from plaza.topics import Topics
@@ -40,6 +41,8 @@ class BridgeContext:
     link: Link
     outbox: OutboxPublisher
     metrics: BridgeMetrics
+    #: which machines this bridge decides, and whether it runs the clock (bridge/partitions.py)
+    ownership: Ownership
 
 
 @asynccontextmanager
@@ -70,6 +73,7 @@ async def open_context(
                 alert_cooldown=settings.alert_cooldown,
             ),
             metrics=metrics,
+            ownership=Ownership(settings),
         )
     finally:
         await engine.dispose()

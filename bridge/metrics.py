@@ -262,6 +262,10 @@ class _Publisher(Protocol):
     def published(self) -> int: ...
 
 
+class _Partitions(Protocol):
+    def figures(self) -> list[tuple[str, str, float, bool]]: ...
+
+
 class LiveBridge(Protocol):
     """What :class:`BridgeCollector` reads of the running service; each part is None until
     the service has started it."""
@@ -280,6 +284,9 @@ class LiveBridge(Protocol):
 
     @property
     def publisher(self) -> _Publisher | None: ...
+
+    @property
+    def partitions(self) -> _Partitions | None: ...
 
 
 class BridgeCollector(Collector):
@@ -351,6 +358,12 @@ class BridgeCollector(Collector):
                 "Reservation jobs dropped after failing again and again (nothing committed)",
                 value=runner.dropped,
             )
+        partitions = self.bridge.partitions
+        for name, help_text, figure, counter in partitions.figures() if partitions else []:
+            if counter:
+                yield CounterMetricFamily(f"{PREFIX}{name}", help_text, value=figure)
+            else:
+                yield _gauge(name, help_text, figure)
         publisher = self.bridge.publisher
         if publisher is not None:
             yield CounterMetricFamily(

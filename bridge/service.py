@@ -14,6 +14,8 @@ import asyncio
 import gc
 import logging
 import sys
+import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from bridge.admin import AdminDesk
@@ -24,9 +26,10 @@ from bridge.flood import FloodGate
 from bridge.link import Link
 from bridge.metrics import BridgeMetrics
 from bridge.metrics_http import metrics_endpoint
-from bridge.models import Incoming
+from bridge.models import Incoming, Outbound
 from bridge.notifier import Notifier
 from bridge.outbox import OutboxPublisher
+from bridge.partitions import Ownership
 from bridge.presence.boards import BoardRefresher
 from bridge.presence.handler import PresenceHandler
 from bridge.presence.outages import OutageWatch
@@ -92,7 +95,13 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
         flap_window=settings.flap_window,
     )
     store = DeviceStore(ctx, removed=tracker.removed)
-    boards = BoardRefresher(tracker=tracker, store=store, reads=ctx.reads, publish=ctx.link.publish)
+    boards = BoardRefresher(
+        tracker=tracker,
+        store=store,
+        reads=ctx.reads,
+        publish=ctx.link.publish,
+        owns=ctx.ownership.owns,
+    )
     committer = Committer(ctx)
     runner = BatchRunner(
         committer.commit,
@@ -120,7 +129,7 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
     )
     router = Router(ctx.topics, ctx.metrics)
     router.route(DeviceTopic, presence.handle)
-    router.route(RequestTopic, _requests(desk, ctx.link))
+    router.route(RequestTopic, _requests(desk, ctx.link, ctx.ownership))
     router.route(UserTopic, notifier.handle)
     router.route(AdminRequestTopic, admin.submit)
     router.route(BrokerSysTopic, _broker_figures(ctx.metrics))
@@ -144,6 +153,9 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
         dynsec=dynsec,
         on_main_connected=presence.republish_board,
         ready=ready,
+    )
+    _wire_ownership(
+        ctx, tracker=tracker, desk=desk, actors=actors, presence=presence, boards=boards
     )
     return Parts(
         ctx=ctx,
@@ -180,16 +192,63 @@ def _broker_figures(metrics: BridgeMetrics) -> Handler[BrokerSysTopic]:
     return handle
 
 
-def _requests(desk: ReservationDesk, link: Link) -> Handler[RequestTopic]:
-    """A request: the desk makes it a job, or answers it at once (published right away)."""
+def _requests(desk: ReservationDesk, link: Link, ownership: Ownership) -> Handler[RequestTopic]:
+    """A request: the desk makes it a job, or answers it at once (published right away);
+    one for a machine another bridge owns is only kept, for a handover."""
 
     async def handle(where: RequestTopic, message: Incoming) -> bool:
+        if not ownership.owns(where.device):
+            ownership.keep(where.device, (where, message))
+            return True
         immediate = desk.handle(where, message.payload, message.response_topic, message.correlation)
         if immediate:
             await link.publish(immediate)
         return True
 
     return handle
+
+
+def _wire_ownership(
+    ctx: BridgeContext,
+    *,
+    tracker: PresenceTracker,
+    desk: ReservationDesk,
+    actors: ActorPool,
+    presence: PresenceHandler,
+    boards: BoardRefresher,
+) -> None:
+    """What taking and giving up a slot does (several bridges, bridge/partitions.py)."""
+    ownership = ctx.ownership
+
+    def of_slot(devices: Iterable[str], slot: int) -> set[str]:
+        return {d for d in devices if ownership.slot(d) == slot}
+
+    async def bump() -> None:
+        tracker.generation = await start_generation(ctx.sessions)
+
+    async def gained(slot: int) -> None:
+        # Replayed before any await: no new request of the slot can overtake them.
+        immediate: list[Outbound] = []
+        replayed = ownership.buffer.take(slot, time.monotonic())
+        for where, message in replayed:
+            immediate += desk.handle(
+                where, message.payload, message.response_topic, message.correlation
+            )
+        if replayed:
+            log.info("slot %d: replaying %d requests of the handover", slot, len(replayed))
+        if immediate:
+            await ctx.link.publish(immediate)
+        devices = of_slot(tracker.views, slot)
+        await presence.took_over(devices)
+        boards.moved(devices)
+
+    async def releasing(slot: int) -> None:
+        # The jobs already taken for the slot are decided here before it is unlocked.
+        deadline = time.monotonic() + ctx.settings.handover_window / 4
+        while of_slot(actors.pending, slot) and time.monotonic() < deadline:  # noqa: ASYNC110 - polls the actors' counts
+            await asyncio.sleep(0.01)
+
+    ownership.wire(bump=bump, gained=gained, releasing=releasing)
 
 
 class BridgeService:
@@ -244,6 +303,10 @@ class BridgeService:
     @property
     def notifier(self) -> Notifier | None:
         return self.parts.notifier if self.parts else None
+
+    @property
+    def partitions(self) -> Ownership | None:
+        return self.parts.ctx.ownership if self.parts else None
 
     @property
     def publisher(self) -> OutboxPublisher | None:
@@ -305,13 +368,15 @@ class BridgeService:
             tg.create_task(ctx.outbox.run(), name="outbox")
             tg.create_task(parts.runner.run(), name="committer")
             tg.create_task(parts.timers.run(), name="timers")
+            tg.create_task(ctx.ownership.run(parts.connections.ready), name="partitions")
+            leading = ctx.ownership.while_leading
             tg.create_task(parts.boards.run(), name="boards")
-            tg.create_task(parts.notifier.run_digests(), name="digests")
+            tg.create_task(leading(parts.notifier.run_digests, "digests"), name="lead-digests")
             tg.create_task(parts.notifier.run_acks(), name="read-receipts")
             tg.create_task(parts.admin.run(), name="admin-commands")
-            tg.create_task(parts.outages.run(), name="outages")
+            tg.create_task(leading(parts.outages.run, "outages"), name="lead-outages")
             tg.create_task(parts.selfwatch.run(), name="self-watch")
-            tg.create_task(parts.retention.run(), name="retention")
+            tg.create_task(leading(parts.retention.run, "retention"), name="lead-retention")
             tg.create_task(parts.cooloff.run(), name="cool-off")
             tg.create_task(parts.connections.sweeper.run(), name="retained-sweeper")
             tg.create_task(parts.connections.run_status(), name="status")

@@ -147,6 +147,16 @@ class Settings(BaseSettings):
     #: the api's MQTT client id; its broker account is bound to it (one api process per id)
     api_id: str = Field(default="plaza-api", min_length=1, max_length=64)
     shared_group: str = ""
+    #: keyed routing (PostgreSQL, several bridges; docs/architecture.md "Several bridges"):
+    #: machines in this many slots, each owned by one bridge through an advisory lock; 0: off
+    #: (one bridge, or the shared group above). Every bridge then reads every request and
+    #: keeps those of slots it does not own for handover_window seconds (at most
+    #: handover_max), to replay them when it takes a slot over.
+    partitions: int = Field(default=0, ge=0, le=4096)
+    #: how often a bridge counts the others and takes or releases slots (and the clock)
+    partition_tick: float = Field(default=1.0, gt=0)
+    handover_window: float = Field(default=30.0, gt=0)
+    handover_max: int = Field(default=100_000, ge=1)
     #: the bridge's retained status (services/bridge/status): a heartbeat this often, and
     #: readers (the api's /readyz) call it stale after this long without one
     bridge_heartbeat: float = Field(default=10, gt=0)
@@ -248,6 +258,8 @@ class Settings(BaseSettings):
             raise ValueError("PLAZA_TLS_CERT and PLAZA_TLS_KEY go together")
         if self.restart_backoff_min > self.restart_backoff_max:
             raise ValueError("restart_backoff_min must not exceed restart_backoff_max")
+        if self.partitions and (self.shared_group or self.db_url.startswith("sqlite")):
+            raise ValueError("PLAZA_PARTITIONS needs PostgreSQL and no PLAZA_SHARED_GROUP")
         if self.bridge_stale_after <= self.bridge_heartbeat:
             raise ValueError("bridge_stale_after must be longer than bridge_heartbeat")
         return self

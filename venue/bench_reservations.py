@@ -36,12 +36,15 @@ from plaza.topics import Topics
 from venue.accounts import demo_fleet
 from venue.benchkit import (
     BENCH_TOOL,
+    KEYED,
     BenchVenue,
     drop_pg_database,
     fresh_pg_database,
     machine_line,
     percentile,
     pg_url,
+    process_cpu,
+    slots_settled,
     start_sim,
     write_report,
 )
@@ -158,8 +161,9 @@ async def echo_server(port: int, password: str) -> None:
 
 
 async def _run_db(
-    label: str, database_url: str, args: argparse.Namespace, work: Path
+    label: str, database_url: str, args: argparse.Namespace, work: Path, bridges: int = 0
 ) -> dict[str, object]:
+    """One venue's run; ``bridges`` > 0: that many bridges with keyed routing."""
     fleet = demo_fleet(args.machines)
     env = {
         "PLAZA_MAX_ACTIVE_PER_PLAYER": "100000000",
@@ -169,6 +173,7 @@ async def _run_db(
         "PLAZA_RATE_PER_MINUTE": "1000000000",
         "PLAZA_MAX_DAYS_AHEAD": "3650",
         "PLAZA_TIMER_TICK": "5",
+        **(KEYED if bridges else {}),
     }
     async with BenchVenue(
         work,
@@ -177,8 +182,11 @@ async def _run_db(
         database_url=database_url,
         bridge_env=env,
         seed_devices=True,
+        bridges=max(1, bridges),
     ) as venue:
         await venue.wait_bridge_ready()
+        if bridges:
+            await slots_settled(venue.database_url, bridges)
         echo = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -239,8 +247,15 @@ async def _run_db(
             await paced(100, 1, echo_once)
             results["echo"] = await paced(args.rate, args.seconds / 2, echo_once)
             results["paced"] = await paced(args.rate, args.seconds, load.one)
+            pids = venue.bridge_pids()
+            cpu = [process_cpu(pid) for pid in pids]
             rate, done = await sustained(args.window, args.seconds, load.one)
             results["max"], results["max_done"] = rate, done
+            # each bridge's CPU per command of the sustained phase (ms)
+            results["cpu_ms"] = [
+                (process_cpu(pid) - before) * 1000 / max(1, done)
+                for pid, before in zip(pids, cpu, strict=True)
+            ]
             # The same window of bare echoes: what any responder built on aiomqtt (and this
             # load generator) can reach on this machine, the ceiling for the bridge.
             results["echo_max"], _ = await sustained(args.window, args.seconds / 2, echo_once)
@@ -301,6 +316,64 @@ def report(runs: list[dict[str, object]], args: argparse.Namespace, command: str
     return "\n".join([*lines, "", *verdicts, ""])
 
 
+def bridges_report(runs: list[dict[str, object]], args: argparse.Namespace, command: str) -> str:
+    """1, 2, 3... bridges on one PostgreSQL: throughput, p99, CPU per command, a prediction."""
+    lines = [
+        "## Several bridges (`plaza bench reservations --bridges`)",
+        "",
+        f"{machine_line()}; {args.machines} machines, {args.players} players; keyed routing "
+        f"({KEYED['PLAZA_PARTITIONS']} slots), each bridge its own process, one PostgreSQL, one "
+        "Mosquitto, the load generator and the simulator on the same cores.",
+        "",
+        f"Command: `{command}`",
+        "",
+        f"| bridges | echo p50 ms | p50 ms at {args.rate:.0f}/s | p99 ms | sustained /s "
+        f"(window {args.window}) | timeouts | bridge CPU ms per command (each) | total |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        echo, paced_, cpu = run["echo"], run["paced"], run["cpu_ms"]
+        assert isinstance(echo, list)
+        assert isinstance(paced_, list)
+        assert isinstance(cpu, list)
+        lines.append(
+            f"| {run['bridges']} | {statistics.median(echo):.2f} | "
+            f"{statistics.median(paced_):.2f} | {percentile(paced_, 99):.2f} | "
+            f"{float(run['max']):.0f} | {run['failures']} | "  # type: ignore[arg-type]
+            f"{' / '.join(f'{c:.3f}' for c in cpu)} | {sum(cpu):.3f} |"
+        )
+    lines.append("")
+    for run in runs:
+        cpu = run["cpu_ms"]
+        assert isinstance(cpu, list)
+        n = len(cpu)
+        heaviest = max(cpu)
+        # every bridge reads every request, and decides 1/n of them: with a core each, the
+        # busiest bridge's CPU per command (of the whole venue's stream) bounds the rate
+        lines.append(
+            f"- {n} bridge(s): the busiest bridge spends {heaviest:.3f} ms of CPU per command "
+            f"of the venue's stream, so with a core of its own each carries up to about "
+            f"{1000 / heaviest:.0f} commands/s; the {n} together spend {sum(cpu):.3f} ms per "
+            f"command, so bridges alone would fill {sum(cpu):.3f} cores per 1,000/s "
+            "(PostgreSQL and the broker need their own cores beside them)."
+        )
+    return "\n".join([*lines, ""])
+
+
+async def _main_bridges(args: argparse.Namespace) -> list[dict[str, object]]:
+    runs = []
+    for n in args.bridges:
+        name = await fresh_pg_database("plaza_bench")
+        try:
+            with tempfile.TemporaryDirectory(prefix=f"plaza-bench-pg{n}-") as tmp:
+                run = await _run_db(f"PostgreSQL x{n}", pg_url(name), args, Path(tmp), n)
+                run["bridges"] = n
+                runs.append(run)
+        finally:
+            await drop_pg_database(name)
+    return runs
+
+
 async def _main(args: argparse.Namespace) -> list[dict[str, object]]:
     runs = []
     if not args.postgresql_only:
@@ -325,8 +398,11 @@ def run_reservations_bench(args: argparse.Namespace) -> int:
         + (" --postgresql-only" if args.postgresql_only else "")
     )
     started = time.monotonic()
-    runs = asyncio.run(_main(args))
-    section = report(runs, args, command)
+    if getattr(args, "bridges", None):
+        command += " --bridges " + ",".join(str(n) for n in args.bridges)
+        section = bridges_report(asyncio.run(_main_bridges(args)), args, command)
+    else:
+        section = report(asyncio.run(_main(args)), args, command)
     print(section)
     print(f"bench took {time.monotonic() - started:.1f}s; report in {args.output}")
     write_report(Path(args.output), section)

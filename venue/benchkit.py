@@ -27,13 +27,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from bridge.partitions import SLOT_LOCKS
 from plaza.db import make_engine, migrate
 from plaza.dynsec import BrokerClient
 from plaza.mqtt import NODELAY
 from plaza.settings import Settings
 from plaza.tables import Device
 from plaza.topics import Topics
-from venue.accounts import BRIDGE_USER, DeviceSpec, VenueSecrets
+from venue.accounts import BRIDGE_USER, DeviceSpec, VenueSecrets, bridge_accounts
 from venue.broker import LocalBroker, die_with_parent, free_port
 
 #: The bench's own load account: the bridge's role, no bound client id (the bridge's own
@@ -96,8 +97,14 @@ class BenchVenue:
         database_url: str = "",
         bridge_env: dict[str, str] | None = None,
         seed_devices: bool = False,
+        bridges: int = 1,
     ) -> None:
+        """``bridges`` > 1: that many bridges (PostgreSQL and keyed routing in
+        ``bridge_env``), bridge ``i`` as ``plaza-bridge-{i}`` with accounts of its own."""
         self.work = work
+        self.bridge_count = bridges
+        #: bridges 1.. (bridge 0 is :attr:`bridge`)
+        self.others: dict[int, asyncio.subprocess.Process] = {}
         self.fleet = fleet
         self.topics = Topics()
         self.secrets = VenueSecrets()
@@ -127,6 +134,13 @@ class BenchVenue:
             *self.secrets.broker_clients(Settings(data_dir=self.work)),
             BENCH_TOOL,
             BENCH_SCREENS,
+            *(
+                a
+                for i in range(1, self.bridge_count)
+                for a in bridge_accounts(
+                    f"{BRIDGE_USER}{i}", self.secrets.bridge, f"plaza-bridge-{i}"
+                )
+            ),
         ]
         self.broker.configure(clients, self.secrets.roles(self.topics))
         self.broker.start()
@@ -142,45 +156,69 @@ class BenchVenue:
             finally:
                 await engine.dispose()
         await self.start_bridge()
+        for i in range(1, self.bridge_count):
+            await self.start_bridge(i)
         return self
 
-    async def start_bridge(self) -> None:
-        """`plaza bridge` as a child process (again, after :meth:`kill_bridge`)."""
+    async def start_bridge(self, index: int = 0) -> None:
+        """`plaza bridge` as a child process (again, after :meth:`kill_bridge`); bridge
+        ``index`` > 0 logs to ``bridge{index}.log``."""
         env = dict(
             os.environ,
             PLAZA_DATA_DIR=str(self.work),
             PLAZA_MQTT_PORT=str(self.broker.port),
-            PLAZA_MQTT_USERNAME=BRIDGE_USER,
+            PLAZA_MQTT_USERNAME=f"{BRIDGE_USER}{index or ''}",
             PLAZA_MQTT_PASSWORD=self.secrets.bridge,
             PLAZA_DATABASE_URL=self.database_url,
             **self.bridge_env,
         )
+        if index:
+            env["PLAZA_BRIDGE_ID"] = f"plaza-bridge-{index}"
+            with (self.work / f"bridge{index}.log").open("ab") as out:
+                self.others[index] = await self._spawn(env, out)
+            return
         if self._log is None:
             self._log = (self.work / "bridge.log").open("ab")
         self._log_mark = (self.work / "bridge.log").stat().st_size
-        self.bridge = await asyncio.create_subprocess_exec(
+        self.bridge = await self._spawn(env, self._log)
+
+    @staticmethod
+    async def _spawn(env: dict[str, str], out: IO[bytes]) -> asyncio.subprocess.Process:
+        return await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
             "venue.cli",
             "bridge",
             env=env,
-            stdout=self._log,
+            stdout=out,
             stderr=subprocess.STDOUT,
             preexec_fn=die_with_parent,
         )
 
-    async def kill_bridge(self) -> None:
+    def bridge_pids(self) -> list[int]:
+        """The running bridges' process ids, bridge 0 first."""
+        procs = [self.bridge, *(self.others[i] for i in sorted(self.others))]
+        return [p.pid for p in procs if p is not None and p.returncode is None]
+
+    async def kill_bridge(self, index: int = 0) -> None:
         """SIGKILL the bridge, as a crash or an OOM kill would."""
-        if self.bridge is not None and self.bridge.returncode is None:
+        other = self.others.get(index) if index else None
+        if other is not None and other.returncode is None:
+            other.kill()
+            await other.wait()
+        if not index and self.bridge is not None and self.bridge.returncode is None:
             self.bridge.kill()
             await self.bridge.wait()
 
     async def wait_bridge_ready(self) -> None:
-        """Until the bridge (the last one started) logs its connection (at most 30 s)."""
-        log = self.work / "bridge.log"
+        """Until the bridge (the last one started) logs its connection (at most 30 s), and
+        every other bridge has too."""
+        logs = [(self.work / "bridge.log", self._log_mark)]
+        logs += [(self.work / f"bridge{i}.log", 0) for i in self.others]
         async with asyncio.timeout(30):
-            while b"bridge connected" not in log.read_bytes()[self._log_mark :]:  # noqa: ASYNC110
-                await asyncio.sleep(0.05)
+            for log, mark in logs:
+                while b"bridge connected" not in log.read_bytes()[mark:]:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
 
     async def __aexit__(
         self,
@@ -188,6 +226,14 @@ class BenchVenue:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        for other in self.others.values():
+            if other.returncode is None:
+                other.terminate()
+                try:
+                    await asyncio.wait_for(other.wait(), 10)
+                except TimeoutError:
+                    other.kill()
+                    await other.wait()
         if self.bridge is not None and self.bridge.returncode is None:
             self.bridge.terminate()
             try:
@@ -251,6 +297,45 @@ def limit_queues(venue: BenchVenue, limit: int) -> None:
         path.write_text("\n".join(lines) + "\n")
 
     venue.broker.configure = configure  # type: ignore[method-assign]
+
+
+#: several bridges in a bench venue: keyed routing (bridge/partitions.py), short lock timings
+KEYED = {"PLAZA_PARTITIONS": "16", "PLAZA_PARTITION_TICK": "0.5", "PLAZA_HANDOVER_WINDOW": "30"}
+
+
+async def slot_owners(database_url: str) -> dict[str, int]:
+    """Slots held per bridge (keyed routing), as PostgreSQL's lock table has them."""
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text(
+                    "SELECT a.application_name, count(*) FROM pg_locks k "
+                    "JOIN pg_stat_activity a ON a.pid = k.pid WHERE k.locktype = 'advisory' "
+                    "AND k.granted AND k.classid::int = :ns GROUP BY 1 ORDER BY 1"
+                ),
+                {"ns": SLOT_LOCKS},
+            )
+            return {str(app).split(":", 1)[1]: int(n) for app, n in rows}
+    finally:
+        await engine.dispose()
+
+
+async def slots_settled(database_url: str, bridges: int) -> dict[str, int]:
+    """Until every slot is held, by ``bridges`` bridges (at most 30 s)."""
+    partitions = int(KEYED["PLAZA_PARTITIONS"])
+    async with asyncio.timeout(30):
+        while True:
+            held = await slot_owners(database_url)
+            if sum(held.values()) == partitions and len(held) == bridges:
+                return held
+            await asyncio.sleep(0.1)
+
+
+def process_cpu(pid: int) -> float:
+    """CPU seconds (user + system) a process has used, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def write_report(path: Path, section: str) -> None:

@@ -514,8 +514,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("scenario", help="a fault under load, then plaza check's invariants")
     p.add_argument(
-        "name", choices=["broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber"]
+        "name",
+        choices=[
+            *("broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber"),
+            "bridges",
+        ],
     )
+    p.add_argument("--bridges", type=int, default=3, help="bridges: how many (2 or more)")
     p.add_argument("--machines", type=int, default=200)
     p.add_argument("--players", type=int, default=50)
     p.add_argument("--seconds", type=float, default=60.0, help="load duration")
@@ -549,6 +554,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=300, help="scale/storm: seconds to wait")
     p.add_argument("--sqlite-only", action="store_true", help="reservations: skip PostgreSQL")
     p.add_argument("--postgresql-only", action="store_true", help="reservations: skip SQLite")
+    p.add_argument(
+        "--bridges",
+        type=lambda s: [int(n) for n in s.split(",")],
+        default=None,
+        help="reservations: e.g. 1,2,3 bridges on PostgreSQL with keyed routing, in one run",
+    )
     p.add_argument("--output", default="docs/benchmarks.md")
     p.set_defaults(func=cmd_bench)
     return parser

@@ -16,8 +16,9 @@ answered and then checks:
 
 Scenarios: ``broker-restart``, ``bridge-kill``, ``db-outage`` (SQLite locked by another process
 holding a write transaction; PostgreSQL refusing connections with every backend terminated by
-``pg_terminate_backend``), ``flap``, ``slow-subscriber``. The defaults are the full size; the
-tests run each with small options.
+``pg_terminate_backend``), ``flap``, ``slow-subscriber``, ``bridges`` (two or three bridges
+on PostgreSQL with keyed routing, one killed mid-load and left down). The defaults are the
+full size; the tests run each with small options.
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ from plaza_sim.machine import Machine, MachineConfig
 from venue.accounts import API_USER, demo_fleet
 from venue.benchkit import (
     BENCH_SCREENS,
+    KEYED,
     PG_ADMIN,
     BenchVenue,
     drop_pg_database,
@@ -62,11 +64,13 @@ from venue.benchkit import (
     machine_line,
     percentile,
     pg_url,
+    slots_settled,
 )
 from venue.check import CheckOptions, Report, check
 
 TOPICS = Topics()
-NAMES = ("broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber")
+log = logging.getLogger(__name__)
+NAMES = ("broker-restart", "bridge-kill", "db-outage", "flap", "slow-subscriber", "bridges")
 
 
 @dataclass
@@ -82,6 +86,7 @@ class ScenarioOptions:
     queue_limit: int = 0  # slow-subscriber: the broker's max_queued_messages (0: the config's)
     flaps: int = 2  # flap: rounds of rapid reconnects
     flap_window: float = 600.0
+    bridges: int = 3  # bridges: how many (PostgreSQL, keyed routing), one killed mid-load
 
 
 @dataclass
@@ -207,6 +212,8 @@ class Player:
         reply = self.replies[rid][0]
         if not reply.get("ok"):
             load.refused += 1
+            error = reply.get("error") or {}
+            log.warning("refused %s on %s: %s", body.get("op"), device, error)
         return reply
 
 
@@ -223,7 +230,9 @@ async def play(
         while time.monotonic() < stop_at:
             k, load.k = load.k, load.k + 1
             device = devices[k % len(devices)]
-            start = base + k * 60
+            # 11 minutes apart: no two slots of the load overlap, however the commands of
+            # different players interleave (a machine another bridge takes over stalls a while)
+            start = base + k * 660
             rid = f"s{k}-{uuid.uuid4().hex[:8]}"
             body = {"request_id": rid, "op": "reserve", "starts_at": start, "ends_at": start + 600}
             reply = await player.command(device, body, opts.retry, load)
@@ -389,6 +398,9 @@ class Watcher:
 async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
     outcome = Outcome(opts.name)
     figures = outcome.figures
+    several = opts.name == "bridges"
+    if several:
+        opts.database = "postgresql"
     pg_name = await fresh_pg_database("plaza_scn") if opts.database == "postgresql" else None
     database_url = pg_url(pg_name) if pg_name else ""
     fleet = demo_fleet(opts.machines)
@@ -403,6 +415,7 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
         "PLAZA_RECONNECT_MAX": "1",
         "PLAZA_FLAP_WINDOW": str(opts.flap_window),
         "PLAZA_FLAP_COUNT": "4",
+        **(KEYED if several else {}),
     }
     try:
         async with contextlib.AsyncExitStack() as stack:
@@ -413,6 +426,7 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
                 database_url=database_url,
                 bridge_env=env,
                 seed_devices=True,
+                bridges=opts.bridges if several else 1,
             )
             if opts.queue_limit:
                 limit_queues(venue, opts.queue_limit)
@@ -559,6 +573,21 @@ async def _bridge_kill(venue: BenchVenue, *_: Any) -> None:
     await kill_bridge(venue, _[1])
 
 
+async def _kill_one_of_several(
+    venue: BenchVenue, opts: ScenarioOptions, figures: dict[str, Any], *_: Any
+) -> None:
+    """SIGKILL bridge 0 (started first: the clock's leader, and an owner) and keep it down;
+    the others take its slots and the clock."""
+    figures["slots per bridge before"] = await slots_settled(venue.database_url, opts.bridges)
+    t0 = time.monotonic()
+    await venue.kill_bridge()
+    held = await slots_settled(venue.database_url, opts.bridges - 1)
+    figures["slots per bridge after the kill"] = held
+    figures["bridge 0 killed until its slots were owned again (s)"] = round(
+        time.monotonic() - t0, 2
+    )
+
+
 async def _db_outage(
     venue: BenchVenue,
     opts: ScenarioOptions,
@@ -637,6 +666,7 @@ FAULTS: dict[str, Fault] = {
     "flap": _flap,
     "slow-subscriber": _nothing,
     "soak": _soak,
+    "bridges": _kill_one_of_several,
 }
 
 
@@ -653,6 +683,7 @@ def run(args: argparse.Namespace) -> int:
         outage=args.outage,
         database=args.database,
         queue_limit=args.queue_limit,
+        bridges=getattr(args, "bridges", 3),
     )
     logging.getLogger("plaza_sim").setLevel(logging.WARNING)
     started = time.monotonic()

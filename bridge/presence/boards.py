@@ -33,11 +33,14 @@ class BoardRefresher:
         store: DeviceStore,
         reads: Callable[[], AsyncSession],
         publish: Callable[[Sequence[Outbound]], Awaitable[None]],
+        owns: Callable[[str], bool] = lambda _device: True,
     ) -> None:
         self.tracker = tracker
         self.store = store
         self._reads = reads
         self._publish = publish
+        #: several bridges: every bridge keeps every view's slots, only the owner publishes
+        self._owns = owns
         self._queue: asyncio.Queue[set[str] | dict[str, BoardRows]] = asyncio.Queue()
 
     def committed(self, rows: dict[str, BoardRows]) -> None:
@@ -80,7 +83,7 @@ class BoardRefresher:
                 continue
             current, nxt = current_and_next(rows, moment)
             effects = self.tracker.set_slots(device, current, nxt, ts)
-            if effects.view is None:
+            if effects.view is None or not self._owns(device):
                 continue
             outbound += effects.publish
             if effects.status_changed or effects.alerts:

@@ -47,6 +47,9 @@ class PresenceHandler:
         self.tracker = tracker
         self.store = store
         self._check_in_by_code = check_in_by_code
+        #: several bridges: a machine's board, events, alerts and rows are its owner's alone
+        #: (every bridge still tracks every machine, to take it over warm)
+        self._owns = ctx.ownership.owns
 
     async def handle(self, where: DeviceTopic, message: Incoming) -> bool:
         """A presence or state message; False for a machine's cmd topic (not ours to read)."""
@@ -87,12 +90,15 @@ class PresenceHandler:
             and state.state is MachineState.IN_USE
             and code
             and code != known
+            and self._owns(device)
         ):
             self._check_in_by_code(device, code)
         return effects
 
     async def apply(self, effects: Effects) -> None:
         """Publish what the tracker decided, then store the view behind it."""
+        if effects.view is not None and not self._owns(effects.view.id):
+            return
         if effects.publish:
             await self._publish(effects.publish)
         self.store.enqueue(
@@ -101,6 +107,21 @@ class PresenceHandler:
             effects.alerts,
             effects.view.since if effects.view else time.time(),
         )
+
+    async def took_over(self, devices: set[str]) -> None:
+        """Machines this bridge has just taken over: their boards again, with a version of
+        this bridge's (just raised) generation, above anything the old owner published."""
+        ts = now()
+        out = []
+        for device in devices:
+            view = self.tracker.views.get(device)
+            if view is not None and view.version > 0:
+                view = view.advanced(self.tracker.generation, view.since)
+                self.tracker.views[device] = view
+                entry = view.entry(ts).encode()
+                out.append(Outbound(self.topics.board(device), entry, retain=True))
+        if out:
+            await self._publish(out)
 
     async def raise_alert(self, alert: AdminAlert) -> None:
         """Publish an alert of the bridge's own at once, and store it behind the publish."""
@@ -116,6 +137,6 @@ class PresenceHandler:
             [
                 Outbound(self.topics.board(v.id), v.entry(ts).encode(), retain=True)
                 for v in self.tracker.views.values()
-                if v.version > 0
+                if v.version > 0 and self._owns(v.id)
             ]
         )

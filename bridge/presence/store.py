@@ -13,7 +13,8 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlmodel import select
+import sqlalchemy as sa
+from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.alerts import alert_row
@@ -61,15 +62,23 @@ def _apply(row: Device, view: DeviceView, seen: float) -> None:
 
 
 async def start_generation(sessions: Callable[[], AsyncSession]) -> int:
-    """Bump and commit the bridge generation; call once before publishing anything."""
+    """Bump and commit the bridge generation; call once before publishing anything, and
+    again before taking a machine over from another bridge. One UPDATE, so bridges bumping
+    at once each get their own, higher generation."""
     async with sessions() as session:
-        meta = await session.get(BridgeMeta, 1)
-        if meta is None:
-            meta = BridgeMeta(id=1, generation=0)
-        meta.generation += 1
-        session.add(meta)
+        conn = await session.connection()
+        bumped = await conn.execute(
+            sa.update(BridgeMeta)
+            .where(col(BridgeMeta.id) == 1)
+            .values(generation=col(BridgeMeta.generation) + 1)
+            .returning(col(BridgeMeta.generation))
+        )
+        generation = bumped.scalar_one_or_none()
+        if generation is None:
+            session.add(BridgeMeta(id=1, generation=1))
+            generation = 1
         await session.commit()
-        return meta.generation
+        return int(generation)
 
 
 async def load_views(sessions: Callable[[], AsyncSession]) -> dict[str, DeviceView]:

@@ -37,6 +37,8 @@ class Job:
     reservation_id: str | None = None
     #: someone other than the command's actor made it (an admin booking for a player)
     initiated_by: str | None = None
+    #: the clock's job (the leader's, for any machine; see bridge/partitions.py)
+    clock: bool = False
     future: asyncio.Future[Reply | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )
@@ -68,6 +70,8 @@ class ActorPool:
         self.queues: dict[str, asyncio.Queue[Job]] = {}
         self._tg: asyncio.TaskGroup | None = None
         self.spawned = 0
+        #: jobs per machine not yet decided (queued or in flight)
+        self.pending: dict[str, int] = {}
 
     def bind(self, tg: asyncio.TaskGroup) -> None:
         self._tg = tg
@@ -81,6 +85,7 @@ class ActorPool:
             self.spawned += 1
             self._tg.create_task(self._worker(job.device_id, queue), name=f"actor-{job.device_id}")
         queue.put_nowait(job)
+        self.pending[job.device_id] = self.pending.get(job.device_id, 0) + 1
 
     def depth(self) -> int:
         return sum(q.qsize() for q in self.queues.values())
@@ -99,3 +104,9 @@ class ActorPool:
                     await self._submit(job)
                 except Exception:  # never let one command kill the machine's actor
                     log.exception("command for %s failed", device_id)
+                finally:
+                    left = self.pending.get(device_id, 1) - 1
+                    if left > 0:
+                        self.pending[device_id] = left
+                    else:
+                        self.pending.pop(device_id, None)

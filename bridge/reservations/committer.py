@@ -43,6 +43,8 @@ from plaza.db import make_sync_engine
 from plaza.tables import Device, Reservation, is_active
 
 log = logging.getLogger(__name__)
+#: a job this bridge may no longer decide (its machine changed owner): no effect, no reply
+HANDED_OVER = Outcome(None)
 
 
 class Committer:
@@ -51,6 +53,7 @@ class Committer:
 
     def __init__(self, ctx: BridgeContext) -> None:
         self.engine = ctx.engine
+        self._ownership = ctx.ownership
         self._outbox = ctx.outbox
         self._sessions = ctx.sessions
         self._sync_engine = make_sync_engine(ctx.settings.db_url)
@@ -81,7 +84,12 @@ class Committer:
                 self.careful_batches += 1
         outcomes, rows = [], []
         async with self._sessions() as session:
+            conn = await session.connection()
+            fenced = await conn.run_sync(self._fence, batch)
             for job in batch:
+                if job.device_id in fenced:
+                    outcomes.append(HANDED_OVER)
+                    continue
                 outcome, out = await self._one(session, job, now)
                 outcomes.append(outcome)
                 rows += out
@@ -100,8 +108,12 @@ class Committer:
         self, conn: Connection, batch: list[Job], now: datetime, commit: bool = False
     ) -> Committed:
         writes = Writes()
+        fenced = self._fence(conn, batch)
         book = SlotBook.load(batch_sql(conn), batch, self.policy, now)
-        outcomes = [decide_job(book, self.effects, writes, job) for job in batch]
+        outcomes = [
+            HANDED_OVER if job.device_id in fenced else decide_job(book, self.effects, writes, job)
+            for job in batch
+        ]
         # the boards of the machines this batch changed, as this transaction leaves them
         touched = _touched(batch, outcomes)
         # (the caller commits right after: the COMMIT may go with the writes)
@@ -109,6 +121,13 @@ class Committer:
             conn, self._outbox.max_packet, board_ask(touched, now), commit=commit
         )
         return outcomes, rows, by_device(touched, board)
+
+    def _fence(self, conn: Connection, batch: list[Job]) -> set[str]:
+        """Machines of the batch this bridge no longer owns (several bridges: their jobs are
+        left to the new owner, which replays their requests); the first statement of the
+        transaction, see bridge/partitions.py."""
+        owned = [j.device_id for j in batch if not j.clock]
+        return self._ownership.fence(conn, owned, [j.device_id for j in batch if j.clock])
 
     # -- the careful path -------------------------------------------------------------------------
     async def _one(

@@ -5,7 +5,9 @@ no-show release, expiry of a pending request whose start is long past, the end o
 checked-in slot); here each becomes a query, run on every tick, so timers survive a restart. Each
 becomes a job on the machine's actor like any other command, and the committer re-checks its
 condition inside the transaction, so nothing is sent twice. Machines whose current or next
-slot changed because time passed get their boards refreshed.
+slot changed because time passed get their boards refreshed. With several bridges
+(bridge/partitions.py) only the leader submits due jobs (marked ``clock``: the committer
+fences them against the machine's owner); every bridge refreshes the boards it owns.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ class Timers:
     ) -> None:
         self.settings = ctx.settings
         self._reads = ctx.reads
+        self._leading = ctx.ownership.leading
         self._submit = submit
         self._refresh_boards = refresh_boards
         self._in_flight: set[tuple[str, str]] = set()
@@ -54,7 +57,8 @@ class Timers:
                 log.exception("timer query failed")
                 continue
             last = now
-            for job in due:
+            # due jobs: the leader's alone; boundaries: every bridge, for the boards it owns
+            for job in due if self._leading.is_set() else ():
                 self._submit_once(job)
             if boundaries:
                 self._refresh_boards(boundaries)
@@ -88,7 +92,13 @@ class Timers:
                 )
             ).all()
             jobs += [
-                Job(device_id=r.device_id, command=None, timer="remind", reservation_id=r.id)
+                Job(
+                    device_id=r.device_id,
+                    command=None,
+                    timer="remind",
+                    reservation_id=r.id,
+                    clock=True,
+                )
                 for r in remind
             ]
             for timed in rules.TIMED:
@@ -106,6 +116,7 @@ class Timers:
                         device_id=r.device_id,
                         command=rules.Command(timed.op, system, r.device_id, reservation_id=r.id),
                         reservation_id=r.id,
+                        clock=True,
                     )
                     for r in rows
                 ]

@@ -97,6 +97,45 @@ class Requester:
         return await asyncio.wait_for(wait(), timeout)
 
 
+async def drive(
+    p: Requester,
+    device: str,
+    body: dict[str, Any],
+    final: dict[str, Reply],
+    sends: dict[str, int],
+    timeout: float = 2.0,
+) -> None:
+    """A client that retries on timeout with the same request id until it has a reply
+    (``final``); ``sends`` counts what it sent per request id."""
+    rid = str(body["request_id"])
+    while True:
+        sends[rid] = sends.get(rid, 0) + 1
+        await p.send(device, body)
+        try:
+            final[rid] = await p.reply(rid, timeout=timeout)
+            return
+        except TimeoutError:
+            continue
+
+
+def load(
+    players: list[Requester], devices: list[str], n: int
+) -> list[tuple[Requester, str, dict[str, Any]]]:
+    """``n`` reservations that conflict with nothing: every one must succeed exactly once."""
+    return [
+        (
+            players[k % len(players)],
+            devices[k % len(devices)],
+            {
+                "request_id": f"k{k:03d}-{uuid.uuid4().hex[:6]}",
+                "op": "reserve",
+                **slot(3600 + k * 11 * 60, 10),
+            },
+        )
+        for k in range(n)
+    ]
+
+
 def slot(start_in: float, minutes: float) -> dict[str, float]:
     start = time.time() + start_in
     return {"starts_at": round(start, 3), "ends_at": round(start + minutes * 60, 3)}

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import uuid
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +16,7 @@ from plaza.messages import Reply
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Outbox, Reservation
 from tests.conftest import BridgeProcess, BrokerHandle
-from tests.integration.reserving import Requester, race, slot
+from tests.integration.reserving import Requester, drive, load, race
 from venue.accounts import bridge_accounts
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -55,27 +54,9 @@ async def test_kill_9_with_500_commands_in_flight_loses_none_and_applies_none_tw
     for p in players:
         await p.__aenter__()
     # 500 reservations that conflict with nothing: every one must succeed exactly once.
-    commands = []
-    for k in range(500):
-        body = {
-            "request_id": f"k{k:03d}-{uuid.uuid4().hex[:6]}",
-            "op": "reserve",
-            **slot(3600 + k * 11 * 60, 10),
-        }
-        commands.append((players[k % 5], seeded[k % len(seeded)], body))
+    commands = load(players, seeded, 500)
     final: dict[str, Reply] = {}
     sends = Counter[str]()
-
-    async def drive(p: Requester, device: str, body: dict[str, object]) -> None:
-        rid = str(body["request_id"])
-        while True:  # a client that retries on timeout with the same request id
-            sends[rid] += 1
-            await p.send(device, body)
-            try:
-                final[rid] = await p.reply(rid, timeout=2.0)
-                return
-            except TimeoutError:
-                continue
 
     killer_done = asyncio.Event()
 
@@ -89,7 +70,7 @@ async def test_kill_9_with_500_commands_in_flight_loses_none_and_applies_none_tw
 
     try:
         async with asyncio.timeout(120):
-            await asyncio.gather(killer(), *(drive(*c) for c in commands))
+            await asyncio.gather(killer(), *(drive(*c, final, sends) for c in commands))
         assert killer_done.is_set()
         # the restarted bridge marks what it re-sent (every 0.2 s; slower on a loaded machine)
         deadline = asyncio.get_running_loop().time() + 15
@@ -131,18 +112,17 @@ async def test_two_bridges_on_one_postgresql_behind_a_shared_subscription_still_
         await session.commit()
     await engine.dispose()
     bridges = []
-    for i in range(2):  # accounts each (its own and its intake's): bound to one client id
-        account, intake = bridge_accounts(f"bridge-{i}", f"bridge-pw-{i}", f"plaza-bridge-{i}")
-        await broker.add_account(account)
-        await broker.add_account(intake)
+    for i in range(2):  # accounts of its own: an account is bound to one client id
+        for account in bridge_accounts(f"bridge-{i}", f"bridge-pw-{i}", f"plaza-bridge-{i}"):
+            await broker.add_account(account)  # the main connection's and the intake's
         bridges.append(
             BridgeProcess(
                 bridge_settings,
                 tmp_path / f"bridge{i}.log",
                 PLAZA_BRIDGE_ID=f"plaza-bridge-{i}",
                 PLAZA_SHARED_GROUP="bridges",
-                PLAZA_MQTT_USERNAME=account.username,
-                PLAZA_MQTT_PASSWORD=account.password,
+                PLAZA_MQTT_USERNAME=f"bridge-{i}",
+                PLAZA_MQTT_PASSWORD=f"bridge-pw-{i}",
             )
         )
     for b in bridges:

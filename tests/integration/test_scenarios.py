@@ -84,3 +84,13 @@ def test_a_60_s_soak_with_faults_throughout_keeps_every_kpi(tmp_path: Path) -> N
     assert sql == received
     stability = outcome.figures["player connection stability (connected / wanted, faults included)"]
     assert float(stability.removesuffix(" %")) > 90
+
+
+@pytest.mark.parametrize("bridges", [2, 3])
+def test_several_bridges_on_postgresql_with_one_killed_mid_load_lose_and_double_nothing(
+    tmp_path: Path, bridges: int
+) -> None:
+    outcome = scenario(tmp_path, "bridges", bridges=bridges)
+    after = outcome.figures["slots per bridge after the kill"]
+    assert sorted(after) == [f"plaza-bridge-{i}" for i in range(1, bridges)]
+    assert sum(after.values()) == 16

@@ -21,6 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from bridge.metrics import BridgeMetrics
 from bridge.metrics_http import MetricsEndpoint, metrics_endpoint
 from bridge.outbox import OutboxPublisher
+from bridge.partitions import Ownership
 from bridge.presence.board import DeviceView
 from bridge.presence.tracker import PresenceTracker
 from bridge.reservations.actors import ActorPool, Job
@@ -66,6 +67,7 @@ class Bridge:
     timers: Timers | None = None
     runner: BatchRunner | None = None
     publisher: OutboxPublisher | None = None
+    partitions: Ownership | None = None
     metrics: BridgeMetrics = field(default_factory=BridgeMetrics)
 
     def __post_init__(self) -> None:
@@ -298,3 +300,15 @@ def test_the_last_minute_s_commands_and_p99_forget_what_is_older() -> None:
     assert (recent.count(), recent.quantile(0.99)) == (1, float("inf"))
     now[0] += 60
     assert recent.count() == 0
+
+
+async def test_keyed_routing_figures_are_exported() -> None:
+    settings = Settings(partitions=8, database_url="postgresql+asyncpg://x/y")
+    ownership = Ownership(settings)
+    ownership.owned = {1, 2, 3}
+    ownership.keep("pc-001", object())
+    bridge = Bridge(partitions=ownership)
+    assert bridge.value("plaza_bridge_slots_owned") == 3
+    assert bridge.value("plaza_bridge_leader") == 0
+    assert bridge.value("plaza_bridge_handover_buffered") == 1
+    assert bridge.value("plaza_bridge_jobs_fenced_total") == 0
