@@ -165,25 +165,34 @@ class CoolingOff:
         self._next_due = at if self._next_due is None else min(self._next_due, at)
 
     async def disable(self, user: str) -> None:
-        """Record the cooling-off, disable every account of ``user``, raise the alert."""
+        """Disable every account of ``user`` and record the cooling-off; raise the alert.
+
+        The account named in the flood's topic is disabled at once, while the row is
+        written (a commit batch may hold the write gate for some milliseconds, and every one
+        of them lets more of the flood through the broker); the browser sessions' accounts,
+        which the row's transaction reads, right after."""
         if self._gate.is_cooling(user):
             return
         now = self._clock()
         until = now + self._length
-        accounts = await self._record(user, until)
         self._gate.cooling([user])
-        self._due(until)
         started = time.perf_counter()
+        own = asyncio.ensure_future(self._disable([user]))
         try:
-            problems = _errors(await self._dynsec.run([dynsec.disable_client(a) for a in accounts]))
-        except DynsecUnavailable as exc:
-            problems = [str(exc)]
-        took = (time.perf_counter() - started) * 1000
+            accounts = await self._record(user, until)
+        except BaseException:  # no row to lift it later: lift it now
+            await own
+            await self._dynsec_quietly([dynsec.enable_client(user)])
+            raise
+        problems = await own
+        took = (time.perf_counter() - started) * 1000  # (at most: the row may come later)
+        problems += await self._disable([a for a in accounts if a != user])
+        self._due(until)
         if problems:  # its messages are still dropped here until the cooling-off ends
             log.error("disabling %s in the broker failed: %s", user, "; ".join(problems))
         else:
             log.warning(
-                "%s flooded: %d broker accounts disabled (in %.0f ms) until %s",
+                "%s flooded: %d broker accounts disabled (the first within %.0f ms) until %s",
                 user,
                 len(accounts),
                 took,
@@ -204,6 +213,18 @@ class CoolingOff:
                 streak=self._gate.disable_after,
             )
         )
+
+    async def _disable(self, accounts: list[str]) -> list[str]:
+        """Disable ``accounts`` in the broker; what went wrong (nothing: an empty list)."""
+        if not accounts:
+            return []
+        return await self._dynsec_quietly([dynsec.disable_client(a) for a in accounts])
+
+    async def _dynsec_quietly(self, commands: list[dict[str, Any]]) -> list[str]:
+        try:
+            return _errors(await self._dynsec.run(commands))
+        except DynsecUnavailable as exc:
+            return [str(exc)]
 
     async def _record(self, user: str, until: float) -> list[str]:
         """Write (or extend) the player's ``cool_off`` row; their broker accounts."""

@@ -166,12 +166,12 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
 
 
 def _requests(desk: ReservationDesk, link: Link) -> Handler[RequestTopic]:
-    """A request: the desk makes it a job, or answers it at once (published right away)."""
+    """A request: the desk makes it a job, or answers it at once (posted: published soon)."""
 
     async def handle(where: RequestTopic, message: Incoming) -> bool:
         immediate = desk.handle(where, message.payload, message.response_topic, message.correlation)
         if immediate:
-            await link.publish(immediate)
+            link.post(immediate)  # never wait on the broker before reading the next request
         return True
 
     return handle
@@ -297,6 +297,7 @@ class BridgeService:
             tg.create_task(parts.outages.run(), name="outages")
             tg.create_task(parts.selfwatch.run(), name="self-watch")
             tg.create_task(parts.retention.run(), name="retention")
+            tg.create_task(ctx.link.run_posts(), name="refusals")
             tg.create_task(parts.cooloff.run(), name="cool-off")
             tg.create_task(parts.connections.sweeper.run(), name="retained-sweeper")
             tg.create_task(parts.connections.run_status(), name="status")
