@@ -118,10 +118,12 @@ class PlazaClient(aiomqtt.Client):
             return gone.exception()
         return None
 
-    def publish_now(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
-        """Queue a publish without waiting for it: what goes out just before a DISCONNECT
-        (a clean stop's last status), which the broker then handles in that order."""
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+    def publish_now(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> bool:
+        """Queue a publish without waiting for it (nor for its PUBACK): what goes out just
+        before a DISCONNECT (a clean stop's last status), or from inside a packet reader.
+        False when paho refused it (not connected)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == paho.MQTT_ERR_SUCCESS
 
     async def publish_acked(
         self,
