@@ -262,11 +262,14 @@ class CoolingOff:
             return [str(exc)]
 
     async def _record(self, user: str, until: float) -> list[str]:
-        """Write (or extend) the player's ``cool_off`` row; their broker accounts."""
+        """Write (or extend) the player's ``cool_off`` row; their broker accounts. The
+        sessions are read outside the write gate, which is held only for the row (every
+        millisecond it is held, reservations wait)."""
         ends = datetime.fromtimestamp(until, UTC)
-        async with self._ctx.gate, self._ctx.sessions() as session:
+        async with self._ctx.reads() as session:
             query = select(BrokerSession.client).where(BrokerSession.owner == user)
             accounts = sorted({user, *(await session.exec(query)).all()})
+        async with self._ctx.gate, self._ctx.sessions() as session:
             row = await session.get(CoolOff, user)
             if row is None:
                 row = CoolOff(user=user, until=ends, accounts_json=json.dumps(accounts))

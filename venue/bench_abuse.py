@@ -145,6 +145,9 @@ def flood(port: int, user: str, password: str, topic: str, qos: int, seconds: fl
     if kind >> 4 != 2 or connack[1] != 0:
         print(f"refused {connack[1]:#x}", flush=True)
         return
+    # connected: wait for the word (so that starting Python is not part of the measurement)
+    print("ready", flush=True)
+    sys.stdin.readline()
     started = time.monotonic()
     deadline = started + seconds
     sent = 0
@@ -220,6 +223,7 @@ async def _flooder(
         TOPICS.request(device, user),
         str(qos),
         str(seconds),
+        stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
     )
 
@@ -238,6 +242,10 @@ async def _phase(
     if flood is not None:
         n, qos = flood
         flooder = await _flooder(venue.broker.port, n, load.devices[0], qos, args.seconds)
+        assert flooder.stdin is not None
+        assert flooder.stdout is not None
+        assert (await asyncio.wait_for(flooder.stdout.readline(), 30)).strip() == b"ready"
+        asyncio.get_running_loop().call_later(0.1, flooder.stdin.write, b"go\n")
     times = await paced(args.rate, args.seconds, load.one)
     phase = Phase(label, times, load.failures - failures, os.getloadavg()[0])
     if flooder is not None:
