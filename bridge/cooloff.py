@@ -28,7 +28,6 @@ from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-import aiomqtt
 from sqlalchemy import delete
 from sqlmodel import col, select
 
@@ -71,8 +70,10 @@ class Dynsec:
             if waiter is not None and not waiter.done():
                 waiter.set_result(response)
 
-    async def run(self, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Send ``commands`` as one list; the plugin's response to each, in order."""
+    def send(self, commands: Sequence[dict[str, Any]]) -> asyncio.Task[list[dict[str, Any]]]:
+        """Send ``commands`` as one list now, without waiting (the packet is queued on the
+        client at once, so a packet reader may call this); a task that ends with the
+        plugin's response to each, in order (or DynsecUnavailable)."""
         client = self._link.client
         if client is None:
             raise DynsecUnavailable("not connected to the broker")
@@ -80,14 +81,24 @@ class Dynsec:
         ids = [uuid.uuid4().hex for _ in commands]
         futures = [loop.create_future() for _ in commands]
         self._waiting.update(zip(ids, futures, strict=True))
+        if not client.publish_now(DYNSEC_COMMAND, dynsec.tagged(commands, ids), qos=1):
+            for i in ids:
+                self._waiting.pop(i, None)
+            raise DynsecUnavailable("the client is not connected")
+        return loop.create_task(self._answers(ids, futures))
+
+    async def run(self, commands: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Send ``commands`` as one list; the plugin's response to each, in order."""
+        return await self.send(commands)
+
+    async def _answers(
+        self, ids: list[str], futures: list[asyncio.Future[dict[str, Any]]]
+    ) -> list[dict[str, Any]]:
         try:
-            await client.publish(DYNSEC_COMMAND, dynsec.tagged(commands, ids), qos=1)
             async with asyncio.timeout(self._timeout):
                 return list(await asyncio.gather(*futures))
         except TimeoutError as exc:
             raise DynsecUnavailable("no answer to the dynamic-security command") from exc
-        except aiomqtt.MqttError as exc:
-            raise DynsecUnavailable(f"publish failed: {exc}") from exc
         finally:
             for i in ids:
                 self._waiting.pop(i, None)
@@ -118,15 +129,26 @@ class CoolingOff:
         self._raise = raise_alert
         self._clock = clock
         self._length = ctx.settings.cool_off
-        self._flagged: asyncio.Queue[str] = asyncio.Queue()
+        #: flagged players, each with the disabling of its own account already under way
+        self._flagged: asyncio.Queue[tuple[str, asyncio.Task[list[dict[str, Any]]] | None]] = (
+            asyncio.Queue()
+        )
         #: when the earliest cooling-off this bridge knows of ends (Unix time)
         self._next_due: float | None = None
         #: players disabled by this bridge so far
         self.disabled = 0
 
     def flooding(self, user: str) -> None:
-        """The gate's ``on_flood``: called inside the packet reader, so it only queues."""
-        self._flagged.put_nowait(user)
+        """The gate's ``on_flood``, called inside the intake's packet reader: the account
+        named in the topic is disabled right here (the command is queued on the main
+        connection before the reader reads on), the rest is queued for :meth:`run`."""
+        try:
+            own: asyncio.Task[list[dict[str, Any]]] | None = self._dynsec.send(
+                [dynsec.disable_client(user)]
+            )
+        except DynsecUnavailable:
+            own = None
+        self._flagged.put_nowait((user, own))
 
     async def run(self) -> None:
         loaded = False
@@ -135,7 +157,7 @@ class CoolingOff:
             if self._next_due is not None:
                 wait = max(0.0, min(wait, self._next_due - self._clock()))
             try:
-                user = await asyncio.wait_for(self._flagged.get(), wait)
+                user, own = await asyncio.wait_for(self._flagged.get(), wait)
             except TimeoutError:
                 try:  # the database may be away: the next sweep tries again
                     if not loaded:
@@ -148,7 +170,7 @@ class CoolingOff:
                 self._gate.prune(time.monotonic())
                 continue
             try:
-                await self.disable(user)
+                await self.disable(user, own)
             except Exception:  # the drops go on; a later flood flags the player again
                 log.exception("could not disable %s", user, extra={"sender": user})
                 self._gate.release(user)
@@ -164,26 +186,40 @@ class CoolingOff:
     def _due(self, at: float) -> None:
         self._next_due = at if self._next_due is None else min(self._next_due, at)
 
-    async def disable(self, user: str) -> None:
-        """Record the cooling-off, disable every account of ``user``, raise the alert."""
+    async def disable(
+        self, user: str, own: asyncio.Task[list[dict[str, Any]]] | None = None
+    ) -> None:
+        """Disable every account of ``user`` and record the cooling-off; raise the alert.
+
+        The account named in the flood's topic is disabled at once, while the row is
+        written (a commit batch may hold the write gate for some milliseconds, and every one
+        of them lets more of the flood through the broker); the browser sessions' accounts,
+        which the row's transaction reads, right after."""
         if self._gate.is_cooling(user):
+            if own is not None:
+                await self._quietly(own)
             return
         now = self._clock()
         until = now + self._length
-        accounts = await self._record(user, until)
         self._gate.cooling([user])
-        self._due(until)
         started = time.perf_counter()
+        if own is None:
+            own = asyncio.ensure_future(self._dynsec.run([dynsec.disable_client(user)]))
         try:
-            problems = _errors(await self._dynsec.run([dynsec.disable_client(a) for a in accounts]))
-        except DynsecUnavailable as exc:
-            problems = [str(exc)]
-        took = (time.perf_counter() - started) * 1000
+            accounts = await self._record(user, until)
+        except BaseException:  # no row to lift it later: lift it now
+            await self._quietly(own)
+            await self._dynsec_quietly([dynsec.enable_client(user)])
+            raise
+        problems = await self._quietly(own)
+        took = (time.perf_counter() - started) * 1000  # (at most: the row may come later)
+        problems += await self._disable([a for a in accounts if a != user])
+        self._due(until)
         if problems:  # its messages are still dropped here until the cooling-off ends
             log.error("disabling %s in the broker failed: %s", user, "; ".join(problems))
         else:
             log.warning(
-                "%s flooded: %d broker accounts disabled (in %.0f ms) until %s",
+                "%s flooded: %d broker accounts disabled (the first within %.0f ms) until %s",
                 user,
                 len(accounts),
                 took,
@@ -205,12 +241,35 @@ class CoolingOff:
             )
         )
 
+    async def _disable(self, accounts: list[str]) -> list[str]:
+        """Disable ``accounts`` in the broker; what went wrong (nothing: an empty list)."""
+        if not accounts:
+            return []
+        return await self._dynsec_quietly([dynsec.disable_client(a) for a in accounts])
+
+    async def _dynsec_quietly(self, commands: list[dict[str, Any]]) -> list[str]:
+        try:
+            return await self._quietly(self._dynsec.send(commands))
+        except DynsecUnavailable as exc:
+            return [str(exc)]
+
+    @staticmethod
+    async def _quietly(answers: Awaitable[list[dict[str, Any]]]) -> list[str]:
+        """What went wrong with the commands ``answers`` awaits (nothing: an empty list)."""
+        try:
+            return _errors(await answers)
+        except DynsecUnavailable as exc:
+            return [str(exc)]
+
     async def _record(self, user: str, until: float) -> list[str]:
-        """Write (or extend) the player's ``cool_off`` row; their broker accounts."""
+        """Write (or extend) the player's ``cool_off`` row; their broker accounts. The
+        sessions are read outside the write gate, which is held only for the row (every
+        millisecond it is held, reservations wait)."""
         ends = datetime.fromtimestamp(until, UTC)
-        async with self._ctx.gate, self._ctx.sessions() as session:
+        async with self._ctx.reads() as session:
             query = select(BrokerSession.client).where(BrokerSession.owner == user)
             accounts = sorted({user, *(await session.exec(query)).all()})
+        async with self._ctx.gate, self._ctx.sessions() as session:
             row = await session.get(CoolOff, user)
             if row is None:
                 row = CoolOff(user=user, until=ends, accounts_json=json.dumps(accounts))

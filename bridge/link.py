@@ -1,11 +1,11 @@
-"""Link: the bridge's broker connection as everything that publishes sees it.
+"""Link: the bridge's main broker connection as everything that publishes sees it.
 
-The MQTT loop (:mod:`bridge.service`) sets :attr:`Link.client` once connected, sets
-:attr:`Link.connected` once subscribed, and calls :meth:`Link.down` when the connection is
-lost. :meth:`Link.publish` sends live messages
-(boards, presence events, refusals) and gives up quietly while disconnected: boards are
-re-published on every reconnect. The outbox publisher waits on :attr:`Link.connected`
-instead and retries, because what it sends is committed.
+The main connection's loop (:mod:`bridge.connections`) sets :attr:`Link.client` once
+connected, sets :attr:`Link.connected` once subscribed, and calls :meth:`Link.down` when the
+connection is lost. :meth:`Link.publish` sends live messages (boards, presence events) and
+gives up quietly while disconnected: boards are re-published on every reconnect.
+:meth:`Link.post` does the same without waiting (the intake's refusals). The outbox publisher
+waits on :attr:`Link.connected` instead and retries, because what it sends is committed.
 
 :attr:`Link.max_packet` is the largest packet the broker takes: ``PLAZA_MQTT_MAX_PACKET_SIZE``
 (which mirrors the broker's ``max_packet_size``), or less when the broker's CONNACK says so.
@@ -25,6 +25,8 @@ from bridge.models import Outbound
 from plaza.mqtt import PlazaClient
 
 log = logging.getLogger(__name__)
+#: messages :meth:`Link.run_posts` publishes at a time
+POST_BATCH = 200
 
 
 class Link:
@@ -37,6 +39,8 @@ class Link:
         self._broker_max: int | None = None
         #: connections made so far (a publisher compares it to see a connection was lost)
         self.connections = 0
+        self._posts: list[Outbound] = []
+        self._posted = asyncio.Event()
 
     @property
     def client(self) -> PlazaClient | None:
@@ -57,6 +61,21 @@ class Link:
         if self._broker_max is None:
             return self._configured_max
         return min(self._configured_max, self._broker_max)
+
+    def post(self, outbound: Sequence[Outbound]) -> None:
+        """Publish ``outbound`` soon, without waiting: the intake's refusals, so that reading
+        the next request never waits on the broker's acknowledgement of the last refusal.
+        :meth:`run_posts` sends what was posted, in order, a batch at a time."""
+        self._posts.extend(outbound)
+        self._posted.set()
+
+    async def run_posts(self) -> None:
+        while True:
+            await self._posted.wait()
+            self._posted.clear()
+            while self._posts:
+                batch, self._posts = self._posts[:POST_BATCH], self._posts[POST_BATCH:]
+                await self.publish(batch)
 
     def down(self) -> None:
         self._client = None

@@ -202,7 +202,7 @@ def _requests(desk: ReservationDesk, link: Link, ownership: Ownership) -> Handle
             return True
         immediate = desk.handle(where, message.payload, message.response_topic, message.correlation)
         if immediate:
-            await link.publish(immediate)
+            link.post(immediate)  # never wait on the broker before reading the next request
         return True
 
     return handle
@@ -377,6 +377,7 @@ class BridgeService:
             tg.create_task(leading(parts.outages.run, "outages"), name="lead-outages")
             tg.create_task(parts.selfwatch.run(), name="self-watch")
             tg.create_task(leading(parts.retention.run, "retention"), name="lead-retention")
+            tg.create_task(ctx.link.run_posts(), name="refusals")
             tg.create_task(parts.cooloff.run(), name="cool-off")
             tg.create_task(parts.connections.sweeper.run(), name="retained-sweeper")
             tg.create_task(parts.connections.run_status(), name="status")

@@ -118,10 +118,12 @@ class PlazaClient(aiomqtt.Client):
             return gone.exception()
         return None
 
-    def publish_now(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> None:
-        """Queue a publish without waiting for it: what goes out just before a DISCONNECT
-        (a clean stop's last status), which the broker then handles in that order."""
-        self._client.publish(topic, payload, qos=qos, retain=retain)
+    def publish_now(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> bool:
+        """Queue a publish without waiting for it (nor for its PUBACK): what goes out just
+        before a DISCONNECT (a clean stop's last status), or from inside a packet reader.
+        False when paho refused it (not connected)."""
+        info = self._client.publish(topic, payload, qos=qos, retain=retain)
+        return info.rc == paho.MQTT_ERR_SUCCESS
 
     async def publish_acked(
         self,
@@ -133,9 +135,32 @@ class PlazaClient(aiomqtt.Client):
         properties: Properties | None = None,
     ) -> ReasonCode | None:
         """Publish like :meth:`publish`; return the broker's refusal (a PUBACK reason code
-        of 0x80 or more), or None when it took the message (QoS 0: always None)."""
-        await self.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-        return self._refused.pop(_LAST_MID.get(), None) if qos else None
+        of 0x80 or more), or None when it took the message (QoS 0: always None).
+
+        A connection lost while the PUBACK is awaited raises MqttError at once: aiomqtt
+        would wait out its whole timeout (``PLAZA_SERVICE_TIMEOUT``) for an acknowledgement
+        that can no longer come, holding its caller (the bridge's main loop, behind a board
+        publish, for 10 s after every broker restart)."""
+        gone = self._disconnected
+        if gone.done():
+            raise aiomqtt.MqttError("not connected: the connection was lost")
+
+        async def sent() -> int:  # the packet id, read in the task that published it
+            await self.publish(topic, payload, qos=qos, retain=retain, properties=properties)
+            return _LAST_MID.get()
+
+        send = asyncio.ensure_future(sent())
+        waiting: set[asyncio.Future[Any]] = {send, gone}
+        try:
+            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            lost = not send.done()
+            if lost:
+                send.cancel()
+        if lost:
+            raise aiomqtt.MqttError("the connection was lost before the broker acknowledged it")
+        mid = send.result()
+        return self._refused.pop(mid, None) if qos else None
 
 
 def service_client(

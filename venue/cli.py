@@ -358,6 +358,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         args.machines = args.machines or (10000 if args.what == "scale" else 2000)
         return run_scale_bench(args)
+    if args.what == "abuse":
+        from venue.bench_abuse import run_abuse_bench
+
+        args.machines = args.machines or 20
+        return run_abuse_bench(args)
     if args.what == "fanout":
         from venue.bench_fanout import run_fanout_bench
 
@@ -538,14 +543,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_scenario)
 
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")
-    p.add_argument("what", choices=["presence", "reservations", "fanout", "scale", "storm"])
     p.add_argument(
-        "--machines", type=int, default=None, help="default 200 / 1000 / 20 / 10000 / 2000"
+        "what", choices=["presence", "reservations", "fanout", "scale", "storm", "abuse"]
+    )
+    p.add_argument(
+        "--machines", type=int, default=None, help="default 200 / 1000 / 20 / 10000 / 2000 / 20"
     )
     p.add_argument("--trials", type=int, default=100, help="presence: trials")
-    p.add_argument("--players", type=int, default=50, help="reservations: players")
-    p.add_argument("--rate", type=float, default=200, help="reservations: paced commands/s")
-    p.add_argument("--seconds", type=float, default=10, help="reservations: per phase")
+    p.add_argument("--players", type=int, default=50, help="reservations/abuse: players")
+    p.add_argument("--rate", type=float, default=200, help="reservations/abuse: paced commands/s")
+    p.add_argument("--seconds", type=float, default=10, help="reservations/abuse: per phase")
     p.add_argument("--window", type=int, default=256, help="reservations: in flight (max)")
     p.add_argument("--subscribers", type=int, default=1000, help="fanout: WebSocket clients")
     p.add_argument("--changes", type=int, default=50, help="fanout: state changes measured")

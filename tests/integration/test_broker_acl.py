@@ -234,8 +234,9 @@ async def test_a_wrong_password_is_refused(broker: BrokerHandle, user: str, wron
 async def test_every_provisioned_account_connects_with_its_own_password(
     broker: BrokerHandle,
 ) -> None:
-    users = [BRIDGE_USER, API_USER, OBSERVER_USER, *broker.secrets.devices, *broker.secrets.players]
-    for user in users:
+    intake = f"{BRIDGE_USER}-intake"
+    services = [BRIDGE_USER, intake, API_USER, OBSERVER_USER]
+    for user in [*services, *broker.secrets.devices, *broker.secrets.players]:
         async with connect(broker, user):
             pass
 
@@ -245,7 +246,8 @@ async def test_every_account_is_refused_under_any_client_id_but_its_own(
 ) -> None:
     """Identity binding: nobody takes over the bridge's, the api's, a machine's or another
     person's session by connecting under its client id."""
-    users = [BRIDGE_USER, API_USER, OBSERVER_USER, "pc-01", "player1", "player2"]
+    intake = f"{BRIDGE_USER}-intake"  # the bridge's second connection
+    users = [BRIDGE_USER, intake, API_USER, OBSERVER_USER, "pc-01", "player1", "player2"]
     for user in users:
         for other in users:
             if other == user:
