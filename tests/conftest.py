@@ -37,7 +37,12 @@ from plaza.mqtt import NODELAY, stop_task
 from plaza.settings import Settings
 from plaza.topics import Topics
 from venue.accounts import API_USER, BRIDGE_USER, VenueSecrets, demo_fleet
-from venue.broker import ContainerBroker, LocalBroker, docker_engine_answers, free_port
+from venue.broker import (
+    ContainerBroker,
+    LocalBroker,
+    docker_engine_answers,
+    start_on_free_ports,
+)
 from venue.seed import seed
 
 DOCKER = docker_engine_answers()
@@ -140,13 +145,14 @@ def broker(tmp_path: Path, fleet_ids: list[str]) -> Iterator[BrokerHandle]:
     secrets.players.update({f"racer{i:03d}": f"racer-pw-{i:03d}" for i in range(RACERS)})
     topics = Topics()
     data = tmp_path / "broker"
+    clients = secrets.broker_clients(Settings(data_dir=tmp_path))
+    accounts, roles = [*clients, *TEST_ACCOUNTS], secrets.roles(topics)
     if DOCKER:
         b: LocalBroker | ContainerBroker = ContainerBroker(data)
+        b.configure(accounts, roles)
+        b.start()
     else:
-        b = LocalBroker(data, free_port(), free_port())
-    clients = secrets.broker_clients(Settings(data_dir=tmp_path))
-    b.configure([*clients, *TEST_ACCOUNTS], secrets.roles(topics))
-    b.start()
+        b = start_on_free_ports(data, accounts, roles)
     try:
         yield BrokerHandle(b, secrets, topics, {c.username: c.client_id or "" for c in clients})
     finally:

@@ -277,6 +277,30 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 10.0) -> 
     raise BrokerError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
 
 
+#: what mosquitto logs when a listener's port was taken between free_port() and its bind
+_PORT_TAKEN = ("Unable to create", "Address already in use")
+
+
+def start_on_free_ports(
+    data_dir: Path, clients: list[BrokerClient], roles: list[Role], *, attempts: int = 3
+) -> LocalBroker:
+    """A :class:`LocalBroker` configured and started on free ports. :func:`free_port` only
+    finds a port free at that moment; when another process (a parallel test run) binds it
+    first, mosquitto cannot listen, and new ports are tried, up to ``attempts`` times."""
+    for attempt in range(1, attempts + 1):
+        broker = LocalBroker(data_dir, free_port(), free_port())
+        broker.configure(clients, roles)
+        try:
+            broker.start()
+        except BrokerError as exc:
+            if attempt == attempts or not any(s in str(exc) for s in _PORT_TAKEN):
+                raise
+            log.warning("mosquitto's port was taken meanwhile (%s); new ports", exc)
+            continue
+        return broker
+    raise AssertionError("unreachable")
+
+
 def die_with_parent() -> None:
     """In a child before exec: get SIGTERM when the parent dies, even by SIGKILL (Linux),
     so no orphan mosquitto or service outlives `plaza up`."""

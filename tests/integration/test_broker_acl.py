@@ -22,6 +22,7 @@ import secrets
 import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -513,3 +514,33 @@ async def test_only_the_api_and_bridge_accounts_can_create_broker_accounts(
     created = refusal is None
     observed = verdict(allowed, created, code < FAILURE)
     report([Row(actor, "dynsec", "createClient " + newcomer, allowed, observed, code)])
+
+
+def test_a_port_taken_before_mosquitto_binds_it_is_replaced_by_a_free_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """free_port() only finds a port free at that moment: a parallel test run may bind it
+    first. The brokers the tests start then move to other ports instead of failing."""
+    import socket
+
+    from venue import broker as broker_module
+
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    port = taken.getsockname()[1]
+    picks = iter([port])
+    real = broker_module.free_port
+    monkeypatch.setattr(
+        broker_module, "free_port", lambda host="127.0.0.1": next(picks, 0) or real()
+    )
+    try:
+        started = broker_module.start_on_free_ports(tmp_path / "b", [], [])
+        try:
+            assert port not in (started.port, started.ws_port)
+            assert started.proc is not None
+            assert started.proc.poll() is None
+        finally:
+            started.stop()
+    finally:
+        taken.close()
