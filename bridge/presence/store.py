@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
@@ -65,20 +66,25 @@ async def start_generation(sessions: Callable[[], AsyncSession]) -> int:
     """Bump and commit the bridge generation; call once before publishing anything, and
     again before taking a machine over from another bridge. One UPDATE, so bridges bumping
     at once each get their own, higher generation."""
-    async with sessions() as session:
-        conn = await session.connection()
-        bumped = await conn.execute(
-            sa.update(BridgeMeta)
-            .where(col(BridgeMeta.id) == 1)
-            .values(generation=col(BridgeMeta.generation) + 1)
-            .returning(col(BridgeMeta.generation))
-        )
-        generation = bumped.scalar_one_or_none()
-        if generation is None:
-            session.add(BridgeMeta(id=1, generation=1))
-            generation = 1
-        await session.commit()
-        return int(generation)
+    for _ in range(5):
+        async with sessions() as session:
+            conn = await session.connection()
+            bumped = await conn.execute(
+                sa.update(BridgeMeta)
+                .where(col(BridgeMeta.id) == 1)
+                .values(generation=col(BridgeMeta.generation) + 1)
+                .returning(col(BridgeMeta.generation))
+            )
+            generation = bumped.scalar_one_or_none()
+            if generation is None:  # a new database: the first bridge creates the row
+                session.add(BridgeMeta(id=1, generation=1))
+                generation = 1
+            try:
+                await session.commit()
+            except IntegrityError:  # another bridge created it first: bump theirs instead
+                continue
+            return int(generation)
+    raise RuntimeError("the bridge generation could not be bumped")
 
 
 async def load_views(sessions: Callable[[], AsyncSession]) -> dict[str, DeviceView]:

@@ -367,7 +367,15 @@ class TestPsycopgPipelines(OnDatabase):
                 assert again.execute(sa.select(table_of(Outbox).c.id)).all() == []
         finally:
             engine.dispose()
-        assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+        # psycopg may report the pipeline's own abort while the IntegrityError leaves it
+        # ("error ignored terminating ..."), depending on when the server's error arrives: that
+        # is the same refusal, already raised; anything else at warning level is a finding
+        assert not [
+            r
+            for r in caplog.records
+            if r.levelno >= logging.WARNING
+            and not (r.name == "psycopg" and str(r.msg).startswith("error ignored terminating"))
+        ]
 
     def test_a_connection_left_in_a_transaction_is_not_handed_out_again(
         self, conn: Connection, db_url: str

@@ -29,8 +29,13 @@ async def test_the_bridge_account_exports_the_brokers_sys_figures(broker: Broker
         try:
             # the retained figures arrive at once (from the broker's start: 0 clients); the
             # next report, within sys_interval (10 s), counts the two of us
+            # (one message per figure: wait for the report's received count too, which may
+            # come a moment after its connected count)
             async with asyncio.timeout(25):
-                while stats.values.get("clients/connected", 0) < 2:  # noqa: ASYNC110
+                while (  # noqa: ASYNC110
+                    stats.values.get("clients/connected", 0) < 2
+                    or stats.values.get("messages/received", 0) <= 0
+                ):
                     await asyncio.sleep(0.05)
         finally:
             task.cancel()

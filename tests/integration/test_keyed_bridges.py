@@ -72,6 +72,7 @@ async def locks(db_url: str) -> tuple[dict[str, set[int]], str | None]:
                         "SELECT a.application_name, k.classid::int, k.objid::int "
                         "FROM pg_locks k JOIN pg_stat_activity a ON a.pid = k.pid "
                         "WHERE k.locktype = 'advisory' AND k.granted "
+                        "AND a.datname = current_database() "  # (parallel runs share a server)
                         "AND k.classid::int IN (:slots, :leader)"
                     ),
                     {"slots": SLOT_LOCKS, "leader": LEADER_LOCK},
@@ -319,3 +320,21 @@ async def test_the_fence_stops_an_old_owner_before_the_new_one_decides(db_url: s
         engine.dispose()
         await old_lock.close()
         await new_lock.close()
+
+
+async def test_bridges_starting_at_once_on_a_new_database_each_get_their_own_generation(
+    db_url: str,
+) -> None:
+    """The first bridge of a new database creates the generation row; three starting at once
+    raced to insert it and two crashed on the primary key (seen in a CI run)."""
+    from bridge.presence.store import start_generation
+    from plaza.db import migrate, session_factory
+
+    engine = make_engine(db_url)
+    try:
+        await migrate(engine)
+        sessions = session_factory(engine)
+        got = await asyncio.gather(*(start_generation(sessions) for _ in range(5)))
+    finally:
+        await engine.dispose()
+    assert sorted(got) == [1, 2, 3, 4, 5]
