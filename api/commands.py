@@ -31,6 +31,8 @@ STATUS_FOR = {
     "in_past": 422,
     "bad_code": 422,
     "too_early": 409,
+    "suspended": 403,
+    "offer_expired": 409,
 }
 
 

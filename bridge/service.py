@@ -36,12 +36,20 @@ from bridge.reservations.batch_runner import BatchRunner
 from bridge.reservations.committer import Committer
 from bridge.reservations.intake import ReservationDesk
 from bridge.reservations.timers import Timers
+from bridge.reservations.venue_intake import VenueDesk, venue_route
 from bridge.retention import Retention
 from bridge.router import Handler, Router
 from bridge.selfwatch import Readings, SelfWatch
 from plaza.mqtt import Backoff, service_client
 from plaza.settings import Settings
-from plaza.topics import AdminRequestTopic, DeviceTopic, RequestTopic, Topics, UserTopic
+from plaza.topics import (
+    AdminRequestTopic,
+    DeviceTopic,
+    RequestTopic,
+    Topics,
+    UserTopic,
+    VenueRequestTopic,
+)
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +118,7 @@ async def assemble(ctx: BridgeContext) -> Parts:
     router = Router(ctx.topics, ctx.metrics)
     router.route(DeviceTopic, presence.handle)
     router.route(RequestTopic, _requests(desk, ctx.link))
+    router.route(VenueRequestTopic, venue_route(VenueDesk(desk), ctx.link))
     router.route(UserTopic, notifier.handle)
     router.route(AdminRequestTopic, admin.submit)
     return Parts(
@@ -122,7 +131,9 @@ async def assemble(ctx: BridgeContext) -> Parts:
         runner=runner,
         actors=actors,
         desk=desk,
-        timers=Timers(ctx, submit=actors.submit, refresh_boards=boards.moved),
+        timers=Timers(
+            ctx, submit=actors.submit, refresh_boards=boards.moved, free=tracker.available
+        ),
         admin=admin,
         notifier=notifier,
         outages=OutageWatch(ctx, tracker=tracker),
@@ -282,6 +293,7 @@ class BridgeService:
                         self.topics.all_presence,
                         self.topics.all_state,
                         self._requests_filter(),
+                        self._requests_filter(self.topics.all_venue_requests),
                         self.topics.admin_requests,
                         self.topics.all_acks,
                     ]
@@ -316,9 +328,9 @@ class BridgeService:
                 log.warning("broker connection lost (%s); reconnecting in %.2fs", exc, delay)
                 await asyncio.sleep(delay)
 
-    def _requests_filter(self) -> str:
+    def _requests_filter(self, requests: str | None = None) -> str:
         group = self.settings.shared_group
-        requests = self.topics.all_requests
+        requests = requests or self.topics.all_requests
         return self.topics.shared(group, requests) if group else requests
 
 

@@ -26,7 +26,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 from sqlmodel import SQLModel, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from plaza import tables
+from plaza import rules, tables
 from plaza.tables import SCHEMA_VERSION, SchemaVersion
 
 
@@ -117,6 +117,29 @@ async def _v10_idempotency_keys(conn: AsyncConnection) -> None:
     tables are created by create_all."""
 
 
+async def _v11_booking(conn: AsyncConnection) -> None:
+    """Version 11 (issue 17, booking): parties, waitlist holds and the no-show policy.
+    Reservations get ``party_id`` (indexed) and ``hold_until``; ``waitlist_entry`` and
+    ``player_standing`` are new tables (created by create_all). On PostgreSQL the exclusion
+    constraints are redrawn: a held machine (status ``held``) blocks like an approved one, and
+    the seats of one party may share their slot for their player."""
+    columns = await conn.run_sync(
+        lambda c: {col["name"] for col in inspect(c).get_columns("reservation")}
+    )
+    stamp = "TIMESTAMP WITH TIME ZONE" if conn.dialect.name == "postgresql" else "DATETIME"
+    if "party_id" not in columns:
+        await conn.execute(text("ALTER TABLE reservation ADD COLUMN party_id VARCHAR(32)"))
+    if "hold_until" not in columns:
+        await conn.execute(text(f"ALTER TABLE reservation ADD COLUMN hold_until {stamp}"))
+    await conn.execute(
+        text("CREATE INDEX IF NOT EXISTS ix_reservation_party_id ON reservation (party_id)")
+    )
+    if conn.dialect.name == "postgresql":
+        for name in _PG_CONSTRAINTS:
+            await conn.execute(text(f"ALTER TABLE reservation DROP CONSTRAINT IF EXISTS {name}"))
+        await _constraints(conn)
+
+
 _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     2: _v2_reservations,
     3: _v3_identity,
@@ -127,14 +150,17 @@ _UPGRADES: dict[int, Callable[[AsyncConnection], Awaitable[None]]] = {
     8: _v8_reservation_indexes,
     9: _v9_dead_letters,
     10: _v10_idempotency_keys,
+    11: _v11_booking,
 }
 
-#: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or
-#: for one player. Half-open ranges, so back-to-back slots are fine.
+#: PostgreSQL: no two *holding* reservations (approved, checked in, held) overlap on one
+#: machine or for one player, but for the seats of one party (its id, else the reservation's
+#: own: btree_gist's ``<>``). Half-open ranges, so back-to-back slots are fine.
 _PG_CONSTRAINTS = {
     "reservation_no_overlap_device": "device_id WITH =",
-    "reservation_no_overlap_player": "player WITH =",
+    "reservation_no_overlap_player": "player WITH =, (COALESCE(party_id, id)) WITH <>",
 }
+_HOLDING_SQL = ", ".join(f"'{s.value}'" for s in sorted(rules.HOLDING))
 
 
 async def _constraints(conn: AsyncConnection) -> None:
@@ -150,7 +176,7 @@ async def _constraints(conn: AsyncConnection) -> None:
                 text(
                     f"ALTER TABLE reservation ADD CONSTRAINT {name} EXCLUDE USING gist "
                     f"({key}, tstzrange(starts_at, ends_at, '[)') WITH &&) "
-                    "WHERE (status IN ('approved', 'checked_in'))"
+                    f"WHERE (status IN ({_HOLDING_SQL}))"
                 )
             )
 

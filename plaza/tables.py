@@ -17,7 +17,7 @@ from sqlmodel import Field, SQLModel
 
 from plaza import rules
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 
 class UTCDateTime(sa.types.TypeDecorator[datetime]):
@@ -127,6 +127,10 @@ class Reservation(SQLModel, table=True):
     created_at: datetime = _ts(default_factory=utcnow)
     updated_at: datetime = _ts(default_factory=utcnow)
     reminded_at: datetime | None = _ts(default=None)
+    #: the party this seat belongs to (a party booking: several machines, one slot)
+    party_id: str | None = Field(default=None, index=True, max_length=32)
+    #: a held machine (``status`` held: a waitlist offer) lapses at this moment
+    hold_until: datetime | None = _ts(default=None)
 
 
 def is_active(
@@ -139,6 +143,42 @@ def is_active(
     ``(device_id, ends_at)`` or ``(player, ends_at)`` index. Pair it with a device or player
     condition and an ``ends_at`` bound."""
     return sa.ColumnElement.concat(status, "").in_(sorted(s.value for s in statuses))
+
+
+class WaitlistEntry(SQLModel, table=True):
+    """A player's place in the waitlist line of a machine kind (and zone: None means any).
+    The line is the live entries (``waiting``, ``offered``) of a kind in ``rank`` order;
+    ``offer_id`` is the held reservation of an offered one. ``request_key`` (the join's
+    ``user:request_id``) is unique, like a reservation's. Only the bridge writes it."""
+
+    __tablename__ = "waitlist_entry"
+    __table_args__ = (sa.Index("ix_waitlist_entry_kind_status", "kind", "status"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    player: str = Field(index=True, max_length=48)
+    kind: str = Field(max_length=40)
+    zone: str | None = Field(default=None, max_length=40)
+    minutes: int
+    rank: float
+    status: str = Field(max_length=12)
+    offer_id: str | None = Field(default=None, index=True, max_length=32)
+    request_key: str = Field(unique=True, max_length=120)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class PlayerStanding(SQLModel, table=True):
+    """The no-show policy's memory of one player: self-service booking is suspended until
+    ``suspended_until``; strikes (no-show reservations within ``PLAZA_NO_SHOW_WINDOW``) are
+    counted from ``strikes_since`` on (set when a suspension starts and when staff lift it).
+    Only the bridge writes it."""
+
+    __tablename__ = "player_standing"
+
+    player: str = Field(primary_key=True, max_length=48)
+    suspended_until: datetime | None = _ts(default=None)
+    strikes_since: datetime | None = _ts(default=None)
+    updated_at: datetime = _ts(default_factory=utcnow)
 
 
 class CommandLog(SQLModel, table=True):

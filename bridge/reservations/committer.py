@@ -30,12 +30,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bridge.context import BridgeContext
 from bridge.models import Stored
 from bridge.notifier import Note
-from bridge.reservations.actors import Job, Outcome
+from bridge.reservations.actors import VENUE_QUEUE, Job, Outcome
 from bridge.reservations.batch_runner import Committed
 from bridge.reservations.board_rows import board_slots
 from bridge.reservations.effects import ReservationEffects
 from bridge.reservations.slotbook import SlotBook
 from bridge.reservations.slots import policy_from, public, slot_of
+from bridge.reservations.waitlist_rows import line_messages
 from bridge.sql import batch_sql
 from bridge.writes import Writes
 from plaza import rules
@@ -86,6 +87,7 @@ class Committer:
                 outcomes.append(outcome)
                 rows += out
             conn = await session.connection()
+            rows += await conn.run_sync(self._lines, outcomes, now)
             boards = await conn.run_sync(board_slots, _touched(batch, outcomes), now)
             await session.commit()
         return outcomes, rows, boards
@@ -101,8 +103,19 @@ class Committer:
         book = SlotBook.load(batch_sql(conn), batch, self.policy, now)
         outcomes = [decide_job(book, self.effects, writes, job) for job in batch]
         rows = writes.flush_sync(conn, self._outbox.max_packet)
+        rows += self._lines(conn, outcomes, now)
         # the boards of the machines this batch changed, as this transaction leaves them
         return outcomes, rows, board_slots(conn, _touched(batch, outcomes), now)
+
+    def _lines(self, conn: Connection, outcomes: list[Outcome], now: datetime) -> list[Stored]:
+        """The waitlist state of every player in a line the batch changed (retained), as
+        this transaction leaves it, into the outbox."""
+        kinds = {k for o in outcomes for k in o.lines}
+        if not kinds:
+            return []
+        players = {p for o in outcomes for p in o.waiters}
+        messages = line_messages(conn, self.topics, kinds, players, now)
+        return batch_sql(conn).insert_outbox(messages, now, self._outbox.max_packet)
 
     # -- the careful path -------------------------------------------------------------------------
     async def _one(
@@ -196,10 +209,10 @@ def decide_job(book: SlotBook, effects: ReservationEffects, writes: Writes, job:
     cmd = job.command
     assert cmd is not None
     decision = rules.decide(book.context(job, cmd), cmd)
-    outcome = effects.apply(
-        writes, job, cmd, decision, book.target(cmd), book.devices.get(job.device_id), book.now
-    )
     book.record(cmd, decision)
+    names = {d.id: d.name for d in book.devices.values()}
+    position = book.position(decision.entry)
+    outcome = effects.apply(writes, job, cmd, decision, names, book.now, position=position)
     if job.request_key is not None and outcome.reply is not None:
         book.logged[job.request_key] = outcome.reply
     return outcome
@@ -208,7 +221,7 @@ def decide_job(book: SlotBook, effects: ReservationEffects, writes: Writes, job:
 def _touched(batch: list[Job], outcomes: list[Outcome]) -> set[str]:
     """Machines whose reservations the batch changed."""
     touched = {j.device_id for j, o in zip(batch, outcomes, strict=True) if o.touched}
-    return touched | {d for o in outcomes for d in o.also}
+    return (touched | {d for o in outcomes for d in o.also}) - {VENUE_QUEUE}
 
 
 def _batchable(job: Job) -> bool:
@@ -217,5 +230,9 @@ def _batchable(job: Job) -> bool:
     return (
         cmd is not None
         and job.timer is None
-        and (cmd.op is rules.Op.RESERVE or cmd.reservation_id is not None)
+        and (
+            cmd.op in (rules.Op.RESERVE, rules.Op.OFFER)
+            or cmd.op in rules.VENUE_OPS
+            or cmd.reservation_id is not None
+        )
     )

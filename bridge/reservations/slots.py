@@ -13,7 +13,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from plaza import rules
-from plaza.messages import ReservationPublic
+from plaza.messages import ReservationPublic, WaitlistEntryPublic, WaitlistOffer
 from plaza.settings import Settings
 
 
@@ -30,6 +30,13 @@ def policy_from(settings: Settings) -> rules.Policy:
         tz=ZoneInfo(settings.venue_timezone),  # type: ignore[arg-type]
         check_in_early=timedelta(seconds=settings.check_in_early),
         max_days_ahead=settings.max_days_ahead,
+        max_party_seats=settings.max_party_seats,
+        waitlist_hold=timedelta(seconds=settings.waitlist_hold),
+        waitlist_max_length=settings.waitlist_max_length,
+        waitlist_max_per_player=settings.waitlist_max_per_player,
+        no_show_strikes=settings.no_show_strikes,
+        no_show_window=timedelta(seconds=settings.no_show_window),
+        no_show_suspension=timedelta(seconds=settings.no_show_suspension),
     )
 
 
@@ -43,6 +50,8 @@ def slot_of(row: Any) -> rules.Slot:
         row.ends_at,
         rules.Status(row.status),
         row.code,
+        party_id=getattr(row, "party_id", None) or "",
+        hold_until=getattr(row, "hold_until", None),
     )
 
 
@@ -55,4 +64,52 @@ def public(slot: rules.Slot, *, private: bool) -> ReservationPublic:
         status=slot.status.value,
         code=slot.code if private else None,
         user=slot.user if private else None,
+        party_id=slot.party_id or None,
+        hold_until=slot.hold_until.timestamp() if slot.hold_until else None,
+    )
+
+
+def entry_of(row: Any) -> rules.Entry:
+    """A waitlist entry row (ORM object or Core row) as the rules see it."""
+    return rules.Entry(
+        row.id,
+        row.player,
+        row.kind,
+        row.zone,
+        int(row.minutes),
+        float(row.rank),
+        rules.EntryStatus(row.status),
+        row.offer_id or "",
+    )
+
+
+def offer_of(slot: rules.Slot) -> WaitlistOffer:
+    """A held reservation as the offer its player gets."""
+    assert slot.hold_until is not None
+    return WaitlistOffer(
+        offer_id=slot.id,
+        device_id=slot.device_id,
+        starts_at=slot.starts_at.timestamp(),
+        ends_at=slot.ends_at.timestamp(),
+        hold_until=slot.hold_until.timestamp(),
+    )
+
+
+def entry_public(
+    entry: rules.Entry,
+    position: int | None = None,
+    offer: WaitlistOffer | None = None,
+    expected_at: float | None = None,
+) -> WaitlistEntryPublic:
+    """A waitlist entry as its player sees it."""
+    live = entry.status in rules.LIVE_ENTRIES
+    return WaitlistEntryPublic(
+        id=entry.id,
+        kind=entry.kind,
+        zone=entry.zone,
+        minutes=entry.minutes,
+        status=entry.status.value,
+        position=position if live else None,
+        expected_at=expected_at if live else None,
+        offer=offer,
     )

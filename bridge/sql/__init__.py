@@ -11,6 +11,8 @@ machines' board rows, and the inserts of reservations, command-log rows and outb
   one).
 - :class:`~bridge.sql.sqlite.SqliteBatchSql` runs the same SQL as fixed strings on the
   ``sqlite3`` connection of the same transaction (see that module for why).
+- The booking statements (party seats, machines of a kind, waitlist entries, no-show
+  standing) run less often: both use :class:`~bridge.sql.booking.BookingSql` (Core).
 
 Both return plain rows with the same fields; every reservation scenario in the tests runs on
 SQLite and PostgreSQL, and tests/integration/test_query_plans.py checks both SQLite variants
@@ -24,15 +26,15 @@ import sqlite3
 from sqlalchemy import Connection
 
 from bridge.sql.core import CoreBatchSql
-from bridge.sql.rows import BatchSql, DeviceRow, SlotRow
+from bridge.sql.rows import BatchSql, DeviceRow, EntryRow, SlotRow, StandingRow
 from bridge.sql.sqlite import SqliteBatchSql
 
-__all__ = ["BatchSql", "DeviceRow", "SlotRow", "batch_sql"]
+__all__ = ["BatchSql", "DeviceRow", "EntryRow", "SlotRow", "StandingRow", "batch_sql"]
 
 
 def batch_sql(conn: Connection) -> BatchSql:
     """The fastest way to run the batch's statements on ``conn``'s transaction."""
     raw = conn.connection.driver_connection
     if isinstance(raw, sqlite3.Connection):
-        return SqliteBatchSql(raw)
+        return SqliteBatchSql(raw, conn)
     return CoreBatchSql(conn)

@@ -18,10 +18,11 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Table
+from sqlalchemy import Connection, Table
 from sqlalchemy.exc import IntegrityError
 
 from bridge.models import Outbound, Stored
+from bridge.sql.booking import BookingSql
 from bridge.sql.rows import DeviceRow, SlotRow
 from plaza import rules
 from plaza.tables import CommandLog, Device, Outbox, Reservation, table_of
@@ -66,8 +67,8 @@ _SQL_CHECK_IN = (
     " AND starts_at <= :early AND ends_at > :now ORDER BY starts_at"
 )
 _SQL_HELD = (
-    f"SELECT player, count(*) FROM {_RES.name} WHERE {_in('player', 'players')} AND {_LIVE}"
-    " AND ends_at > :now GROUP BY player"
+    f"SELECT player, count(DISTINCT coalesce(party_id, id)) FROM {_RES.name}"
+    f" WHERE {_in('player', 'players')} AND {_LIVE} AND ends_at > :now GROUP BY player"
 )
 
 
@@ -97,7 +98,10 @@ def _time(text: str) -> datetime:
 
 
 def _slots(rows: Iterable[tuple[Any, ...]]) -> list[SlotRow]:
-    return [SlotRow(i, d, p, _time(s), _time(e), st, c) for i, d, p, s, e, st, c in rows]
+    return [
+        SlotRow(i, d, p, _time(s), _time(e), st, c, party, _time(hold) if hold else None)
+        for i, d, p, s, e, st, c, party, hold in rows
+    ]
 
 
 def _times(row: dict[str, Any]) -> dict[str, Any]:
@@ -114,8 +118,12 @@ def _as_sqlalchemy_error(statement: str) -> Iterator[None]:
         raise IntegrityError(statement, None, exc) from exc
 
 
-class SqliteBatchSql:
-    def __init__(self, raw: sqlite3.Connection) -> None:
+class SqliteBatchSql(BookingSql):
+    """The hot path's statements on ``raw`` (the sqlite3 connection of ``conn``'s
+    transaction); the booking statements run on ``conn`` itself (:class:`BookingSql`)."""
+
+    def __init__(self, raw: sqlite3.Connection, conn: Connection) -> None:
+        super().__init__(conn)
         self.raw = raw
 
     def logged(self, keys: Collection[str]) -> list[tuple[str, str]]:
@@ -123,7 +131,7 @@ class SqliteBatchSql:
 
     def devices(self, ids: Collection[str]) -> list[DeviceRow]:
         rows = self.raw.execute(_SQL_DEVICES, {"ids": json.dumps(list(ids))})
-        return [DeviceRow(i, n, bool(m), bool(a)) for i, n, m, a in rows]
+        return [DeviceRow(i, n, bool(m), bool(a), k, z) for i, n, m, a, k, z in rows]
 
     def targets(self, ids: Collection[str]) -> list[SlotRow]:
         return _slots(self.raw.execute(_SQL_TARGETS, {"ids": json.dumps(list(ids))}))
