@@ -17,7 +17,9 @@ A reservation lives through this table (in the spirit of h11's ``_state.py``)::
 Anything else is an illegal transition: the decision is a refusal and nothing changes.
 Approval follows the machine: a reservation made, taken or moved onto a machine that
 auto-approves is approved at once; a player's move of an approved reservation onto one that
-does not is pending again (staff approve where it now lies); staff's own moves keep it.
+does not is pending again (staff approve where it now lies); staff's own moves keep it. A
+party is approved whole: its seats move only to other machines, keeping the party's slot and
+status.
 
 Everything that affects the state machine lives in this file (h11's rule), so next to the
 table stand:
@@ -753,6 +755,8 @@ def _move(ctx: Context, cmd: Command, target: Slot) -> Decision:
     end = cmd.ends_at or start + (target.ends_at - target.starts_at)
     if (dest_id, start, end) == (target.device_id, target.starts_at, target.ends_at):
         return _refuse(Code.INVALID, "move needs another machine or another slot")
+    if target.party_id and (start, end) != (target.starts_at, target.ends_at):
+        return _refuse(Code.INVALID, "a seat of a party keeps the party's slot: move its machine")
     bad = _slot_refusal(ctx, start, end)
     if bad is not None:
         return bad
@@ -770,7 +774,9 @@ def _move(ctx: Context, cmd: Command, target: Slot) -> Decision:
     if clash is not None:
         return _refuse(Code.CONFLICT, "you hold another reservation at that time", clash)
     status = target.status
-    if dest.auto_approve:
+    if target.party_id:
+        pass  # a party is approved whole: a seat keeps the party's status
+    elif dest.auto_approve:
         status = Status.APPROVED
     elif status is Status.APPROVED and cmd.actor.role is Role.PLAYER:
         status = Status.PENDING  # staff approve it where it now lies

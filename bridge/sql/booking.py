@@ -102,7 +102,9 @@ class BookingSql:
             return []
         params = {"players": list(players)}
         until = {p: as_utc(u) if u else None for p, u in self.conn.execute(_SUSPENSIONS, params)}
-        strikes: dict[str, int] = dict(self.conn.execute(_STRIKES, {**params, "window_start": window_start}).all())
+        strikes: dict[str, int] = dict(
+            self.conn.execute(_STRIKES, {**params, "window_start": window_start}).all()
+        )
         return [
             StandingRow(p, until.get(p), int(strikes.get(p, 0)))
             for p in sorted(set(until) | set(strikes))
