@@ -122,7 +122,8 @@ async def _v11_booking(conn: AsyncConnection) -> None:
     Reservations get ``party_id`` (indexed) and ``hold_until``; ``waitlist_entry`` and
     ``player_standing`` are new tables (created by create_all). On PostgreSQL the exclusion
     constraints are redrawn: a held machine (status ``held``) blocks like an approved one, and
-    the seats of one party may share their slot for their player."""
+    the seats of one party may share their slot for their player; the command log's ``op``
+    widens to 24 characters (``move_waitlist_entry``)."""
     columns = await conn.run_sync(
         lambda c: {col["name"] for col in inspect(c).get_columns("reservation")}
     )
@@ -134,7 +135,8 @@ async def _v11_booking(conn: AsyncConnection) -> None:
     await conn.execute(
         text("CREATE INDEX IF NOT EXISTS ix_reservation_party_id ON reservation (party_id)")
     )
-    if conn.dialect.name == "postgresql":
+    if conn.dialect.name == "postgresql":  # (SQLite does not enforce VARCHAR lengths)
+        await conn.execute(text("ALTER TABLE command_log ALTER COLUMN op TYPE VARCHAR(24)"))
         for name in _PG_CONSTRAINTS:
             await conn.execute(text(f"ALTER TABLE reservation DROP CONSTRAINT IF EXISTS {name}"))
         await _constraints(conn)

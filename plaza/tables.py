@@ -189,7 +189,7 @@ class CommandLog(SQLModel, table=True):
 
     request_key: str = Field(primary_key=True, max_length=120)
     device_id: str = Field(max_length=48)
-    op: str = Field(max_length=12)
+    op: str = Field(max_length=24)
     ok: bool
     reply_json: str
     created_at: datetime = _ts(default_factory=utcnow, index=True)
