@@ -107,6 +107,7 @@ async def test_a_player_extends_and_moves_a_booking_and_the_boards_follow(
 
 async def sql_one(db_url: str, rid: str) -> Reservation:
     (row,) = [r for r in await rows(db_url, Reservation) if r.id == rid]
+    assert isinstance(row, Reservation)
     return row
 
 
