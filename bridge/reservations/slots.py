@@ -1,5 +1,8 @@
 """Reservations as the rules see them and as the wire shows them.
 
+(Waitlist entries and offers: :func:`entry_of`, :func:`entry_public`, :func:`offer_of`, from
+:mod:`plaza.lines`, which the api shares.)
+
 :func:`policy_from` turns settings into the rules' :class:`~plaza.rules.Policy`;
 :func:`slot_of` turns a row (ORM object or Core row) into a :class:`~plaza.rules.Slot`;
 :func:`public` turns a slot into the wire's :class:`~plaza.messages.ReservationPublic`.
@@ -13,7 +16,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from plaza import rules
-from plaza.messages import ReservationPublic, WaitlistEntryPublic, WaitlistOffer
+from plaza.lines import entry_of, entry_public, offer_of
+from plaza.messages import ReservationPublic
 from plaza.settings import Settings
 
 
@@ -69,47 +73,4 @@ def public(slot: rules.Slot, *, private: bool) -> ReservationPublic:
     )
 
 
-def entry_of(row: Any) -> rules.Entry:
-    """A waitlist entry row (ORM object or Core row) as the rules see it."""
-    return rules.Entry(
-        row.id,
-        row.player,
-        row.kind,
-        row.zone,
-        int(row.minutes),
-        float(row.rank),
-        rules.EntryStatus(row.status),
-        row.offer_id or "",
-    )
-
-
-def offer_of(slot: rules.Slot) -> WaitlistOffer:
-    """A held reservation as the offer its player gets."""
-    assert slot.hold_until is not None
-    return WaitlistOffer(
-        offer_id=slot.id,
-        device_id=slot.device_id,
-        starts_at=slot.starts_at.timestamp(),
-        ends_at=slot.ends_at.timestamp(),
-        hold_until=slot.hold_until.timestamp(),
-    )
-
-
-def entry_public(
-    entry: rules.Entry,
-    position: int | None = None,
-    offer: WaitlistOffer | None = None,
-    expected_at: float | None = None,
-) -> WaitlistEntryPublic:
-    """A waitlist entry as its player sees it."""
-    live = entry.status in rules.LIVE_ENTRIES
-    return WaitlistEntryPublic(
-        id=entry.id,
-        kind=entry.kind,
-        zone=entry.zone,
-        minutes=entry.minutes,
-        status=entry.status.value,
-        position=position if live else None,
-        expected_at=expected_at if live else None,
-        offer=offer,
-    )
+__all__ = ["entry_of", "entry_public", "offer_of", "policy_from", "public", "slot_of"]

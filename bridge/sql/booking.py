@@ -11,22 +11,15 @@ from collections.abc import Collection
 from datetime import datetime
 
 import sqlalchemy as sa
-from sqlalchemy import Connection, func
+from sqlalchemy import Connection
 
 from bridge.sql.rows import DeviceRow, EntryRow, SlotRow, StandingRow
 from plaza import rules
-from plaza.tables import (
-    Device,
-    PlayerStanding,
-    Reservation,
-    WaitlistEntry,
-    as_utc,
-    is_active,
-    table_of,
-)
+from plaza.standing import standings
+from plaza.tables import Device, Reservation, WaitlistEntry, table_of
 
 _RES, _DEV = table_of(Reservation), table_of(Device)
-_ENTRY, _STANDING = table_of(WaitlistEntry), table_of(PlayerStanding)
+_ENTRY = table_of(WaitlistEntry)
 _SLOT_COLUMNS = tuple(_RES.c[name] for name in SlotRow._fields)
 _DEVICE_COLUMNS = tuple(_DEV.c[name] for name in DeviceRow._fields)
 _ENTRY_COLUMNS = tuple(_ENTRY.c[name] for name in EntryRow._fields)
@@ -49,21 +42,6 @@ _LIVE_ENTRIES = sa.select(*_ENTRY_COLUMNS).where(
         _ENTRY.c.player.in_(sa.bindparam("players", expanding=True)),
     ),
     _ENTRY.c.status.in_(sorted(s.value for s in rules.LIVE_ENTRIES)),
-)
-_SUSPENSIONS = sa.select(_STANDING.c.player, _STANDING.c.suspended_until).where(
-    _STANDING.c.player.in_(sa.bindparam("players", expanding=True))
-)
-#: no-shows since the window's start and since the player's strikes were last reset
-_STRIKES = (
-    sa.select(_RES.c.player, func.count())
-    .select_from(_RES.outerjoin(_STANDING, _STANDING.c.player == _RES.c.player))
-    .where(
-        _RES.c.player.in_(sa.bindparam("players", expanding=True)),
-        is_active(_RES.c.status, [rules.Status.NO_SHOW]),
-        _RES.c.updated_at >= sa.bindparam("window_start"),
-        sa.or_(_STANDING.c.strikes_since.is_(None), _RES.c.updated_at > _STANDING.c.strikes_since),
-    )
-    .group_by(_RES.c.player)
 )
 
 
@@ -98,14 +76,7 @@ class BookingSql:
         return [EntryRow(*row) for row in rows]
 
     def standing(self, players: Collection[str], window_start: datetime) -> list[StandingRow]:
-        if not players:
-            return []
-        params = {"players": list(players)}
-        until = {p: as_utc(u) if u else None for p, u in self.conn.execute(_SUSPENSIONS, params)}
-        strikes: dict[str, int] = dict(
-            self.conn.execute(_STRIKES, {**params, "window_start": window_start}).all()
-        )
         return [
-            StandingRow(p, until.get(p), int(strikes.get(p, 0)))
-            for p in sorted(set(until) | set(strikes))
+            StandingRow(s.player, s.suspended_until, s.strikes)
+            for s in standings(self.conn, players, window_start)
         ]
