@@ -42,6 +42,10 @@ class Problem(BaseModel):
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
     conflict: ConflictOut | None = None
+    #: a party booking: the machine (seat) that could not be booked
+    seat: str | None = None
+    #: ``suspended``: self-service booking is suspended until then
+    until: datetime | None = None
 
 
 TITLES = {
@@ -70,6 +74,8 @@ class ApiError(Exception):
         *,
         headers: dict[str, str] | None = None,
         conflict: ConflictOut | None = None,
+        seat: str | None = None,
+        until: datetime | None = None,
     ) -> None:
         super().__init__(detail)
         self.status = status
@@ -77,6 +83,8 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = headers
         self.conflict = conflict
+        self.seat = seat
+        self.until = until
 
 
 def too_many(code: str, what: str, wait: float) -> ApiError:
@@ -135,6 +143,8 @@ def install(app: FastAPI) -> None:
             request.url.path,
             headers=exc.headers,
             conflict=exc.conflict,
+            seat=exc.seat,
+            until=exc.until,
         )
 
     @app.exception_handler(RequestValidationError)
