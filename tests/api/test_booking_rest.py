@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,7 @@ async def test_a_player_joins_gets_the_machine_held_and_takes_it_over_rest(
 
 # -- the no-show policy ------------------------------------------------------------------------
 @pytest.fixture
-async def no_show(api: Api, db_url: str) -> AsyncIterator[None]:
+async def no_show(api: Api, db_url: str) -> None:
     """An approved booking of player1 that started a minute ago: nobody checks in."""
     now = datetime.now(UTC)
     engine = make_engine(db_url)
@@ -212,7 +212,6 @@ async def no_show(api: Api, db_url: str) -> AsyncIterator[None]:
             await session.commit()
     finally:
         await engine.dispose()
-    return
 
 
 async def test_a_suspension_shows_in_me_refuses_booking_and_staff_lift_it(
