@@ -21,9 +21,11 @@ from plaza.db import make_engine
 from plaza.messages import BoardEntry, DeviceCommand, Reply
 from plaza.settings import Settings
 from plaza.tables import Device, PlayerStanding, Reservation, WaitlistEntry
+from plaza.topics import Topics
 from tests.conftest import BridgeProcess, BrokerHandle, RunningService, Watch, running_bridge
 from tests.integration.helpers import is_board, machine, start, stop
 from tests.integration.reserving import Requester, as_admin, slot
+from venue.check import CheckOptions, command_effects, double_bookings, read_sql
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -65,6 +67,12 @@ def api(broker: BrokerHandle) -> Requester:
 
 def code_of(reply: Reply) -> str | None:
     return reply.error.code if reply.error else None
+
+
+async def sql_invariants(db_url: str) -> list[str]:
+    """`plaza check`'s SQL invariants (no double booking, one effect per command)."""
+    facts = await read_sql(CheckOptions(database_url=db_url), Topics())
+    return [str(p) for p in (*double_bookings(facts.active), *command_effects(facts))]
 
 
 # -- extend and move ---------------------------------------------------------------------------
@@ -134,6 +142,7 @@ async def test_a_move_or_extend_that_conflicts_leaves_the_booking_exactly_as_it_
         assert code_of(longer) == "conflict"
         retry = await p1.request(first, op="move", reservation_id=before.id, device_id="nope")
         assert code_of(retry) == "not_found"
+    assert await sql_invariants(db_url) == []
     now = await sql_one(db_url, before.id)
     assert (now.device_id, now.starts_at, now.ends_at, now.status, now.updated_at) == (
         before.device_id,
@@ -198,6 +207,7 @@ async def test_a_party_of_three_gets_three_seats_each_with_its_own_code_and_canc
         assert gone.reservations is not None
         assert {r.status for r in gone.reservations} == {"cancelled"}
     assert Counter(r.status for r in await rows(db_url, Reservation)) == {"cancelled": 3}
+    assert await sql_invariants(db_url) == []
 
 
 async def test_approving_one_seat_of_a_pending_party_approves_all_of_it(
@@ -247,6 +257,7 @@ async def test_fifty_players_race_for_the_last_three_seats_and_every_party_is_wh
     by_party = Counter(r.party_id for r in seats)
     assert sorted(by_party.values()) == sorted(n for n, _ in won), "whole or absent"
     assert len({r.device_id for r in seats}) == len(seats) <= 3
+    assert await sql_invariants(db_url) == []
 
 
 # -- the no-show policy ------------------------------------------------------------------------
@@ -351,6 +362,7 @@ async def test_a_held_machine_is_nobody_elses_during_the_hold_and_goes_to_the_ne
             await p2.waitlist(lambda s: not s.entries)
     statuses = Counter(e.status for e in await rows(db_url, WaitlistEntry))
     assert statuses == {"lapsed": 1, "booked": 1}
+    assert await sql_invariants(db_url) == []
 
 
 async def test_joining_the_line_shows_the_position_and_it_moves_as_the_head_leaves(
