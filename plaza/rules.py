@@ -624,8 +624,16 @@ def _held(ctx: Context, mine: list[Slot]) -> int:
     return len({s.group for s in mine})
 
 
+def _capped(ctx: Context, held: int) -> Decision | None:
+    """The refusal for a player who holds ``held`` reservations, if that is the cap."""
+    cap = ctx.policy.max_active_per_player
+    if held >= cap:
+        return _refuse(Code.LIMIT_REACHED, f"at most {cap} active reservations per player")
+    return None
+
+
 def _reserve(ctx: Context, cmd: Command) -> Decision:
-    start, end, policy = cmd.starts_at, cmd.ends_at, ctx.policy
+    start, end = cmd.starts_at, cmd.ends_at
     bad = _slot_refusal(ctx, start, end)
     if bad is not None:
         return bad
@@ -659,11 +667,8 @@ def _reserve(ctx: Context, cmd: Command) -> Decision:
     held = _held(ctx, mine)
     if released is not None and ctx.player_active_count is not None:
         held -= 1
-    if held >= policy.max_active_per_player:
-        return _refuse(
-            Code.LIMIT_REACHED,
-            f"at most {policy.max_active_per_player} active reservations per player",
-        )
+    if (capped := _capped(ctx, held)) is not None:
+        return capped
     status = Status.APPROVED if ctx.auto_approve else Status.PENDING
     after = Slot(ctx.new_id, cmd.device_id, cmd.actor.user, start, end, status, ctx.new_code)
     if released is None:
@@ -794,11 +799,8 @@ def _take(ctx: Context, cmd: Command, target: Slot) -> Decision:
     held = _held(ctx, mine)
     if ctx.player_active_count is not None:
         held -= 1  # the hold itself was counted
-    if held >= ctx.policy.max_active_per_player:
-        return _refuse(
-            Code.LIMIT_REACHED,
-            f"at most {ctx.policy.max_active_per_player} active reservations per player",
-        )
+    if (capped := _capped(ctx, held)) is not None:
+        return capped
     status = Status.APPROVED if ctx.auto_approve else Status.PENDING
     entry = ctx.entry
     booked = replace(entry, status=EntryStatus.BOOKED) if entry is not None else None
@@ -865,11 +867,8 @@ def _reserve_party(ctx: Context, cmd: Command) -> Decision:
     clash = _own_clash(ctx, start, end)
     if clash is not None:
         return _refuse(Code.CONFLICT, "you already hold a reservation at that time", clash)
-    if _held(ctx, mine) >= policy.max_active_per_player:
-        return _refuse(
-            Code.LIMIT_REACHED,
-            f"at most {policy.max_active_per_player} active reservations per player",
-        )
+    if (capped := _capped(ctx, _held(ctx, mine))) is not None:
+        return capped
     if cmd.devices:
         chosen = []
         for device in cmd.devices:
@@ -975,11 +974,8 @@ def _join(ctx: Context, cmd: Command) -> Decision:
     if len(line) >= policy.waitlist_max_length:
         return _refuse(Code.LIMIT_REACHED, "this line is full")
     mine = [s for s in ctx.player_slots if s.status in ACTIVE]
-    if _held(ctx, mine) >= policy.max_active_per_player:
-        return _refuse(
-            Code.LIMIT_REACHED,
-            f"at most {policy.max_active_per_player} active reservations per player",
-        )
+    if (capped := _capped(ctx, _held(ctx, mine))) is not None:
+        return capped
     rank = max((e.rank for e in line), default=0.0) + 1
     entry = Entry(ctx.new_id, cmd.actor.user, kind, cmd.zone, minutes, rank)
     return Decision(entry=entry)

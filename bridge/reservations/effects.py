@@ -28,6 +28,7 @@ from plaza.messages import (
     ConflictSlot,
     DeviceCommand,
     ErrorBody,
+    NotificationType,
     Reply,
     ReservationEvent,
     Session,
@@ -230,47 +231,39 @@ class ReservationEffects:
         return entry_public(entry, position, offer_of(held) if held else None)
 
     def _standing(self, writes: Writes, decision: rules.Decision, now: datetime) -> None:
-        """A suspension that a no-show started, or one staff lifted: the standing row and the
-        player's notification."""
+        """A suspension that a no-show started, or one staff lifted: the standing row (the
+        strikes count again from now) and the player's notification."""
         if decision.suspend_until is not None and decision.after is not None:
-            player, until = decision.after.user, decision.suspend_until
-            writes.standings.append(
-                {
-                    "player": player,
-                    "suspended_until": until,
-                    "strikes_since": now,
-                    "updated_at": now,
-                }
-            )
+            until = decision.suspend_until
             local = until.astimezone(self.policy.tz).strftime("%m/%d %H:%M")
-            writes.notes.append(
-                Note(
-                    user=player,
-                    topic=self.topics.notifications(player),
-                    type="booking_suspended",
-                    priority=AlertSeverity.HIGH,
-                    params={"until": local, "strikes": self.policy.no_show_strikes},
-                    until=until.timestamp(),
-                )
-            )
+            params = {"until": local, "strikes": self.policy.no_show_strikes}
+            self._stand(writes, decision.after.user, until, now, "booking_suspended", params)
         if decision.lifted is not None:
-            player = decision.lifted
-            writes.standings.append(
-                {
-                    "player": player,
-                    "suspended_until": None,
-                    "strikes_since": now,
-                    "updated_at": now,
-                }
+            self._stand(writes, decision.lifted, None, now, "suspension_lifted", {})
+
+    def _stand(
+        self,
+        writes: Writes,
+        player: str,
+        until: datetime | None,
+        now: datetime,
+        notice: NotificationType,
+        params: dict[str, object],
+    ) -> None:
+        writes.standings.append(
+            {"player": player, "suspended_until": until, "strikes_since": now, "updated_at": now}
+        )
+        high = until is not None
+        writes.notes.append(
+            Note(
+                user=player,
+                topic=self.topics.notifications(player),
+                type=notice,
+                priority=AlertSeverity.HIGH if high else AlertSeverity.MEDIUM,
+                params=params,
+                until=until.timestamp() if until else None,
             )
-            writes.notes.append(
-                Note(
-                    user=player,
-                    topic=self.topics.notifications(player),
-                    type="suspension_lifted",
-                    priority=AlertSeverity.MEDIUM,
-                )
-            )
+        )
 
     def refused(
         self, writes: Writes, job: Job, cmd: rules.Command, refusal: rules.Refusal, now: datetime

@@ -350,18 +350,29 @@ class SlotBook:
         span = self.span(cmd) or window(cmd, target, self.now)
         person = self.person(cmd)
         mine = self.by_player.get(person, set()) if person else set()
-        if not _touches_more(cmd, target):
-            return make_context(
-                self.policy,
-                self.now,
-                self.devices.get(job.device_id),
-                self._near(self.by_device.get(job.device_id, set()), span),
-                self._near(mine, span),
-                target,
-                held=self.held.get(cmd.actor.user, 0),
-                replaced=self.slots.get(cmd.replaces) if cmd.replaces else None,
-                **self._standing_of(cmd, target),
-            )
+        more = self._standing_of(cmd, target)
+        if not _touches_more(cmd, target):  # the hot path: one machine's facts
+            held: int | None = self.held.get(cmd.actor.user, 0)
+            more["replaced"] = self.slots.get(cmd.replaces) if cmd.replaces else None
+        else:
+            held = self.held.get(person, 0) if person else None
+            more.update(self._booking_facts(cmd, target, span))
+        return make_context(
+            self.policy,
+            self.now,
+            self.devices.get(job.device_id),
+            self._near(self.by_device.get(job.device_id, set()), span),
+            self._near(mine, span),
+            target,
+            held=held,
+            **more,
+        )
+
+    def _booking_facts(
+        self, cmd: rules.Command, target: rules.Slot | None, span: Span
+    ) -> dict[str, Any]:
+        """What the booking ops need beyond one machine: the machines they touch, a party's
+        seats, fresh ids and codes for a party, the waitlist entry and line."""
         kind = self._line_kind(cmd)
         line = tuple(self.line(kind)) if kind else ()
         player_entries: tuple[rules.Entry, ...] = ()
@@ -377,24 +388,16 @@ class SlotBook:
         fresh = 0
         if cmd.op is rules.Op.RESERVE_PARTY:
             fresh = min(cmd.seats or len(cmd.devices) or 1, self.policy.max_party_seats)
-        return make_context(
-            self.policy,
-            self.now,
-            self.devices.get(job.device_id),
-            self._near(self.by_device.get(job.device_id, set()), span),
-            self._near(mine, span),
-            target,
-            held=self.held.get(person, 0) if person else None,
-            machines=self._machines(cmd, target, span),
-            party=tuple(self._party(cmd, target)),
-            new_ids=tuple(_fresh_id() for _ in range(fresh)),
-            new_codes=tuple(_fresh_code() for _ in range(fresh)),
-            entry=self.entry(cmd),
-            line=line,
-            player_entries=player_entries,
-            line_slots=line_slots,
-            **self._standing_of(cmd, target),
-        )
+        return {
+            "machines": self._machines(cmd, target, span),
+            "party": tuple(self._party(cmd, target)),
+            "new_ids": tuple(_fresh_id() for _ in range(fresh)),
+            "new_codes": tuple(_fresh_code() for _ in range(fresh)),
+            "entry": self.entry(cmd),
+            "line": line,
+            "player_entries": player_entries,
+            "line_slots": line_slots,
+        }
 
     def _standing_of(self, cmd: rules.Command, target: rules.Slot | None) -> dict[str, Any]:
         facts: dict[str, Any] = {}
