@@ -35,7 +35,15 @@ from plaza.tables import as_utc as _aware
 
 router = APIRouter(prefix="/reservations", tags=["reservations"])
 Status = Literal[
-    "pending", "approved", "checked_in", "completed", "cancelled", "rejected", "no_show"
+    "pending",
+    "approved",
+    "checked_in",
+    "completed",
+    "cancelled",
+    "rejected",
+    "no_show",
+    "held",
+    "lapsed",
 ]
 IdempotencyKey = Annotated[
     str | None,
