@@ -488,6 +488,8 @@ class Context:
     suspended_until: datetime | None = None
     #: no-show strikes of the target's owner so far (within the window, since the last lift)
     strikes: int = 0
+    #: an offer: the line's players whose self-service booking is suspended (they are passed)
+    suspended: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -1042,6 +1044,8 @@ def _offer(ctx: Context, cmd: Command) -> Decision:
     now, policy = ctx.now, ctx.policy
     for entry in sorted(ctx.line, key=_order):
         if entry.status is not EntryStatus.WAITING or not entry.fits(machine):
+            continue
+        if entry.user in ctx.suspended:  # could not take it: the next in line gets it
             continue
         end = now + timedelta(minutes=entry.minutes)
         if machine.taken(now, end) is not None or not policy.within_hours(now, end):

@@ -149,6 +149,7 @@ class SlotBook:
         if counted:
             book.held = dict(sql.held(counted, now))
         standing = {c.actor.user for c in cmds if c.op in rules.BOOKING_OPS}
+        standing |= {e.user for kind in book._offered_kinds(cmds) for e in book.line(kind)}
         standing |= {t.user for c in cmds if c.op is rules.Op.NO_SHOW and (t := book.target(c))}
         if standing:
             for stand in sql.standing(standing, now - policy.no_show_window):
@@ -380,10 +381,16 @@ class SlotBook:
             live = (e for e in self.entries.values() if e.status in rules.LIVE_ENTRIES)
             player_entries = tuple(e for e in live if e.user == cmd.actor.user)
         line_slots: tuple[rules.Slot, ...] = ()
+        suspended: frozenset[str] = frozenset()
         if cmd.op is rules.Op.OFFER:
             waiting = {e.user for e in line}
             line_slots = tuple(
                 s for user in waiting for s in self._near(self.by_player.get(user, set()), span)
+            )
+            suspended = frozenset(
+                user
+                for user in waiting
+                if (until := self.standing.get(user, (None, 0))[0]) is not None and until > self.now
             )
         fresh = 0
         if cmd.op is rules.Op.RESERVE_PARTY:
@@ -397,6 +404,7 @@ class SlotBook:
             "line": line,
             "player_entries": player_entries,
             "line_slots": line_slots,
+            "suspended": suspended,
         }
 
     def _standing_of(self, cmd: rules.Command, target: rules.Slot | None) -> dict[str, Any]:

@@ -702,6 +702,13 @@ def test_an_offer_skips_who_it_does_not_fit() -> None:
     assert decision.entry.id == "e4"
 
 
+def test_a_suspended_player_in_line_is_passed_over() -> None:
+    line = (entry("e1", "ana", 1.0), entry("e2", "bo", 2.0))
+    decision = offer(machine("pc-01"), *line, suspended=frozenset({"ana"}))
+    assert decision.entry is not None
+    assert decision.entry.id == "e2"
+
+
 def test_nobody_is_offered_a_machine_nobody_in_line_fits() -> None:
     assert refused(offer(machine("pc-01"), entry("e1", "ana", 1.0, kind="vr"))) is Code.NOT_FOUND
     taken = replace(entry("e1", "ana", 1.0), status=EntryStatus.OFFERED)
