@@ -210,7 +210,7 @@ def decide_job(book: SlotBook, effects: ReservationEffects, writes: Writes, job:
     assert cmd is not None
     decision = rules.decide(book.context(job, cmd), cmd)
     book.record(cmd, decision)
-    names = {d.id: d.name for d in book.devices.values()}
+    names = book.names()
     position = book.position(decision.entry)
     outcome = effects.apply(writes, job, cmd, decision, names, book.now, position=position)
     if job.request_key is not None and outcome.reply is not None:

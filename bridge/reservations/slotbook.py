@@ -117,6 +117,7 @@ class SlotBook:
         self.lines: set[str] = set()
         #: per player: (suspended until, strikes) as SQL (and this batch) left them
         self.standing: dict[str, tuple[datetime | None, int]] = {}
+        self._names: dict[str, str] | None = None
 
     @classmethod
     def load(
@@ -211,6 +212,12 @@ class SlotBook:
         if row is not None:
             self.add(slot_of(row))
             self.by_code[(device, code)] = row.id
+
+    def names(self) -> dict[str, str]:
+        """The machines' names by id (what notifications call them)."""
+        if self._names is None:
+            self._names = {d.id: d.name for d in self.devices.values()}
+        return self._names
 
     # -- the facts ------------------------------------------------------------------------------
     def add(self, slot: rules.Slot) -> None:
