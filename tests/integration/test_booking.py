@@ -45,7 +45,9 @@ async def sql(db_url: str, *statements: Any) -> None:
 
 
 async def rows(db_url: str, model: Any) -> list[Any]:
-    engine = make_engine(db_url)
+    """Every row of ``model``, read without the write lock (SQLite: a deferred transaction),
+    so a read after a bridge stopped never waits on what it may have left behind."""
+    engine = make_engine(db_url, reader=True)
     try:
         async with AsyncSession(engine) as session:
             return list((await session.exec(select(model))).all())
