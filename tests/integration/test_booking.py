@@ -18,6 +18,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine
+from plaza.dynsec import BrokerClient
 from plaza.messages import BoardEntry, DeviceCommand, Reply
 from plaza.settings import Settings
 from plaza.tables import Device, PlayerStanding, Reservation, WaitlistEntry
@@ -429,3 +430,60 @@ async def test_a_bridge_killed_during_a_hold_keeps_the_hold_and_the_line_from_sq
         bridge.stop()
     statuses = Counter(e.status for e in await rows(db_url, WaitlistEntry))
     assert statuses == {"lapsed": 1, "offered": 1}
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_two_bridges_racing_parties_book_each_party_whole_or_not_at_all(
+    broker: BrokerHandle,
+    seeded: list[str],
+    bridge_settings: Settings,
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    """Two bridges behind a shared subscription decide parties apart: PostgreSQL's exclusion
+    constraints refuse the second holder of a machine, and the loser's whole party is redone
+    in a savepoint of its own (the careful path), so it is refused whole."""
+    await sql(db_url, update(Device).values(auto_approve=True))
+    bridges = []
+    for i in range(2):
+        account = BrokerClient(
+            f"bridge-{i}", f"bridge-pw-{i}", ("svc-bridge",), client_id=f"plaza-bridge-{i}"
+        )
+        await broker.add_account(account)
+        bridges.append(
+            BridgeProcess(
+                bridge_settings,
+                tmp_path / f"bridge{i}.log",
+                PLAZA_BRIDGE_ID=f"plaza-bridge-{i}",
+                PLAZA_SHARED_GROUP="bridges",
+                PLAZA_MQTT_USERNAME=account.username,
+                PLAZA_MQTT_PASSWORD=account.password,
+            )
+        )
+    for b in bridges:
+        await b.start()
+    window = slot(7200, 60)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            racers = [await stack.enter_async_context(racer(broker, i)) for i in range(20)]
+            bodies = [
+                {"request_id": uuid.uuid4().hex, "op": "reserve_party", "kind": "pc", "seats": 2}
+                | window
+                for _ in racers
+            ]
+            await asyncio.gather(*(r.send_venue(b) for r, b in zip(racers, bodies, strict=True)))
+            replies = await asyncio.gather(
+                *(r.reply(str(b["request_id"]), 30) for r, b in zip(racers, bodies, strict=True))
+            )
+    finally:
+        for b in bridges:
+            b.stop()
+    refused_by_sql = sum(b.log_path.read_text().count("SQL refused") for b in bridges)
+    print(f"two bridges, 20 parties: {refused_by_sql} refused by a constraint (careful path)")
+    won = [r for r in replies if r.ok]
+    assert 1 <= len(won) <= 2  # four PCs: at most two parties of two
+    assert {code_of(r) for r in replies if not r.ok} == {"conflict"}
+    seats = [r for r in await rows(db_url, Reservation) if r.party_id]
+    assert sorted(Counter(r.party_id for r in seats).values()) == [2] * len(won)
+    assert len({r.device_id for r in seats}) == len(seats)
+    assert await sql_invariants(db_url) == []
