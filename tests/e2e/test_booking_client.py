@@ -5,6 +5,7 @@ chromium (tests/e2e/conftest.py); each test leaves no booking behind."""
 
 from __future__ import annotations
 
+import re
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -15,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import httpx
 import pytest
-from playwright.sync_api import Browser, BrowserContext, expect
+from playwright.sync_api import Browser, BrowserContext, Route, expect
 
 from tests.e2e.conftest import E2EVenue, log_in, new_context
 from tests.e2e.test_web_client import at, auth, book, cancel_all, clock_range, reserve, tile
@@ -171,3 +172,59 @@ def test_a_suspended_player_is_told_why_and_until_when_and_sees_it_lifted(
         httpx.delete(
             f"{venue.base_url}/users/player3/suspension", headers=auth(venue, "admin"), timeout=10
         )
+
+
+def test_without_the_websocket_the_booking_commands_go_over_rest(
+    e2e_venue: E2EVenue, browser: Browser, clean: None
+) -> None:
+    """Degraded mode: +30 min and joining the line go over REST, each with its request id as
+    the Idempotency-Key, and the place in line shows from the REST answer."""
+    venue = e2e_venue
+    start = at(14)
+    rid = reserve(venue, "player1", "pc-04", start, 60)
+    context = new_context(browser)
+    sent: list[tuple[str, str | None]] = []
+    try:
+        context.route_web_socket(re.compile(".*"), lambda ws: ws.close(code=1011, reason="blocked"))
+        page = context.new_page()
+
+        def record(route: Route) -> None:
+            request = route.request
+            if request.method in ("POST", "DELETE"):
+                sent.append((request.url.split("/", 3)[3], request.headers.get("idempotency-key")))
+            route.continue_()
+
+        page.route(re.compile(r".*/(reservations|waitlist).*"), record)
+        page.goto(f"{venue.base_url}/?fallback=2")
+        page.fill("#login-form [name=username]", "player1")
+        page.fill("#login-form [name=password]", venue.password("player1"))
+        page.click("#login-form button[type=submit]")
+        page.wait_for_selector("#conn[data-state=degraded]")
+        item = page.locator(f'#mine li[data-reservation="{rid}"]')
+        item.locator("button[data-extend]").click()
+        expect(item).to_contain_text(clock_range(start, start + 5400))
+        api(
+            venue,
+            "POST",
+            "/reservations",
+            "player2",
+            json={"device_id": "racing-01", **iso_slot(int(time.time()), 60)},
+        )
+        page.select_option("#wait-kind", "racing")
+        page.click("#wait-form button[type=submit]")
+        expect(page.locator('#wait-list li[data-kind="racing"]')).to_have_attribute(
+            "data-position", "1"
+        )
+        paths = [p for p, _ in sent]
+        assert f"reservations/{rid}/extend" in paths
+        assert "waitlist" in paths
+        assert all(key for _, key in sent), "every command carries its Idempotency-Key"
+    finally:
+        context.close()
+
+
+def iso_slot(starts: int, minutes: int) -> dict[str, str]:
+    return {
+        "starts_at": datetime.fromtimestamp(starts, UTC).isoformat(),
+        "ends_at": datetime.fromtimestamp(starts + minutes * 60, UTC).isoformat(),
+    }
