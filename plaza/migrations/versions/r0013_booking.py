@@ -60,9 +60,14 @@ def upgrade() -> None:
         sa.Column("strikes_since", stamp, nullable=True),
         sa.Column("updated_at", stamp, nullable=False),
     )
+    # SQLite does not enforce VARCHAR lengths, but the declared type is the schema (batch
+    # mode rebuilds the table there: a copy of the command log, kept 7 days by default)
+    with op.batch_alter_table("command_log") as batch:
+        batch.alter_column(
+            "op", type_=sa.String(24), existing_type=sa.String(12), existing_nullable=False
+        )
     conn = op.get_bind()
-    if conn.dialect.name == "postgresql":  # (SQLite does not enforce VARCHAR lengths)
-        op.alter_column("command_log", "op", type_=sa.String(24), existing_nullable=False)
+    if conn.dialect.name == "postgresql":
         for name in EXCLUSIONS:
             op.execute(f"ALTER TABLE reservation DROP CONSTRAINT IF EXISTS {name}")
         baseline.exclusions(conn, EXCLUSIONS, HOLDING)
