@@ -282,9 +282,10 @@ class Topics:
     @staticmethod
     def sender_of(topic: bytes) -> bytes | None:
         """Who sent a message on a request or read-receipt topic, read from the raw topic
-        without decoding it: the user level of ``{root}/devices/{d}/requests/{user}`` and of
-        ``{root}/users/{user}/acks`` (the ACL lets each account publish only under its own
-        name). None for anything else, e.g. ``{root}/admin/requests`` (the api's).
+        without decoding it: the user level of ``{root}/devices/{d}/requests/{user}``, of
+        ``{root}/venue/requests/{user}`` and of ``{root}/users/{user}/acks`` (the ACL lets each
+        account publish only under its own name). None for anything else, e.g.
+        ``{root}/admin/requests`` (the api's).
 
         The bridge's flood budget charges a message to its sender before anything else is
         spent on it, so this is kept to a split and two comparisons (no validation: a topic
@@ -292,8 +293,11 @@ class Topics:
         levels = topic.split(b"/")
         if len(levels) == 5 and levels[3] == b"requests":
             return levels[4]
-        if len(levels) == 4 and levels[1] == b"users" and levels[3] == b"acks":
-            return levels[2]
+        if len(levels) == 4:
+            if levels[1] == b"users" and levels[3] == b"acks":
+                return levels[2]
+            if levels[1] == b"venue" and levels[2] == b"requests":
+                return levels[3]
         return None
 
     def parse(self, topic: str) -> ParsedTopic:
