@@ -167,7 +167,11 @@ class Timers:
             if next_start is not None and next_start < now.timestamp() + shortest * 60:
                 continue
             offered[kind] = offered.get(kind, 0) + 1
-            jobs.append(
-                Job(device_id=device, command=rules.Command(rules.Op.OFFER, system, device))
+            jobs.append(  # the leader's, like every timer job (bridge/partitions.py)
+                Job(
+                    device_id=device,
+                    command=rules.Command(rules.Op.OFFER, system, device),
+                    clock=True,
+                )
             )
         return jobs
