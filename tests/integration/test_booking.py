@@ -18,7 +18,6 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine
-from plaza.dynsec import BrokerClient
 from plaza.messages import BoardEntry, DeviceCommand, Reply
 from plaza.settings import Settings
 from plaza.tables import Device, PlayerStanding, Reservation, WaitlistEntry
@@ -26,6 +25,7 @@ from plaza.topics import Topics
 from tests.conftest import BridgeProcess, BrokerHandle, RunningService, Watch, running_bridge
 from tests.integration.helpers import is_board, machine, start, stop
 from tests.integration.reserving import Requester, as_admin, slot
+from venue.accounts import bridge_accounts
 from venue.check import CheckOptions, command_effects, double_bookings, read_sql
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
@@ -446,18 +446,17 @@ async def test_two_bridges_racing_parties_book_each_party_whole_or_not_at_all(
     await sql(db_url, update(Device).values(auto_approve=True))
     bridges = []
     for i in range(2):
-        account = BrokerClient(
-            f"bridge-{i}", f"bridge-pw-{i}", ("svc-bridge",), client_id=f"plaza-bridge-{i}"
-        )
-        await broker.add_account(account)
+        # its two accounts (main and intake), each bound to its client id
+        for account in bridge_accounts(f"bridge-{i}", f"bridge-pw-{i}", f"plaza-bridge-{i}"):
+            await broker.add_account(account)
         bridges.append(
             BridgeProcess(
                 bridge_settings,
                 tmp_path / f"bridge{i}.log",
                 PLAZA_BRIDGE_ID=f"plaza-bridge-{i}",
                 PLAZA_SHARED_GROUP="bridges",
-                PLAZA_MQTT_USERNAME=account.username,
-                PLAZA_MQTT_PASSWORD=account.password,
+                PLAZA_MQTT_USERNAME=f"bridge-{i}",
+                PLAZA_MQTT_PASSWORD=f"bridge-pw-{i}",
             )
         )
     for b in bridges:
