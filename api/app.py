@@ -32,7 +32,15 @@ from api.bodylimit import BodyLimit
 from api.headers import SecurityHeaders
 from api.link import BrokerLink
 from api.metrics import ApiMetrics
-from api.routes import accounts, devices, notifications, operations, reservations, stats
+from api.routes import (
+    accounts,
+    devices,
+    notifications,
+    operations,
+    reservations,
+    stats,
+    waitlist,
+)
 from api.security import LoginGuard, Passwords, RateLimiter, Tokens
 from api.state import AppState
 from plaza.db import make_engine, migrate
@@ -206,6 +214,7 @@ def create_app(settings: Settings) -> FastAPI:
         accounts.router,
         devices.router,
         reservations.router,
+        waitlist.router,
         operations.router,
         stats.router,
         notifications.router,

@@ -14,7 +14,7 @@ from api.link import DynsecError, LinkDown, LinkError, LinkTimeout, refused
 from api.problems import ApiError, ConflictOut
 from api.state import AppState
 from plaza import acl, dynsec
-from plaza.messages import AdminCommand, NoticeBody, Reply, ReservationRequest
+from plaza.messages import AdminCommand, NoticeBody, Reply, ReservationRequest, VenueRequest
 
 #: the bridge's error codes (docs/protocol.md) as HTTP statuses
 STATUS_FOR = {
@@ -31,6 +31,8 @@ STATUS_FOR = {
     "in_past": 422,
     "bad_code": 422,
     "too_early": 409,
+    "suspended": 403,
+    "offer_expired": 409,
 }
 
 
@@ -64,17 +66,25 @@ def raise_for(reply: Reply) -> Reply:
             status=c.status,
         )
     headers = {"Retry-After": "1"} if code == "rate_limited" else None
+    until = error.until if error else None
     raise ApiError(
         STATUS_FOR.get(code, 400),
         code,
         error.message if error else "the bridge refused the command",
         headers=headers,
         conflict=conflict,
+        seat=error.seat if error else None,
+        until=datetime.fromtimestamp(until, UTC) if until is not None else None,
     )
 
 
 async def reservation(state: AppState, device: str, request: ReservationRequest) -> Reply:
     return raise_for(await _call(state.link.reservation(device, request)))
+
+
+async def venue(state: AppState, request: VenueRequest) -> Reply:
+    """A venue-level command (a party, the waitlist, a suspension) to the bridge."""
+    return raise_for(await _call(state.link.venue(request)))
 
 
 async def sync_device(state: AppState, device: str) -> None:

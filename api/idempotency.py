@@ -20,18 +20,22 @@ from sqlmodel import col
 
 from api.problems import ApiError
 from api.state import AppState
-from plaza.messages import ReservationRequest
+from plaza.messages import ReservationRequest, VenueRequest
 from plaza.tables import IdempotencyKey
 
 
-def fingerprint(device: str, request: ReservationRequest) -> str:
+def fingerprint(device: str, request: ReservationRequest | VenueRequest) -> str:
     command = request.model_dump(mode="json", exclude={"request_id"}, exclude_none=True)
     canonical = json.dumps({"device": device, **command}, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()
 
 
 async def claim(
-    state: AppState, caller: str, key: str, device: str, request: ReservationRequest
+    state: AppState,
+    caller: str,
+    key: str,
+    device: str,
+    request: ReservationRequest | VenueRequest,
 ) -> None:
     """Remember ``key`` for this command, or check that it was used for this command."""
     row_key, mark = f"{caller}:{key}", fingerprint(device, request)

@@ -44,6 +44,7 @@ from plaza.messages import (
     Reply,
     ReservationRequest,
     ServiceStatus,
+    VenueRequest,
     decode,
 )
 from plaza.mqtt import Backoff, service_client
@@ -158,6 +159,9 @@ class BrokerLink:
     # -- bridge requests ---------------------------------------------------------------------
     async def reservation(self, device: str, request: ReservationRequest) -> Reply:
         return await self._ask(self.topics.request(device, API_USER), request.encode(), request.op)
+
+    async def venue(self, request: VenueRequest) -> Reply:
+        return await self._ask(self.topics.venue_request(API_USER), request.encode(), request.op)
 
     async def admin(self, command: AdminCommand) -> Reply:
         return await self._ask(self.topics.admin_requests, command.encode(), command.op)

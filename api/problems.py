@@ -42,7 +42,10 @@ class Problem(BaseModel):
     instance: str | None = None
     errors: list[dict[str, Any]] | None = None
     conflict: ConflictOut | None = None
-    #: when a refusal for a time ends (``cooling_off``), ISO 8601
+    #: a party booking: the machine (seat) that could not be booked
+    seat: str | None = None
+    #: when a refusal for a time ends, ISO 8601 (``cooling_off``; ``suspended``: self-service
+    #: booking is suspended until then)
     until: datetime | None = None
 
 
@@ -72,6 +75,7 @@ class ApiError(Exception):
         *,
         headers: dict[str, str] | None = None,
         conflict: ConflictOut | None = None,
+        seat: str | None = None,
         until: datetime | None = None,
     ) -> None:
         super().__init__(detail)
@@ -80,6 +84,7 @@ class ApiError(Exception):
         self.detail = detail
         self.headers = headers
         self.conflict = conflict
+        self.seat = seat
         self.until = until
 
 
@@ -139,6 +144,7 @@ def install(app: FastAPI) -> None:
             request.url.path,
             headers=exc.headers,
             conflict=exc.conflict,
+            seat=exc.seat,
             until=exc.until,
         )
 

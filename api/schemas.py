@@ -6,10 +6,10 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
 from pydantic import Strict as PydanticStrict
 
-from plaza.messages import AlertSeverity
+from plaza.messages import MAX_PARTY_DEVICES, AlertSeverity
 from plaza.settings import SERVICE_ID_PREFIX
 
 USERNAME = r"^[a-z0-9][a-z0-9_.-]{2,47}$"
@@ -65,6 +65,10 @@ class UserPublic(BaseModel):
     role: Literal["player", "admin"]
     locale: Locale
     created_at: datetime
+    #: the no-show policy (``GET /me`` and the users list): strikes that count now, and
+    #: until when self-service booking is suspended (absent: it is not)
+    strikes: int | None = None
+    suspended_until: datetime | None = None
 
 
 class MeUpdate(Strict):
@@ -182,10 +186,19 @@ class ReservationCreate(Strict):
     @field_validator("starts_at", "ends_at")
     @classmethod
     def _plausible(cls, value: datetime) -> datetime:
-        value = value if value.tzinfo else value.replace(tzinfo=UTC)
-        if not EARLIEST <= value <= LATEST:
-            raise ValueError("must lie between 1970 and 2096")
-        return value
+        return plausible(value)
+
+
+def plausible(value: datetime) -> datetime:
+    """An ISO 8601 time as UTC (an offset-less one is UTC), between 1970 and 2096."""
+    value = value if value.tzinfo else value.replace(tzinfo=UTC)
+    if not EARLIEST <= value <= LATEST:
+        raise ValueError("must lie between 1970 and 2096")
+    return value
+
+
+When = Annotated[datetime, Field(strict=False), AfterValidator(plausible)]
+Kind = Annotated[str, Field(min_length=1, max_length=40)]
 
 
 class ReservationPublic(BaseModel):
@@ -198,6 +211,76 @@ class ReservationPublic(BaseModel):
     code: str | None = Field(default=None, description="check-in code (owner and admins)")
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    party_id: str | None = Field(default=None, description="the party this seat belongs to")
+    hold_until: datetime | None = Field(
+        default=None, description="a held machine (a waitlist offer): take it before this"
+    )
+
+
+class ExtendIn(Strict):
+    ends_at: When = Field(description="the new end, after the current one")
+
+
+class MoveIn(Strict):
+    """Any of: another machine, another start (the length stays unless ``ends_at`` is given)."""
+
+    device_id: str | None = Field(default=None, pattern=DEVICE_ID)
+    starts_at: When | None = None
+    ends_at: When | None = None
+
+
+class PartyCreate(Strict):
+    """``seats`` machines of ``kind`` (and ``zone``) picked for you, or exactly ``devices``."""
+
+    starts_at: When
+    ends_at: When
+    seats: int | None = Field(default=None, ge=1, le=MAX_PARTY_DEVICES)
+    kind: Kind | None = None
+    zone: Kind | None = None
+    devices: list[Annotated[str, Field(pattern=DEVICE_ID)]] | None = Field(
+        default=None, min_length=1, max_length=MAX_PARTY_DEVICES
+    )
+    user: str | None = Field(
+        default=None, pattern=USERNAME, description="admins only: book for this player"
+    )
+
+
+class PartyPublic(BaseModel):
+    party_id: str
+    reservations: list[ReservationPublic]
+
+
+class WaitlistJoin(Strict):
+    kind: Kind
+    zone: Kind | None = None
+    minutes: int = Field(ge=1, le=24 * 60, description="how long you want to play")
+    user: str | None = Field(
+        default=None, pattern=USERNAME, description="admins only: put this player in line"
+    )
+
+
+class OfferOut(BaseModel):
+    offer_id: str
+    device_id: str
+    starts_at: datetime
+    ends_at: datetime
+    hold_until: datetime
+
+
+class WaitlistEntryOut(BaseModel):
+    id: str
+    kind: str
+    zone: str | None = None
+    minutes: int
+    status: str
+    position: int | None = Field(default=None, description="1: the head of the line")
+    expected_at: datetime | None = Field(default=None, description="an estimate")
+    offer: OfferOut | None = None
+    user: str | None = Field(default=None, description="whose (staff see every entry)")
+
+
+class WaitlistMoveIn(Strict):
+    position: int = Field(ge=1, le=100_000, description="the entry's new place (1: the head)")
 
 
 class ReservationPage(BaseModel):

@@ -138,9 +138,9 @@ class Connections:
         self.drop_hook = ""
 
     # -- subscriptions --------------------------------------------------------------------
-    def requests_filter(self) -> str:
+    def requests_filter(self, requests: str | None = None) -> str:
         group = self.settings.shared_group
-        requests = self.topics.all_requests
+        requests = requests or self.topics.all_requests
         return self.topics.shared(group, requests) if group else requests
 
     def intake_filters(self) -> list[tuple[str, SubscribeOptions]]:
@@ -153,6 +153,7 @@ class Connections:
 
         return [
             (self.requests_filter(), unretained()),
+            (self.requests_filter(self.topics.all_venue_requests), unretained()),
             (self.topics.all_acks, unretained()),
             (self.topics.admin_requests, unretained()),
         ]

@@ -56,6 +56,7 @@ from plaza.messages import (
     PayloadError,
     RebookOffer,
     ReservationPublic,
+    WaitlistOffer,
     decode,
 )
 from plaza.tables import Notification, NotificationSeq, User, as_utc, table_of
@@ -77,6 +78,10 @@ class Note:
     offer: RebookOffer | None = None
     #: per-locale (title, message) given as is (a system notice written by staff)
     texts: Mapping[str, tuple[str, str]] | None = None
+    #: a machine held for the player (a waitlist offer)
+    waitlist_offer: WaitlistOffer | None = None
+    #: a suspension: until when
+    until: float | None = None
 
 
 def _texts(note: Note, locale: str) -> tuple[str, str]:
@@ -135,12 +140,18 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[Outb
             seq=seq,
             reservation=note.reservation,
             offer=note.offer,
+            waitlist_offer=note.waitlist_offer,
+            until=note.until,
         )
-        data = {}
+        data: dict[str, Any] = {}
         if note.reservation is not None:
             data["reservation"] = note.reservation.model_dump(exclude_none=True)
         if note.offer is not None:
             data["offer"] = note.offer.model_dump()
+        if note.waitlist_offer is not None:
+            data["waitlist_offer"] = note.waitlist_offer.model_dump()
+        if note.until is not None:
+            data["until"] = note.until
         rows.append(
             {
                 "id": event.id,

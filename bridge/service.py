@@ -40,6 +40,7 @@ from bridge.reservations.batch_runner import BatchRunner
 from bridge.reservations.committer import Committer
 from bridge.reservations.intake import ReservationDesk
 from bridge.reservations.timers import Timers
+from bridge.reservations.venue_intake import VenueDesk, venue_route
 from bridge.retention import Keep, Retention
 from bridge.router import Handler, Router
 from bridge.selfwatch import Readings, SelfWatch
@@ -52,6 +53,7 @@ from plaza.topics import (
     RequestTopic,
     Topics,
     UserTopic,
+    VenueRequestTopic,
 )
 
 log = logging.getLogger(__name__)
@@ -130,6 +132,7 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
     router = Router(ctx.topics, ctx.metrics)
     router.route(DeviceTopic, presence.handle)
     router.route(RequestTopic, _requests(desk, ctx.link, ctx.ownership))
+    router.route(VenueRequestTopic, venue_route(VenueDesk(desk), ctx.link, ctx.ownership))
     router.route(UserTopic, notifier.handle)
     router.route(AdminRequestTopic, admin.submit)
     router.route(BrokerSysTopic, _broker_figures(ctx.metrics))
@@ -167,7 +170,9 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
         runner=runner,
         actors=actors,
         desk=desk,
-        timers=Timers(ctx, submit=actors.submit, refresh_boards=boards.moved),
+        timers=Timers(
+            ctx, submit=actors.submit, refresh_boards=boards.moved, free=tracker.available
+        ),
         admin=admin,
         notifier=notifier,
         outages=OutageWatch(ctx, tracker=tracker),

@@ -1,7 +1,8 @@
 """Writes: the rows of one write transaction, in order, and how they are flushed.
 
 The reservation committer, the admin desk and the outage watch collect what their transaction
-writes here: new and changed reservations, command-log rows, outbox messages, notifications
+writes here: new and changed reservations, command-log rows, waitlist entries and players'
+no-show standing, outbox messages, notifications
 (numbered, rendered and, unless low priority, queued for publishing at flush:
 :func:`bridge.notifier.write_notes`) and admin alerts. Rows are plain dicts written as Core
 multi-row statements: building a SQLModel object costs more than a whole decision, and the
@@ -15,6 +16,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Connection, insert, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.alerts import alert_row
@@ -22,9 +25,10 @@ from bridge.models import Outbound, Stored
 from bridge.notifier import Note, write_notes
 from bridge.sql import BoardAsk, SlotRow, batch_sql
 from plaza.messages import AdminAlert
-from plaza.tables import Alert, Reservation, table_of
+from plaza.tables import Alert, PlayerStanding, Reservation, WaitlistEntry, table_of
 
 _RESERVATION, _ALERT = table_of(Reservation), table_of(Alert)
+_ENTRY, _STANDING = table_of(WaitlistEntry), table_of(PlayerStanding)
 
 
 @dataclass
@@ -40,6 +44,11 @@ class Writes:
     notes: list[Note] = field(default_factory=list)
     #: admin alerts to store (their outbox message is added by whoever raises them)
     alerts: list[AdminAlert] = field(default_factory=list)
+    #: waitlist entries, new and changed (``id`` and the changed columns)
+    entries_new: list[dict[str, Any]] = field(default_factory=list)
+    entries_changed: list[dict[str, Any]] = field(default_factory=list)
+    #: players' no-show standing, upserted whole (``player`` and every column)
+    standings: list[dict[str, Any]] = field(default_factory=list)
 
     def flush_sync(self, conn: Connection, max_packet: int) -> list[Stored]:
         """Write every row; an outbox message larger than ``max_packet`` (the broker's
@@ -57,6 +66,19 @@ class Writes:
             values = {k: v for k, v in row.items() if k != "id"}
             conn.execute(
                 update(_RESERVATION).where(_RESERVATION.c.id == row["id"]).values(**values)
+            )
+        if self.entries_new:
+            conn.execute(insert(_ENTRY), self.entries_new)
+        for row in self.entries_changed:
+            values = {k: v for k, v in row.items() if k != "id"}
+            conn.execute(update(_ENTRY).where(_ENTRY.c.id == row["id"]).values(**values))
+        upsert = pg_insert if conn.dialect.name == "postgresql" else sqlite_insert
+        for row in self.standings:
+            values = {k: v for k, v in row.items() if k != "player"}
+            conn.execute(
+                upsert(_STANDING)
+                .values(**row)
+                .on_conflict_do_update(index_elements=[_STANDING.c.player], set_=values)
             )
         if self.alerts:
             conn.execute(insert(_ALERT), [alert_row(a) for a in self.alerts])

@@ -75,7 +75,11 @@ def device_role(topics: Topics, device: str) -> Role:
 def player_role(topics: Topics, user: str) -> Role:
     """A player reads the board, notices, events, the services' status (is the venue's
     bridge up: no one's identity in it) and their own topics, and writes only reservation
-    requests in their own name."""
+    requests in their own name: on a machine, or the venue's own (parties, the waitlist).
+
+    An account made by an older release lacks the venue requests topic: ``plaza up`` writes
+    the demo players' roles from code, and the api adds what a role lacks when it next hands
+    out that player's broker credentials (``POST /auth/mqtt``)."""
     return Role(
         player_role_name(user),
         (
@@ -85,6 +89,7 @@ def player_role(topics: Topics, user: str) -> Role:
             *_read(topics.all_service_status),
             *_read(topics.user_tree(user)),
             Acl("publishClientSend", topics.requests_by(user)),
+            Acl("publishClientSend", topics.venue_request(user)),
             Acl("publishClientSend", topics.acks(user)),
         ),
     )
@@ -138,15 +143,17 @@ def bridge_role(topics: Topics) -> Role:
 
 def intake_role(topics: Topics) -> Role:
     """The bridge's intake connection only reads what players and the api send it:
-    reservation requests (also through a shared subscription), read receipts and the api's
-    admin commands. It writes nothing."""
+    reservation requests, machines' and the venue's own (also through a shared subscription),
+    read receipts and the api's admin commands. It writes nothing."""
     return Role(
         INTAKE_ROLE,
         (
             *_read(topics.all_requests),
+            *_read(topics.all_venue_requests),
             *_read(topics.all_acks),
             *_read_literal(topics.admin_requests),
             Acl("subscribePattern", topics.shared("+", topics.all_requests)),
+            Acl("subscribePattern", topics.shared("+", topics.all_venue_requests)),
         ),
     )
 
@@ -161,6 +168,7 @@ def api_role(topics: Topics) -> Role:
             *_read(topics.everything),
             *_read(topics.all_service_status),
             Acl("publishClientSend", topics.requests_by(API_USER)),
+            Acl("publishClientSend", topics.venue_request(API_USER)),
             Acl("publishClientSend", topics.admin_requests),
             Acl("publishClientSend", DYNSEC_COMMAND),
             *_read_literal(DYNSEC_RESPONSE),

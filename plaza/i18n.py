@@ -75,6 +75,52 @@ TEXTS: dict[str, dict[str, tuple[str, str]]] = {
         "ko": ("새 알림 {count}건", "{titles}"),
         "en": ("{count} new notifications", "{titles}"),
     },
+    "reservation_extended": {
+        "ko": ("예약 연장", "{name} {start} 예약이 {end}까지 연장되었습니다."),
+        "en": (
+            "Reservation extended",
+            "Your reservation of {name} at {start} now lasts until {end}.",
+        ),
+    },
+    "reservation_moved": {
+        "ko": ("예약 변경", "예약이 {name} {start}(~{end})로 옮겨졌습니다. 체크인 코드: {code}"),
+        "en": (
+            "Reservation moved",
+            "Your reservation is now on {name} at {start} (until {end}). Check-in code: {code}",
+        ),
+    },
+    "waitlist_offer": {
+        "ko": (
+            "대기 순서 도착",
+            "{name}을(를) {until}까지 잡아 두었습니다. 지금 예약하세요 ({start}~{end}).",
+        ),
+        "en": (
+            "Your turn",
+            "{name} is held for you until {until}: take it now ({start} to {end}).",
+        ),
+    },
+    "waitlist_offer_lapsed": {
+        "ko": ("대기 제안 만료", "{name} 제안 시간이 지나 다음 분께 넘어갔습니다."),
+        "en": ("Offer lapsed", "The hold on {name} ran out; it went to the next in line."),
+    },
+    "waitlist_removed": {
+        "ko": ("대기 취소", "직원이 {kind} 대기열에서 회원님을 뺐습니다."),
+        "en": ("Removed from the line", "Staff removed you from the {kind} waitlist."),
+    },
+    "booking_suspended": {
+        "ko": (
+            "예약 정지",
+            "노쇼 {strikes}회로 {until}까지 직접 예약할 수 없습니다. 카운터에 문의하세요.",
+        ),
+        "en": (
+            "Booking suspended",
+            "After {strikes} no-shows you cannot book yourself until {until}. Ask at the counter.",
+        ),
+    },
+    "suspension_lifted": {
+        "ko": ("예약 정지 해제", "다시 직접 예약할 수 있습니다."),
+        "en": ("Suspension lifted", "You can book again."),
+    },
 }
 
 

@@ -106,6 +106,8 @@ class CommandName(StrEnum):
     UNLOCK = "unlock"
     START_SESSION = "start_session"
     END_SESSION = "end_session"
+    #: the session's reservation was extended: ``session.ends_at`` is the new end
+    EXTEND_SESSION = "extend_session"
 
 
 class DeviceCommand(Wire):
@@ -127,6 +129,8 @@ class BoardStatus(StrEnum):
     OFFLINE = "offline"
     FAULT = "fault"
     MAINTENANCE = "maintenance"
+    #: held for a player on the waitlist until they take the offer or it lapses
+    HELD = "held"
 
 
 class Slot(Wire):
@@ -175,6 +179,7 @@ DeviceEventType = Literal[
     "device_available",
     "device_fault",
     "device_maintenance",
+    "device_held",
 ]
 
 
@@ -213,7 +218,26 @@ UnixTime = Annotated[float, Field(ge=0, le=4e9, allow_inf_nan=False)]
 
 # -- reservations ----------------------------------------------------------------------------
 RequestId = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+$")]
-ReservationOp = Literal["reserve", "cancel", "approve", "reject", "check_in", "complete"]
+ReservationOp = Literal[
+    "reserve", "cancel", "approve", "reject", "check_in", "complete", "extend", "move"
+]
+#: ops on the venue's own request topic (``venue/requests/{user}``): they name no one machine
+VenueOp = Literal[
+    "reserve_party",
+    "cancel_party",
+    "join_waitlist",
+    "leave_waitlist",
+    "decline_offer",
+    "move_waitlist_entry",
+    "lift_suspension",
+]
+#: a reservation, party, waitlist entry or offer id as the bridge makes them
+ItemId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9]+$")]
+TopicLevel = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
+#: a machine kind or zone (as the devices' configuration names them)
+Category = Annotated[str, Field(min_length=1, max_length=40)]
+#: the most machines one party request may name (the bookable count is PLAZA_MAX_PARTY_SEATS)
+MAX_PARTY_DEVICES = 32
 
 
 class OnBehalfOf(Wire):
@@ -239,6 +263,39 @@ class ReservationRequest(Wire):
     on_behalf_of: OnBehalfOf | None = None
     #: reserve only: your own reservation this one replaces (released in the same decision)
     replaces: str | None = Field(default=None, max_length=32)
+    #: reserve only: take this waitlist offer (the held reservation's id)
+    offer_id: str | None = Field(default=None, max_length=32)
+    #: move only: the machine to move to (absent: the same machine)
+    device_id: TopicLevel | None = None
+
+
+class VenueRequest(Wire):
+    """``venue/requests/{user}``: a command that names no one machine (a party, the
+    waitlist, a suspension). ``request_id`` is the idempotency key, as for a reservation."""
+
+    request_id: RequestId
+    op: VenueOp
+    on_behalf_of: OnBehalfOf | None = None
+    #: reserve_party: the slot, and how many seats (or exactly which ``devices``)
+    starts_at: UnixTime | None = None
+    ends_at: UnixTime | None = None
+    seats: Annotated[int, Field(ge=1, le=MAX_PARTY_DEVICES)] | None = None
+    devices: list[TopicLevel] | None = Field(default=None, max_length=MAX_PARTY_DEVICES)
+    #: reserve_party and join_waitlist: the kind of machine, and optionally its zone
+    kind: Category | None = None
+    zone: Category | None = None
+    #: join_waitlist: how long the player wants to play
+    minutes: Annotated[int, Field(ge=1, le=24 * 60)] | None = None
+    #: cancel_party
+    party_id: ItemId | None = None
+    #: leave_waitlist and move_waitlist_entry
+    entry_id: ItemId | None = None
+    #: move_waitlist_entry: the entry's new place in its line (1 is the head)
+    position: Annotated[int, Field(ge=1, le=100_000)] | None = None
+    #: decline_offer
+    offer_id: ItemId | None = None
+    #: lift_suspension (staff): whose
+    user: TopicLevel | None = None
 
 
 class ReservationPublic(Wire):
@@ -250,6 +307,54 @@ class ReservationPublic(Wire):
     #: the check-in code and the owner: only in replies and notifications to that player/admin
     code: str | None = None
     user: str | None = None
+    #: the party this seat belongs to (a party booking)
+    party_id: str | None = None
+    #: a held machine (a waitlist offer): take it before this moment
+    hold_until: float | None = None
+
+
+class WaitlistOffer(Wire):
+    """A machine held for the head of a waitlist line: take it with a ``reserve`` carrying
+    ``offer_id`` (on ``devices/{device_id}/requests/{user}``) before ``hold_until``."""
+
+    offer_id: str
+    device_id: str
+    starts_at: float
+    ends_at: float
+    hold_until: float
+
+
+class WaitlistEntryPublic(Wire):
+    """One player's place in a waitlist line. ``position`` counts from 1 (the head) among the
+    live entries of the line's kind; ``expected_at`` is an estimate from the current
+    reservations' ends."""
+
+    id: str
+    kind: str
+    zone: str | None = None
+    minutes: int
+    status: str
+    position: int | None = None
+    expected_at: float | None = None
+    offer: WaitlistOffer | None = None
+    user: str | None = None
+
+
+class WaitlistState(Wire):
+    """``users/{user}/waitlist`` (retained): the player's live waitlist entries, republished
+    whenever their line changes."""
+
+    entries: list[WaitlistEntryPublic]
+    ts: float
+
+
+class WaitlistEvent(Wire):
+    """``events/waitlist``: a line changed (no one's identity): staff views refetch it."""
+
+    type: Literal["waitlist_changed"] = "waitlist_changed"
+    kind: str
+    waiting: int
+    timestamp: float
 
 
 class ConflictSlot(Wire):
@@ -263,6 +368,10 @@ class ErrorBody(Wire):
     code: str
     message: str
     conflict: ConflictSlot | None = None
+    #: a party booking: the machine (seat) that could not be booked
+    seat: str | None = None
+    #: ``suspended``: self-service booking is suspended until this moment
+    until: float | None = None
 
 
 class Reply(Wire):
@@ -272,6 +381,11 @@ class Reply(Wire):
     ok: bool
     reservation: ReservationPublic | None = None
     error: ErrorBody | None = None
+    #: a party: every seat, each with its own check-in code
+    reservations: list[ReservationPublic] | None = None
+    party_id: str | None = None
+    #: a waitlist command: the entry, with its position
+    entry: WaitlistEntryPublic | None = None
 
 
 ReservationEventType = Literal[
@@ -282,6 +396,10 @@ ReservationEventType = Literal[
     "reservation_checked_in",
     "reservation_completed",
     "reservation_no_show",
+    "reservation_held",
+    "reservation_lapsed",
+    "reservation_extended",
+    "reservation_moved",
 ]
 
 
@@ -307,6 +425,13 @@ NotificationType = Literal[
     "reservation_checked_in",
     "reservation_completed",
     "digest",
+    "reservation_extended",
+    "reservation_moved",
+    "waitlist_offer",
+    "waitlist_offer_lapsed",
+    "waitlist_removed",
+    "booking_suspended",
+    "suspension_lifted",
 ]
 
 
@@ -345,6 +470,10 @@ class NotificationEvent(Wire):
     reservation: ReservationPublic | None = None
     offer: RebookOffer | None = None
     items: list[DigestItem] | None = None
+    #: ``waitlist_offer``: the held machine
+    waitlist_offer: WaitlistOffer | None = None
+    #: ``booking_suspended``: until when
+    until: float | None = None
 
 
 class NotificationAck(Wire):

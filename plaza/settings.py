@@ -124,6 +124,18 @@ class Settings(BaseSettings):
     #: "HH:MM-HH:MM" in venue_timezone; equal times mean open around the clock
     opening_hours: str = Field(default="00:00-00:00", pattern=r"^\d\d:\d\d-\d\d:\d\d$")
     venue_timezone: str = "Asia/Seoul"
+    #: booking (issue 17): a party books at most this many machines in one request
+    max_party_seats: int = Field(default=8, ge=1, le=32)
+    #: a waitlist offer holds its machine this long (seconds)
+    waitlist_hold: float = Field(default=180, gt=0)
+    #: live entries per line (machine kind), and lines one player may stand in at once
+    waitlist_max_length: int = Field(default=50, ge=1, le=1000)
+    waitlist_max_per_player: int = Field(default=2, ge=1, le=10)
+    #: this many no-shows within no_show_window (seconds) suspend a player's self-service
+    #: booking for no_show_suspension (seconds)
+    no_show_strikes: int = Field(default=3, ge=1)
+    no_show_window: float = Field(default=30 * 86400, gt=0)
+    no_show_suspension: float = Field(default=7 * 86400, gt=0)
     #: per-player command budget: a token bucket of `rate_burst` refilled at rate_per_minute
     rate_per_minute: float = Field(default=60, gt=0)
     rate_burst: int = Field(default=20, ge=1)

@@ -126,16 +126,22 @@ class Reservation(SQLModel, table=True):
     created_at: datetime = _ts(default_factory=utcnow)
     updated_at: datetime = _ts(default_factory=utcnow)
     reminded_at: datetime | None = _ts(default=None)
+    #: the party this seat belongs to (a party booking: several machines, one slot)
+    party_id: str | None = Field(default=None, index=True, max_length=32)
+    #: a held machine (``status`` held: a waitlist offer) lapses at this moment
+    hold_until: datetime | None = _ts(default=None)
 
 
-#: PostgreSQL: no two *holding* reservations (approved, checked in) overlap on one machine or
-#: for one player; half-open ranges, so back-to-back slots are fine. Each is ``EXCLUDE USING
-#: gist (KEY, tstzrange(starts_at, ends_at, '[)') WITH &&) WHERE (status IN ('approved',
-#: 'checked_in'))`` (btree_gist); added by plaza.migrations with the tables.
+#: PostgreSQL: no two *holding* reservations (:data:`RESERVATION_HOLDING`: approved, checked
+#: in, held) overlap on one machine or for one player, but for the seats of one party (its id,
+#: else the reservation's own: btree_gist's ``<>``); half-open ranges, so back-to-back slots
+#: are fine. Each is ``EXCLUDE USING gist (KEY, tstzrange(starts_at, ends_at, '[)') WITH &&)
+#: WHERE (status IN (...holding...))`` (btree_gist); added by plaza.migrations with the tables.
 RESERVATION_EXCLUSIONS = {
     "reservation_no_overlap_device": "device_id WITH =",
-    "reservation_no_overlap_player": "player WITH =",
+    "reservation_no_overlap_player": "player WITH =, (COALESCE(party_id, id)) WITH <>",
 }
+RESERVATION_HOLDING = tuple(sorted(s.value for s in rules.HOLDING))
 
 
 def is_active(
@@ -150,6 +156,42 @@ def is_active(
     return sa.ColumnElement.concat(status, "").in_(sorted(s.value for s in statuses))
 
 
+class WaitlistEntry(SQLModel, table=True):
+    """A player's place in the waitlist line of a machine kind (and zone: None means any).
+    The line is the live entries (``waiting``, ``offered``) of a kind in ``rank`` order;
+    ``offer_id`` is the held reservation of an offered one. ``request_key`` (the join's
+    ``user:request_id``) is unique, like a reservation's. Only the bridge writes it."""
+
+    __tablename__ = "waitlist_entry"
+    __table_args__ = (sa.Index("ix_waitlist_entry_kind_status", "kind", "status"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    player: str = Field(index=True, max_length=48)
+    kind: str = Field(max_length=40)
+    zone: str | None = Field(default=None, max_length=40)
+    minutes: int
+    rank: float
+    status: str = Field(max_length=12)
+    offer_id: str | None = Field(default=None, index=True, max_length=32)
+    request_key: str = Field(unique=True, max_length=120)
+    created_at: datetime = _ts(default_factory=utcnow)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
+class PlayerStanding(SQLModel, table=True):
+    """The no-show policy's memory of one player: self-service booking is suspended until
+    ``suspended_until``; strikes (no-show reservations within ``PLAZA_NO_SHOW_WINDOW``) are
+    counted from ``strikes_since`` on (set when a suspension starts and when staff lift it).
+    Only the bridge writes it."""
+
+    __tablename__ = "player_standing"
+
+    player: str = Field(primary_key=True, max_length=48)
+    suspended_until: datetime | None = _ts(default=None)
+    strikes_since: datetime | None = _ts(default=None)
+    updated_at: datetime = _ts(default_factory=utcnow)
+
+
 class CommandLog(SQLModel, table=True):
     """Every decided command and the reply it got: a retry with the same key gets it again.
     Kept ``PLAZA_COMMAND_LOG_RETENTION``, then deleted by age (``created_at`` index)."""
@@ -158,7 +200,7 @@ class CommandLog(SQLModel, table=True):
 
     request_key: str = Field(primary_key=True, max_length=120)
     device_id: str = Field(max_length=48)
-    op: str = Field(max_length=12)
+    op: str = Field(max_length=24)
     ok: bool
     reply_json: str
     created_at: datetime = _ts(default_factory=utcnow, index=True)

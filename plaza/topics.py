@@ -15,9 +15,13 @@ a topic, which would widen an ACL or a subscription.
     plaza/users/{user}/replies               bridge -> user replies (MQTT 3.1.1 clients)
     plaza/users/{user}/notifications         bridge -> user notifications
     plaza/users/{user}/acks                  user -> bridge read receipts
+    plaza/users/{user}/waitlist              bridge -> user: their waitlist entries (retained)
+    plaza/venue/requests/{user}              venue-level commands: parties, the waitlist
+                                             (user = MQTT username)
     plaza/board/{device}                     merged board entry (retained, versioned)
     plaza/events/reservations                ReservationEvent
     plaza/events/devices                     DeviceStatusEvent
+    plaza/events/waitlist                    WaitlistEvent (a line changed; no identities)
     plaza/admin/alerts                       operator alerts
     plaza/admin/requests                     api -> bridge admin commands (machines, notices)
     plaza/notices                            current system notice (retained)
@@ -78,6 +82,13 @@ class RequestTopic:
 
 
 @dataclass(frozen=True, slots=True)
+class VenueRequestTopic:
+    """``{root}/venue/requests/{user}``: commands that name no one machine."""
+
+    user: str
+
+
+@dataclass(frozen=True, slots=True)
 class BoardTopic:
     """``{root}/board/{device}``."""
 
@@ -114,12 +125,16 @@ class BrokerSysTopic:
 ParsedTopic = (
     DeviceTopic
     | RequestTopic
+    | VenueRequestTopic
     | BoardTopic
     | UserTopic
     | AdminRequestTopic
     | ServiceStatusTopic
     | BrokerSysTopic
 )
+
+#: the user channels (``users/{user}/{channel}``)
+USER_CHANNELS = ("replies", "notifications", "acks", "waitlist")
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +162,10 @@ class Topics:
             f"/requests/{valid_id(user, 'user name')}"
         )
 
+    def venue_request(self, user: str) -> str:
+        """``{root}/venue/requests/{user}``: a venue-level command (a party, the waitlist)."""
+        return f"{self.root}/venue/requests/{valid_id(user, 'user name')}"
+
     # -- users ------------------------------------------------------------------------------
     def replies(self, user: str) -> str:
         return f"{self.root}/users/{valid_id(user, 'user name')}/replies"
@@ -162,6 +181,10 @@ class Topics:
     def notifications(self, user: str) -> str:
         return f"{self.root}/users/{valid_id(user, 'user name')}/notifications"
 
+    def waitlist(self, user: str) -> str:
+        """``{root}/users/{user}/waitlist`` (retained): the player's waitlist entries."""
+        return f"{self.root}/users/{valid_id(user, 'user name')}/waitlist"
+
     # -- broadcast --------------------------------------------------------------------------
     def board(self, device: str) -> str:
         return f"{self.root}/board/{valid_id(device, 'device id')}"
@@ -173,6 +196,10 @@ class Topics:
     @property
     def device_events(self) -> str:
         return f"{self.root}/events/devices"
+
+    @property
+    def waitlist_events(self) -> str:
+        return f"{self.root}/events/waitlist"
 
     @property
     def admin_alerts(self) -> str:
@@ -208,6 +235,10 @@ class Topics:
     @property
     def all_requests(self) -> str:
         return f"{self.root}/devices/+/requests/+"
+
+    @property
+    def all_venue_requests(self) -> str:
+        return f"{self.root}/venue/requests/+"
 
     @property
     def all_acks(self) -> str:
@@ -251,9 +282,10 @@ class Topics:
     @staticmethod
     def sender_of(topic: bytes) -> bytes | None:
         """Who sent a message on a request or read-receipt topic, read from the raw topic
-        without decoding it: the user level of ``{root}/devices/{d}/requests/{user}`` and of
-        ``{root}/users/{user}/acks`` (the ACL lets each account publish only under its own
-        name). None for anything else, e.g. ``{root}/admin/requests`` (the api's).
+        without decoding it: the user level of ``{root}/devices/{d}/requests/{user}``, of
+        ``{root}/venue/requests/{user}`` and of ``{root}/users/{user}/acks`` (the ACL lets each
+        account publish only under its own name). None for anything else, e.g.
+        ``{root}/admin/requests`` (the api's).
 
         The bridge's flood budget charges a message to its sender before anything else is
         spent on it, so this is kept to a split and two comparisons (no validation: a topic
@@ -261,8 +293,11 @@ class Topics:
         levels = topic.split(b"/")
         if len(levels) == 5 and levels[3] == b"requests":
             return levels[4]
-        if len(levels) == 4 and levels[1] == b"users" and levels[3] == b"acks":
-            return levels[2]
+        if len(levels) == 4:
+            if levels[1] == b"users" and levels[3] == b"acks":
+                return levels[2]
+            if levels[1] == b"venue" and levels[2] == b"requests":
+                return levels[3]
         return None
 
     def parse(self, topic: str) -> ParsedTopic:
@@ -280,15 +315,13 @@ class Topics:
                 return RequestTopic(valid_id(rest[0], "device id"), valid_id(rest[2], "user name"))
             if kind == "admin" and rest == ["requests"]:
                 return AdminRequestTopic()
+            if kind == "venue" and len(rest) == 2 and rest[0] == "requests":
+                return VenueRequestTopic(valid_id(rest[1], "user name"))
             if kind == "board" and len(rest) == 1:
                 return BoardTopic(valid_id(rest[0], "device id"))
             if kind == "services" and len(rest) == 2 and rest[1] == "status":
                 return ServiceStatusTopic(valid_id(rest[0], "service name"))
-            if (
-                kind == "users"
-                and len(rest) == 2
-                and rest[1] in ("replies", "notifications", "acks")
-            ):
+            if kind == "users" and len(rest) == 2 and rest[1] in USER_CHANNELS:
                 return UserTopic(valid_id(rest[0], "user name"), rest[1])
         except ValueError as exc:
             raise TopicError(f"unknown topic {topic!r}: {exc}") from exc

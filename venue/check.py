@@ -8,13 +8,14 @@ problems, 2 when it could not read one of the two.
 
 Invariants (each problem names its invariant, its subject and what is wrong):
 
-- ``double_booking``: no two active (pending, approved, checked-in) reservations overlap on one
-  machine, nor for one player on any machines.
+- ``double_booking``: no two active (pending, approved, checked-in, held) reservations overlap
+  on one machine, nor for one player on any machines (the seats of one party share their slot).
 - ``command_effect``: every acknowledged command in the command log has exactly one effect. A
   successful ``reserve`` has its reservation (same request key, same slot), and no other log
   entry claims that reservation; a refused ``reserve`` created nothing; a successful transition
   left its reservation in the status it answered, or one reachable from it; every reservation
-  made by a request has its log entry.
+  made by a request has its log entry (a party's seats after the first carry its key and
+  ``#n``; venue-level commands are logged under the venue's actor, ``~venue``).
 - ``outbox``: no committed outbox row (reply, event, notification, machine command) is still
   unsent after the grace period.
 - ``notification``: every notification row was published: a high or medium one through its own
@@ -35,6 +36,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import re
@@ -49,6 +51,7 @@ import sqlalchemy as sa
 from pydantic import ValidationError
 
 from bridge.presence.board import DeviceView
+from bridge.reservations.actors import VENUE_QUEUE
 from bridge.reservations.board_rows import BOARD_HORIZON, current_and_next
 from plaza import rules
 from plaza.db import make_engine
@@ -99,6 +102,8 @@ class ReservationRow:
     status: str
     request_key: str
     created_at: datetime
+    #: the party this seat belongs to: its seats share their slot for their player
+    party_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,12 +198,29 @@ class CheckOptions:
 
 
 # -- the invariants (pure) -------------------------------------------------------------------
+def _parties_as_one(rows: Iterable[ReservationRow]) -> list[ReservationRow]:
+    """The rows with each party's seats as one (their span): a party's seats share their
+    slot for their player."""
+    alone = [r for r in rows if not r.party_id]
+    seats: dict[str, list[ReservationRow]] = {}
+    for row in rows:
+        if row.party_id:
+            seats.setdefault(row.party_id, []).append(row)
+    for party in seats.values():
+        first = min(party, key=lambda r: (r.starts_at, r.id))
+        end = max(r.ends_at for r in party)
+        alone.append(dataclasses.replace(first, ends_at=end))
+    return alone
+
+
 def double_bookings(active: Iterable[ReservationRow]) -> list[Problem]:
-    """Active reservations that overlap on one machine, or for one player."""
+    """Active reservations that overlap on one machine, or for one player (but the seats of
+    one party)."""
     problems: list[Problem] = []
+    active = list(active)
     for what, key in (("machine", "device_id"), ("player", "player")):
         groups: dict[str, list[ReservationRow]] = {}
-        for row in active:
+        for row in active if key == "device_id" else _parties_as_one(active):
             groups.setdefault(getattr(row, key), []).append(row)
         for subject, rows in sorted(groups.items()):
             rows.sort(key=lambda r: (r.starts_at, r.id))
@@ -243,7 +265,7 @@ def command_effects(facts: SqlFacts) -> list[Problem]:
     by_key = {r.request_key: r for r in facts.reservations.values()}
     claimed: dict[str, str] = {}  # reservation id -> the reserve log entry that made it
     for log in facts.logs:
-        if log.device_id not in facts.devices:
+        if log.device_id not in facts.devices and log.device_id != VENUE_QUEUE:
             continue  # the machine was removed, and its reservations with it
         subject = f"command {log.request_key} ({log.op})"
         for message in _effect_problems(log, facts, by_key.get(log.request_key), claimed):
@@ -251,7 +273,8 @@ def command_effects(facts: SqlFacts) -> list[Problem]:
     for row in facts.reservations.values():
         if row.created_at < facts.window_start or row.request_key.startswith("system:"):
             continue
-        if row.device_id in facts.devices and row.request_key not in facts.logged_keys:
+        made_by = row.request_key.split("#", 1)[0]  # a party's other seats: key#n
+        if row.device_id in facts.devices and made_by not in facts.logged_keys:
             problems.append(
                 Problem(
                     "command_effect",
@@ -476,6 +499,7 @@ _RES_COLUMNS = (
     _RES.c.status,
     _RES.c.request_key,
     _RES.c.created_at,
+    _RES.c.party_id,
 )
 _CHUNK = 500
 #: a payload that is not the JSON the bridge writes is skipped (and so reported as missing by
@@ -544,7 +568,7 @@ async def read_sql(options: CheckOptions, topics: Topics) -> SqlFacts:
                     sa.select(*_RES_COLUMNS).where(_RES.c.request_key.in_(ids))
                 )
             facts.reservations = {r.id: ReservationRow(*r) for r in rows}
-            keys = {r.request_key for r in facts.reservations.values()}
+            keys = {r.request_key.split("#", 1)[0] for r in facts.reservations.values()}
             facts.logged_keys = {log.request_key for log in facts.logs} & keys
             for ids in _chunks(keys - facts.logged_keys):
                 facts.logged_keys |= set(

@@ -32,6 +32,8 @@ from api.security import DEVICE_COOKIE, Claims
 from api.state import AdminUser, CurrentClaims, CurrentUser, Db, State
 from plaza import acl
 from plaza.dynsec import SESSION_SEPARATOR
+from plaza.messages import OnBehalfOf, VenueRequest
+from plaza.standing import Standing, standings
 from plaza.tables import BrokerSession, CoolOff, Device, RevokedSession, User
 
 log = logging.getLogger(__name__)
@@ -188,9 +190,28 @@ async def prune_revoked(state: State) -> int:
     return int(result.rowcount or 0)
 
 
+async def standing_of(state: State, session: AsyncSession, names: list[str]) -> dict[str, Standing]:
+    """The no-show standing of accounts (those with none are absent)."""
+    window_start = datetime.now(UTC) - timedelta(seconds=state.settings.no_show_window)
+    conn = await session.connection()
+    found = await conn.run_sync(lambda c: standings(c, names, window_start))
+    return {s.player: s for s in found}
+
+
+def with_standing(user: User, standing: Standing | None) -> UserPublic:
+    """The account with its no-show strikes and, if it is suspended now, until when."""
+    shown = public(user)
+    shown.strikes = standing.strikes if standing else 0
+    if standing is not None and standing.suspended(datetime.now(UTC)):
+        shown.suspended_until = standing.suspended_until
+    return shown
+
+
 @router.get("/me", responses=AUTH_ERRORS, summary="The account of the token")
-async def me(user: CurrentUser) -> UserPublic:
-    return public(user)
+async def me(user: CurrentUser, state: State, session: Db) -> UserPublic:
+    """With the no-show policy's ``strikes`` and, while suspended, ``suspended_until``."""
+    found = await standing_of(state, session, [user.username])
+    return with_standing(user, found.get(user.username))
 
 
 @router.patch("/me", responses=responses(401, 422), summary="Change my language")
@@ -290,9 +311,34 @@ async def _retire_over_cap(state: State, session: AsyncSession, owner: str) -> l
 
 
 @router.get("/users", tags=["admin"], responses=responses(401, 403), summary="All accounts")
-async def list_users(_admin: AdminUser, session: Db) -> list[UserPublic]:
+async def list_users(_admin: AdminUser, state: State, session: Db) -> list[UserPublic]:
+    """With each player's no-show ``strikes`` and, while suspended, ``suspended_until``."""
     users = (await session.exec(select(User).order_by(col(User.username)))).all()
-    return [public(u) for u in users]
+    found = await standing_of(state, session, [u.username for u in users])
+    return [with_standing(u, found.get(u.username)) for u in users]
+
+
+@router.delete(
+    "/users/{username}/suspension",
+    tags=["admin"],
+    responses=responses(401, 403, 404, 502, 503, 504),
+    summary="Lift a no-show suspension (and reset the strikes)",
+)
+async def lift_suspension(username: str, admin: AdminUser, state: State, session: Db) -> UserPublic:
+    """Through the bridge (the only writer of standing); the player is notified."""
+    user = (await session.exec(select(User).where(User.username == username))).first()
+    if user is None:
+        raise ApiError(404, "not_found", f"no account {username!r}")
+    request = VenueRequest(
+        request_id=commands.request_id(None),
+        op="lift_suspension",
+        user=username,
+        on_behalf_of=OnBehalfOf(user=admin.username, role="admin"),
+    )
+    await commands.venue(state, request)
+    await session.commit()  # a fresh snapshot: the bridge committed before it answered
+    found = await standing_of(state, session, [username])
+    return with_standing(user, found.get(username))
 
 
 @router.delete(

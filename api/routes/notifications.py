@@ -33,6 +33,9 @@ class NotificationPublic(BaseModel):
     read_at: datetime | None
     reservation: dict[str, Any] | None = None
     offer: dict[str, Any] | None = None
+    #: ``waitlist_offer``: the held machine; ``booking_suspended``: until when (Unix seconds)
+    waitlist_offer: dict[str, Any] | None = None
+    until: float | None = None
 
 
 class NotificationPage(BaseModel):
@@ -66,6 +69,8 @@ def _public(row: Notification) -> NotificationPublic:
         read_at=row.read_at,
         reservation=data.get("reservation"),
         offer=data.get("offer"),
+        waitlist_offer=data.get("waitlist_offer"),
+        until=data.get("until"),
     )
 
 

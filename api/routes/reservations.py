@@ -13,21 +13,37 @@ import binascii
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Header, Query
+from fastapi import APIRouter, Header, Path, Query
 from sqlmodel import col, or_, select
 
 from api import commands, idempotency
 from api.problems import ApiError, responses
-from api.schemas import ReservationCreate, ReservationPage, ReservationPublic
+from api.schemas import (
+    ExtendIn,
+    MoveIn,
+    PartyCreate,
+    PartyPublic,
+    ReservationCreate,
+    ReservationPage,
+    ReservationPublic,
+)
 from api.state import CurrentUser, Db, State
-from plaza.messages import OnBehalfOf, ReservationRequest
+from plaza.messages import OnBehalfOf, Reply, ReservationRequest, VenueRequest
 from plaza.messages import ReservationPublic as WireReservation
 from plaza.tables import Reservation, User
 from plaza.tables import as_utc as _aware
 
 router = APIRouter(prefix="/reservations", tags=["reservations"])
 Status = Literal[
-    "pending", "approved", "checked_in", "completed", "cancelled", "rejected", "no_show"
+    "pending",
+    "approved",
+    "checked_in",
+    "completed",
+    "cancelled",
+    "rejected",
+    "no_show",
+    "held",
+    "lapsed",
 ]
 IdempotencyKey = Annotated[
     str | None,
@@ -51,6 +67,8 @@ def _public(row: Reservation, *, private: bool) -> ReservationPublic:
         code=row.code if private else None,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        party_id=row.party_id,
+        hold_until=row.hold_until,
     )
 
 
@@ -68,6 +86,8 @@ def _from_wire(
         code=r.code,
         created_at=row.created_at if row else None,
         updated_at=row.updated_at if row else None,
+        party_id=r.party_id,
+        hold_until=datetime.fromtimestamp(r.hold_until, UTC) if r.hold_until else None,
     )
 
 
@@ -131,7 +151,96 @@ async def list_reservations(
     )
 
 
-async def _visible(session: Db, user: CurrentUser, reservation_id: str) -> Reservation:
+async def act_for(session: Db, user: User, player: str | None) -> OnBehalfOf:
+    """Whom a command acts for: the caller, or (admins only) the player named."""
+    behalf = OnBehalfOf(user=user.username, role="admin" if user.role == "admin" else "player")
+    if player is None or player == user.username:
+        return behalf
+    if user.role != "admin":
+        raise ApiError(403, "forbidden", "players act for themselves only")
+    if (await session.exec(select(User).where(User.username == player))).first() is None:
+        raise ApiError(404, "not_found", f"no account {player!r}")
+    # the player's rules (overlaps, cap) apply; the player hears of it as of any change
+    # someone else made
+    return OnBehalfOf(user=player, role="player", by=user.username)
+
+
+async def send_venue(state: State, caller: User, key: str | None, request: VenueRequest) -> Reply:
+    """A venue-level command to the bridge (its Idempotency-Key claimed first)."""
+    if key is not None:
+        await idempotency.claim(state, caller.username, key, "~venue", request)
+    return await commands.venue(state, request)
+
+
+async def party_of(session: Db, reply: Reply, fallback: str) -> PartyPublic:
+    if reply.party_id is None or not reply.reservations:
+        raise ApiError(502, "bridge_error", "the bridge answered without the party")
+    await session.commit()  # a fresh snapshot: the bridge committed before it answered
+    ids = [r.id for r in reply.reservations]
+    found = await session.exec(select(Reservation).where(col(Reservation.id).in_(ids)))
+    by_id = {row.id: row for row in found.all()}
+    return PartyPublic(
+        party_id=reply.party_id,
+        reservations=[_from_wire(r, fallback, by_id.get(r.id)) for r in reply.reservations],
+    )
+
+
+@router.post(
+    "/party",
+    responses=responses(401, 403, 404, *BRIDGE_ERRORS),
+    summary="Book several machines for one slot, all or nothing (a party)",
+)
+async def create_party(
+    body: PartyCreate,
+    user: CurrentUser,
+    state: State,
+    session: Db,
+    idempotency_key: IdempotencyKey = None,
+) -> PartyPublic:
+    """``seats`` machines of ``kind`` picked in one zone next to each other where they can
+    be, or exactly ``devices``; every seat gets its own check-in code. A refusal books
+    nothing and names the seat that failed (``seat``). The party counts once under the
+    player's cap; ``POST /reservations/party/{party_id}/cancel`` cancels it whole, and
+    approving one pending seat approves all of it."""
+    behalf = await act_for(session, user, body.user)
+    request = VenueRequest(
+        request_id=commands.request_id(idempotency_key),
+        op="reserve_party",
+        starts_at=body.starts_at.timestamp(),
+        ends_at=body.ends_at.timestamp(),
+        seats=body.seats,
+        kind=body.kind,
+        zone=body.zone,
+        devices=body.devices,
+        on_behalf_of=behalf,
+    )
+    reply = await send_venue(state, user, idempotency_key, request)
+    return await party_of(session, reply, behalf.user)
+
+
+@router.post(
+    "/party/{party_id}/cancel",
+    responses=responses(401, 403, 404, *BRIDGE_ERRORS),
+    summary="Cancel every open seat of a party (own, or any as admin)",
+)
+async def cancel_party(
+    party_id: Annotated[str, Path(pattern=r"^[a-z0-9]{1,32}$")],
+    user: CurrentUser,
+    state: State,
+    session: Db,
+    idempotency_key: IdempotencyKey = None,
+) -> PartyPublic:
+    request = VenueRequest(
+        request_id=commands.request_id(idempotency_key),
+        op="cancel_party",
+        party_id=party_id,
+        on_behalf_of=await act_for(session, user, None),
+    )
+    reply = await send_venue(state, user, idempotency_key, request)
+    return await party_of(session, reply, user.username)
+
+
+async def visible(session: Db, user: CurrentUser, reservation_id: str) -> Reservation:
     row = await session.get(Reservation, reservation_id)
     if row is None or (user.role != "admin" and row.player != user.username):
         raise ApiError(404, "not_found", f"no reservation {reservation_id!r}")
@@ -140,7 +249,7 @@ async def _visible(session: Db, user: CurrentUser, reservation_id: str) -> Reser
 
 @router.get("/{reservation_id}", responses=responses(401, 404), summary="One reservation")
 async def get_reservation(reservation_id: str, user: CurrentUser, session: Db) -> ReservationPublic:
-    return _public(await _visible(session, user, reservation_id), private=True)
+    return _public(await visible(session, user, reservation_id), private=True)
 
 
 @router.post(
@@ -157,15 +266,7 @@ async def create_reservation(
 ) -> ReservationPublic:
     """For players this is the same command their MQTT client sends; it is the fallback
     when the WebSocket is down. Admins may book for a player (``user``)."""
-    behalf = OnBehalfOf(user=user.username, role="admin" if user.role == "admin" else "player")
-    if body.user is not None and body.user != user.username:
-        if user.role != "admin":
-            raise ApiError(403, "forbidden", "players book for themselves only")
-        if (await session.exec(select(User).where(User.username == body.user))).first() is None:
-            raise ApiError(404, "not_found", f"no account {body.user!r}")
-        # the player's rules (overlaps, cap) apply; the player hears of it as of any change
-        # someone else made
-        behalf = OnBehalfOf(user=body.user, role="player", by=user.username)
+    behalf = await act_for(session, user, body.user)
     request = ReservationRequest(
         request_id=commands.request_id(idempotency_key),
         op="reserve",
@@ -174,10 +275,10 @@ async def create_reservation(
         on_behalf_of=behalf,
         replaces=body.replaces,
     )
-    return await _send(state, session, user, idempotency_key, body.device_id, request)
+    return await send_device(state, session, user, idempotency_key, body.device_id, request)
 
 
-async def _send(
+async def send_device(
     state: State,
     session: Db,
     caller: User,
@@ -204,7 +305,7 @@ async def _act(
     session: Db,
     key: str | None,
 ) -> ReservationPublic:
-    row = await _visible(session, user, reservation_id)
+    row = await visible(session, user, reservation_id)
     if op != "cancel" and user.role != "admin":
         raise ApiError(403, "forbidden", f"only admins {op} reservations")
     request = ReservationRequest(
@@ -215,7 +316,7 @@ async def _act(
             user=user.username, role="admin" if user.role == "admin" else "player"
         ),
     )
-    return await _send(state, session, user, key, row.device_id, request)
+    return await send_device(state, session, user, key, row.device_id, request)
 
 
 ACTION: dict[str, Any] = {"responses": responses(401, 403, 404, *BRIDGE_ERRORS)}
@@ -256,3 +357,57 @@ async def cancel(
     idempotency_key: IdempotencyKey = None,
 ) -> ReservationPublic:
     return await _act("cancel", reservation_id, user, state, session, idempotency_key)
+
+
+@router.post(
+    "/{reservation_id}/extend",
+    summary="Lengthen a pending, approved or checked-in reservation (own, or any as admin)",
+    **ACTION,
+)
+async def extend(
+    reservation_id: str,
+    body: ExtendIn,
+    user: CurrentUser,
+    state: State,
+    session: Db,
+    idempotency_key: IdempotencyKey = None,
+) -> ReservationPublic:
+    """If the machine is free until the new end; a checked-in session's machine is told the
+    new end. Every rule applies: maximum length, opening hours, the player's own overlaps."""
+    row = await visible(session, user, reservation_id)
+    request = ReservationRequest(
+        request_id=commands.request_id(idempotency_key),
+        op="extend",
+        reservation_id=row.id,
+        ends_at=body.ends_at.timestamp(),
+        on_behalf_of=await act_for(session, user, None),
+    )
+    return await send_device(state, session, user, idempotency_key, row.device_id, request)
+
+
+@router.post(
+    "/{reservation_id}/move",
+    summary="Move a pending or approved reservation to another machine and/or slot",
+    **ACTION,
+)
+async def move(
+    reservation_id: str,
+    body: MoveIn,
+    user: CurrentUser,
+    state: State,
+    session: Db,
+    idempotency_key: IdempotencyKey = None,
+) -> ReservationPublic:
+    """In one decision: on a conflict the original stays exactly as it was. A player's move
+    of an approved reservation onto a machine that does not auto-approve is pending again."""
+    row = await visible(session, user, reservation_id)
+    request = ReservationRequest(
+        request_id=commands.request_id(idempotency_key),
+        op="move",
+        reservation_id=row.id,
+        device_id=body.device_id,
+        starts_at=body.starts_at.timestamp() if body.starts_at else None,
+        ends_at=body.ends_at.timestamp() if body.ends_at else None,
+        on_behalf_of=await act_for(session, user, None),
+    )
+    return await send_device(state, session, user, idempotency_key, row.device_id, request)

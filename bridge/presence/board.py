@@ -43,6 +43,8 @@ class DeviceView:
             return BoardStatus.FAULT
         if self.state is MachineState.IN_USE:
             return BoardStatus.IN_USE
+        if self.current_slot is not None and self.current_slot.status == BoardStatus.HELD.value:
+            return BoardStatus.HELD
         if self.current_slot is not None:
             return BoardStatus.RESERVED
         return BoardStatus.AVAILABLE

@@ -41,6 +41,7 @@ _EVENT_FOR: dict[BoardStatus, DeviceEventType] = {
     BoardStatus.OFFLINE: "device_offline",
     BoardStatus.FAULT: "device_fault",
     BoardStatus.MAINTENANCE: "device_maintenance",
+    BoardStatus.HELD: "device_held",
 }
 
 
@@ -75,6 +76,15 @@ class PresenceTracker:
         #: machines removed by an admin while this bridge runs: what they (or a late will)
         #: still publish is cleared, not shown (a re-provisioned machine is synced back in)
         self.removed: set[str] = set()
+
+    def available(self) -> list[tuple[str, str, float | None]]:
+        """The machines a player could sit down at now (board status available), as
+        (id, kind, when their next reservation starts: None if none is in sight)."""
+        return [
+            (v.id, v.kind, v.next_slot.starts_at if v.next_slot else None)
+            for v in self.views.values()
+            if v.status is BoardStatus.AVAILABLE and v.id not in self.removed
+        ]
 
     def _view(self, device: str) -> DeviceView:
         view = self.views.get(device)

@@ -21,6 +21,9 @@ from plaza.messages import Reply
 log = logging.getLogger(__name__)
 
 TimerOp = Literal["remind"]
+#: the actor of the venue-level commands (parties, the waitlist): a queue of its own, beside
+#: the machines' (no machine id can be this: ``~`` is not allowed in one)
+VENUE_QUEUE = "~venue"
 
 
 @dataclass
@@ -55,8 +58,12 @@ class Outcome:
 
     reply: Reply | None
     touched: bool = False
-    #: other machines whose reservations changed too (a replaced reservation's)
+    #: other machines whose reservations changed too (a replaced or moved reservation's, a
+    #: party's)
     also: frozenset[str] = frozenset()
+    #: waitlist lines (kinds) that changed, and the players whose entries did
+    lines: frozenset[str] = frozenset()
+    waiters: frozenset[str] = frozenset()
 
 
 class ActorPool:

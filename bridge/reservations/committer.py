@@ -30,12 +30,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from bridge.context import BridgeContext
 from bridge.models import Stored
 from bridge.notifier import Note
-from bridge.reservations.actors import Job, Outcome
+from bridge.reservations.actors import VENUE_QUEUE, Job, Outcome
 from bridge.reservations.batch_runner import Committed
 from bridge.reservations.board_rows import board_ask, board_slots, by_device
 from bridge.reservations.effects import ReservationEffects
 from bridge.reservations.slotbook import SlotBook
 from bridge.reservations.slots import policy_from, public, slot_of
+from bridge.reservations.waitlist_rows import line_messages
 from bridge.sql import batch_sql
 from bridge.writes import Writes
 from plaza import rules
@@ -94,6 +95,7 @@ class Committer:
                 outcomes.append(outcome)
                 rows += out
             conn = await session.connection()
+            rows += await conn.run_sync(self._lines, outcomes, now)
             boards = await conn.run_sync(board_slots, _touched(batch, outcomes), now)
             await session.commit()
         return outcomes, rows, boards
@@ -116,18 +118,33 @@ class Committer:
         ]
         # the boards of the machines this batch changed, as this transaction leaves them
         touched = _touched(batch, outcomes)
-        # (the caller commits right after: the COMMIT may go with the writes)
+        # (the caller commits right after: the COMMIT may go with the writes, unless the
+        # waitlist lines the batch changed are still to be read and queued after them)
+        lines = any(o.lines for o in outcomes)
         rows, board = writes.flush_batch(
-            conn, self._outbox.max_packet, board_ask(touched, now), commit=commit
+            conn, self._outbox.max_packet, board_ask(touched, now), commit=commit and not lines
         )
+        if lines:
+            rows += self._lines(conn, outcomes, now)
         return outcomes, rows, by_device(touched, board)
 
     def _fence(self, conn: Connection, batch: list[Job]) -> set[str]:
         """Machines of the batch this bridge no longer owns (several bridges: their jobs are
         left to the new owner, which replays their requests); the first statement of the
         transaction, see bridge/partitions.py."""
-        owned = [j.device_id for j in batch if not j.clock]
+        # venue jobs (several machines, any owner's) are the leader's alone: see venue_intake
+        owned = [j.device_id for j in batch if not j.clock and j.device_id != VENUE_QUEUE]
         return self._ownership.fence(conn, owned, [j.device_id for j in batch if j.clock])
+
+    def _lines(self, conn: Connection, outcomes: list[Outcome], now: datetime) -> list[Stored]:
+        """The waitlist state of every player in a line the batch changed (retained), as
+        this transaction leaves it, into the outbox."""
+        kinds = {k for o in outcomes for k in o.lines}
+        if not kinds:
+            return []
+        players = {p for o in outcomes for p in o.waiters}
+        messages = line_messages(conn, self.topics, kinds, players, now)
+        return batch_sql(conn).insert_outbox(messages, now, self._outbox.max_packet)
 
     # -- the careful path -------------------------------------------------------------------------
     async def _one(
@@ -221,10 +238,10 @@ def decide_job(book: SlotBook, effects: ReservationEffects, writes: Writes, job:
     cmd = job.command
     assert cmd is not None
     decision = rules.decide(book.context(job, cmd), cmd)
-    outcome = effects.apply(
-        writes, job, cmd, decision, book.target(cmd), book.devices.get(job.device_id), book.now
-    )
     book.record(cmd, decision)
+    names = book.names()
+    position = book.position(decision.entry)
+    outcome = effects.apply(writes, job, cmd, decision, names, book.now, position=position)
     if job.request_key is not None and outcome.reply is not None:
         book.logged[job.request_key] = outcome.reply
     return outcome
@@ -233,7 +250,7 @@ def decide_job(book: SlotBook, effects: ReservationEffects, writes: Writes, job:
 def _touched(batch: list[Job], outcomes: list[Outcome]) -> set[str]:
     """Machines whose reservations the batch changed."""
     touched = {j.device_id for j, o in zip(batch, outcomes, strict=True) if o.touched}
-    return touched | {d for o in outcomes for d in o.also}
+    return (touched | {d for o in outcomes for d in o.also}) - {VENUE_QUEUE}
 
 
 def _batchable(job: Job) -> bool:
@@ -242,5 +259,9 @@ def _batchable(job: Job) -> bool:
     return (
         cmd is not None
         and job.timer is None
-        and (cmd.op is rules.Op.RESERVE or cmd.reservation_id is not None)
+        and (
+            cmd.op in (rules.Op.RESERVE, rules.Op.OFFER)
+            or cmd.op in rules.VENUE_OPS
+            or cmd.reservation_id is not None
+        )
     )

@@ -11,25 +11,30 @@ started: :data:`plaza.rules.REFUSED_CHECK_IN_ON_MACHINE`).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from bridge.alerts import make_alert
 from bridge.models import Outbound
 from bridge.notifier import Note
 from bridge.reservations.actors import Job, Outcome
-from bridge.reservations.slots import public
+from bridge.reservations.slots import entry_public, offer_of, public
 from bridge.writes import Writes
 from plaza import rules
 from plaza.messages import (
+    AlertSeverity,
     CommandName,
     ConflictSlot,
     DeviceCommand,
     ErrorBody,
+    NotificationType,
     Reply,
     ReservationEvent,
     Session,
+    WaitlistEntryPublic,
 )
+from plaza.rules import Status
 from plaza.topics import Topics
 
 
@@ -57,15 +62,70 @@ class ReservationEffects:
         job: Job,
         cmd: rules.Command,
         decision: rules.Decision,
-        target: rules.Slot | None,
-        device: DeviceFacts | None,
+        names: Mapping[str, str],
         now: datetime,
+        *,
+        position: int | None = None,
     ) -> Outcome:
+        """Render an accepted decision (or a refusal); ``names``: machines' names by id,
+        ``position``: the entry's place in its line after the decision."""
         if decision.refusal is not None:
             return self.refused(writes, job, cmd, decision.refusal, now)
-        after = decision.after
-        assert after is not None
-        if target is None:
+        changes = decision.changes()
+        fresh = 0
+        for change in changes:
+            self._write(writes, job, change, now, fresh)
+            fresh += change.before is None
+        # The owner who asked already has the reply (on their own tree, so on every one of
+        # their screens); a notification is for what others or the clock did to it.
+        by_owner = job.initiated_by is None and cmd.actor.role is rules.Role.PLAYER
+        released = decision.released.id if decision.released is not None else None
+        for change in changes:
+            after = change.after
+            notify = after.id != released and not (by_owner and cmd.actor.user == after.user)
+            name = names.get(after.device_id, after.device_id)
+            consequence = rules.AMENDED.get(cmd.op) or rules.CONSEQUENCES[after.status]
+            self.announce(writes, after, now, name, notify=notify, consequence=consequence)
+            self._machine(writes, after, consequence, now)
+        entry = self._entry(writes, job, cmd, decision, now, position)
+        self._standing(writes, decision, now)
+        primary = decision.after
+        reply = Reply(
+            request_id=job.request_id,
+            ok=True,
+            reservation=public(primary, private=True) if primary is not None else None,
+            reservations=(
+                [public(c.after, private=True) for c in changes]
+                if cmd.op is rules.Op.RESERVE_PARTY or (primary and primary.party_id)
+                else None
+            ),
+            party_id=primary.party_id or None if primary is not None else None,
+            entry=entry,
+        )
+        writes.outbox += self.reply_rows(job, reply)
+        self.log_reply(writes, job, cmd, reply)
+        moved = {c.after.device_id for c in changes}
+        moved |= {c.before.device_id for c in changes if c.before is not None}
+        kinds = {decision.entry.kind} if decision.entry is not None else set()
+        players = {decision.entry.user} if decision.entry is not None else set()
+        return Outcome(
+            reply,
+            touched=job.device_id in moved,
+            also=frozenset(moved - {job.device_id}),
+            lines=frozenset(kinds),
+            waiters=frozenset(players),
+        )
+
+    def _write(
+        self, writes: Writes, job: Job, change: rules.Change, now: datetime, fresh: int
+    ) -> None:
+        """The row of one changed reservation: inserted (the ``fresh``-th new one of the
+        decision: a party's seats after the first get the request key with ``#n``, so a
+        party redelivered to another bridge collides on it), or its changed columns
+        updated."""
+        before, after = change.before, change.after
+        if before is None:
+            key = job.request_key or f"system:{after.id}"
             writes.new.append(
                 {
                     "id": after.id,
@@ -75,33 +135,36 @@ class ReservationEffects:
                     "ends_at": after.ends_at,
                     "status": after.status.value,
                     "code": after.code,
-                    "request_key": job.request_key or f"system:{after.id}",
+                    "request_key": f"{key}#{fresh}" if fresh else key,
                     "created_at": now,
                     "updated_at": now,
                     "reminded_at": None,
+                    "party_id": after.party_id or None,
+                    "hold_until": after.hold_until,
                 }
             )
-        else:
-            writes.changed.append({"id": after.id, "status": after.status.value, "updated_at": now})
-        released = decision.released
-        if released is not None:  # first in the writes: updates run before inserts
-            writes.changed.insert(
-                0, {"id": released.id, "status": released.status.value, "updated_at": now}
-            )
-            self.announce(writes, released, now, released.device_id, notify=False)
-        reply = Reply(request_id=job.request_id, ok=True, reservation=public(after, private=True))
-        writes.outbox += self.reply_rows(job, reply)
-        # The owner who asked already has the reply (on their own tree, so on every one of
-        # their screens); a notification is for what others or the clock did to it.
-        by_owner = (
-            job.initiated_by is None
-            and cmd.actor.role is rules.Role.PLAYER
-            and cmd.actor.user == after.user
-        )
-        name = device.name if device else after.device_id
-        self.announce(writes, after, now, name, notify=not by_owner)
-        machine = rules.CONSEQUENCES[after.status].machine
-        if machine is CommandName.START_SESSION:
+            return
+        row: dict[str, Any] = {"id": after.id, "status": after.status.value, "updated_at": now}
+        if after.device_id != before.device_id:
+            row["device_id"] = after.device_id
+        if after.starts_at != before.starts_at:
+            row["starts_at"] = after.starts_at
+            row["reminded_at"] = None  # a new start: remind again
+        if after.ends_at != before.ends_at:
+            row["ends_at"] = after.ends_at
+        if after.hold_until != before.hold_until:
+            row["hold_until"] = after.hold_until
+        writes.changed.append(row)
+
+    def _machine(
+        self, writes: Writes, after: rules.Slot, consequence: rules.Consequence, now: datetime
+    ) -> None:
+        machine = consequence.machine
+        if machine is None:
+            return
+        if consequence.machine_while is not None and after.status not in consequence.machine_while:
+            return
+        if machine in (CommandName.START_SESSION, CommandName.EXTEND_SESSION):
             started = Session(
                 id=after.id,
                 started_at=now.timestamp(),
@@ -109,13 +172,98 @@ class ReservationEffects:
                 reservation_code=after.code,
             )
             writes.outbox.append(self.device_cmd(after.device_id, machine, now, session=started))
-        elif machine is not None:
+        else:
             writes.outbox.append(
                 self.device_cmd(after.device_id, machine, now, reason="slot ended")
             )
-        self.log_reply(writes, job, cmd, reply)
-        also = frozenset({released.device_id}) if released is not None else frozenset()
-        return Outcome(reply, touched=True, also=also)
+
+    def _entry(
+        self,
+        writes: Writes,
+        job: Job,
+        cmd: rules.Command,
+        decision: rules.Decision,
+        now: datetime,
+        position: int | None,
+    ) -> WaitlistEntryPublic | None:
+        """The waitlist entry's row (new or changed), a note when staff removed it, and the
+        entry as the reply shows it."""
+        entry = decision.entry
+        if entry is None:
+            return None
+        if cmd.op is rules.Op.JOIN_WAITLIST:
+            writes.entries_new.append(
+                {
+                    "id": entry.id,
+                    "player": entry.user,
+                    "kind": entry.kind,
+                    "zone": entry.zone,
+                    "minutes": entry.minutes,
+                    "rank": entry.rank,
+                    "status": entry.status.value,
+                    "offer_id": None,
+                    "request_key": job.request_key or f"system:{entry.id}",
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+        else:
+            writes.entries_changed.append(
+                {
+                    "id": entry.id,
+                    "status": entry.status.value,
+                    "rank": entry.rank,
+                    "offer_id": entry.offer_id or None,
+                    "updated_at": now,
+                }
+            )
+        if entry.status is rules.EntryStatus.REMOVED:
+            writes.notes.append(
+                Note(
+                    user=entry.user,
+                    topic=self.topics.notifications(entry.user),
+                    type="waitlist_removed",
+                    priority=AlertSeverity.MEDIUM,
+                    params={"kind": entry.kind},
+                )
+            )
+        held = decision.after if decision.after and decision.after.status is Status.HELD else None
+        return entry_public(entry, position, offer_of(held) if held else None)
+
+    def _standing(self, writes: Writes, decision: rules.Decision, now: datetime) -> None:
+        """A suspension that a no-show started, or one staff lifted: the standing row (the
+        strikes count again from now) and the player's notification."""
+        if decision.suspend_until is not None and decision.after is not None:
+            until = decision.suspend_until
+            local = until.astimezone(self.policy.tz).strftime("%m/%d %H:%M")
+            params = {"until": local, "strikes": self.policy.no_show_strikes}
+            self._stand(writes, decision.after.user, until, now, "booking_suspended", params)
+        if decision.lifted is not None:
+            self._stand(writes, decision.lifted, None, now, "suspension_lifted", {})
+
+    def _stand(
+        self,
+        writes: Writes,
+        player: str,
+        until: datetime | None,
+        now: datetime,
+        notice: NotificationType,
+        params: dict[str, object],
+    ) -> None:
+        writes.standings.append(
+            {"player": player, "suspended_until": until, "strikes_since": now, "updated_at": now}
+        )
+        high = until is not None
+        writes.notes.append(
+            Note(
+                user=player,
+                topic=self.topics.notifications(player),
+                type=notice,
+                priority=AlertSeverity.HIGH if high else AlertSeverity.MEDIUM,
+                params=params,
+                until=until.timestamp() if until else None,
+            )
+        )
 
     def refused(
         self, writes: Writes, job: Job, cmd: rules.Command, refusal: rules.Refusal, now: datetime
@@ -132,7 +280,13 @@ class ReservationEffects:
         reply = Reply(
             request_id=job.request_id,
             ok=False,
-            error=ErrorBody(code=refusal.code.value, message=refusal.message, conflict=conflict),
+            error=ErrorBody(
+                code=refusal.code.value,
+                message=refusal.message,
+                conflict=conflict,
+                seat=refusal.seat,
+                until=refusal.until.timestamp() if refusal.until else None,
+            ),
         )
         writes.outbox += self.reply_rows(job, reply)
         if cmd.op is rules.Op.CHECK_IN and cmd.actor.role is rules.Role.DEVICE:
@@ -174,10 +328,13 @@ class ReservationEffects:
         device_name: str,
         *,
         notify: bool = True,
+        consequence: rules.Consequence | None = None,
     ) -> None:
-        """What entering ``after.status`` announces: the broadcast event (no player named),
-        an admin alert if the table names one, and (``notify``) the owner's notification."""
-        ts, consequence = now.timestamp(), rules.CONSEQUENCES[after.status]
+        """What entering ``after.status`` (or the ``consequence`` given: an extend, a move)
+        announces: the broadcast event (no player named), an admin alert if the table names
+        one, and (``notify``) the owner's notification."""
+        ts = now.timestamp()
+        consequence = consequence or rules.CONSEQUENCES[after.status]
         event = ReservationEvent(
             type=consequence.event,
             reservation_id=after.id,
@@ -198,14 +355,24 @@ class ReservationEffects:
             writes.outbox.append(Outbound(self.topics.admin_alerts, alert.encode()))
         if not notify:
             return
+        tz = self.policy.tz
+        params = {
+            "name": device_name,
+            "start": local,
+            "end": after.ends_at.astimezone(tz).strftime("%H:%M"),
+            "code": after.code,
+        }
+        if after.hold_until is not None:
+            params["until"] = after.hold_until.astimezone(tz).strftime("%H:%M:%S")
         writes.notes.append(
             Note(
                 user=after.user,
                 topic=self.topics.notifications(after.user),
                 type=consequence.notice,
                 priority=consequence.priority,
-                params={"name": device_name, "start": local, "code": after.code},
+                params=params,
                 reservation=public(after, private=True),
+                waitlist_offer=offer_of(after) if after.status is Status.HELD else None,
             )
         )
 

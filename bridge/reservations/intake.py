@@ -9,7 +9,6 @@ idempotency key of the requester.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass
@@ -20,11 +19,12 @@ from bridge.metrics import UNKNOWN_OP, CommandMeter
 from bridge.models import Outbound
 from bridge.ratelimit import TokenBucket
 from bridge.reservations.actors import ActorPool, Job
+from bridge.reservations.commands import device_command, request_key
+from bridge.reservations.commands import peek_request_id as _peek_request_id
 from plaza import rules
 from plaza.acl import API_USER
 from plaza.messages import ErrorBody, PayloadError, Reply, ReservationRequest, decode
 from plaza.settings import Settings
-from plaza.tables import from_timestamp
 from plaza.topics import RequestTopic, Topics
 
 log = logging.getLogger(__name__)
@@ -148,20 +148,11 @@ class ReservationDesk:
                     correlation,
                 )
             ]
-        command = rules.Command(
-            op=rules.Op(request.op),
-            actor=actor,
-            device_id=where.device,
-            reservation_id=request.reservation_id,
-            starts_at=from_timestamp(request.starts_at) if request.starts_at is not None else None,
-            ends_at=from_timestamp(request.ends_at) if request.ends_at is not None else None,
-            code=request.code,
-            replaces=request.replaces,
-        )
+        command = device_command(request, actor, where.device)
         job = Job(
             device_id=where.device,
             command=command,
-            request_key=_key(where.user, request),
+            request_key=request_key(where.user, request.request_id, request.on_behalf_of),
             request_id=request.request_id,
             reply_topic=reply_to,
             correlation=correlation,
@@ -216,25 +207,3 @@ class ReservationDesk:
                 ),
             )
         )
-
-
-def _key(user: str, request: ReservationRequest) -> str:
-    """The idempotency key: per requester, and per person the api acts for."""
-    behalf = request.on_behalf_of
-    if behalf is not None and behalf.by:
-        return f"{user}:{behalf.by}>{behalf.user}:{request.request_id}"
-    if behalf is not None:
-        return f"{user}:{behalf.user}:{request.request_id}"
-    return f"{user}:{request.request_id}"
-
-
-def _peek_request_id(payload: bytes, max_bytes: int) -> str | None:
-    """The request id of a payload that failed validation, if it has a usable one."""
-    if len(payload) > max_bytes:
-        return None
-    try:
-        data = json.loads(payload)
-    except Exception:  # not JSON, too deep (RecursionError), bad UTF-8: no id to answer to
-        return None
-    rid = data.get("request_id") if isinstance(data, dict) else None
-    return rid if isinstance(rid, str) and 0 < len(rid) <= 64 else None

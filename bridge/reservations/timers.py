@@ -2,7 +2,11 @@
 
 The rules name what the clock does (:data:`plaza.rules.REMINDER` and :data:`plaza.rules.TIMED`:
 no-show release, expiry of a pending request whose start is long past, the end of a
-checked-in slot); here each becomes a query, run on every tick, so timers survive a restart. Each
+checked-in slot, a waitlist hold that lapsed); here each becomes a query, run on every tick,
+so timers survive a restart. So do the waitlist's offers: each tick, the free machines of a
+kind somebody waits for (the presence tracker's live view: available means online, idle, not
+in maintenance, nothing under way) each become an ``offer`` job, and the rules pick who in
+line, if anyone, it is held for. Each
 becomes a job on the machine's actor like any other command, and the committer re-checks its
 condition inside the transaction, so nothing is sent twice. Machines whose current or next
 slot changed because time passed get their boards refreshed. With several bridges
@@ -17,12 +21,13 @@ import logging
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlmodel import col, select
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.context import BridgeContext
 from bridge.reservations.actors import Job
 from plaza import rules
-from plaza.tables import Reservation
+from plaza.tables import Reservation, WaitlistEntry
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +39,16 @@ class Timers:
         *,
         submit: Callable[[Job], None],
         refresh_boards: Callable[[set[str]], None],
+        free: Callable[[], list[tuple[str, str, float | None]]] = list,
     ) -> None:
         self.settings = ctx.settings
         self._reads = ctx.reads
         self._leading = ctx.ownership.leading
         self._submit = submit
         self._refresh_boards = refresh_boards
+        #: the machines free right now (the presence tracker's live view): id, kind, and when
+        #: their next reservation starts; the waitlist's offers are made on them
+        self._free = free
         self._in_flight: set[tuple[str, str]] = set()
         #: timer jobs submitted
         self.submitted = 0
@@ -65,7 +74,8 @@ class Timers:
 
     def _submit_once(self, job: Job) -> None:
         """Submit a due timer unless the same one is still on its way (ticks repeat)."""
-        key = (job.timer or (job.command.op.value if job.command else ""), job.reservation_id or "")
+        what = job.timer or (job.command.op.value if job.command else "")
+        key = (what, job.reservation_id or job.device_id)
         if key in self._in_flight:
             return
         self._in_flight.add(key)
@@ -129,4 +139,39 @@ class Timers:
                     )
                 )
             ).all()
+            jobs += await self._offers(session, now, system)
         return jobs, set(crossed)
+
+    async def _offers(self, session: AsyncSession, now: datetime, system: rules.Actor) -> list[Job]:
+        """An ``offer`` job for free machines of kinds people wait for: up to as many per
+        kind as wait, on machines whose next reservation leaves the shortest wish room (the
+        rules decide who, if anyone, gets which)."""
+        waiting = (
+            await session.exec(
+                select(WaitlistEntry.kind, func.count(), func.min(WaitlistEntry.minutes))
+                .where(WaitlistEntry.status == rules.EntryStatus.WAITING.value)
+                .group_by(col(WaitlistEntry.kind))
+            )
+        ).all()
+        if not waiting:
+            return []
+        wanted = {kind: (int(count), int(shortest)) for kind, count, shortest in waiting}
+        jobs: list[Job] = []
+        offered: dict[str, int] = {}
+        for device, kind, next_start in sorted(self._free()):
+            if kind not in wanted:
+                continue
+            count, shortest = wanted[kind]
+            if offered.get(kind, 0) >= count:
+                continue
+            if next_start is not None and next_start < now.timestamp() + shortest * 60:
+                continue
+            offered[kind] = offered.get(kind, 0) + 1
+            jobs.append(  # the leader's, like every timer job (bridge/partitions.py)
+                Job(
+                    device_id=device,
+                    command=rules.Command(rules.Op.OFFER, system, device),
+                    clock=True,
+                )
+            )
+        return jobs

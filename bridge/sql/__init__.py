@@ -16,6 +16,9 @@ board rows).
 - :class:`~bridge.sql.postgres.PostgresBatchSql` runs it as fixed strings on the ``psycopg``
   connection, each phase as one pipeline: two server round trips a batch.
 
+- The booking statements (party seats, machines of a kind, waitlist entries, no-show
+  standing) run less often: all three use :class:`~bridge.sql.booking.BookingSql` (Core).
+
 The fixed SQL of the last two is written once, in :mod:`bridge.sql.text`. All return plain
 rows with the same fields (tests/integration/test_batch_sql.py holds each to the same rows);
 every reservation scenario in the tests runs on SQLite and PostgreSQL, and
@@ -32,17 +35,36 @@ from sqlalchemy import Connection
 
 from bridge.sql.core import CoreBatchSql
 from bridge.sql.postgres import PostgresBatchSql
-from bridge.sql.rows import BatchSql, BoardAsk, DeviceRow, Facts, FactsAsk, SlotRow
+from bridge.sql.rows import (
+    BatchSql,
+    BoardAsk,
+    DeviceRow,
+    EntryRow,
+    Facts,
+    FactsAsk,
+    SlotRow,
+    StandingRow,
+)
 from bridge.sql.sqlite import SqliteBatchSql
 
-__all__ = ["BatchSql", "BoardAsk", "DeviceRow", "Facts", "FactsAsk", "SlotRow", "batch_sql"]
+__all__ = [
+    "BatchSql",
+    "BoardAsk",
+    "DeviceRow",
+    "EntryRow",
+    "Facts",
+    "FactsAsk",
+    "SlotRow",
+    "StandingRow",
+    "batch_sql",
+]
 
 
 def batch_sql(conn: Connection) -> BatchSql:
     """The fastest way to run the batch's statements on ``conn``'s transaction."""
     raw = conn.connection.driver_connection
     if isinstance(raw, sqlite3.Connection):
-        return SqliteBatchSql(raw)
+        return SqliteBatchSql(raw, conn)
     if isinstance(raw, psycopg.Connection):
-        return PostgresBatchSql(raw)
+        return PostgresBatchSql(raw, conn)
     return CoreBatchSql(conn)

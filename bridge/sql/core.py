@@ -10,6 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy import Connection, func, insert
 
 from bridge.models import Outbound, Stored
+from bridge.sql.booking import BookingSql
 from bridge.sql.rows import DeviceRow, InTurn, SlotRow
 from plaza import rules
 from plaza.tables import CommandLog, Device, Outbox, Reservation, is_active, table_of
@@ -20,15 +21,8 @@ _RES, _LOG, _DEV, _OUTBOX = (
     table_of(Device),
     table_of(Outbox),
 )
-_SLOT_COLUMNS = (
-    _RES.c.id,
-    _RES.c.device_id,
-    _RES.c.player,
-    _RES.c.starts_at,
-    _RES.c.ends_at,
-    _RES.c.status,
-    _RES.c.code,
-)
+_SLOT_COLUMNS = tuple(_RES.c[name] for name in SlotRow._fields)
+_DEVICE_COLUMNS = tuple(_DEV.c[name] for name in DeviceRow._fields)
 
 
 def _live(column: sa.ColumnElement[str], name: str) -> sa.Select[Any]:
@@ -43,15 +37,13 @@ def _live(column: sa.ColumnElement[str], name: str) -> sa.Select[Any]:
 _LOGGED = sa.select(_LOG.c.request_key, _LOG.c.reply_json).where(
     _LOG.c.request_key.in_(sa.bindparam("keys", expanding=True))
 )
-_DEVICES = sa.select(_DEV.c.id, _DEV.c.name, _DEV.c.maintenance, _DEV.c.auto_approve).where(
-    _DEV.c.id.in_(sa.bindparam("ids", expanding=True))
-)
+_DEVICES = sa.select(*_DEVICE_COLUMNS).where(_DEV.c.id.in_(sa.bindparam("ids", expanding=True)))
 _TARGETS = sa.select(*_SLOT_COLUMNS).where(_RES.c.id.in_(sa.bindparam("ids", expanding=True)))
 #: live reservations in the window, on the batch's machines or of its players
 _NEAR = sa.union(_live(_RES.c.device_id, "devices"), _live(_RES.c.player, "players"))
 #: live reservations each player holds that have not ended (the cap)
 _HELD = (
-    sa.select(_RES.c.player, func.count())
+    sa.select(_RES.c.player, func.count(sa.distinct(func.coalesce(_RES.c.party_id, _RES.c.id))))
     .where(
         _RES.c.player.in_(sa.bindparam("players", expanding=True)),
         is_active(_RES.c.status),
@@ -88,10 +80,7 @@ def insert_outbox(
     return list(zip(result.scalars().all(), messages, strict=True))
 
 
-class CoreBatchSql(InTurn):
-    def __init__(self, conn: Connection) -> None:
-        self.conn = conn
-
+class CoreBatchSql(InTurn, BookingSql):
     def logged(self, keys: Collection[str]) -> list[tuple[str, str]]:
         return [(k, t) for k, t in self.conn.execute(_LOGGED, {"keys": list(keys)})]
 

@@ -24,8 +24,10 @@ from typing import Any
 
 import psycopg
 from psycopg.pq import TransactionStatus
+from sqlalchemy import Connection
 
 from bridge.models import Outbound, Stored
+from bridge.sql.booking import BookingSql
 from bridge.sql.rows import BoardAsk, DeviceRow, Facts, FactsAsk, SlotRow
 from bridge.sql.text import RES, as_sqlalchemy_error, statements
 
@@ -52,8 +54,12 @@ def _as_sqlalchemy_error(statement: str) -> AbstractContextManager[None]:
     return as_sqlalchemy_error(statement, psycopg.IntegrityError)
 
 
-class PostgresBatchSql:
-    def __init__(self, raw: psycopg.Connection[Any]) -> None:
+class PostgresBatchSql(BookingSql):
+    """The hot path's statements on ``raw`` (the psycopg connection of ``conn``'s
+    transaction); the booking statements run on ``conn`` itself (:class:`BookingSql`)."""
+
+    def __init__(self, raw: psycopg.Connection[Any], conn: Connection) -> None:
+        super().__init__(conn)
         self.raw = raw
 
     def _run(self, sql: str, params: dict[str, Any]) -> psycopg.Cursor[Any]:

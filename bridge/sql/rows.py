@@ -25,6 +25,8 @@ class SlotRow(NamedTuple):
     ends_at: datetime
     status: str
     code: str
+    party_id: str | None = None
+    hold_until: datetime | None = None
 
 
 class DeviceRow(NamedTuple):
@@ -32,6 +34,29 @@ class DeviceRow(NamedTuple):
     name: str
     maintenance: bool
     auto_approve: bool
+    kind: str = "pc"
+    zone: str = "main"
+
+
+class EntryRow(NamedTuple):
+    """A waitlist entry."""
+
+    id: str
+    player: str
+    kind: str
+    zone: str | None
+    minutes: int
+    rank: float
+    status: str
+    offer_id: str | None
+
+
+class StandingRow(NamedTuple):
+    """A player's no-show standing: the suspension (if any), and the strikes that count."""
+
+    player: str
+    suspended_until: datetime | None
+    strikes: int
 
 
 class FactsAsk(NamedTuple):
@@ -77,7 +102,10 @@ class BatchSql(Protocol):
         after: datetime,
         before: datetime,
     ) -> list[SlotRow]: ...
-    def held(self, players: Collection[str], now: datetime) -> list[tuple[str, int]]: ...
+    def held(self, players: Collection[str], now: datetime) -> list[tuple[str, int]]:
+        """Per player, the live reservations that have not ended, a party counting once."""
+        ...
+
     def check_in_rows(self, device: str, early: datetime, now: datetime) -> list[SlotRow]:
         """The machine's approved reservations under way or starting by ``early``, earliest
         first (a check-in by code picks among them)."""
@@ -86,6 +114,29 @@ class BatchSql(Protocol):
     def board_rows(
         self, devices: Collection[str], now: datetime, horizon: datetime
     ) -> list[SlotRow]: ...
+    # the booking statements (parties, the waitlist, no-show standing): rarer, so one Core
+    # implementation serves both databases (bridge/sql/core.py, ``BookingSql``)
+    def party_seats(self, parties: Collection[str]) -> list[SlotRow]:
+        """Every seat of the parties, in any status."""
+        ...
+
+    def kind_devices(self, kinds: Collection[str]) -> list[DeviceRow]:
+        """Every machine of the kinds."""
+        ...
+
+    def entries(self, ids: Collection[str], offers: Collection[str]) -> list[EntryRow]:
+        """Waitlist entries by id, or by the id of the offer (held reservation) they got."""
+        ...
+
+    def live_entries(self, kinds: Collection[str], players: Collection[str]) -> list[EntryRow]:
+        """The live (waiting, offered) entries of the kinds' lines, or of the players."""
+        ...
+
+    def standing(self, players: Collection[str], window_start: datetime) -> list[StandingRow]:
+        """Players with a suspension or strikes: no-shows since ``window_start`` (and since
+        their strikes were last reset)."""
+        ...
+
     def insert_reservations(self, rows: list[dict[str, Any]]) -> None: ...
     def insert_logs(self, rows: list[dict[str, Any]]) -> None: ...
     def insert_outbox(

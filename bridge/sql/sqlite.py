@@ -17,7 +17,10 @@ from contextlib import AbstractContextManager
 from datetime import UTC, datetime
 from typing import Any
 
+from sqlalchemy import Connection
+
 from bridge.models import Outbound, Stored
+from bridge.sql.booking import BookingSql
 from bridge.sql.rows import DeviceRow, InTurn, SlotRow
 from bridge.sql.text import as_sqlalchemy_error, statements
 
@@ -39,7 +42,10 @@ def _time(text: str) -> datetime:
 
 
 def _slots(rows: Iterable[tuple[Any, ...]]) -> list[SlotRow]:
-    return [SlotRow(i, d, p, _time(s), _time(e), st, c) for i, d, p, s, e, st, c in rows]
+    return [
+        SlotRow(i, d, p, _time(s), _time(e), st, c, party, _time(hold) if hold else None)
+        for i, d, p, s, e, st, c, party, hold in rows
+    ]
 
 
 def _times(row: dict[str, Any]) -> dict[str, Any]:
@@ -50,8 +56,12 @@ def _as_sqlalchemy_error(statement: str) -> AbstractContextManager[None]:
     return as_sqlalchemy_error(statement, sqlite3.IntegrityError)
 
 
-class SqliteBatchSql(InTurn):
-    def __init__(self, raw: sqlite3.Connection) -> None:
+class SqliteBatchSql(InTurn, BookingSql):
+    """The hot path's statements on ``raw`` (the sqlite3 connection of ``conn``'s
+    transaction); the booking statements run on ``conn`` itself (:class:`BookingSql`)."""
+
+    def __init__(self, raw: sqlite3.Connection, conn: Connection) -> None:
+        super().__init__(conn)
         self.raw = raw
 
     def logged(self, keys: Collection[str]) -> list[tuple[str, str]]:
@@ -59,7 +69,7 @@ class SqliteBatchSql(InTurn):
 
     def devices(self, ids: Collection[str]) -> list[DeviceRow]:
         rows = self.raw.execute(_SQL.devices, {"ids": json.dumps(list(ids))})
-        return [DeviceRow(i, n, bool(m), bool(a)) for i, n, m, a in rows]
+        return [DeviceRow(i, n, bool(m), bool(a), k, z) for i, n, m, a, k, z in rows]
 
     def targets(self, ids: Collection[str]) -> list[SlotRow]:
         return _slots(self.raw.execute(_SQL.targets, {"ids": json.dumps(list(ids))}))

@@ -78,8 +78,9 @@ def statements(
         check_in=f"{slots} WHERE device_id = {param('device')}"
         f" AND status || '' = '{rules.Status.APPROVED.value}'"
         f" AND starts_at <= {param('early')} AND ends_at > {param('now')} ORDER BY starts_at",
-        held=f"SELECT player, count(*) FROM {RES.name} WHERE {member('player', 'players')}"
-        f" AND {live} AND ends_at > {param('now')} GROUP BY player",
+        held=f"SELECT player, count(DISTINCT coalesce(party_id, id)) FROM {RES.name}"
+        f" WHERE {member('player', 'players')} AND {live} AND ends_at > {param('now')}"
+        " GROUP BY player",
         insert_reservation=insert(RES),
         insert_log=insert(LOG),
         insert_outbox=insert(OUTBOX, returning),

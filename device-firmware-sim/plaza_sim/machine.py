@@ -254,6 +254,10 @@ class Machine:
             await self.set_state(MachineState.IN_USE, cmd.session or self._new_session(3600))
         elif cmd.cmd is CommandName.END_SESSION:
             await self.set_state(MachineState.IDLE)
+        elif cmd.cmd is CommandName.EXTEND_SESSION and self.session and cmd.session:
+            # the reservation was extended: the session runs to its new end
+            longer = self.session.model_copy(update={"ends_at": cmd.session.ends_at})
+            await self.set_state(MachineState.IN_USE, longer)
 
     # -- behaviour ---------------------------------------------------------------------------
     def _new_session(self, seconds: float, code: str | None = None) -> Session:

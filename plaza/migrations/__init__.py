@@ -113,7 +113,7 @@ def create_current(conn: Connection) -> None:
     """The schema as this release's models define it: ``create_all`` and, on PostgreSQL, the
     reservation exclusion constraints. What every migrated database must equal."""
     SQLModel.metadata.create_all(conn)
-    baseline.exclusions(conn, tables.RESERVATION_EXCLUSIONS)
+    baseline.exclusions(conn, tables.RESERVATION_EXCLUSIONS, tables.RESERVATION_HOLDING)
 
 
 def upgrade(conn: Connection, revision: str = "head") -> None:

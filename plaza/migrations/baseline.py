@@ -210,11 +210,17 @@ PG_EXCLUSIONS = {
 }
 
 
-def exclusions(conn: Connection, constraints: dict[str, str]) -> None:
-    """PostgreSQL: add each ``name: key`` exclusion constraint the reservation table lacks."""
+def exclusions(
+    conn: Connection,
+    constraints: dict[str, str],
+    statuses: tuple[str, ...] = ("approved", "checked_in"),
+) -> None:
+    """PostgreSQL: add each ``name: key`` exclusion constraint the reservation table lacks,
+    over its reservations in ``statuses`` (the baseline's: approved, checked in)."""
     if conn.dialect.name != "postgresql":
         return
     conn.execute(sa.text("CREATE EXTENSION IF NOT EXISTS btree_gist"))
+    held = ", ".join(f"'{s}'" for s in statuses)
     for name, key in constraints.items():
         exists = conn.scalar(sa.text("SELECT 1 FROM pg_constraint WHERE conname = :n"), {"n": name})
         if not exists:
@@ -222,7 +228,7 @@ def exclusions(conn: Connection, constraints: dict[str, str]) -> None:
                 sa.text(
                     f"ALTER TABLE reservation ADD CONSTRAINT {name} EXCLUDE USING gist "
                     f"({key}, tstzrange(starts_at, ends_at, '[)') WITH &&) "
-                    "WHERE (status IN ('approved', 'checked_in'))"
+                    f"WHERE (status IN ({held}))"
                 )
             )
 

@@ -7,13 +7,14 @@ import contextlib
 import json
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from plaza.messages import NotificationEvent, Reply
+from plaza.messages import NotificationEvent, Reply, WaitlistState
 from tests.conftest import BrokerHandle
 
 
@@ -27,6 +28,8 @@ class Requester:
         self.client = broker.client(user, password)  # under the account's bound client id
         self.replies: dict[str, list[Reply]] = {}
         self.notifications: list[NotificationEvent] = []
+        #: the retained waitlist state as it changed (users/{user}/waitlist)
+        self.waitlists: list[WaitlistState] = []
         self.raw: list[tuple[str, bytes]] = []
         self._arrived = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -52,6 +55,9 @@ class Requester:
                 self.raw.append((m.topic.value, payload))
                 if m.topic.value.endswith("/notifications"):
                     self.notifications.append(NotificationEvent.model_validate_json(payload))
+                elif m.topic.value.endswith("/waitlist"):
+                    if payload:
+                        self.waitlists.append(WaitlistState.model_validate_json(payload))
                 else:
                     reply = Reply.model_validate_json(payload)
                     self.replies.setdefault(reply.request_id or "", []).append(reply)
@@ -67,6 +73,35 @@ class Requester:
         topic = self.broker.topics.request(device, as_user or self.user)
         await self.client.publish(topic, payload, qos=qos, properties=props)
         return str(body.get("request_id", "")) if isinstance(body, dict) else ""
+
+    async def send_venue(self, body: dict[str, Any], *, as_user: str | None = None) -> str:
+        """A venue-level request (``venue/requests/{user}``): a party, the waitlist."""
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.ResponseTopic = self.broker.topics.replies(self.user)
+        props.CorrelationData = uuid.uuid4().bytes
+        topic = self.broker.topics.venue_request(as_user or self.user)
+        await self.client.publish(topic, json.dumps(body).encode(), qos=1, properties=props)
+        return str(body.get("request_id", ""))
+
+    async def venue(self, timeout: float = 10.0, **body: Any) -> Reply:
+        body.setdefault("request_id", uuid.uuid4().hex)
+        await self.send_venue(body)
+        return await self.reply(body["request_id"], timeout)
+
+    async def waitlist(
+        self, check: Callable[[WaitlistState], bool], timeout: float = 10.0
+    ) -> WaitlistState:
+        """The first waitlist state (seen or arriving) that passes ``check``."""
+
+        async def wait() -> WaitlistState:
+            async with self._arrived:
+                while True:
+                    for state in self.waitlists:
+                        if check(state):
+                            return state
+                    await self._arrived.wait()
+
+        return await asyncio.wait_for(wait(), timeout)
 
     async def reply(self, request_id: str, timeout: float = 10.0, count: int = 1) -> Reply:
         async def wait() -> Reply:

@@ -20,12 +20,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from bridge.models import Outbound
-from bridge.sql import BatchSql, BoardAsk, DeviceRow, Facts, FactsAsk, SlotRow, batch_sql
+from bridge.sql import (
+    BatchSql,
+    BoardAsk,
+    DeviceRow,
+    EntryRow,
+    Facts,
+    FactsAsk,
+    SlotRow,
+    StandingRow,
+    batch_sql,
+)
 from bridge.sql.core import CoreBatchSql
 from bridge.sql.postgres import PostgresBatchSql
 from bridge.sql.sqlite import SqliteBatchSql
 from plaza.db import make_engine, make_sync_engine, migrate
-from plaza.tables import CommandLog, Device, Outbox, Reservation, table_of
+from plaza.tables import CommandLog, Device, Outbox, Reservation, WaitlistEntry, table_of
 from tests.unit.helpers import MemorySql
 
 pytestmark = pytest.mark.integration
@@ -62,6 +72,7 @@ LOGS = [("ana:1", REPLY)]
 
 
 #: reads the outbox as stored: (id, topic, payload, qos, retain, props_json) per row
+AddEntries = Callable[[list[EntryRow]], None]
 StoredOutbox = Callable[[], list[tuple[int, str, bytes, int, bool, str | None, str | None]]]
 
 
@@ -74,6 +85,11 @@ class BatchSqlContract:
 
     @pytest.fixture
     def sql(self) -> BatchSql:
+        raise NotImplementedError
+
+    @pytest.fixture
+    def add_entries(self) -> AddEntries:
+        """Stores waitlist entries (only the bridge's writes make them: no BatchSql method)."""
         raise NotImplementedError
 
     @pytest.fixture
@@ -154,6 +170,75 @@ class BatchSqlContract:
         assert sql.targets(["n1"]) == [new]
         assert sql.logged(["eve:7"]) == [("eve:7", REPLY)]
         assert sorted(sql.held(["eve"], NOW)) == [("eve", 1)]
+
+    # -- the booking reads (bridge/sql/booking.py: every implementation serves them) ----------
+    def _insert(self, sql: BatchSql, rows: list[SlotRow], updated: datetime = NOW) -> None:
+        sql.insert_reservations(
+            [
+                {
+                    **r._asdict(),
+                    "request_key": f"{r.player}:{r.id}",
+                    "created_at": NOW,
+                    "updated_at": updated,
+                    "reminded_at": None,
+                }
+                for r in rows
+            ]
+        )
+
+    def test_party_seats_are_read_in_any_status_and_a_party_counts_once(
+        self, sql: BatchSql
+    ) -> None:
+        seats = [
+            _row("p1", "pc-01", "eve", 5 * H, 6 * H, "approved")._replace(party_id="party-1"),
+            _row("p2", "vr-01", "eve", 5 * H, 6 * H, "approved")._replace(party_id="party-1"),
+            _row("p3", "pc-02", "eve", 5 * H, 6 * H, "cancelled")._replace(party_id="party-1"),
+            _row("p4", "pc-02", "eve", 8 * H, 9 * H, "pending")._replace(party_id="party-2"),
+        ]
+        self._insert(sql, seats)
+        assert by_id(sql.party_seats(["party-1", "missing"])) == seats[:3]
+        assert sql.party_seats([]) == []
+        assert sorted(sql.held(["eve"], NOW)) == [("eve", 2)]  # party-1 once, party-2 once
+        got = sql.near(["vr-01"], [], NOW + 5 * H, NOW + 6 * H)
+        assert by_id(got) == [seats[1]]
+
+    def test_a_held_reservation_reads_back_with_its_hold(self, sql: BatchSql) -> None:
+        hold = _row("h1", "vr-01", "eve", 10 * H, 11 * H, "held")._replace(hold_until=NOW + 3 * M)
+        self._insert(sql, [hold])
+        assert sql.targets(["h1"]) == [hold]
+        assert hold in sql.board_rows(["vr-01"], NOW, NOW + 12 * H)
+
+    def test_kind_devices_are_every_machine_of_the_kinds(self, sql: BatchSql) -> None:
+        assert sorted(sql.kind_devices(["pc"])) == DEVICES  # (every seeded machine is a pc)
+        assert sql.kind_devices(["vr"]) == []
+        assert sql.kind_devices([]) == []
+
+    def test_standing_counts_no_shows_in_the_window(self, sql: BatchSql) -> None:
+        shows = [
+            _row("s1", "pc-01", "fay", -5 * H, -4 * H, "no_show"),
+            _row("s2", "pc-02", "fay", -3 * H, -2 * H, "no_show"),
+        ]
+        self._insert(sql, shows[:1], updated=NOW - 40 * H)
+        self._insert(sql, shows[1:], updated=NOW - H)
+        assert sql.standing(["fay", "gus"], NOW - 10 * H) == [StandingRow("fay", None, 1)]
+        assert sql.standing(["fay"], NOW - 50 * H) == [StandingRow("fay", None, 2)]
+        assert sql.standing([], NOW) == []
+
+    def test_entries_by_id_or_offer_and_the_live_ones_of_a_line(
+        self, sql: BatchSql, add_entries: AddEntries
+    ) -> None:
+        entries = [
+            EntryRow("e1", "ana", "pc", None, 60, 1.0, "waiting", None),
+            EntryRow("e2", "bo", "pc", "main", 30, 2.0, "offered", "h9"),
+            EntryRow("e3", "cy", "pc", None, 60, 3.0, "left", None),
+            EntryRow("e4", "cy", "vr", None, 60, 1.0, "waiting", None),
+        ]
+        add_entries(entries)
+        assert sorted(sql.entries(["e1", "e3"], ["h9"])) == entries[:3]
+        assert sql.entries([], []) == []
+        assert sorted(sql.live_entries(["pc"], [])) == entries[:2]
+        assert sorted(sql.live_entries([], ["cy"])) == entries[3:]
+        assert sql.live_entries([], []) == []
 
     def test_facts_are_every_read_at_once(self, sql: BatchSql) -> None:
         ask = FactsAsk(["ana:1", "eve:2"], ["pc-01"], [], ["bo"], NOW, NOW + 5 * H, NOW)
@@ -270,6 +355,24 @@ def _seed(conn: Connection) -> None:
 
 
 class OnDatabase(BatchSqlContract):
+    @pytest.fixture
+    def add_entries(self, conn: Connection) -> AddEntries:
+        def add(rows: list[EntryRow]) -> None:
+            conn.execute(
+                sa.insert(table_of(WaitlistEntry)),
+                [
+                    {
+                        **e._asdict(),
+                        "request_key": f"{e.player}:{e.id}",
+                        "created_at": NOW,
+                        "updated_at": NOW,
+                    }
+                    for e in rows
+                ],
+            )
+
+        return add
+
     @pytest.fixture
     def conn(self, db_url: str) -> Iterator[Connection]:
         async def create() -> None:
@@ -430,6 +533,10 @@ class TestMemoryFake(BatchSqlContract):
     @pytest.fixture
     def sql(self, memory: MemorySql) -> BatchSql:
         return memory
+
+    @pytest.fixture
+    def add_entries(self, memory: MemorySql) -> AddEntries:
+        return lambda rows: memory.waitlist.update({e.id: e for e in rows})
 
     @pytest.fixture
     def stored_outbox(self, memory: MemorySql) -> StoredOutbox:

@@ -589,6 +589,37 @@ async def test_a_flooder_past_its_budget_hears_nothing_back(
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+async def test_a_flood_of_venue_requests_is_charged_to_its_sender_and_a_retained_one_is_cleared(
+    broker: BrokerHandle, bridge_settings: Settings, seeded: list[str]
+) -> None:
+    settings = flood_budget(bridge_settings, flood_disable_after=0)
+    venue = broker.topics.venue_request("player1")
+    async with running_bridge(settings) as running, replies_of(broker, "player1") as flooder:
+        flood = await mosquitto_flood(broker, "player1", venue, 500, qos=1)
+        out, err = await asyncio.wait_for(flood.communicate(), 20)
+        assert flood.returncode == 0, (out + err).decode()
+        async with player(broker, "player2") as other:  # behind the flood: all of it is read
+            await round_trips(other, seeded[0], 1)
+        dropped = running.service.metrics.dropped["over_budget"]
+        assert dropped >= 400, "the venue topic's sender is charged at the drop path"
+        for _ in range(100):  # the refusals of what was let through, still arriving
+            if flooder.qsize() >= 500 - dropped:
+                break
+            await asyncio.sleep(0.05)
+        assert flooder.qsize() == 500 - dropped
+        # a retained venue request is never applied, and its topic is cleared
+        await publish_as(
+            broker, "player2", [(broker.topics.venue_request("player2"), b"{}")], retain=True
+        )
+
+        async def cleared() -> bool:
+            return await retained_on(broker, [broker.topics.venue_request("player2")]) == []
+
+        await until(cleared, timeout=5)
+        assert running.service.metrics.dropped["retained"] == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 async def test_presence_and_boards_keep_flowing_while_a_player_floods(
     broker: BrokerHandle, bridge_settings: Settings, seeded: list[str], tmp_path: Path
 ) -> None:

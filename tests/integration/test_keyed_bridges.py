@@ -143,6 +143,27 @@ async def test_three_bridges_race_of_100_clients_for_one_machine_has_one_winner(
     assert sum(b.log_path.read_text().count("SQL refused") for b in bridges) == 0
 
 
+async def test_with_three_bridges_the_leader_alone_decides_venue_requests(
+    broker: BrokerHandle, seeded: list[str], bridge_settings: Settings, db_url: str, tmp_path: Path
+) -> None:
+    # machines of different owners in one party: only the clock's leader decides it
+    devices = [d for d in seeded if slot_of(d, PARTITIONS) != slot_of(seeded[0], PARTITIONS)]
+    seats = [seeded[0], devices[0]]
+    bridges = [await make_bridge(broker, bridge_settings, tmp_path, i) for i in range(3)]
+    async with (
+        running(bridges),
+        Requester(broker, "player1", broker.secrets.players["player1"]) as phone,
+    ):
+        await settled(db_url, 3)
+        booked = await phone.venue(op="reserve_party", devices=seats, **slot(3600, 60))
+        assert booked.ok, booked
+        assert sorted(r.device_id for r in booked.reservations or []) == sorted(seats)
+        await asyncio.sleep(0.5)  # a second bridge's reply would have arrived by now
+        assert len(phone.replies[booked.request_id or ""]) == 1, "decided by one bridge"
+    assert (await counts(db_url))[0] == 2
+    assert sum(b.log_path.read_text().count("SQL refused") for b in bridges) == 0
+
+
 async def scripted(p: Requester, device: str, start_in: float) -> list[str]:
     """reserve, then cancel and reserve the same slot again, sent back to back: in order,
     the cancel frees the slot for the second reserve; reordered, the second is refused."""

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy import inspect, text
 from sqlalchemy.engine import Connection
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from plaza import migrations
@@ -349,3 +350,58 @@ async def test_a_bridge_and_an_api_starting_together_migrate_once_and_both_start
     finally:
         for engine in engines:
             await engine.dispose()
+
+
+async def test_a_version_10_database_gets_parties_holds_and_the_no_show_standing(
+    db_url: str,
+) -> None:
+    engine = make_engine(db_url)
+    postgres = db_url.startswith("postgresql")
+    try:
+        async with engine.begin() as conn:  # what version 10 looked like, with two machines
+            await conn.run_sync(legacy_database, 10)
+            for device in ("pc-01", "pc-02"):
+                await conn.execute(
+                    text(
+                        "INSERT INTO device (id, name, kind, zone, auto_approve, maintenance, "
+                        "online, state, status, epoch, state_epoch, state_seq, board_version, "
+                        "since, created_at) VALUES (:id, :id, 'pc', 'main', false, false, false, "
+                        "'idle', 'offline', -1, -1, -1, 0, CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": device},
+                )
+        assert await migrate(engine) == migrations.head()
+        async with engine.connect() as conn:
+            columns = await conn.run_sync(
+                lambda c: {col["name"] for col in inspect(c).get_columns("reservation")}
+            )
+            tables = await conn.run_sync(lambda c: set(inspect(c).get_table_names()))
+        assert {"party_id", "hold_until"} <= columns
+        assert {"waitlist_entry", "player_standing"} <= tables
+        if not postgres:
+            return
+        seat = (
+            "INSERT INTO reservation (id, device_id, player, starts_at, ends_at, status, code, "
+            "request_key, created_at, updated_at, party_id) VALUES (:id, :device, 'ana', "
+            "now(), now() + interval '1 hour', :status, '1', :id, now(), now(), :party)"
+        )
+
+        async def insert(rid: str, device: str, status: str, party: str | None) -> None:
+            params = {"id": rid, "device": device, "status": status, "party": party}
+            async with engine.begin() as conn:
+                await conn.execute(text(seat), params)
+
+        await insert("s1", "pc-01", "approved", "p1")  # two seats of one party share a slot
+        await insert("s2", "pc-02", "approved", "p1")
+        with pytest.raises(IntegrityError):  # a held machine blocks like an approved one
+            await insert("h1", "pc-01", "held", None)
+        async with engine.begin() as conn:
+            op = await conn.scalar(
+                text(
+                    "SELECT character_maximum_length FROM information_schema.columns "
+                    "WHERE table_name = 'command_log' AND column_name = 'op'"
+                )
+            )
+        assert op == 24
+    finally:
+        await engine.dispose()

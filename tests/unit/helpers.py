@@ -15,12 +15,13 @@ from typing import Any
 
 from bridge.models import Outbound, Stored
 from bridge.reservations.actors import Job
-from bridge.sql import DeviceRow, SlotRow
+from bridge.sql import DeviceRow, EntryRow, SlotRow, StandingRow
 from bridge.sql.rows import InTurn
 from bridge.writes import Writes
 from plaza import rules
 
 _ACTIVE = {s.value for s in rules.ACTIVE}
+_LIVE_ENTRIES = {s.value for s in rules.LIVE_ENTRIES}
 #: jobs made outside a running loop still need a future (nothing here ever resolves it)
 _NO_LOOP = asyncio.new_event_loop()
 _NO_LOOP.close()
@@ -37,7 +38,14 @@ class MemorySql(InTurn):
     def __init__(self, devices: Iterable[DeviceRow], rows: Iterable[SlotRow] = ()) -> None:
         self.machines = {d.id: d for d in devices}
         self.rows: dict[str, SlotRow] = {r.id: r for r in rows}
+        #: when each reservation last changed (what no-show strikes are counted by)
+        self.updated: dict[str, datetime] = {}
+        self.waitlist: dict[str, EntryRow] = {}
+        #: player -> (suspended until, strikes since)
+        self.standings: dict[str, tuple[datetime | None, datetime | None]] = {}
         self.logs: dict[str, str] = {}
+        #: the reservations' request keys (unique, as in SQL)
+        self.keys: set[str] = set()
         self.outbox: list[Stored] = []
         #: why a stored outbox message was written dead-lettered, by id
         self.dead: dict[int, str] = {}
@@ -68,12 +76,44 @@ class MemorySql(InTurn):
         ]
 
     def held(self, players: Collection[str], now: datetime) -> list[tuple[str, int]]:
-        counts = Counter(
-            r.player
+        groups = {
+            (r.player, r.party_id or r.id)
             for r in self.rows.values()
             if r.player in players and r.status in _ACTIVE and r.ends_at > now
-        )
-        return sorted(counts.items())
+        }
+        return sorted(Counter(player for player, _ in groups).items())
+
+    def party_seats(self, parties: Collection[str]) -> list[SlotRow]:
+        return [r for r in self.rows.values() if r.party_id and r.party_id in parties]
+
+    def kind_devices(self, kinds: Collection[str]) -> list[DeviceRow]:
+        return [d for d in self.machines.values() if d.kind in kinds]
+
+    def entries(self, ids: Collection[str], offers: Collection[str]) -> list[EntryRow]:
+        return [e for e in self.waitlist.values() if e.id in ids or (e.offer_id or "") in offers]
+
+    def live_entries(self, kinds: Collection[str], players: Collection[str]) -> list[EntryRow]:
+        return [
+            e
+            for e in self.waitlist.values()
+            if (e.kind in kinds or e.player in players) and e.status in _LIVE_ENTRIES
+        ]
+
+    def standing(self, players: Collection[str], window_start: datetime) -> list[StandingRow]:
+        found = []
+        for player in sorted(players):
+            until, since = self.standings.get(player, (None, None))
+            strikes = sum(
+                1
+                for r in self.rows.values()
+                if r.player == player
+                and r.status == rules.Status.NO_SHOW.value
+                and (at := self.updated.get(r.id, window_start)) >= window_start
+                and (since is None or at > since)
+            )
+            if until is not None or strikes or player in self.standings:
+                found.append(StandingRow(player, until, strikes))
+        return found
 
     def check_in_rows(self, device: str, early: datetime, now: datetime) -> list[SlotRow]:
         return sorted(
@@ -96,8 +136,11 @@ class MemorySql(InTurn):
         ]
 
     def insert_reservations(self, rows: list[dict[str, Any]]) -> None:
+        keys = set(self.keys)
         for r in rows:
             assert r["id"] not in self.rows, "a reservation id is inserted once"
+            assert r["request_key"] not in keys, "a request key is used once"
+            keys.add(r["request_key"])
             self.rows[r["id"]] = SlotRow(
                 r["id"],
                 r["device_id"],
@@ -106,7 +149,12 @@ class MemorySql(InTurn):
                 r["ends_at"],
                 r["status"],
                 r["code"],
+                r.get("party_id"),
+                r.get("hold_until"),
             )
+            if "updated_at" in r:
+                self.updated[r["id"]] = r["updated_at"]
+        self.keys = keys
 
     def insert_logs(self, rows: list[dict[str, Any]]) -> None:
         for r in rows:
@@ -128,8 +176,22 @@ class MemorySql(InTurn):
         are not numbered here: that needs the database)."""
         for change in writes.changed:
             row = self.rows[change["id"]]
-            if "status" in change:
-                self.rows[row.id] = row._replace(status=change["status"])
+            fields = {k: v for k, v in change.items() if k in SlotRow._fields and k != "id"}
+            self.rows[row.id] = row._replace(**fields)
+            if "updated_at" in change:
+                self.updated[row.id] = change["updated_at"]
         self.insert_reservations(writes.new)
         self.insert_logs(writes.logs)
+        for e in writes.entries_new:
+            assert e["id"] not in self.waitlist, "an entry id is inserted once"
+            self.waitlist[e["id"]] = EntryRow(*(e[name] for name in EntryRow._fields))
+        for change in writes.entries_changed:
+            entry = self.waitlist[change["id"]]
+            fields = {k: v for k, v in change.items() if k in EntryRow._fields and k != "id"}
+            self.waitlist[entry.id] = entry._replace(**fields)
+        for standing in writes.standings:
+            self.standings[standing["player"]] = (
+                standing["suspended_until"],
+                standing["strikes_since"],
+            )
         return self.insert_outbox(writes.outbox, now)

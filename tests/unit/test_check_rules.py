@@ -3,6 +3,7 @@ real venue; these pin the boundaries)."""
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -52,6 +53,16 @@ def test_one_player_on_two_machines_at_once_is_reported_once_as_a_player() -> No
     assert [p.subject for p in found] == ["player p1"]
 
 
+def test_the_seats_of_one_party_share_their_slot_but_not_with_the_players_other_bookings() -> None:
+    seats = [
+        dataclasses.replace(row(f"s{i}", f"pc-0{i}", "p1", 0, 2 + i), party_id="party1")
+        for i in (1, 2, 3)
+    ]
+    assert double_bookings(seats) == []
+    found = double_bookings([*seats, row("solo", "vr-01", "p1", 4, 6)])
+    assert [(p.subject, "solo" in p.message) for p in found] == [("player p1", True)]
+
+
 def test_statuses_that_can_follow_one_another() -> None:
     assert _reachable("pending") == {
         "pending",
@@ -63,6 +74,7 @@ def test_statuses_that_can_follow_one_another() -> None:
         "no_show",
     }
     assert _reachable("approved") == {"approved", "cancelled", "checked_in", "completed", "no_show"}
+    assert _reachable("held") == {"held", "lapsed", *_reachable("pending")}
     assert _reachable("completed") == {"completed"}
 
 

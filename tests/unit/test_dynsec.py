@@ -246,10 +246,12 @@ def test_a_player_role_uses_wildcards_only_for_own_requests_and_shared_reads() -
     assert literal == {
         ("subscribePattern", "plaza/notices"),
         ("publishClientReceive", "plaza/notices"),
+        ("publishClientSend", "plaza/venue/requests/player1"),
         ("publishClientSend", "plaza/users/player1/acks"),
     }
     assert [a.topic for a in role.acls if a.acltype == "publishClientSend"] == [
         "plaza/devices/+/requests/player1",
+        "plaza/venue/requests/player1",
         "plaza/users/player1/acks",
     ]
 
@@ -261,13 +263,20 @@ def test_a_player_role_writes_only_in_its_own_name_and_reads_no_other_players_to
     assume(me != other)
     role = acl.player_role(T, me)
     assert can_write(role, T.request(device, me))
+    assert can_write(role, T.venue_request(me))
     assert can_read(role, T.replies(me))
+    assert can_read(role, T.waitlist(me))
+    assert can_read(role, T.waitlist_events)
     assert can_read(role, T.notifications(me))
     assert can_read(role, T.board(device))
     assert can_read(role, T.device_events)
     assert can_read(role, T.notices)
 
     assert not can_write(role, T.request(device, other))
+    assert not can_write(role, T.venue_request(other))
+    assert not can_write(role, T.waitlist(me))
+    assert not can_read(role, T.waitlist(other))
+    assert not can_read(role, T.venue_request(other))
     assert not can_read(role, T.replies(other))
     assert not can_read(role, T.notifications(other))
     assert not can_read(role, T.request(device, other))

@@ -108,6 +108,7 @@ def test_pruning_forgets_only_senders_whose_bucket_has_refilled() -> None:
         (b"plaza/devices/pc-01/requests/player1", b"player1"),
         (b"plaza/devices/pc-01/requests/acks", b"acks"),
         (b"plaza/users/player2/acks", b"player2"),
+        (b"plaza/venue/requests/player3", b"player3"),
         (b"plaza/devices/pc-01/requests/requests", b"requests"),
         (b"plaza/admin/requests", None),
         (b"plaza/devices/pc-01/presence", None),

@@ -3,11 +3,13 @@
 // (POST /notices), maintenance (PATCH /devices/{id}). Figures come from GET /admin/stats
 // every few seconds and show "–" when the endpoint or a figure is missing. The p99 is a
 // histogram bucket's upper bound, so it shows as "≤ N ms". Alerts are acknowledged with
-// POST /alerts/{id}/ack. The pending list is reloaded over REST on every reservation event;
+// POST /alerts/{id}/ack. The waitlist (every line, GET /waitlist) is reloaded on every
+// plaza/events/waitlist event; staff move an entry to the front or remove it.
+// The pending list is reloaded over REST on every reservation event;
 // a reload merges and never undoes a change that arrived after it was asked (freshness.js).
 
 import { LocalChanges } from "./freshness.js";
-import { currentLocale, dateTime, number, range, t } from "./i18n.js";
+import { currentLocale, dateTime, number, range, t, tOr } from "./i18n.js";
 import { normalise } from "./reservations.js";
 
 const DASH = "–";
@@ -57,6 +59,12 @@ export class AdminPanel {
       e.preventDefault();
       this.sendNotice(e.target);
     });
+    this.waitlist = [];
+    this.reloadWaitlist = debounce(() => this.loadWaitlist(), 150);
+    root.querySelector("#waitlist-admin").addEventListener("click", (e) => {
+      const button = e.target.closest("button[data-line]");
+      if (button) this.moveInLine(button.dataset.line, button.dataset.entry, button);
+    });
   }
 
   start() {
@@ -77,7 +85,75 @@ export class AdminPanel {
       this.loadAlerts(),
       this.loadStats(),
       this.loadDevices(),
+      this.loadWaitlist(),
     ]);
+  }
+
+  /** Every live waitlist entry, each line in order (GET /waitlist as staff). */
+  async loadWaitlist() {
+    try {
+      this.waitlist = await this.rest.get("/waitlist");
+    } catch (err) {
+      return;
+    }
+    this.renderWaitlist();
+  }
+
+  onWaitlistEvent() {
+    this.reloadWaitlist();
+  }
+
+  /** Staff move an entry to the head of its line, or remove it (the player is told). */
+  async moveInLine(action, id, button) {
+    button.disabled = true;
+    try {
+      const path = `/waitlist/${encodeURIComponent(id)}`;
+      if (action === "front") await this.rest.post(`${path}/move`, { position: 1 });
+      else await this.rest.del(path);
+      this.notify(t(action === "front" ? "admin.waitlist.moved" : "admin.waitlist.removed"));
+    } catch (err) {
+      this.fail(err);
+    } finally {
+      button.disabled = false;
+      this.loadWaitlist();
+    }
+  }
+
+  renderWaitlist() {
+    const list = this.root.querySelector("#waitlist-admin");
+    list.replaceChildren();
+    if (!this.waitlist.length) {
+      const li = document.createElement("li");
+      li.className = "empty";
+      li.textContent = t("admin.waitlist.empty");
+      list.append(li);
+      return;
+    }
+    for (const e of this.waitlist) {
+      const li = document.createElement("li");
+      li.dataset.entry = e.id;
+      li.dataset.user = e.user;
+      li.dataset.position = String(e.position);
+      const text = document.createElement("span");
+      text.className = "grow";
+      const kind = tOr(`kind.${e.kind}`, e.kind);
+      const key = e.offer ? "admin.waitlist.offered" : "admin.waitlist.item";
+      const held = e.offer ? this.nameOf(e.offer.device_id) : "";
+      text.textContent = t(key, { position: e.position, user: e.user, kind, minutes: e.minutes, name: held });
+      li.append(text);
+      for (const action of ["front", "remove"]) {
+        const b = document.createElement("button");
+        b.type = "button";
+        b.className = "secondary";
+        b.dataset.line = action;
+        b.dataset.entry = e.id;
+        b.disabled = action === "front" && e.position === 1;
+        b.textContent = t(`admin.waitlist.${action}`);
+        b.setAttribute("aria-label", t(`admin.waitlist.${action}_label`, { user: e.user, kind }));
+        li.append(" ", b);
+      }
+      list.append(li);
+    }
   }
 
   async loadPending() {
@@ -229,6 +305,7 @@ export class AdminPanel {
     this.renderAlerts();
     this.renderStats();
     this.renderDevices();
+    this.renderWaitlist();
   }
 
   renderStats() {

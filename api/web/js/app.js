@@ -11,12 +11,14 @@ import { AdminPanel } from "./admin.js";
 import { Board, BoardView } from "./board.js";
 import { Booking, requestId } from "./booking.js";
 import { errorText, outcomeUnknown } from "./errors.js";
-import { applyI18n, currentLocale, onLocaleChange, setLocale, t } from "./i18n.js";
+import { applyI18n, currentLocale, dateTime, onLocaleChange, range, setLocale, t } from "./i18n.js";
 import { icon } from "./icons.js";
 import { Notifications } from "./notifications.js";
+import { PartyBooking } from "./party.js";
 import { Realtime } from "./realtime.js";
 import { MyReservations } from "./reservations.js";
 import { Rest } from "./rest.js";
+import { Waitlist } from "./waitlist.js";
 
 const $ = (selector) => document.querySelector(selector);
 const params = new URLSearchParams(location.search);
@@ -117,6 +119,8 @@ onLocaleChange(() => {
   if (!session) return;
   session.boardView.render();
   session.mine.render();
+  session.waitlist.relabel();
+  renderStanding();
   session.notifications.render();
   session.admin?.render();
   session.booking.relabel();
@@ -157,7 +161,7 @@ async function poll() {
     const devices = await rest.get("/devices");
     if (overtaken()) return;
     s.board.applyRest(devices);
-    if (!s.admin) await s.mine.load(rest);
+    if (!s.admin) await Promise.all([s.mine.load(rest), s.waitlist.load(rest)]);
     else await s.admin.resync();
     if (overtaken()) return;
     s.pollOk = true;
@@ -250,6 +254,62 @@ async function cancelReservation(id) {
   else flash(errorText(reply.error), "error");
 }
 
+/** "+30 min" in "My reservations": extend the booking if the machine is free that long. */
+async function extendReservation(id) {
+  const r = session.mine.items.get(id);
+  if (!r) return;
+  session.mine.setBusy(id, true);
+  const ends_at = r.ends_at + 30 * 60;
+  const key = `extend:${id}:${r.ends_at}`;
+  const reply = await command(r.device_id, { op: "extend", reservation_id: id, ends_at }, key);
+  if (!outcomeUnknown(reply.error)) requestIds.delete(key);
+  session.mine.setBusy(id, false);
+  if (reply.ok) {
+    session.mine.upsert(reply.reservation);
+    flash(t("mine.extended", { name: nameOf(r.device_id), range: range(r.starts_at, ends_at) }));
+  } else if (outcomeUnknown(reply.error)) unconfirmed();
+  else flash(errorText(reply.error), "error");
+}
+
+async function cancelParty(partyId) {
+  const key = `cancel-party:${partyId}`;
+  const reply = await command(null, { op: "cancel_party", party_id: partyId }, key);
+  if (!outcomeUnknown(reply.error)) requestIds.delete(key);
+  if (reply.ok) {
+    for (const r of reply.reservations || []) session.mine.upsert(r);
+    flash(t("mine.party_cancelled"));
+  } else if (outcomeUnknown(reply.error)) unconfirmed();
+  else flash(errorText(reply.error), "error");
+}
+
+/** The no-show policy as the player's account says it (GET /me): a suspension, and until when. */
+async function loadStanding() {
+  if (!session || session.admin) return;
+  try {
+    session.standing = await rest.get("/me");
+  } catch {
+    return;
+  }
+  renderStanding();
+}
+
+function renderStanding() {
+  const el = $("#standing");
+  const me = session?.standing;
+  if (me?.suspended_until) {
+    const until = dateTime(Date.parse(me.suspended_until) / 1000);
+    el.textContent = t("standing.suspended", { until });
+    el.dataset.state = "suspended";
+    el.hidden = false;
+  } else if (me?.strikes) {
+    el.textContent = t("standing.strikes", { strikes: me.strikes });
+    el.dataset.state = "strikes";
+    el.hidden = false;
+  } else {
+    el.hidden = true;
+  }
+}
+
 /** A rebook offer (the machine went down under a reservation): book the offered machine for
  * the rest of the slot, replacing the old reservation in the same decision (`replaces`), so
  * the player never holds both and never loses both. */
@@ -287,7 +347,12 @@ function startSession(user) {
     onSelect: (device) => session.booking.open(device),
     summary: $("#board-count"),
   });
-  const mine = new MyReservations($("#mine"), { nameOf, onCancel: cancelReservation });
+  const mine = new MyReservations($("#mine"), {
+    nameOf,
+    onCancel: cancelReservation,
+    onExtend: extendReservation,
+    onCancelParty: cancelParty,
+  });
   const notifications = new Notifications({
     list: $("#notif-list"),
     toasts: $("#toasts"),
@@ -296,6 +361,7 @@ function startSession(user) {
     badge: $("#unread"),
     user: user.username,
     onOffer: takeOffer,
+    onTake: (offer) => session.waitlist.take(offer),
   });
   const booking = new Booking($("#booking"), {
     board,
@@ -304,6 +370,25 @@ function startSession(user) {
     mine,
     notify: (text) => flash(text),
     fail: (text) => flash(text, "error"),
+  });
+  const waitlist = new Waitlist($("#waitlist"), {
+    board,
+    command,
+    nameOf,
+    notify: (text) => flash(text),
+    fail: (text) => flash(text, "error"),
+    onTaken: (reservation) => {
+      if (!reservation) return;
+      mine.upsert(reservation);
+      notifications.offerTaken(reservation.id); // a taken offer keeps its id: its toast goes
+    },
+  });
+  const party = new PartyBooking($("#party"), {
+    board,
+    command: (device, body) => booking.command(device, body),
+    mine,
+    nameOf,
+    notify: (text) => flash(text),
   });
   const adminPanel = admin
     ? new AdminPanel($("#view-admin"), {
@@ -321,6 +406,9 @@ function startSession(user) {
     mine,
     notifications,
     booking,
+    waitlist,
+    party,
+    standing: null,
     admin: adminPanel,
     poller: null,
     pollOk: null,
@@ -341,6 +429,8 @@ function startSession(user) {
     // Resync: the retained board arrives by itself; the REST backlog fills what it cannot.
     session.connects += 1;
     if (!admin) mine.load(rest).catch(() => {});
+    if (!admin) waitlist.load(rest).catch(() => {});
+    loadStanding();
     notifications.loadBacklog(rest, { toast: session.connects > 1 });
     adminPanel?.resync();
     booking.settleAll();
@@ -356,11 +446,14 @@ function startSession(user) {
     adminPanel?.onEvent(e.detail);
   });
   realtime.addEventListener("device-event", () => adminPanel?.onDeviceEvent());
+  realtime.addEventListener("waitlist", (e) => waitlist.apply(e.detail?.entries || []));
+  realtime.addEventListener("waitlist-event", () => adminPanel?.onWaitlistEvent());
   realtime.addEventListener("alert", (e) => adminPanel?.onAlert(e.detail));
   realtime.addEventListener("notification", (e) => {
     const n = e.detail;
     notifications.add(n);
     if (n.reservation && !admin) mine.upsert(n.reservation);
+    if (n.type === "booking_suspended" || n.type === "suspension_lifted") loadStanding();
   });
   realtime.addEventListener("reply", (e) => {
     // Replies to this player's other tabs (their tree is ours too) keep this list current.
@@ -379,13 +472,20 @@ function startSession(user) {
   show("#view-board");
   boardView.render();
   mine.render();
+  waitlist.relabel();
   if (!admin) mine.load(rest).catch(() => {});
+  if (!admin) waitlist.load(rest).catch(() => {});
+  loadStanding();
   notifications.loadBacklog(rest, { toast: false });
   adminPanel?.start();
   adminPanel?.render();
   realtime.start();
   renderConnection();
-  session.ticker = setInterval(() => boardView.tick(), 1000);
+  session.ticker = setInterval(() => {
+    boardView.tick();
+    waitlist.tick();
+  }, 1000);
+  $("#party-open").onclick = () => party.open();
 }
 
 /** The end of a session (logging out, or a token no longer accepted): stop what runs, forget

@@ -24,6 +24,34 @@ export function requestId(prefix) {
   return `${prefix}-${Date.now().toString(36)}-${counter}-${Math.random().toString(36).slice(2, 8)}`;
 }
 
+/** The start options of a booking form: now, or the next 24 half-hours. */
+export function startOptions() {
+  const now = Date.now() / 1000;
+  const first = Math.ceil(now / STEP) * STEP;
+  const options = [new Option(t("book.start_now"), "now")];
+  const today = new Date().toDateString();
+  for (let i = 0; i < 24; i += 1) {
+    const at = first + i * STEP;
+    const label = new Date(at * 1000).toDateString() === today ? clock(at) : `${day(at)} ${clock(at)}`;
+    options.push(new Option(label, String(at)));
+  }
+  return options;
+}
+
+/** The length options of a booking form (30 min to 4 h; 1 h chosen). */
+export function durationOptions() {
+  return DURATIONS.map((m) => {
+    const label = m % 60 ? t("book.minutes", { minutes: m }) : t("book.hours", { hours: m / 60 });
+    return new Option(label, String(m), false, m === 60);
+  });
+}
+
+/** The slot a start and a length select say, in Unix seconds. */
+export function slotOf(start, length) {
+  const starts = start.value === "now" ? Date.now() / 1000 : Number(start.value);
+  return { starts_at: starts, ends_at: starts + Number(length.value) * 60 };
+}
+
 function overlaps(a, b) {
   return a.starts_at < b.ends_at && b.starts_at < a.ends_at;
 }
@@ -120,30 +148,15 @@ export class Booking {
   }
 
   fillStarts() {
-    const now = Date.now() / 1000;
-    const first = Math.ceil(now / STEP) * STEP;
-    const options = [new Option(t("book.start_now"), "now")];
-    const today = new Date().toDateString();
-    for (let i = 0; i < 24; i += 1) {
-      const at = first + i * STEP;
-      const label = new Date(at * 1000).toDateString() === today ? clock(at) : `${day(at)} ${clock(at)}`;
-      options.push(new Option(label, String(at)));
-    }
-    this.start.replaceChildren(...options);
+    this.start.replaceChildren(...startOptions());
   }
 
   fillDurations() {
-    this.length.replaceChildren(
-      ...DURATIONS.map((m) => {
-        const label = m % 60 ? t("book.minutes", { minutes: m }) : t("book.hours", { hours: m / 60 });
-        return new Option(label, String(m), false, m === 60);
-      }),
-    );
+    this.length.replaceChildren(...durationOptions());
   }
 
   slot() {
-    const starts = this.start.value === "now" ? Date.now() / 1000 : Number(this.start.value);
-    return { starts_at: starts, ends_at: starts + Number(this.length.value) * 60 };
+    return slotOf(this.start, this.length);
   }
 
   describe() {
@@ -333,19 +346,12 @@ export class Booking {
       }
     }
     try {
-      let r;
-      const headers = { "Idempotency-Key": body.request_id };
-      if (body.op === "reserve") {
-        const payload = { device_id: device, starts_at: iso(body.starts_at), ends_at: iso(body.ends_at) };
-        if (body.replaces) payload.replaces = body.replaces; // a rebook offer: one decision
-        r = await this.rest.post("/reservations", payload, headers);
-      } else {
-        const path = `/reservations/${encodeURIComponent(body.reservation_id)}/${body.op}`;
-        r = await this.rest.post(path, undefined, headers);
-      }
-      return { ok: true, reservation: r };
+      return await restCommand(this.rest, device, body);
     } catch (err) {
-      return { ok: false, error: { code: err.code, status: err.status, conflict: conflictOf(err) } };
+      const error = { code: err.code, status: err.status, conflict: conflictOf(err) };
+      if (err.body?.seat) error.seat = err.body.seat;
+      if (err.body?.until) error.until = Date.parse(err.body.until) / 1000;
+      return { ok: false, error };
     }
   }
 
@@ -356,5 +362,46 @@ export class Booking {
     this.error.dataset.code = error.code;
     this.error.textContent = errorText(error);
     this.error.hidden = false;
+  }
+}
+
+const enc = encodeURIComponent;
+
+/** A command over REST (the degraded mode), as the bridge would answer it over MQTT. The
+ * request id is the Idempotency-Key: the same command is applied once. `device` null: a
+ * venue-level command. */
+async function restCommand(rest, device, body) {
+  const headers = { "Idempotency-Key": body.request_id };
+  const post = (path, payload) => rest.post(path, payload, headers);
+  const held = (r) => ({ ok: true, reservation: r });
+  const party = (p) => ({ ok: true, reservation: p.reservations[0], reservations: p.reservations, party_id: p.party_id });
+  const entry = (e) => ({ ok: true, entry: e });
+  switch (body.op) {
+    case "reserve": {
+      if (body.offer_id) return held(await post(`/waitlist/offers/${enc(body.offer_id)}/take`));
+      const payload = { device_id: device, starts_at: iso(body.starts_at), ends_at: iso(body.ends_at) };
+      if (body.replaces) payload.replaces = body.replaces; // a rebook offer: one decision
+      return held(await post("/reservations", payload));
+    }
+    case "extend":
+      return held(await post(`/reservations/${enc(body.reservation_id)}/extend`, { ends_at: iso(body.ends_at) }));
+    case "reserve_party": {
+      const payload = { starts_at: iso(body.starts_at), ends_at: iso(body.ends_at) };
+      for (const k of ["seats", "kind", "zone", "devices"]) if (body[k] != null) payload[k] = body[k];
+      return party(await post("/reservations/party", payload));
+    }
+    case "cancel_party":
+      return party(await post(`/reservations/party/${enc(body.party_id)}/cancel`));
+    case "join_waitlist": {
+      const payload = { kind: body.kind, minutes: body.minutes };
+      if (body.zone) payload.zone = body.zone;
+      return entry(await post("/waitlist", payload));
+    }
+    case "leave_waitlist":
+      return entry(await rest.del(`/waitlist/${enc(body.entry_id)}`, headers));
+    case "decline_offer":
+      return entry(await post(`/waitlist/offers/${enc(body.offer_id)}/decline`));
+    default:
+      return held(await post(`/reservations/${enc(body.reservation_id)}/${body.op}`));
   }
 }

@@ -1,8 +1,9 @@
 // What went wrong, in words: one text for an error whether it came as a problem+json body
 // (an ApiError from rest.js: `code`, `body.conflict`) or in a bridge reply over MQTT
-// (`{code, conflict}`). A conflict names the slot it collides with, in local time.
+// (`{code, conflict}`). A conflict names the slot it collides with, in local time; a party's
+// conflict names its seat; a suspension says until when.
 
-import { has, range, t } from "./i18n.js";
+import { dateTime, has, range, t } from "./i18n.js";
 
 /** Outcomes that do not say whether the command was applied: the request may have reached
  * the bridge and its answer got lost. The entry stays, marked unconfirmed, and the same
@@ -30,8 +31,21 @@ export function conflictOf(error) {
   return { ...c, starts_at: seconds(c.starts_at), ends_at: seconds(c.ends_at) };
 }
 
+/** When a suspension ends (Unix seconds), from a bridge reply or a problem body. */
+export function untilOf(error) {
+  const u = error?.until ?? error?.body?.until ?? null;
+  if (u === null || u === undefined) return null;
+  return typeof u === "string" ? Date.parse(u) / 1000 : u;
+}
+
 export function errorText(error) {
   const code = error?.code || "generic";
+  if (code === "suspended") {
+    const until = untilOf(error);
+    return until ? t("error.suspended", { until: dateTime(until) }) : t("error.suspended_plain");
+  }
+  const seat = error?.seat ?? error?.body?.seat;
+  if (code === "conflict" && seat) return t("error.party_conflict", { seat });
   if (code === "conflict") {
     const c = conflictOf(error);
     if (!c || c.starts_at == null || c.ends_at == null) return t("error.conflict_plain");

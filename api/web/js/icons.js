@@ -11,6 +11,9 @@ const SHAPES = {
   reserved:
     '<circle cx="12" cy="12" r="9" fill="none" stroke="currentColor" stroke-width="2.5"/>' +
     '<path d="M12 7v5.5l3.5 2" fill="none" stroke="currentColor" stroke-width="2.5"/>',
+  // an hourglass: held for the head of a waitlist line
+  held:
+    '<path d="M6 3h12M6 21h12M7 3c0 5 10 5 10 9s-10 4-10 9M17 3c0 5-10 5-10 9s10 4 10 9" fill="none" stroke="currentColor" stroke-width="2.2" stroke-linejoin="round"/>',
   // a crossed square
   offline:
     '<rect x="4" y="4" width="16" height="16" rx="2" fill="none" stroke="currentColor" stroke-width="2.5"/>' +

@@ -4,8 +4,9 @@
 // GET /me/notifications?after=SEQ (the REST backlog, asked on every (re)connect). Each has a
 // per-player `seq`; a seq we already hold is dropped (delivery is at-least-once). Texts come
 // rendered in the player's language by the bridge. The last 50 are kept in localStorage.
+// A waitlist offer's toast counts down to the end of its hold and takes the machine.
 
-import { dateTime, t, tOr } from "./i18n.js";
+import { dateTime, duration, t, tOr } from "./i18n.js";
 
 const KEEP = 50;
 
@@ -14,7 +15,7 @@ function keyOf(n) {
 }
 
 export class Notifications extends EventTarget {
-  constructor({ list, toasts, polite, assertive, badge, user, onOffer }) {
+  constructor({ list, toasts, polite, assertive, badge, user, onOffer, onTake = async () => false }) {
     super();
     this.list = list;
     this.toasts = toasts;
@@ -22,6 +23,7 @@ export class Notifications extends EventTarget {
     this.assertive = assertive;
     this.badge = badge;
     this.onOffer = onOffer;
+    this.onTake = onTake; // a waitlist offer: take the held machine
     this.key = `plaza.notifications.${user}`;
     this.backlog = true; // GET /me/notifications answers (false once it 404s)
     let saved = [];
@@ -35,6 +37,7 @@ export class Notifications extends EventTarget {
     this.offersTaken = new Set();
     list.addEventListener("click", (e) => this.clickOffer(e));
     toasts.addEventListener("click", (e) => this.clickOffer(e));
+    toasts.addEventListener("click", (e) => this.clickTake(e));
     this.render();
   }
 
@@ -159,6 +162,52 @@ export class Notifications extends EventTarget {
     }
   }
 
+  /** A waitlist offer's toast: a countdown to its hold's end, and a button that takes it. */
+  takeButton(n, body) {
+    const offer = n.waitlist_offer;
+    if (!offer || this.offersTaken.has(offer.offer_id) || offer.hold_until <= Date.now() / 1000) return 0;
+    const left = document.createElement("p");
+    left.className = "countdown";
+    const button = document.createElement("button");
+    button.type = "button";
+    button.className = "take";
+    button.dataset.take = offer.offer_id;
+    button.textContent = t("wait.take");
+    body.append(left, button);
+    const tick = () => {
+      const s = offer.hold_until - Date.now() / 1000;
+      if (s > 0) {
+        left.textContent = t("wait.countdown", { time: duration(s) });
+        return true;
+      }
+      left.textContent = t("wait.lapsing");
+      button.disabled = true;
+      return false;
+    };
+    tick();
+    const timer = setInterval(() => tick() || clearInterval(timer), 1000);
+    return Math.max(0, offer.hold_until * 1000 - Date.now()) + 2000;
+  }
+
+  async clickTake(e) {
+    const button = e.target.closest("button[data-take]");
+    if (!button) return;
+    const id = button.dataset.take;
+    const n = this.items.find((item) => item.waitlist_offer?.offer_id === id);
+    if (!n) return;
+    button.disabled = true;
+    if (await this.onTake(n.waitlist_offer)) this.offerTaken(id);
+    else button.disabled = false;
+  }
+
+  /** A waitlist offer taken (here or in the waitlist card): its toasts go. */
+  offerTaken(id) {
+    this.offersTaken.add(id);
+    for (const b of this.toasts.querySelectorAll(`button[data-take="${CSS.escape(id)}"]`)) {
+      b.closest(".toast")?.remove();
+    }
+  }
+
   toast(n) {
     const title = this.title(n);
     const el = document.createElement("div");
@@ -174,6 +223,7 @@ export class Notifications extends EventTarget {
     body.append(strong, p);
     const offer = this.offerButton(n);
     if (offer) body.append(offer);
+    const holding = this.takeButton(n, body);
     const close = document.createElement("button");
     close.type = "button";
     close.className = "toast-close";
@@ -183,7 +233,7 @@ export class Notifications extends EventTarget {
     el.append(body, close);
     this.toasts.append(el);
     while (this.toasts.children.length > 4) this.toasts.firstElementChild.remove();
-    setTimeout(() => el.remove(), n.priority === "high" || offer ? 15000 : 8000);
+    setTimeout(() => el.remove(), holding || (n.priority === "high" || offer ? 15000 : 8000));
     const region = n.priority === "high" ? this.assertive : this.polite;
     region.textContent = `${title}. ${n.message}`;
   }

@@ -39,6 +39,10 @@ export class Topics {
   request(device) {
     return `${this.root}/devices/${device}/requests/${this.user}`;
   }
+  /** Commands that name no one machine: parties, the waitlist. */
+  get venue() {
+    return `${this.root}/venue/requests/${this.user}`;
+  }
   inbox(id) {
     return `${this.root}/users/${this.user}/replies/${id}`;
   }
@@ -261,7 +265,9 @@ export class Realtime extends EventTarget {
     const emit = (name, detail) => this.dispatchEvent(new CustomEvent(name, { detail }));
     if (rel[0] === "board" && rel.length === 2) return emit("board", { device: rel[1], entry: body });
     if (rel[0] === "notices") return emit("notice", body);
+    if (rel[0] === "users" && rel[2] === "waitlist") return emit("waitlist", body); // retained
     if (body === null) return;
+    if (rel[0] === "events" && rel[1] === "waitlist") return emit("waitlist-event", body);
     if (rel[0] === "events" && rel[1] === "reservations") return emit("reservation-event", body);
     if (rel[0] === "events" && rel[1] === "devices") return emit("device-event", body);
     if (rel[0] === "admin" && rel[1] === "alerts") return emit("alert", body);
@@ -280,7 +286,8 @@ export class Realtime extends EventTarget {
   }
 
   /** Send a reservation command and resolve with the bridge's reply. With no reply in
-   * `requestTimeout` s the same request (same request_id: applied once) is sent again. */
+   * `requestTimeout` s the same request (same request_id: applied once) is sent again.
+   * `device` null: a venue-level command (a party, the waitlist) on the venue's topic. */
   request(device, body) {
     if (this.stopped) return Promise.reject(new ApiError(0, "stopped", "the live link was stopped"));
     return new Promise((resolve, reject) => {
@@ -300,7 +307,8 @@ export class Realtime extends EventTarget {
     }
     p.tries += 1;
     if (this.client && this.live) {
-      this.client.publish(this.topics.request(p.device), JSON.stringify(p.body), {
+      const topic = p.device ? this.topics.request(p.device) : this.topics.venue;
+      this.client.publish(topic, JSON.stringify(p.body), {
         qos: 1,
         properties: { responseTopic: this.topics.inbox(this.slot), correlationData: id },
       });

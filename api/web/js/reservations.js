@@ -1,5 +1,5 @@
-// "My reservations": the player's active bookings with their check-in code and a cancel
-// button. Optimistic entries (a booking sent, no reply yet) show as pending at once and are
+// "My reservations": the player's active bookings with their check-in code, a cancel button
+// and one that extends the booking by 30 minutes (a party's seats also cancel the party). Optimistic entries (a booking sent, no reply yet) show as pending at once and are
 // replaced by the bridge's reply, or rolled back when it refuses; one whose answer got lost
 // stays, marked unconfirmed, until the same request settles it. The list is kept live by
 // replies and events and reloaded over REST on (re)connect and while polling: a reload merges
@@ -24,6 +24,7 @@ export function normalise(r) {
     status: r.status,
     code: r.code ?? null,
     user: r.user ?? null,
+    party_id: r.party_id ?? null,
   };
 }
 
@@ -37,16 +38,22 @@ export function sameSlot(a, b) {
 }
 
 export class MyReservations extends EventTarget {
-  constructor(list, { nameOf, onCancel }) {
+  constructor(list, { nameOf, onCancel, onExtend = () => {}, onCancelParty = () => {} }) {
     super();
     this.list = list;
     this.nameOf = nameOf;
     this.onCancel = onCancel;
+    this.onExtend = onExtend;
+    this.onCancelParty = onCancelParty;
     this.items = new Map();
     this.changes = new LocalChanges();
     list.addEventListener("click", (e) => {
-      const button = e.target.closest("button[data-cancel]");
-      if (button) this.onCancel(button.dataset.cancel);
+      const cancel = e.target.closest("button[data-cancel]");
+      if (cancel) this.onCancel(cancel.dataset.cancel);
+      const extend = e.target.closest("button[data-extend]");
+      if (extend) this.onExtend(extend.dataset.extend);
+      const party = e.target.closest("button[data-cancel-party]");
+      if (party) this.onCancelParty(party.dataset.cancelParty);
     });
   }
 
@@ -199,17 +206,36 @@ export class MyReservations extends EventTarget {
         code.textContent = t("mine.code", { code: r.code });
         meta.append(" ", code);
       }
+      if (r.party_id) {
+        li.dataset.party = r.party_id;
+        const party = document.createElement("span");
+        party.className = "badge party";
+        party.textContent = t("mine.party");
+        meta.append(" ", party);
+      }
       li.append(main, meta);
-      if (!r.optimistic && (r.status === "pending" || r.status === "approved")) {
+      const actions = document.createElement("div");
+      actions.className = "res-actions";
+      const action = (data, value, label, aria) => {
         const button = document.createElement("button");
         button.type = "button";
         button.className = "secondary";
-        button.dataset.cancel = r.id;
+        button.dataset[data] = value;
         button.disabled = Boolean(r.busy);
-        button.textContent = t("mine.cancel");
-        button.setAttribute("aria-label", t("mine.cancel_label", { name, range: when }));
-        li.append(button);
+        button.textContent = label;
+        button.setAttribute("aria-label", aria);
+        actions.append(button);
+      };
+      if (!r.optimistic && ACTIVE.has(r.status)) {
+        action("extend", r.id, t("mine.extend"), t("mine.extend_label", { name, range: when }));
       }
+      if (!r.optimistic && (r.status === "pending" || r.status === "approved")) {
+        action("cancel", r.id, t("mine.cancel"), t("mine.cancel_label", { name, range: when }));
+        if (r.party_id) {
+          action("cancelParty", r.party_id, t("mine.cancel_party"), t("mine.cancel_party_label", { range: when }));
+        }
+      }
+      if (actions.childElementCount) li.append(actions);
       this.list.append(li);
     }
   }

@@ -91,6 +91,10 @@ export class Rest extends EventTarget {
     return this.request("PATCH", path, body);
   }
 
+  del(path, headers) {
+    return this.request("DELETE", path, undefined, headers);
+  }
+
   async login(username, password) {
     this.store(await this.post("/auth/login", { username, password }));
     return this.auth.user;
