@@ -293,7 +293,12 @@ def venue_scenario(
         expect(toast).to_contain_text(code)
         expect(p1.locator("#live-assertive")).to_contain_text(code)
         expect(mine).to_have_attribute("data-status", "approved")
-        expect(p1.locator("#unread")).to_have_text("1")
+        try:
+            expect(p1.locator("#unread")).to_have_text("1")
+        except AssertionError as exc:  # a rare flake: say which notifications arrived
+            held = p1.evaluate("localStorage.length && Object.keys(localStorage)")
+            stored = [p1.evaluate(f"localStorage.getItem({k!r})") for k in held or []]
+            raise AssertionError(f"{exc}\nstored notifications: {stored}") from exc
         p1.click("#nav-bell")
         expect(p1.locator('#notif-list li[data-type="reservation_approved"]')).to_be_visible()
         expect(p1.locator("#unread")).to_be_hidden()
