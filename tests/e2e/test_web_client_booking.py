@@ -1,7 +1,12 @@
 """Booking as venues know it, in the browser (issue 17): the waitlist (a place that moves, an
 offer as a toast with a countdown, taken or left to lapse), a party of three with its three
 codes, extending from "My reservations", and a suspension explained. Real venue, real
-chromium (tests/e2e/conftest.py); each test leaves no booking behind."""
+chromium (tests/e2e/conftest.py); each test leaves no booking behind.
+
+The file runs after test_web_client.py (pytest's file order), on purpose: its players keep
+notifications (a waitlist offer, approvals) in the session-wide e2e venue, and the venue
+scenario there counts a fresh player's first notification.
+"""
 
 from __future__ import annotations
 
