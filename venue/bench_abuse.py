@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from venue.accounts import demo_fleet
-from venue.bench_reservations import TOPICS, Load, Player, paced
+from venue.bench_reservations import TOPICS, Load, join_players, paced
 from venue.benchkit import BenchVenue, machine_line, percentile, write_report
 from venue.broker import free_port
 
@@ -319,16 +319,7 @@ async def run(args: argparse.Namespace, work: Path) -> list[Phase]:
         await venue.wait_bridge_ready()
         async with contextlib.AsyncExitStack() as stack:
             tg = await stack.enter_async_context(asyncio.TaskGroup())
-            pumps = []
-            players = []
-            for i in range(args.players):
-                name = f"bench{i:03d}"
-                client = venue.client(name, f"bench-pw-{i:03d}", identifier=name)
-                await stack.enter_async_context(client)
-                await client.subscribe(TOPICS.replies(name), qos=1)
-                player = Player(name, client)
-                pumps.append(tg.create_task(player.pump()))
-                players.append(player)
+            players, pumps = await join_players(venue, args.players, stack, tg)
             load = Load(players, [d.id for d in fleet], time.time() + 3600)
             await paced(args.rate, 1, load.one)  # warm-up
             phases.append(await _phase("unflooded", load, args, venue))

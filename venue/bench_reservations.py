@@ -108,6 +108,27 @@ class Load:
             return float("nan")
 
 
+async def join_players(
+    venue: BenchVenue,
+    count: int,
+    stack: contextlib.AsyncExitStack,
+    tg: asyncio.TaskGroup,
+) -> tuple[list[Player], list[asyncio.Task[None]]]:
+    """``count`` bench players (bench000...), each connected under its bound id, subscribed
+    to its replies, and the tasks (in ``tg``) pumping them; their connections close with
+    ``stack``."""
+    players, pumps = [], []
+    for i in range(count):
+        name = f"bench{i:03d}"
+        client = venue.client(name, f"bench-pw-{i:03d}", identifier=name)
+        await stack.enter_async_context(client)
+        await client.subscribe(TOPICS.replies(name), qos=1)
+        player = Player(name, client)
+        pumps.append(tg.create_task(player.pump()))
+        players.append(player)
+    return players, pumps
+
+
 async def paced(rate: float, seconds: float, make: object) -> list[float]:
     """Start one operation every 1/rate s for ``seconds``; their results."""
     loop = asyncio.get_running_loop()
@@ -217,16 +238,7 @@ async def _run_db(
         results: dict[str, object] = {"label": label}
         async with contextlib.AsyncExitStack() as stack:
             tg = await stack.enter_async_context(asyncio.TaskGroup())
-            runs = []
-            players = []
-            for i in range(args.players):
-                name = f"bench{i:03d}"
-                client = venue.client(name, f"bench-pw-{i:03d}", identifier=name)
-                await stack.enter_async_context(client)
-                await client.subscribe(TOPICS.replies(name), qos=1)
-                player = Player(name, client)
-                runs.append(tg.create_task(player.pump()))
-                players.append(player)
+            players, runs = await join_players(venue, args.players, stack, tg)
             load = Load(players, [d.id for d in fleet], time.time() + 3600)
 
             sender = venue.client(BENCH_TOOL.username, BENCH_TOOL.password)
