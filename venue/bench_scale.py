@@ -34,7 +34,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import aiomqtt
 
@@ -101,9 +101,17 @@ class Board:
                 await self.changed.wait()
 
 
-async def watch_board(venue: BenchVenue, board: Board, ident: str) -> None:
+class BoardTaker(Protocol):
+    def take(self, payload: bytes) -> None: ...
+
+
+async def watch_board(venue: BenchVenue, board: BoardTaker, ident: str, **kw: object) -> None:
+    """Every board entry to ``board.take``, reconnecting forever (``kw``: more client
+    options, e.g. a persistent session)."""
     while True:
-        client = venue.client(BENCH_SCREENS.username, BENCH_SCREENS.password, identifier=ident)
+        client = venue.client(
+            BENCH_SCREENS.username, BENCH_SCREENS.password, identifier=ident, **kw
+        )
         with contextlib.suppress(aiomqtt.MqttError):
             async with client:
                 await client.subscribe(TOPICS.all_board, qos=1)
@@ -190,6 +198,8 @@ async def _scale(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         watcher = asyncio.ensure_future(watch_board(venue, board, "bench-board"))
         devices = [d.id for d in fleet]
         sims = Sims(venue, work)
+        await asyncio.sleep(1.0)  # the observer's own connect falls before ``since``
+        since, started_wall = time.strftime("%Y-%m-%dT%H:%M:%S"), time.time()
         started = time.monotonic()
         progress = asyncio.ensure_future(board.progress(devices))
         await sims.start(split(fleet, args.processes, crash))
@@ -197,8 +207,13 @@ async def _scale(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         result["connect_s"] = time.monotonic() - started
         progress.cancel()
         await asyncio.sleep(3.0)
-        result["broker_kb"] = (rss_kb(venue.broker.proc.pid) - broker_before) / len(fleet)
-        result["bridge_kb"] = (rss_kb(venue.bridge.pid) - bridge_before) / len(fleet)
+        broker_after, bridge_after = rss_kb(venue.broker.proc.pid), rss_kb(venue.bridge.pid)
+        result["rss"] = (broker_before, broker_after, bridge_before, bridge_after)
+        result["broker_kb"] = (broker_after - broker_before) / len(fleet)
+        result["bridge_kb"] = (bridge_after - bridge_before) / len(fleet)
+        log = venue.broker.log_path.read_text(errors="replace")
+        reached = connected_by(log, since, len(fleet))
+        result["broker_s"] = reached - started_wall if reached is not None else float("nan")
         result["board_online"] = board.count_online(devices)
         result["retained"] = await retained_count(venue)
         doomed = sims.groups[-1]
@@ -212,6 +227,10 @@ async def _scale(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             await watcher
         await sims.stop()
     return result
+
+
+def mib(kb: int) -> str:
+    return f"{kb / 1024:.1f} MiB"
 
 
 def scale_report(r: dict[str, Any], command: str) -> str:
@@ -230,8 +249,12 @@ def scale_report(r: dict[str, Any], command: str) -> str:
             "| figure | value |",
             "|---|---|",
             f"| time until every machine is online on the board | {r['connect_s']:.1f} s |",
-            f"| broker RSS per machine | {r['broker_kb']:.1f} KiB |",
-            f"| bridge RSS per machine | {r['bridge_kb']:.1f} KiB |",
+            "| every machine connected at the broker (its log, 1 s resolution) | "
+            f"{r['broker_s']:.0f} s |",
+            f"| broker RSS before / after the machines connected | {mib(r['rss'][0])} / "
+            f"{mib(r['rss'][1])} (per machine {r['broker_kb']:.1f} KiB) |",
+            f"| bridge RSS before / after the machines connected | {mib(r['rss'][2])} / "
+            f"{mib(r['rss'][3])} (per machine {r['bridge_kb']:.1f} KiB) |",
             f"| board entries online (of {n:,}) | {r['board_online']:,} |",
             f"| retained entries a new `plaza/board/+` subscriber receives | {r['retained']:,} |",
             f"| crash wave: machines killed at once (SIGKILL of their process) | {r['crash']} |",
@@ -264,6 +287,18 @@ async def browser(venue: BenchVenue, i: int, jitter: bool, connected: list[int])
         connected[i] = 0
         await asyncio.sleep(random.uniform(0, 2.0) if jitter and delay == 0.1 else delay)
         delay = min(delay * 2, 5.0)
+
+
+def connected_by(log: str, since: str, count: int) -> float | None:
+    """The wall-clock second (from the broker log, 1 s resolution) by whose end ``count``
+    clients had connected since ``since``; None when fewer did."""
+    seen = 0
+    for line in log.splitlines():
+        if "New client connected" in line and line[:19] >= since:
+            seen += 1
+            if seen == count:
+                return time.mktime(time.strptime(line[:19], "%Y-%m-%dT%H:%M:%S")) + 1.0
+    return None
 
 
 def connect_rate(log: str, since: str) -> tuple[int, int]:

@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -256,11 +256,15 @@ async def start_sim(
     *,
     progress_every: int,
     stdout: int = asyncio.subprocess.DEVNULL,
+    play: bool = False,
+    keepalive: int = 60,
+    extra: Sequence[str] = (),
 ) -> asyncio.subprocess.Process:
     """``devices`` (id -> password) as one `plaza sim` child, connected to the broker at
     ``port``: the machines run in their own process, as in a venue, so they do not share the
     load generator's event loop. The child dies with this process (even by SIGKILL), so a
-    failed benchmark leaves no machines behind."""
+    failed benchmark leaves no machines behind. ``play``: walk-in sessions; ``extra``: more
+    `plaza sim` options (faults)."""
     devices_file = work / f"{name}.json"
     devices_file.write_text(json.dumps(dict(devices)))
     return await asyncio.create_subprocess_exec(
@@ -270,9 +274,10 @@ async def start_sim(
         "sim",
         "--devices-file",
         str(devices_file),
-        "--no-play",
+        *([] if play else ["--no-play"]),
         "--keepalive",
-        "60",
+        str(keepalive),
+        *extra,
         "--progress-every",
         str(progress_every),
         env={**os.environ, "PLAZA_MQTT_PORT": str(port), "PLAZA_DATA_DIR": str(work / name)},

@@ -538,8 +538,20 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("soak", help="the plan's KPIs under load with faults throughout")
     p.add_argument("--minutes", type=float, default=10.0)
-    p.add_argument("--machines", type=int, default=200)
+    p.add_argument("--machines", type=int, default=2000)
+    p.add_argument(
+        "--local-machines",
+        type=int,
+        default=50,
+        help="machines in the soak's own process (its faults and probes hit these); the rest "
+        "run in `plaza sim` children with walk-in sessions and the simulator's own faults",
+    )
     p.add_argument("--players", type=int, default=50)
+    p.add_argument("--pace", type=float, default=5.0, help="seconds between a player's bookings")
+    p.add_argument("--screens", type=int, default=1000, help="WebSocket screens (mqtt.js in node)")
+    p.add_argument("--screen-processes", type=int, default=4)
+    p.add_argument("--probes", type=int, default=20, help="machines whose changes are timed")
+    p.add_argument("--probe-rate", type=float, default=2.0, help="probe changes per second")
     p.set_defaults(func=cmd_scenario)
 
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")

@@ -67,6 +67,8 @@ from venue.benchkit import (
     slots_settled,
 )
 from venue.check import CheckOptions, Report, check
+from venue.limits import raise_open_files
+from venue.soak import SoakParts
 
 TOPICS = Topics()
 log = logging.getLogger(__name__)
@@ -87,6 +89,16 @@ class ScenarioOptions:
     flaps: int = 2  # flap: rounds of rapid reconnects
     flap_window: float = 600.0
     bridges: int = 3  # bridges: how many (PostgreSQL, keyed routing), one killed mid-load
+    pace: float = 0.1  # seconds a player waits between two bookings
+    # soak at venue size (venue.soak): machines in `plaza sim` children (walk-in sessions and
+    # their own faults), WebSocket screens in node, and in-process probe machines whose state
+    # changes are timed at the screens
+    sim_machines: int = 0
+    screens: int = 0
+    screen_processes: int = 4
+    probes: int = 0
+    probe_rate: float = 2.0
+    sim_faults: str = "crash,silent,flap"
 
 
 @dataclass
@@ -248,7 +260,7 @@ async def play(
                     await admin.command(device, approve, opts.retry, load)
                 cancel = {"request_id": f"{rid}-c", "op": "cancel", "reservation_id": reservation}
                 await player.command(device, cancel, opts.retry, load)
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(opts.pace)
 
     await asyncio.gather(*(one(p) for p in players))
 
@@ -435,6 +447,7 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
             tg = await stack.enter_async_context(asyncio.TaskGroup())
             tasks: list[asyncio.Task[None]] = []
             epochs = EpochStore(work / "epochs.json")
+            local = fleet[: len(fleet) - opts.sim_machines]
             machines = [
                 Machine(
                     MachineConfig(
@@ -443,7 +456,7 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
                     epochs,
                     autoplay=False,
                 )
-                for d in fleet
+                for d in local
             ]
             tasks += [tg.create_task(m.run()) for m in machines]
             watcher = Watcher()
@@ -456,6 +469,20 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
             async with asyncio.timeout(60):
                 for m in machines:
                     await m.connected.wait()
+            parts = None
+            if opts.name == "soak" and (opts.sim_machines or opts.screens or opts.probes):
+                parts = SoakParts(
+                    venue,
+                    machines,
+                    [d.id for d in fleet[len(local) :]],
+                    screens=opts.screens,
+                    processes=opts.screen_processes,
+                    probes=opts.probes,
+                    probe_rate=opts.probe_rate,
+                    sim_faults=opts.sim_faults,
+                )
+                stack.push_async_callback(parts.close)
+                tasks += await parts.start(tg, figures)
             slow = None
             if opts.name == "slow-subscriber":
                 slow = SlowSubscriber(venue.broker.port, BENCH_SCREENS.password)
@@ -463,9 +490,12 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
             loop_started = time.monotonic()
             playing = asyncio.ensure_future(play(players, admin, [d.id for d in fleet], opts, load))
             await asyncio.sleep(opts.seconds * opts.fault_at)
-            fault = FAULTS[opts.name]
             connects = [m.stats.connects for m in machines]
-            await fault(venue, opts, figures, machines, database_url, pg_name)
+            if opts.name == "soak":
+                await _soak(venue, opts, figures, machines, parts)
+            else:
+                fault = FAULTS[opts.name]
+                await fault(venue, opts, figures, machines, database_url, pg_name)
             await asyncio.wait_for(playing, opts.seconds + 120)
             figures["load (s)"] = round(time.monotonic() - loop_started, 1)
             figures["commands answered"] = load.sent
@@ -497,6 +527,10 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
             figures["machines all connected again after the load (s)"] = round(
                 time.monotonic() - t0, 2
             )
+            if parts is not None:
+                more, trouble = await parts.finish()
+                figures.update(more)
+                outcome.problems += trouble
             await asyncio.sleep(2.0)  # the last digests and births
             await admin.connected.wait()
             rows = await _notification_rows(venue.database_url)
@@ -520,10 +554,13 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
                 )
             )
             outcome.problems += [p.line() for p in outcome.report.problems]
-            online = sum(1 for e in outcome.report.retained.board.values() if e.online)
-            figures["board entries online at the end"] = f"{online} / {len(fleet)}"
-            if online != len(fleet):
-                outcome.problems.append(f"the board shows {online} of {len(fleet)} online")
+            # the bulk machines (`plaza sim` children) were stopped, some in the middle of an
+            # injected fault: the in-process ones must all be online
+            board = outcome.report.retained.board
+            online = sum(1 for m in machines if (e := board.get(m.device)) and e.online)
+            figures["board entries online at the end"] = f"{online} / {len(machines)}"
+            if online != len(machines):
+                outcome.problems.append(f"the board shows {online} of {len(machines)} online")
             for m in machines:
                 await m.stop()
             for t in tasks:
@@ -641,14 +678,14 @@ async def _soak(
     opts: ScenarioOptions,
     figures: dict[str, Any],
     machines: list[Machine],
-    url: str,
-    pg_name: str | None,
+    parts: SoakParts | None,
 ) -> None:
     """Faults through the load: machine crashes, a flap, one broker restart, one bridge kill;
-    the time until every machine is connected again after each (the bridge: until it is)."""
+    the time until every machine (and every screen) is connected again after each (the
+    bridge: until it is)."""
     gap = opts.seconds * (1 - opts.fault_at) / 5
-    for kind in ("crash", "broker-restart", "flap", "bridge-kill", "crash"):
-        t0 = time.monotonic()
+    for n, kind in enumerate(("crash", "broker-restart", "flap", "bridge-kill", "crash")):
+        t0, wall = time.monotonic(), time.time()
         if kind == "crash":
             for m in machines[1 : 1 + max(1, len(machines) // 20)]:
                 m.crash(down_for=1.0)
@@ -659,9 +696,10 @@ async def _soak(
             await machines[0].flap(times=3, gap=0.3)
         else:
             await kill_bridge(venue, {})
-        figures[
-            f"recovery after {kind} #{len([k for k in figures if k.startswith('recovery')])}"
-        ] = f"{await _all_back(machines, t0)} s"
+        await _all_back(machines, t0)
+        if parts is not None:
+            await parts.back(kind, wall)
+        figures[f"recovery after {kind} #{n}"] = f"{round(time.monotonic() - t0, 2)} s"
         await asyncio.sleep(max(0.0, gap - (time.monotonic() - t0)))
 
 
@@ -675,16 +713,25 @@ FAULTS: dict[str, Fault] = {
     "db-outage": _db_outage,
     "flap": _flap,
     "slow-subscriber": _nothing,
-    "soak": _soak,
     "bridges": _kill_one_of_several,
 }
 
 
 def run(args: argparse.Namespace) -> int:
+    soak: dict[str, Any] = {}
     if args.command == "soak":
         args.name, args.seconds, args.outage, args.database = "soak", args.minutes * 60, 0, "sqlite"
         args.queue_limit = 0
+        soak = {
+            "sim_machines": max(0, args.machines - args.local_machines),
+            "screens": args.screens,
+            "screen_processes": args.screen_processes,
+            "probes": min(args.probes, args.local_machines - 2),
+            "probe_rate": args.probe_rate,
+            "pace": args.pace,
+        }
     opts = ScenarioOptions(
+        **soak,
         fault_at=0.1 if args.name == "soak" else 0.4,
         name=args.name,
         machines=args.machines,
@@ -696,6 +743,10 @@ def run(args: argparse.Namespace) -> int:
         bridges=getattr(args, "bridges", 3),
     )
     logging.getLogger("plaza_sim").setLevel(logging.WARNING)
+    if note := raise_open_files(
+        opts.machines + opts.screens + opts.players, f"plaza {args.command}"
+    ):
+        print(note)
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix=f"plaza-scenario-{opts.name}-") as tmp:
         outcome = asyncio.run(run_scenario(opts, Path(tmp)))

@@ -31,6 +31,9 @@ def test_scale_small_every_machine_tracked_and_a_crash_wave_seen_offline(tmp_pat
     assert r["offline_ms"][0] < 5000
     assert r["others_online"] == 99
     assert r["broker_kb"] > 0
+    # the broker's log saw every machine connect, no later than the board had them all
+    assert 0 < r["broker_s"] <= r["connect_s"] + 1.0
+    assert r["rss"][1] > r["rss"][0]
 
 
 def test_storm_small_every_board_entry_right_again_after_a_broker_restart(

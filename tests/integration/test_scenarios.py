@@ -73,10 +73,36 @@ def test_a_slow_subscriber_delays_nobody_and_loses_only_past_its_queue_bound(
 
 
 def test_a_60_s_soak_with_faults_throughout_keeps_every_kpi(tmp_path: Path) -> None:
-    opts = ScenarioOptions("soak", machines=10, players=4, seconds=60.0, fault_at=0.1)
+    # the venue-sized soak's parts, small: 20 of the 30 machines in a `plaza sim` child with
+    # walk-ins and its own faults, 20 WebSocket screens in two node processes, 2 probes
+    opts = ScenarioOptions(
+        "soak",
+        machines=30,
+        players=4,
+        seconds=60.0,
+        fault_at=0.1,
+        pace=0.5,
+        sim_machines=20,
+        screens=20,
+        screen_processes=2,
+        probes=2,
+    )
     outcome = asyncio.run(run_scenario(opts, tmp_path))
     print(outcome.summary())
     assert outcome.problems == [], outcome.summary()
+    f = outcome.figures
+    published = f["board versions published during the run (seen by the reference)"]
+    assert published > 50, "the probes, walk-ins and bookings changed the board"
+    delivered, expected = f["board deliveries to screens: delivered / expected"].split(" / ")
+    assert delivered == expected == f"{published * 20:,}"
+    # the broker restart disconnected every screen, inside its fault window
+    _all, in_faults = f["screen disconnections: all / begun in a fault window"].split(" / ")
+    assert int(in_faults) >= 20
+    quiet_stability = f["screens' connection stability, outside the faults' own disconnections"]
+    assert float(quiet_stability.removesuffix(" %")) >= 99.9
+    quiet, _inside = f["probe changes (outside / inside fault windows)"].split(" / ")
+    assert int(quiet) > 20
+    assert "state change -> screen p50 / p99 / max (ms), outside faults" in f
     recoveries = {k: v for k, v in outcome.figures.items() if k.startswith("recovery after")}
     assert len(recoveries) == 5
     assert all(float(v.removesuffix(" s")) < 60 for v in recoveries.values())
