@@ -68,7 +68,7 @@ from venue.benchkit import (
 )
 from venue.check import CheckOptions, Report, check
 from venue.limits import raise_open_files
-from venue.soak import SoakParts
+from venue.soak import SoakParts, quiet_round_trips
 
 TOPICS = Topics()
 log = logging.getLogger(__name__)
@@ -125,6 +125,8 @@ class Load:
     duplicate_replies: int = 0
     refused: int = 0
     round_trips: list[float] = field(default_factory=list)
+    #: (wall clock when sent, round trip ms) per command
+    timed: list[tuple[float, float]] = field(default_factory=list)
     k: int = 0
 
 
@@ -215,7 +217,11 @@ class Player:
                 sends += 1
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(done.wait(), retry)
-        load.round_trips.append((time.monotonic() - first) * 1000)
+        took = (time.monotonic() - first) * 1000
+        load.round_trips.append(took)
+        load.timed.append((time.time() - took / 1000, took))
+        if took > 5000:
+            log.warning("%s on %s took %.0f ms (%d sends)", body.get("op"), device, took, sends)
         load.sent += 1
         load.resent += max(0, sends - 1)
         await asyncio.sleep(0)
@@ -528,6 +534,9 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
                 time.monotonic() - t0, 2
             )
             if parts is not None:
+                figures["round trip p50 / p99 / max (ms), outside fault windows"] = (
+                    quiet_round_trips(load.timed, parts.windows)
+                )
                 more, trouble = await parts.finish()
                 figures.update(more)
                 outcome.problems += trouble

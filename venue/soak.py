@@ -183,7 +183,7 @@ class Screens:
         """How many screens are connected now."""
         for p in self.procs:
             await p.send(cmd="count")
-        return sum([(await p.event("count", 10))["live"] for p in self.procs])
+        return sum([(await p.event("count", 30))["live"] for p in self.procs])
 
     async def all_live(self, within: float) -> None:
         async with asyncio.timeout(within):
@@ -249,6 +249,17 @@ async def stop_sims(procs: list[asyncio.subprocess.Process]) -> None:
 
 def _overlap(a: float, b: float, windows: list[Window]) -> bool:
     return any(w.start <= b and a <= w.end for w in windows)
+
+
+def quiet_round_trips(timed: list[tuple[float, float]], windows: list[Window]) -> str:
+    """p50 / p99 / max of the commands that overlapped no fault window, and how many."""
+    quiet = [ms for at, ms in timed if not _overlap(at, at + ms / 1000, windows)]
+    if not quiet:
+        return "none"
+    return (
+        f"{statistics.median(quiet):.1f} / {percentile(quiet, 99):.1f} / {max(quiet):.0f} "
+        f"({len(quiet)} of {len(timed)} commands)"
+    )
 
 
 def screen_kpis(
@@ -317,7 +328,10 @@ def screen_kpis(
     figures["screen disconnections: all / begun in a fault window"] = (
         f"{downs_total} / {downs_fault}"
     )
-    figures["screen connects"] = sum(r["connects"] for r in screens.reports)
+    figures["screen connects / of them with the whole retained board again"] = (
+        f"{sum(r['connects'] for r in screens.reports)} / "
+        f"{sum(r['full_boards'] for r in screens.reports)}"
+    )
     cpu = sum(r["cpu_ms"] for r in screens.reports) / 1000
     figures["screens' node CPU (s, all processes)"] = round(cpu, 1)
     # latency
@@ -387,6 +401,7 @@ class SoakParts:
         self.screens = Screens(venue, screens, processes, [m.device for m in probe_machines])
         self.sims: list[asyncio.subprocess.Process] = []
         self.windows: list[Window] = []
+        self.problems: list[str] = []
         self._probing: asyncio.Task[None] | None = None
 
     async def start(
@@ -418,7 +433,10 @@ class SoakParts:
         """After a fault: until every screen is connected again (at most 120 s); the fault's
         window."""
         if self.screens.count:
-            await self.screens.all_live(120)
+            try:
+                await self.screens.all_live(120)
+            except TimeoutError:
+                self.problems.append(f"after the {kind}, not every screen was back within 120 s")
         self.windows.append(Window(kind, started_wall, time.time() + 1.0))
 
     async def finish(self) -> tuple[dict[str, Any], list[str]]:
@@ -430,9 +448,12 @@ class SoakParts:
         await asyncio.sleep(5.0)
         settle_until = time.time() - 3.0
         if not self.screens.count:
-            return {}, []
+            return {}, self.problems
         await self.screens.stop()
-        return screen_kpis(self.screens, self.observer, self.probes, self.windows, settle_until)
+        figures, problems = screen_kpis(
+            self.screens, self.observer, self.probes, self.windows, settle_until
+        )
+        return figures, self.problems + problems
 
     async def close(self) -> None:
         if self._probing is not None:

@@ -1,9 +1,11 @@
 // `plaza soak`'s screens: N browser-like mqtt.js clients in one node process, over MQTT 5 on
 // WebSocket with one frame per packet (ws_transport.mjs), each as the web client connects
 // (api/web/js/realtime.js): a persistent session (clean false, a session expiry, the same
-// client id on every attempt), the board subscribed with QoS 1 on every connect (which brings
-// the retained board again), and reconnects with exponential backoff and jitter (0.5 s up to
-// 15 s). Driven by venue/soak.py over stdin/stdout, one JSON object per line.
+// client id on every attempt), the board subscribed with QoS 1 on every connect, and
+// reconnects with exponential backoff and jitter (0.5 s up to 15 s). Like the web client, a
+// reconnect to a session the broker kept, after less than 8 s away (the web client's
+// fallbackAfter), subscribes with retain handling 1 (the queued changes, not the whole
+// retained board again); the first connect and longer absences with retain handling 0. Driven by venue/soak.py over stdin/stdout, one JSON object per line.
 //
 // stdin:  {"cmd":"count"}   how many are connected now
 //         {"cmd":"stop"}
@@ -20,7 +22,8 @@
 //   probes: {"device:version": [ms...]}    arrival times (epoch ms) for the --probes machines
 //   downs:  [[client, from_ms, to_ms], ...] times a client was disconnected after its first
 //           connect (to_ms null: still down at the end)
-//   up_from: first connect per client (epoch ms); connects; repeats; cpu_ms; frames; whole
+//   up_from: first connect per client (epoch ms); connects; full_boards (subscribes with
+//   retain handling 0); repeats; cpu_ms; frames; whole
 
 import { createRequire } from 'node:module';
 import { writeFileSync } from 'node:fs';
@@ -108,8 +111,11 @@ function connectOnce(c) {
       client.end(true);
       resolve(live);
     };
-    client.on('connect', () => {
-      client.subscribe({ [boardTopic]: { qos: 1 } }, (err) => {
+    client.on('connect', (connack) => {
+      const away = c.downSince === null ? 0 : now() - c.downSince;
+      const rh = connack.sessionPresent && c.upFrom !== null && away < 8000 ? 1 : 0;
+      if (rh === 0) c.fullBoards += 1;
+      client.subscribe({ [boardTopic]: { qos: 1, rh } }, (err) => {
         if (err) return finish();
         live = true;
         connects += 1;
@@ -151,7 +157,7 @@ const pace = Number(opt['connect-pace']);
 for (let i = 0; i < n; i++) {
   const c = {
     index: i, id: `${opt.prefix}-${i}`, versions: new Map(), client: null,
-    live: false, upFrom: null, downSince: null,
+    live: false, upFrom: null, downSince: null, fullBoards: 0,
   };
   clients.push(c);
   c.running = run(c);
@@ -180,6 +186,7 @@ for await (const line of lines) {
     up_from: clients.map((c) => c.upFrom),
     end_ms: end,
     connects,
+    full_boards: clients.reduce((n, c) => n + c.fullBoards, 0),
     repeats,
     cpu_ms: (usage.user + usage.system) / 1000,
     ...counts,

@@ -683,6 +683,49 @@ def test_a_notification_sent_while_the_page_was_cut_off_arrives_after_it_reconne
         context.close()
 
 
+def test_a_page_back_within_seconds_gets_what_changed_not_the_whole_board_again(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    """A reconnect to the session the broker kept, before the page goes degraded, subscribes
+    with retain handling 1: the queued changes come, the retained board is not sent again
+    (after a broker restart, every screen re-sent every machine is the storm to avoid)."""
+    context = new_context(browser)
+    links: list[tuple[WebSocketRoute, WebSocketRoute]] = []
+    board_publishes = {"first": 0, "again": 0}
+    phase = ["first"]
+
+    def through(ws: WebSocketRoute) -> None:
+        server = ws.connect_to_server()
+
+        def from_server(message: str | bytes) -> None:
+            if isinstance(message, bytes):
+                board_publishes[phase[0]] += message.count(b"/board/")
+            ws.send(message)
+
+        server.on_message(from_server)
+        links.append((ws, server))
+
+    try:
+        context.route_web_socket(re.compile(".*"), through)
+        page = log_in(context, e2e_venue, "player2")
+        assert_board_matches(page, e2e_venue)
+        machines = page.locator(".tile[data-device]").count()
+        assert board_publishes["first"] >= machines, "the first connect brings the whole board"
+
+        phase[0] = "again"
+        for browser_side, server_side in links:
+            browser_side.close(code=1011, reason="cut by the test")
+            server_side.close()
+        expect(page.locator("#conn")).not_to_have_attribute("data-state", "live")
+        expect(page.locator("#conn")).to_have_attribute("data-state", "live", timeout=7_000)
+        page.wait_for_timeout(1500)
+        # at most the machines that changed meanwhile, not one entry per machine
+        assert board_publishes["again"] < machines, board_publishes
+        assert_board_matches(page, e2e_venue)
+    finally:
+        context.close()
+
+
 def commands_sent(sent: list[bytes], op: str) -> int:
     """How many reservation commands ``op`` went out in the MQTT frames a page sent (each
     PUBLISH; the bridge answers in milliseconds, long before the client's 3 s retry)."""

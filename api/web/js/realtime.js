@@ -107,11 +107,18 @@ export class Realtime extends EventTarget {
     this.slot = null;
     this.lease = null;
     this.onOnline = () => this.wake?.();
+    // The page needs the whole retained board (and notice, waitlist) on its next subscribe:
+    // at the start, and after being away long enough to be degraded (REST polls replaced
+    // live values). Otherwise a reconnect to a session the broker kept gets only what changed
+    // meanwhile (the queued QoS 1 messages), not every retained message again: after a broker
+    // restart, 1,000 screens re-sent a 2,000-machine board each is 2 million messages.
+    this.resync = true;
   }
 
   start() {
     if (!this.stopped) return;
     this.stopped = false;
+    this.resync = true;
     this.lease = claimClientSlot(this.rest.user.username);
     this.slot = this.lease.id;
     addEventListener("online", this.onOnline);
@@ -163,6 +170,7 @@ export class Realtime extends EventTarget {
       const delay = cap / 2 + Math.random() * (cap / 2); // jitter, never a zero wait
       const down = (Date.now() - downSince) / 1000;
       const state = down >= this.fallbackAfter ? "degraded" : "reconnecting";
+      if (state === "degraded") this.resync = true;
       this.setState(state, { retryIn: delay, attempt });
       await new Promise((resolve) => {
         const timer = setTimeout(resolve, delay * 1000);
@@ -174,6 +182,7 @@ export class Realtime extends EventTarget {
           // Go degraded on time even while this wait lasts.
           setTimeout(() => {
             if (!this.stopped && this.state === "reconnecting") {
+              this.resync = true;
               this.setState("degraded", { retryIn: delay, attempt });
             }
           }, Math.max(0, this.fallbackAfter - down) * 1000);
@@ -230,10 +239,14 @@ export class Realtime extends EventTarget {
         this.client = client;
         const topics = [this.topics.board, this.topics.notices, this.topics.events, this.topics.mine];
         if (this.admin) topics.push(this.topics.alerts);
-        const map = Object.fromEntries(topics.map((t) => [t, { qos: 1 }]));
+        // retain handling 1: retained messages only for a subscription the session does not
+        // hold yet (MQTT 5); 0: always
+        const rh = connack.sessionPresent && !this.resync ? 1 : 0;
+        const map = Object.fromEntries(topics.map((t) => [t, { qos: 1, rh }]));
         client.subscribe(map, (err, granted) => {
           if (this.stopped || this.client !== client) return;
           if (err) console.warn("subscribe failed", err);
+          else if (rh === 0) this.resync = false;
           for (const g of granted || []) if (g.qos >= 128) console.warn("refused", g.topic);
           this.setState("live");
           this.dispatchEvent(
