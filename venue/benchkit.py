@@ -117,6 +117,8 @@ class BenchVenue:
         self.bridge: asyncio.subprocess.Process | None = None
         self._log: IO[bytes] | None = None
         self._log_mark = 0
+        #: seconds a (re)started bridge may take to connect (a venue-sized soak: longer)
+        self.ready_within = 30.0
 
     def client(self, user: str, password: str, **kw: object) -> aiomqtt.Client:
         return aiomqtt.Client(
@@ -211,11 +213,11 @@ class BenchVenue:
             await self.bridge.wait()
 
     async def wait_bridge_ready(self) -> None:
-        """Until the bridge (the last one started) logs its connection (at most 30 s), and
-        every other bridge has too."""
+        """Until the bridge (the last one started) logs its connection (at most
+        :attr:`ready_within` s), and every other bridge has too."""
         logs = [(self.work / "bridge.log", self._log_mark)]
         logs += [(self.work / f"bridge{i}.log", 0) for i in self.others]
-        async with asyncio.timeout(30):
+        async with asyncio.timeout(self.ready_within):
             for log, mark in logs:
                 while b"bridge connected" not in log.read_bytes()[mark:]:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)

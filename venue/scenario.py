@@ -448,6 +448,8 @@ async def run_scenario(opts: ScenarioOptions, work: Path) -> Outcome:
             )
             if opts.queue_limit:
                 limit_queues(venue, opts.queue_limit)
+            if opts.sim_machines or opts.screens:
+                venue.ready_within = 120.0  # a bridge restarting into thousands of machines
             await stack.enter_async_context(venue)
             await venue.wait_bridge_ready()
             tg = await stack.enter_async_context(asyncio.TaskGroup())
