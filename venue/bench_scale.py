@@ -27,16 +27,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import random
 import signal
 import tempfile
 import time
 from collections import Counter
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-
-import aiomqtt
+from typing import Any
 
 from plaza.messages import BoardEntry
 from plaza.topics import Topics
@@ -48,9 +46,11 @@ from venue.benchkit import (
     machine_line,
     percentile,
     start_sim,
+    watch_board,
     write_report,
 )
 from venue.limits import raise_open_files
+from venue.soak import Screens
 
 TOPICS = Topics()
 
@@ -99,26 +99,6 @@ class Board:
             while not test():
                 self.changed.clear()
                 await self.changed.wait()
-
-
-class BoardTaker(Protocol):
-    def take(self, payload: bytes) -> None: ...
-
-
-async def watch_board(venue: BenchVenue, board: BoardTaker, ident: str, **kw: object) -> None:
-    """Every board entry to ``board.take``, reconnecting forever (``kw``: more client
-    options, e.g. a persistent session)."""
-    while True:
-        client = venue.client(
-            BENCH_SCREENS.username, BENCH_SCREENS.password, identifier=ident, **kw
-        )
-        with contextlib.suppress(aiomqtt.MqttError):
-            async with client:
-                await client.subscribe(TOPICS.all_board, qos=1)
-                async for m in client.messages:
-                    if isinstance(m.payload, bytes) and m.payload:
-                        board.take(m.payload)
-        await asyncio.sleep(0.2)
 
 
 async def retained_count(venue: BenchVenue, quiet: float = 2.0) -> int:
@@ -267,28 +247,6 @@ def scale_report(r: dict[str, Any], command: str) -> str:
 
 
 # -- storm -----------------------------------------------------------------------------------
-async def browser(venue: BenchVenue, i: int, jitter: bool, connected: list[int]) -> None:
-    """A screen subscribed to the board; after a drop it reconnects at once (no jitter) or
-    after a random 0-2 s (jitter), then backs off."""
-    delay = 0.1
-    while True:
-        client = venue.client(
-            BENCH_SCREENS.username, BENCH_SCREENS.password, identifier=f"screen-{i}"
-        )
-        try:
-            async with client:
-                await client.subscribe(TOPICS.all_board, qos=0)
-                connected[i] = 1
-                delay = 0.1
-                async for _ in client.messages:
-                    pass
-        except aiomqtt.MqttError:
-            pass
-        connected[i] = 0
-        await asyncio.sleep(random.uniform(0, 2.0) if jitter and delay == 0.1 else delay)
-        delay = min(delay * 2, 5.0)
-
-
 def connected_by(log: str, since: str, count: int) -> float | None:
     """The wall-clock second (from the broker log, 1 s resolution) by whose end ``count``
     clients had connected since ``since``; None when fewer did."""
@@ -321,38 +279,51 @@ async def _storm(args: argparse.Namespace, work: Path, jitter: bool) -> dict[str
         sims = Sims(venue, work)
         await sims.start(split(fleet, args.processes, 0))
         await board.until(lambda: board.count_online(devices) == len(devices), args.timeout)
-        up = [0] * args.clients
-        screens = [
-            asyncio.ensure_future(browser(venue, i, jitter, up)) for i in range(args.clients)
-        ]
-        async with asyncio.timeout(args.timeout):
-            while sum(up) < args.clients:  # noqa: ASYNC110 - counters set by many tasks
-                await asyncio.sleep(0.1)
-        await asyncio.to_thread(venue.broker.stop)
-        since = time.strftime("%Y-%m-%dT%H:%M:%S")
-        # The bridge sees the machines' wills only from a live broker; after a restart the
-        # retained presence says online until each machine is back with a new epoch.
-        epochs = dict(board.versions)
-        await asyncio.sleep(1.0)
-        t0 = time.monotonic()
-        await asyncio.to_thread(venue.broker.start)
+        # browser-like screens: mqtt.js over WebSocket in node, connected as the web client
+        processes = max(1, min(args.processes, -(-args.clients // 250)))
+        screens = Screens(venue, args.clients, processes, [], jitter=jitter)
+        try:
+            await screens.start(len(devices), args.timeout)
+            await asyncio.to_thread(venue.broker.stop)
+            since = time.strftime("%Y-%m-%dT%H:%M:%S")
+            # The bridge sees the machines' wills only from a live broker; after a restart the
+            # retained presence says online until each machine is back with a new epoch.
+            epochs = dict(board.versions)
+            await asyncio.sleep(1.0)
+            t0 = time.monotonic()
+            await asyncio.to_thread(venue.broker.start)
 
-        def all_right() -> bool:
-            return sum(up) == args.clients and all(
-                board.online.get(d) and board.versions.get(d, -1) > epochs.get(d, -1)
-                for d in devices
+            def board_right() -> bool:
+                return all(
+                    board.online.get(d) and board.versions.get(d, -1) > epochs.get(d, -1)
+                    for d in devices
+                )
+
+            async def timed(wait: Awaitable[None]) -> float:
+                await wait
+                return time.monotonic() - t0
+
+            board_s, screens_s = await asyncio.gather(
+                timed(board.until(board_right, args.timeout)),
+                timed(screens.all_live(args.timeout)),
+                return_exceptions=True,
             )
-
-        with contextlib.suppress(TimeoutError):
-            await board.until(all_right, args.timeout)
-        result["recovered_s"] = time.monotonic() - t0 if all_right() else float("nan")
-        await asyncio.sleep(1.0)
-        log = venue.broker.log_path.read_text(errors="replace")
-        result["peak"], result["connects"] = connect_rate(log, since)
-        for task in [*screens, watcher]:
-            task.cancel()
-        await asyncio.gather(*screens, watcher, return_exceptions=True)
-        await sims.stop()
+            nan = float("nan")
+            result["board_s"] = board_s if isinstance(board_s, float) else nan
+            result["screens_s"] = screens_s if isinstance(screens_s, float) else nan
+            result["recovered_s"] = max(result["board_s"], result["screens_s"])
+            await asyncio.sleep(1.0)
+            log = venue.broker.log_path.read_text(errors="replace")
+            result["peak"], result["connects"] = connect_rate(log, since)
+            await screens.stop()
+            first = screens.reports
+            result["full_boards"] = sum(r["full_boards"] for r in first) - args.clients
+            result["screen_connects"] = sum(r["connects"] for r in first) - args.clients
+        finally:
+            await screens.close()
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            await sims.stop()
     return result
 
 
@@ -362,19 +333,23 @@ def storm_report(runs: list[dict[str, Any]], args: argparse.Namespace, command: 
         "",
         f"{machine_line()}; load average before the run {runs[0]['load']}. {args.machines:,} "
         f"machines (`plaza sim`, reconnect with jittered exponential backoff from 0.2 s) and "
-        f"{args.clients} board subscribers in this process; the broker is stopped (SIGTERM), "
-        "down 1 s, and started again. 'right again' = every subscriber connected and every "
-        "board entry online with a newer version than before the restart.",
+        f"{args.clients} browser-like screens (mqtt.js over WebSocket in node, connected and "
+        "reconnected as the web client: a persistent session, retain handling 1 back within "
+        "8 s); the broker is stopped (SIGTERM), down 1 s, and started again. 'right again' = "
+        "every board entry online with a newer version than before the restart, and every "
+        "screen connected.",
         "",
         f"Command: `{command}`",
         "",
-        "| subscribers reconnect | every board entry right again | peak connects/s | connects |",
-        "|---|---|---|---|",
+        "| screens' backoff | board right again | screens all back | both | peak connects/s "
+        "| connects | screens' reconnects / with the whole board again |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in runs:
         lines.append(
-            f"| {'with 0-2 s jitter' if r['jitter'] else 'at once (no jitter)'} | "
-            f"{r['recovered_s']:.1f} s | {r['peak']} | {r['connects']} |"
+            f"| {'web client (jitter)' if r['jitter'] else 'no jitter'} | "
+            f"{r['board_s']:.1f} s | {r['screens_s']:.1f} s | {r['recovered_s']:.1f} s | "
+            f"{r['peak']} | {r['connects']} | {r['screen_connects']} / {r['full_boards']} |"
         )
     return "\n".join([*lines, ""])
 

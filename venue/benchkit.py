@@ -8,6 +8,7 @@ process (as `plaza up` runs it), with settings given as environment variables.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import platform
@@ -20,7 +21,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import aiomqtt
 from sqlalchemy import text
@@ -362,3 +363,23 @@ def write_report(path: Path, section: str) -> None:
         text = text.rstrip("\n") + "\n\n" + section
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)
+
+
+class BoardTaker(Protocol):
+    def take(self, payload: bytes) -> None: ...
+
+
+async def watch_board(venue: BenchVenue, board: BoardTaker, ident: str, **kw: object) -> None:
+    """Every board entry to ``board.take``, reconnecting forever (``kw``: more client
+    options, e.g. a persistent session)."""
+    while True:
+        client = venue.client(
+            BENCH_SCREENS.username, BENCH_SCREENS.password, identifier=ident, **kw
+        )
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with client:
+                await client.subscribe(Topics().all_board, qos=1)
+                async for m in client.messages:
+                    if isinstance(m.payload, bytes) and m.payload:
+                        board.take(m.payload)
+        await asyncio.sleep(0.2)

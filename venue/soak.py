@@ -39,8 +39,7 @@ from plaza.mqtt import connect_properties
 from plaza.topics import Topics
 from plaza_sim.machine import Machine
 from venue.bench_fanout import WEB_PACKAGE, ClientProcess
-from venue.bench_scale import watch_board
-from venue.benchkit import BENCH_SCREENS, BenchVenue, percentile, start_sim
+from venue.benchkit import BENCH_SCREENS, BenchVenue, percentile, start_sim, watch_board
 from venue.broker import die_with_parent
 
 TOPICS = Topics()
@@ -138,8 +137,17 @@ class Probes:
 class Screens:
     """``count`` WebSocket screens in ``processes`` node children."""
 
-    def __init__(self, venue: BenchVenue, count: int, processes: int, probes: list[str]) -> None:
+    def __init__(
+        self,
+        venue: BenchVenue,
+        count: int,
+        processes: int,
+        probes: list[str],
+        *,
+        jitter: bool = True,
+    ) -> None:
         self.venue = venue
+        self.jitter = jitter
         self.count = count
         self.processes = max(1, min(processes, count))
         self.probes = probes
@@ -166,7 +174,7 @@ class Screens:
                 *("--username", BENCH_SCREENS.username, "--password", BENCH_SCREENS.password),
                 *("--clients", str(share), "--prefix", f"soak{i}", "--devices", str(devices)),
                 *("--web", str(WEB_PACKAGE), "--probes", ",".join(self.probes)),
-                *("--report", str(report)),
+                *("--report", str(report), "--jitter", "on" if self.jitter else "off"),
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=log,

@@ -2,7 +2,8 @@
 // WebSocket with one frame per packet (ws_transport.mjs), each as the web client connects
 // (api/web/js/realtime.js): a persistent session (clean false, a session expiry, the same
 // client id on every attempt), the board subscribed with QoS 1 on every connect, and
-// reconnects with exponential backoff and jitter (0.5 s up to 15 s). Like the web client, a
+// reconnects as the web client: a cap of 0.5 s x 2^attempt up to 15 s, and jitter (a wait
+// in [cap/2, cap]; `--jitter off`: exactly the cap, every client at the same instants). A
 // reconnect to a session the broker kept, after less than 8 s away (the web client's
 // fallbackAfter), subscribes with retain handling 1 (the queued changes, not the whole
 // retained board again); the first connect and longer absences with retain handling 0. Driven by venue/soak.py over stdin/stdout, one JSON object per line.
@@ -44,6 +45,7 @@ const { values: opt } = parseArgs({
     devices: { type: 'string', default: '0' }, // board entries each client must hold for ready
     probes: { type: 'string', default: '' }, // comma list of machines whose arrivals are timed
     report: { type: 'string' },
+    jitter: { type: 'string', default: 'on' }, // off: every client waits exactly the cap
     'connect-pace': { type: 'string', default: '10' }, // clients per 50 ms (listen backlog 100)
   },
 });
@@ -146,7 +148,8 @@ async function run(c) {
     if (stopping) return;
     attempt += 1;
     const cap = Math.min(15, 0.5 * 2 ** attempt);
-    await new Promise((r) => setTimeout(r, (cap / 2 + Math.random() * (cap / 2)) * 1000));
+    const wait = opt.jitter === 'off' ? cap : cap / 2 + Math.random() * (cap / 2);
+    await new Promise((r) => setTimeout(r, wait * 1000));
   }
 }
 
