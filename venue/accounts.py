@@ -38,6 +38,8 @@ class DeviceSpec:
     name: str
     kind: str
     zone: str
+    #: False: no agent (staff set its state; the simulator starts none for it)
+    agent: bool = True
 
 
 def demo_fleet(count: int) -> list[DeviceSpec]:
@@ -55,6 +57,13 @@ def demo_fleet(count: int) -> list[DeviceSpec]:
         n = numbers[kind]
         fleet.append(DeviceSpec(f"{kind}-{n:0{width}d}", f"{_NAMES[kind]} {n}", kind, zone))
     return fleet
+
+
+#: the demo venue's machines without an agent: consoles at the desk, whose state staff set
+AGENTLESS = (
+    DeviceSpec("desk-console-1", "Desk console 1", "console", "console-corner", agent=False),
+    DeviceSpec("desk-console-2", "Desk console 2", "console", "console-corner", agent=False),
+)
 
 
 def bridge_accounts(username: str, password: str, bridge_id: str) -> list[BrokerClient]:

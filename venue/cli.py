@@ -113,7 +113,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     given = {name: os.environ[var] for name, var in env.items() if os.environ.get(var)}
     tls_dir = Path(args.tls_dir or settings.data_dir / "tls")
     ca = init_tls(args, tls_dir) if args.tls else None
-    secrets, device_ids = init_venue(settings, args.devices, given, ca=ca)
+    secrets, device_ids = init_venue(settings, args.devices, given, ca=ca, agentless=True)
     dynsec = Path(args.dynsec_file or settings.data_dir / "broker" / "dynamic-security.json")
     write_dynsec(
         dynsec, secrets.broker_clients(settings), secrets.roles(Topics(settings.topic_root))
