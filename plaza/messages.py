@@ -213,6 +213,8 @@ class AdminAlert(Wire):
     message: str
     timestamp: float
     message_en: str | None = None
+    #: ``help_*`` alerts: the call (GET /admin/help lists it)
+    help_id: str | None = None
 
 
 #: a point in time on the wire: finite, from 1970 to 2096 (anything else is refused, not crashed on)
