@@ -50,7 +50,7 @@ LIST_LIMIT = 200
 
 class HelpIn(Strict):
     device_id: str = Field(pattern=DEVICE_ID, description="the machine the player is at")
-    topic: HelpTopic = Field(strict=False)
+    topic: HelpTopic
     message: str | None = Field(default=None, max_length=HELP_MESSAGE_MAX)
 
 
@@ -69,7 +69,7 @@ class HelpOut(BaseModel):
 
 
 class StateIn(Strict):
-    state: ManagedState = Field(strict=False)
+    state: ManagedState
     fault: str | None = Field(default=None, max_length=200, description="state fault: what")
 
 

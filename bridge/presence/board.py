@@ -53,9 +53,9 @@ class DeviceView:
 
     def _checked_in_without_agent(self) -> bool:
         """A machine without an agent has no session of its own: a booking checked in at
-        the desk is its session until the slot ends."""
-        slot = self.current_slot
-        return not self.agent and slot is not None and slot.status == "checked_in"
+        the desk (also early, before its slot) is its session until the slot ends."""
+        slots = (self.current_slot, self.next_slot)
+        return not self.agent and any(s is not None and s.status == "checked_in" for s in slots)
 
     def advanced(self, generation: int, ts: float, **changes: object) -> DeviceView:
         """A copy with ``changes`` applied, the status re-derived and the version bumped."""

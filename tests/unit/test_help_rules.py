@@ -105,6 +105,8 @@ def slot(status: str) -> Slot:
         ({"maintenance": True}, BoardStatus.MAINTENANCE),
         ({"current_slot": slot("approved")}, BoardStatus.RESERVED),
         ({"current_slot": slot("checked_in")}, BoardStatus.IN_USE),  # checked in at the desk
+        ({"next_slot": slot("checked_in")}, BoardStatus.IN_USE),  # early, before its slot
+        ({"next_slot": slot("approved")}, BoardStatus.AVAILABLE),
         ({"current_slot": slot("held")}, BoardStatus.HELD),
     ],
 )
