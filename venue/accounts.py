@@ -59,11 +59,13 @@ def demo_fleet(count: int) -> list[DeviceSpec]:
     return fleet
 
 
-#: the demo venue's machines without an agent: consoles at the desk, whose state staff set
-AGENTLESS = (
-    DeviceSpec("desk-console-1", "Desk console 1", "console", "console-corner", agent=False),
-    DeviceSpec("desk-console-2", "Desk console 2", "console", "console-corner", agent=False),
-)
+def desk_consoles(count: int) -> list[DeviceSpec]:
+    """The demo venue's machines without an agent: ``count`` consoles at the desk (ids
+    ``desk-console-N``), whose state staff set and whose players staff check in."""
+    return [
+        DeviceSpec(f"desk-console-{n}", f"Desk console {n}", "console", "console-corner", False)
+        for n in range(1, count + 1)
+    ]
 
 
 def bridge_accounts(username: str, password: str, bridge_id: str) -> list[BrokerClient]:

@@ -43,13 +43,13 @@ from plaza.settings import Settings
 from plaza.topics import Topics
 from venue import runstate
 from venue.accounts import (
-    AGENTLESS,
     API_USER,
     BRIDGE_USER,
     OBSERVER_CLIENT_ID,
     OBSERVER_USER,
     VenueSecrets,
     demo_fleet,
+    desk_consoles,
     write_private,
 )
 from venue.broker import (
@@ -84,6 +84,8 @@ class UpError(RuntimeError):
 class UpOptions:
     data_dir: Path
     devices: int = 20
+    #: consoles without an agent at the desk (staff set their state; no simulated agent)
+    consoles: int = 0
     mqtt_port: int | None = None
     ws_port: int | None = None
     http_port: int | None = None
@@ -480,15 +482,15 @@ def init_venue(
     service_passwords: dict[str, str] | None = None,
     ca: Path | None = None,
     *,
-    agentless: bool = False,
+    consoles: int = 0,
 ) -> tuple[VenueSecrets, list[str]]:
     """Secrets, the machines' and people's credential files, and the seeded database.
 
     Existing secrets in the data dir are kept; ``service_passwords`` (bridge, api, observer,
     admin) override generated ones, as compose passes them from the environment."""
     data = settings.data_dir
-    # the demo venue (plaza up, plaza init) adds consoles without an agent (AGENTLESS)
-    fleet = [*demo_fleet(devices), *(AGENTLESS if agentless else ())]
+    # `plaza up` and `plaza init` add ``consoles`` consoles without an agent (--consoles)
+    fleet = [*demo_fleet(devices), *desk_consoles(consoles)]
     secrets = VenueSecrets.load_or_create(data / "secrets.json")
     for field_name, password in (service_passwords or {}).items():
         setattr(secrets, field_name, password)
@@ -555,7 +557,7 @@ def prepare(options: UpOptions) -> Venue:
         public_tls=tls is not None,
     )
     secrets, device_ids = init_venue(
-        settings, options.devices, ca=tls.ca if tls else None, agentless=True
+        settings, options.devices, ca=tls.ca if tls else None, consoles=options.consoles
     )
     broker_log = RotatingLog(
         data / "broker" / "mosquitto.log", settings.log_max_bytes, settings.log_backups

@@ -10,12 +10,14 @@ import json
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from sqlalchemy import update
+from sqlmodel import col
 
 from plaza.messages import AdminAlert, BoardStatus, Reply
 from plaza.settings import Settings
@@ -24,6 +26,7 @@ from tests.conftest import BrokerHandle, RunningService, Watch, running_bridge
 from tests.integration.helpers import board_of
 from tests.integration.reserving import Requester, as_admin
 from tests.integration.test_booking import api, code_of, player, rows, sql
+from venue.up import init_venue
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -43,7 +46,7 @@ async def bridge(
     """The bridge, started on a venue whose console has no agent (set in SQL before, as the
     seed of `plaza up` writes it)."""
     assert CONSOLE in seeded
-    await sql(db_url, update(Device).where(Device.id == CONSOLE).values(agent=False))
+    await sql(db_url, update(Device).where(col(Device.id) == CONSOLE).values(agent=False))
     async with running_bridge(bridge_settings) as running:
         yield running
 
@@ -239,3 +242,16 @@ async def test_a_machine_without_an_agent_is_booked_checked_in_at_the_desk_and_c
     assert all(e.status is not BoardStatus.OFFLINE and e.online for e in entries)
     assert all(e.managed == "staff" for e in entries)
     assert not alerts_of(watch, "device_down_reserved")
+
+
+def test_the_demo_venue_seeds_consoles_without_an_agent_and_the_simulator_gets_none(
+    tmp_path: Path,
+) -> None:
+    settings = Settings(data_dir=tmp_path, database_url=f"sqlite+aiosqlite:///{tmp_path}/v.db")
+    _, device_ids = init_venue(settings, 3, consoles=2)
+    assert device_ids[-2:] == ["desk-console-1", "desk-console-2"]
+    agents = json.loads((tmp_path / "devices.json").read_text())
+    assert sorted(agents) == sorted(device_ids[:3]), "the simulator starts only the agents"
+    stored = asyncio.run(rows(settings.db_url, Device))
+    assert {d.id for d in stored if not d.agent} == {"desk-console-1", "desk-console-2"}
+    assert all(d.agent for d in stored if d.id in agents)

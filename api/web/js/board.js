@@ -87,7 +87,7 @@ function compareTiles(a, b) {
  * polled tile only that it is polled (its slots and session may be stale). */
 export function tileLines(entry, now = Date.now() / 1000) {
   if (entry.polled) return [["polled", t("board.stale")]];
-  const lines = [];
+  const lines = entry.managed === "staff" ? [["managed", t("board.managed")]] : [];
   if (entry.status === "in_use" && entry.session?.ends_at) {
     lines.push(["session", t("board.session_left", { time: duration(entry.session.ends_at - now) })]);
   }
