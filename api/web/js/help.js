@@ -14,10 +14,21 @@
 
 import { errorText } from "./errors.js";
 import { clock, t } from "./i18n.js";
+import { icon } from "./icons.js";
 
 export const TOPICS = ["hardware", "software", "payment", "other"];
 const MESSAGE_MAX = 280;
 const STATES = ["idle", "in_use", "fault"];
+/** Each state of a call has its own shape (and its words), never colour alone. */
+const ICON = { open: "bell", acknowledged: "in_use", resolved: "available" };
+
+/** `el` holds the call's icon and then `text`. */
+function withIcon(el, status, text) {
+  el.innerHTML = icon(ICON[status] || "bell", "icon help-icon");
+  const span = document.createElement("span");
+  span.textContent = text;
+  el.append(span);
+}
 
 function seconds(value) {
   if (value === null || value === undefined) return null;
@@ -116,9 +127,11 @@ export class HelpCall {
         this.fail(errorText(reply.error));
         return;
       }
+      const again = this.call?.id === reply.help.id;
       this.call = normaliseCall(reply.help);
       this.message.value = "";
-      this.notify(t("help.sent", { name: this.nameOf(this.call.device_id) }));
+      const name = this.nameOf(this.call.device_id);
+      this.notify(t(again ? "help.already" : "help.sent", { name }));
     } finally {
       this.busy = false;
       this.render();
@@ -159,7 +172,7 @@ export class HelpCall {
       time: call.created_at ? clock(call.created_at) : "",
       staff: call.acknowledged_by || "",
     };
-    this.status.textContent = `${t(`help.icon.${call.status}`)} ${t(`help.state.${call.status}`, params)}`;
+    withIcon(this.status, call.status, t(`help.state.${call.status}`, params));
     this.status.dataset.status = call.status;
     this.status.hidden = false;
   }
@@ -234,14 +247,14 @@ export class StaffDesk {
         li.dataset.status = c.status;
         const text = document.createElement("span");
         const what = t("help.admin.item", {
-          icon: t(`help.icon.${c.status}`),
+          state: t(`help.status.${c.status}`),
           user: c.user,
           name: this.nameOf(c.device_id),
           topic: t(`help.topic.${c.topic}`),
           time: c.created_at ? clock(c.created_at) : "",
         });
         const state = c.status === "acknowledged" ? ` · ${t("help.admin.on_the_way", { staff: c.acknowledged_by || "" })}` : "";
-        text.textContent = what + state + (c.message ? ` — ${c.message}` : "");
+        withIcon(text, c.status, what + state + (c.message ? ` — ${c.message}` : ""));
         li.append(text);
         const actions = c.status === "open" ? ["ack", "resolve"] : ["resolve"];
         for (const action of actions) {
