@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -18,15 +17,6 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from tests.e2e.conftest import E2EVenue, log_in, new_context
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = new_context(browser)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 def register(venue: E2EVenue) -> tuple[str, str]:
@@ -52,10 +42,10 @@ def log_in_as(context: BrowserContext, venue: E2EVenue, user: str, password: str
 
 
 def test_a_call_for_staff_reaches_the_admin_view_within_a_second_and_its_steps_the_player(
-    e2e_venue: E2EVenue, context: BrowserContext, browser: Browser, artifacts: Path
+    e2e_venue: E2EVenue, browser: Browser, artifacts: Path
 ) -> None:
     user, password = register(e2e_venue)
-    staff_context = new_context(browser)
+    context, staff_context = new_context(browser), new_context(browser)
     try:
         staff = log_in(staff_context, e2e_venue, "admin")
         staff.click("#nav-admin")
@@ -97,3 +87,4 @@ def test_a_call_for_staff_reaches_the_admin_view_within_a_second_and_its_steps_t
             expect(page.locator(f'#notif-list li[data-type="{kind}"]')).to_have_count(1)
     finally:
         staff_context.close()
+        context.close()
