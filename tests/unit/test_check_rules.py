@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from venue.broker import CONFIG_SOURCE, render_config
 from plaza.messages import BoardEntry, BoardStatus, MachineState, Slot
+from venue.broker import CONFIG_SOURCE, render_config
 from venue.check import (
     DeviceRow,
     ReservationRow,
