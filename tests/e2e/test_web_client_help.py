@@ -88,3 +88,51 @@ def test_a_call_for_staff_reaches_the_admin_view_within_a_second_and_its_steps_t
     finally:
         staff_context.close()
         context.close()
+
+
+def test_staff_set_a_machine_without_an_agent_from_the_desk_and_every_board_shows_it(
+    e2e_venue: E2EVenue, browser: Browser
+) -> None:
+    """A console provisioned with ``agent: false`` (removed again at the end, so the other
+    files' ten tiles stay ten): staff-managed on the tiles, never offline, its state set from
+    the desk card."""
+    user, password = register(e2e_venue)
+    admin = {"Authorization": f"Bearer {login_token(e2e_venue)}"}
+    made = httpx.post(
+        f"{e2e_venue.base_url}/devices",
+        json={"id": "desk-e2e", "name": "Desk E2E", "kind": "console", "agent": False},
+        headers=admin,
+        timeout=10,
+    )
+    assert made.status_code == 201, made.text
+    context, staff_context = new_context(browser), new_context(browser)
+    try:
+        page = log_in_as(context, e2e_venue, user, password)
+        tile = page.locator('.tile[data-device="desk-e2e"]')
+        expect(tile).to_have_attribute("data-status", "available")
+        expect(tile.locator('[data-line="managed"]')).to_have_text("직원 관리")
+        staff = log_in(staff_context, e2e_venue, "admin")
+        staff.click("#nav-admin")
+        row = staff.locator('#managed-list li[data-device="desk-e2e"]')
+        row.locator('button[data-state="fault"]').click()
+        expect(tile).to_have_attribute("data-status", "fault")
+        expect(row.locator('button[data-state="fault"]')).to_have_attribute("aria-pressed", "true")
+        row.locator('button[data-state="idle"]').click()
+        expect(tile).to_have_attribute("data-status", "available")
+    finally:
+        staff_context.close()
+        context.close()
+        gone = httpx.delete(f"{e2e_venue.base_url}/devices/desk-e2e", headers=admin, timeout=10)
+        assert gone.status_code == 204, gone.text
+
+
+def login_token(venue: E2EVenue) -> str:
+    login = httpx.post(
+        f"{venue.base_url}/auth/login",
+        json={"username": "admin", "password": venue.password("admin")},
+        timeout=10,
+    )
+    assert login.status_code == 200, login.text
+    token = login.json()["access_token"]
+    assert isinstance(token, str)
+    return token

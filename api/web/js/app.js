@@ -399,6 +399,7 @@ function startSession(user) {
         board,
         realtime,
         rest,
+        mine,
         nameOf,
         notify: (text) => flash(text),
         fail: (text) => flash(text, "error"),

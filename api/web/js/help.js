@@ -62,8 +62,9 @@ function option(value, text) {
 
 /** The player's card. */
 export class HelpCall {
-  constructor(root, { board, realtime, rest, nameOf, notify, fail }) {
+  constructor(root, { board, realtime, rest, mine, nameOf, notify, fail }) {
     this.root = root;
+    this.mine = mine;
     this.board = board;
     this.realtime = realtime;
     this.rest = rest;
@@ -78,6 +79,9 @@ export class HelpCall {
     this.message = root.querySelector("#help-message");
     this.message.maxLength = MESSAGE_MAX;
     this.status = root.querySelector("#help-status");
+    this.device.addEventListener("change", () => {
+      this.device.dataset.picked = "1";
+    });
     this.form.addEventListener("submit", (e) => {
       e.preventDefault();
       this.send();
@@ -85,6 +89,16 @@ export class HelpCall {
     board.addEventListener("change", (e) => {
       if (e.detail.structural) this.fillDevices();
     });
+    mine?.addEventListener("change", () => this.preferMine());
+  }
+
+  /** Until the player picks one: the machine they are checked in at, if any. */
+  preferMine() {
+    if (this.device.dataset.picked) return;
+    const here = [...(this.mine?.items.values() ?? [])].find((r) => r.status === "checked_in");
+    if (here && [...this.device.options].some((o) => o.value === here.device_id)) {
+      this.device.value = here.device_id;
+    }
   }
 
   relabel() {
@@ -100,6 +114,7 @@ export class HelpCall {
     const entries = this.board.list();
     this.device.replaceChildren(...entries.map((e) => option(e.device_id, e.name)));
     if (chosen && entries.some((e) => e.device_id === chosen)) this.device.value = chosen;
+    this.preferMine();
   }
 
   async load() {
