@@ -90,6 +90,7 @@ async def test_a_machine_without_an_agent_is_set_by_staff_and_checked_in_at_the_
     made = await api.client.post("/devices", headers=admin, json={**new, "auto_approve": True})
     assert made.status_code == 201, made.text
     assert made.json()["device"]["agent"] is False
+    assert made.json()["device"]["online"] is True, "never offline: it has no connection to lose"
     topics = api.broker.topics
     async with Watch(api.broker.observer(), [topics.board("arcade-1")]) as boards:
 

@@ -51,6 +51,7 @@ export class Board extends EventTarget {
         since,
         polled: true,
       };
+      if (d.agent === false) entry.managed = "staff"; // no agent: staff set its state
       if (d.status !== "in_use") delete entry.session;
       const same = old?.polled && old.status === entry.status && old.name === entry.name;
       if (same && old.online === entry.online && old.zone === entry.zone && old.kind === entry.kind) continue;
