@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.metrics import BridgeMetrics
 from bridge.presence.board import DeviceView
@@ -139,3 +141,29 @@ def test_what_connects_under_an_agentless_machines_name_does_not_change_its_boar
     ).settle_managed(3.0)
     assert settled.view is not None
     assert settled.view.status is BoardStatus.AVAILABLE
+
+
+@given(
+    gaps=st.lists(st.floats(min_value=0, max_value=3600), min_size=1, max_size=40),
+    per_hour=st.integers(min_value=1, max_value=8),
+)
+def test_no_hour_ever_holds_more_calls_than_the_cap_and_retry_after_is_when_one_fits(
+    gaps: list[float], per_hour: int
+) -> None:
+    """A player calling again and again (each call resolved at once): the accepted calls of
+    any hour are at most ``per_hour``, and a refused call made again ``retry_after`` later
+    is accepted."""
+    accepted: list[datetime] = []
+    moment = NOW
+    for gap in gaps:
+        moment += timedelta(seconds=gap)
+        decision = decide_call(None, accepted, moment, per_hour)
+        if decision.outcome == "new":
+            accepted.append(moment)
+            continue
+        assert decision.outcome == "refused"
+        assert decision.retry_after is not None
+        later = moment + timedelta(seconds=decision.retry_after)
+        assert decide_call(None, accepted, later, per_hour).outcome == "new"
+    for start in accepted:
+        assert sum(1 for t in accepted if start <= t < start + timedelta(hours=1)) <= per_hour
