@@ -35,6 +35,7 @@ from api.metrics import ApiMetrics
 from api.routes import (
     accounts,
     devices,
+    help,
     notifications,
     operations,
     reservations,
@@ -215,6 +216,7 @@ def create_app(settings: Settings) -> FastAPI:
         devices.router,
         reservations.router,
         waitlist.router,
+        help.router,
         operations.router,
         stats.router,
         notifications.router,

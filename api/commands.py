@@ -4,6 +4,7 @@ account commands to the dynamic-security plugin. Their failures become :class:`A
 
 from __future__ import annotations
 
+import math
 import secrets
 import uuid
 from collections.abc import Awaitable
@@ -33,6 +34,8 @@ STATUS_FOR = {
     "too_early": 409,
     "suspended": 403,
     "offer_expired": 409,
+    "too_many_help_calls": 429,
+    "has_agent": 409,
 }
 
 
@@ -66,6 +69,8 @@ def raise_for(reply: Reply) -> Reply:
             status=c.status,
         )
     headers = {"Retry-After": "1"} if code == "rate_limited" else None
+    if error is not None and error.retry_after is not None:
+        headers = {"Retry-After": str(max(1, math.ceil(error.retry_after)))}
     until = error.until if error else None
     raise ApiError(
         STATUS_FOR.get(code, 400),
@@ -85,6 +90,11 @@ async def reservation(state: AppState, device: str, request: ReservationRequest)
 async def venue(state: AppState, request: VenueRequest) -> Reply:
     """A venue-level command (a party, the waitlist, a suspension) to the bridge."""
     return raise_for(await _call(state.link.venue(request)))
+
+
+async def admin(state: AppState, command: AdminCommand) -> Reply:
+    """An admin command to the bridge (a help call's step, a machine's state)."""
+    return raise_for(await _call(state.link.admin(command)))
 
 
 async def sync_device(state: AppState, device: str) -> None:

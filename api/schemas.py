@@ -123,6 +123,11 @@ class DeviceCreate(Strict):
     zone: str = Field(default="main", min_length=1, max_length=40)
     auto_approve: bool = False
     maintenance: bool = False
+    agent: bool = Field(
+        default=True,
+        description="false: no agent (a console, a cabinet); staff set its state and "
+        "check its players in at the desk",
+    )
 
     @field_validator("id")
     @classmethod
@@ -140,6 +145,7 @@ class DeviceUpdate(Strict):
     zone: str | None = Field(default=None, min_length=1, max_length=40)
     auto_approve: bool | None = None
     maintenance: bool | None = None
+    agent: bool | None = None
 
 
 class DevicePublic(BaseModel):
@@ -149,6 +155,7 @@ class DevicePublic(BaseModel):
     zone: str
     auto_approve: bool
     maintenance: bool
+    agent: bool
     online: bool
     status: str
     since: datetime

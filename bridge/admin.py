@@ -22,6 +22,7 @@ from datetime import UTC, datetime
 from sqlmodel import select
 
 from bridge.context import BridgeContext
+from bridge.help import HelpDesk
 from bridge.models import Incoming, Outbound
 from bridge.notifier import Note
 from bridge.presence.handler import PresenceHandler
@@ -32,6 +33,7 @@ from plaza.messages import (
     CommandName,
     DeviceCommand,
     ErrorBody,
+    MachineState,
     Notice,
     PayloadError,
     Reply,
@@ -51,6 +53,7 @@ class AdminDesk:
         *,
         presence: PresenceHandler,
         refresh: Callable[[set[str]], None],
+        help_desk: HelpDesk | None = None,
     ) -> None:
         self.settings = ctx.settings
         self.topics = ctx.topics
@@ -61,6 +64,8 @@ class AdminDesk:
         self._outbox = ctx.outbox
         self._publish = ctx.link.publish
         self._refresh = refresh
+        #: players' help calls: staff's ack and resolve (bridge/help.py)
+        self.help = help_desk or HelpDesk(ctx)
         #: reads go through the reader engine (SQLite: no write lock outside the gate)
         self._reads = ctx.reads
         self._queue: asyncio.Queue[Incoming] = asyncio.Queue()
@@ -98,12 +103,21 @@ class AdminDesk:
             if leads:
                 await self._notice(cmd, reply_to, correlation)
             return
+        if cmd.op in ("help_ack", "help_resolve"):
+            if leads:  # help calls are the leader's, as every venue request
+                await self.help.staff(cmd, reply_to, correlation)
+            return
         if cmd.device_id is None:
             if not leads:
                 return
             await self._answer(
                 reply_to, correlation, cmd.request_id, "invalid", "device_id missing"
             )
+            return
+        if cmd.op == "device_state":
+            if self._ownership.owns(cmd.device_id):
+                code, why = await self._set_state(cmd)
+                await self._answer(reply_to, correlation, cmd.request_id, code, why)
             return
         if cmd.op == "sync_device":
             found = await self._sync(cmd.device_id)
@@ -149,6 +163,7 @@ class AdminDesk:
             zone=row.zone,
             maintenance=row.maintenance,
             ts=ts,
+            agent=row.agent,
         )
         if before is None or before.maintenance != row.maintenance:
             name = CommandName.LOCK if row.maintenance else CommandName.UNLOCK
@@ -158,6 +173,25 @@ class AdminDesk:
         await self.presence.apply(effects)
         self._refresh({device_id})
         return True
+
+    async def _set_state(self, cmd: AdminCommand) -> tuple[str | None, str]:
+        """Staff set the state of a machine without an agent: (error code, message)."""
+        assert cmd.device_id is not None
+        if cmd.state is None:
+            return "invalid", "state missing"
+        async with self._reads() as session:
+            row = await session.get(Device, cmd.device_id)
+        if row is None or cmd.device_id in self.tracker.removed:
+            return "not_found", f"no machine {cmd.device_id!r}"
+        if row.agent:
+            return "has_agent", f"{cmd.device_id!r} reports its own state (it has an agent)"
+        if cmd.device_id not in self.tracker.views or self.tracker.views[cmd.device_id].agent:
+            await self._sync(cmd.device_id)  # configured without an agent just now
+        state = MachineState(cmd.state)
+        effects = self.tracker.set_managed_state(cmd.device_id, state, cmd.fault, now())
+        await self.presence.apply(effects)
+        log.info("%s set %s to %s", cmd.author or "staff", cmd.device_id, state.value)
+        return None, ""
 
     async def _remove(self, device_id: str) -> bool:
         known = device_id in self.tracker.views

@@ -20,6 +20,7 @@ def make_alert(
     **params: object,
 ) -> AdminAlert:
     ko, en = alert_texts(kind, {"id": device_id, **params})
+    help_id = params.get("help_id")
     return AdminAlert(
         id=uuid.uuid4().hex,
         type=kind,
@@ -28,6 +29,7 @@ def make_alert(
         message=ko[:500],
         message_en=en[:500],
         timestamp=ts,
+        help_id=help_id if isinstance(help_id, str) else None,
     )
 
 

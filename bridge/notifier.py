@@ -50,6 +50,7 @@ from plaza.inbox import mark_read
 from plaza.messages import (
     AlertSeverity,
     DigestItem,
+    HelpCall,
     NotificationAck,
     NotificationEvent,
     NotificationType,
@@ -82,6 +83,8 @@ class Note:
     waitlist_offer: WaitlistOffer | None = None
     #: a suspension: until when
     until: float | None = None
+    #: a help call staff acknowledged or resolved
+    help: HelpCall | None = None
 
 
 def _texts(note: Note, locale: str) -> tuple[str, str]:
@@ -142,6 +145,7 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[Outb
             offer=note.offer,
             waitlist_offer=note.waitlist_offer,
             until=note.until,
+            help=note.help,
         )
         data: dict[str, Any] = {}
         if note.reservation is not None:
@@ -152,6 +156,8 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[Outb
             data["waitlist_offer"] = note.waitlist_offer.model_dump()
         if note.until is not None:
             data["until"] = note.until
+        if note.help is not None:
+            data["help"] = note.help.model_dump(exclude_none=True)
         rows.append(
             {
                 "id": event.id,

@@ -9,6 +9,7 @@ rows                           setting (default)                   kept for
 ``device_status_change``       ``STATUS_HISTORY_RETENTION`` (400)  occupancy, heatmap
 ``notification``               ``NOTIFICATION_RETENTION`` (90 d)   a player's backlog
 ``alert``                      ``ALERT_RETENTION`` (90 d)          what staff were told
+resolved ``help_call`` rows    ``ALERT_RETENTION`` (90 d)          the calls behind them
 sent ``outbox`` rows           ``OUTBOX_SENT_RETENTION`` (1 d)     incident inspection
 dead-lettered ``outbox`` rows  ``DEAD_LETTER_RETENTION`` (7 d)     resending by hand
 =============================  ==================================  ====================
@@ -45,7 +46,15 @@ import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.settings import Settings
-from plaza.tables import Alert, CommandLog, DeviceStatusChange, Notification, Outbox, table_of
+from plaza.tables import (
+    Alert,
+    CommandLog,
+    DeviceStatusChange,
+    HelpCallRow,
+    Notification,
+    Outbox,
+    table_of,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +68,7 @@ _HISTORY = table_of(DeviceStatusChange)
 _NOTE = table_of(Notification)
 _ALERT = table_of(Alert)
 _OUTBOX = table_of(Outbox)
+_HELP = table_of(HelpCallRow)
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,11 @@ def doomed(keep: Keep, now: datetime) -> dict[str, tuple[sa.Column[Any], sa.Colu
         ),
         "notifications": (_NOTE.c.id, _NOTE.c.created_at < now - keep.notifications),
         "alerts": (_ALERT.c.id, _ALERT.c.created_at < now - keep.alerts),
+        # a call still waiting is kept however old (staff have yet to close it)
+        "help_calls": (
+            _HELP.c.id,
+            sa.and_(_HELP.c.status == "resolved", _HELP.c.resolved_at < now - keep.alerts),
+        ),
         "outbox": (
             _OUTBOX.c.id,
             sa.or_(

@@ -23,6 +23,7 @@ from bridge.connections import Connections
 from bridge.context import BridgeContext, open_context
 from bridge.cooloff import CoolingOff, Dynsec
 from bridge.flood import FloodGate
+from bridge.help import HelpDesk
 from bridge.link import Link
 from bridge.metrics import BridgeMetrics
 from bridge.metrics_http import metrics_endpoint
@@ -120,7 +121,8 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
         ctx, tracker=tracker, store=store, check_in_by_code=desk.check_in_by_code
     )
     notifier = Notifier(ctx)
-    admin = AdminDesk(ctx, presence=presence, refresh=boards.moved)
+    help_desk = HelpDesk(ctx)
+    admin = AdminDesk(ctx, presence=presence, refresh=boards.moved, help_desk=help_desk)
     selfwatch = SelfWatch(
         lambda: Readings(
             db_errors=ctx.metrics.db_errors + runner.failed_batches, backlog=actors.depth()
@@ -132,7 +134,9 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
     router = Router(ctx.topics, ctx.metrics)
     router.route(DeviceTopic, presence.handle)
     router.route(RequestTopic, _requests(desk, ctx.link, ctx.ownership))
-    router.route(VenueRequestTopic, venue_route(VenueDesk(desk), ctx.link, ctx.ownership))
+    router.route(
+        VenueRequestTopic, venue_route(VenueDesk(desk, help_desk), ctx.link, ctx.ownership)
+    )
     router.route(UserTopic, notifier.handle)
     router.route(AdminRequestTopic, admin.submit)
     router.route(BrokerSysTopic, _broker_figures(ctx.metrics))
@@ -379,6 +383,7 @@ class BridgeService:
             tg.create_task(leading(parts.notifier.run_digests, "digests"), name="lead-digests")
             tg.create_task(parts.notifier.run_acks(), name="read-receipts")
             tg.create_task(parts.admin.run(), name="admin-commands")
+            tg.create_task(parts.admin.help.run(), name="help-calls")
             tg.create_task(leading(parts.outages.run, "outages"), name="lead-outages")
             tg.create_task(parts.selfwatch.run(), name="self-watch")
             tg.create_task(leading(parts.retention.run, "retention"), name="lead-retention")

@@ -21,6 +21,7 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.alerts import alert_row
+from bridge.help_rows import Follow, follow_rows
 from bridge.models import Outbound, Stored
 from bridge.notifier import Note, write_notes
 from bridge.sql import BoardAsk, SlotRow, batch_sql
@@ -49,6 +50,8 @@ class Writes:
     entries_changed: list[dict[str, Any]] = field(default_factory=list)
     #: players' no-show standing, upserted whole (``player`` and every column)
     standings: list[dict[str, Any]] = field(default_factory=list)
+    #: players who checked in somewhere: their waiting help call follows them
+    follows: list[Follow] = field(default_factory=list)
 
     def flush_sync(self, conn: Connection, max_packet: int) -> list[Stored]:
         """Write every row; an outbox message larger than ``max_packet`` (the broker's
@@ -80,9 +83,10 @@ class Writes:
                 .values(**row)
                 .on_conflict_do_update(index_elements=[_STANDING.c.player], set_=values)
             )
-        if self.alerts:
-            conn.execute(insert(_ALERT), [alert_row(a) for a in self.alerts])
-        messages = self.outbox + write_notes(conn, self.notes, now)
+        moved, moved_out = follow_rows(conn, self.follows, now) if self.follows else ([], [])
+        if self.alerts or moved:
+            conn.execute(insert(_ALERT), [alert_row(a) for a in (*self.alerts, *moved)])
+        messages = self.outbox + moved_out + write_notes(conn, self.notes, now)
         return sql.write_batch(self.new, self.logs, messages, now, max_packet, board, commit=commit)
 
     async def flush(self, session: AsyncSession, max_packet: int) -> list[Stored]:

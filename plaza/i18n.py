@@ -121,6 +121,14 @@ TEXTS: dict[str, dict[str, tuple[str, str]]] = {
         "ko": ("예약 정지 해제", "다시 직접 예약할 수 있습니다."),
         "en": ("Suspension lifted", "You can book again."),
     },
+    "help_acknowledged": {
+        "ko": ("직원이 가는 중", "{staff} 직원이 {name}(으)로 가고 있습니다."),
+        "en": ("Staff on the way", "{staff} is on the way to {name}."),
+    },
+    "help_resolved": {
+        "ko": ("도움 요청 완료", "{name}에서의 도움 요청이 처리되었습니다."),
+        "en": ("Help call resolved", "Your call for help at {name} is resolved."),
+    },
 }
 
 
@@ -158,6 +166,22 @@ ALERTS: dict[str, tuple[str, str]] = {
         "{accounts}개를 {minutes}분 동안 차단했습니다.",
         "player {user} flooded the bridge ({streak} messages dropped in a row): {accounts} "
         "broker accounts disabled for {minutes} min",
+    ),
+    "help_requested": (
+        "{user}님이 {name}({id})에서 직원을 호출했습니다 [{topic_ko}]{message}",
+        "{user} calls staff to {name} ({id}) [{topic_en}]{message}",
+    ),
+    "help_moved": (
+        "{user}님의 호출이 {name}({id})(으)로 옮겨졌습니다 (이전: {previous})",
+        "{user}'s call moved to {name} ({id}) (was {previous})",
+    ),
+    "help_acknowledged": (
+        "{staff}: {user}님의 호출({name})에 가는 중",
+        "{staff} is on the way to {user} at {name}",
+    ),
+    "help_resolved": (
+        "{staff}: {user}님의 호출({name}) 처리 완료",
+        "{staff} resolved {user}'s call at {name}",
     ),
     "bridge_backlog": (
         "브리지 이상: 명령 {count}건 대기 중 (한도 {limit})",

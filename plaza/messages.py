@@ -160,6 +160,9 @@ class BoardEntry(Wire):
     #: when ``status`` last changed; absent until it first has (``0`` means never)
     since: float | None = None
     ts: float
+    #: ``"staff"``: a machine without an agent (a console, a cabinet); staff set its state and
+    #: it is never offline (``online`` is then always true). Absent for machines with an agent.
+    managed: Literal["staff"] | None = None
 
     @field_validator("epoch", mode="before")
     @classmethod
@@ -210,6 +213,8 @@ class AdminAlert(Wire):
     message: str
     timestamp: float
     message_en: str | None = None
+    #: ``help_*`` alerts: the call (GET /admin/help lists it)
+    help_id: str | None = None
 
 
 #: a point in time on the wire: finite, from 1970 to 2096 (anything else is refused, not crashed on)
@@ -230,7 +235,12 @@ VenueOp = Literal[
     "decline_offer",
     "move_waitlist_entry",
     "lift_suspension",
+    "call_staff",
 ]
+#: call_staff: what the player needs help with (docs/protocol.md, "Calling staff")
+HelpTopic = Literal["hardware", "software", "payment", "other"]
+#: call_staff: the longest message a player may add
+HELP_MESSAGE_MAX = 280
 #: a reservation, party, waitlist entry or offer id as the bridge makes them
 ItemId = Annotated[str, Field(min_length=1, max_length=32, pattern=r"^[a-z0-9]+$")]
 TopicLevel = Annotated[str, Field(min_length=1, max_length=48, pattern=r"^[a-z0-9][a-z0-9_.-]*$")]
@@ -296,6 +306,10 @@ class VenueRequest(Wire):
     offer_id: ItemId | None = None
     #: lift_suspension (staff): whose
     user: TopicLevel | None = None
+    #: call_staff: the machine the player is at, what about, and an optional message
+    device_id: TopicLevel | None = None
+    topic: HelpTopic | None = None
+    message: str | None = Field(default=None, max_length=HELP_MESSAGE_MAX)
 
 
 class ReservationPublic(Wire):
@@ -372,6 +386,28 @@ class ErrorBody(Wire):
     seat: str | None = None
     #: ``suspended``: self-service booking is suspended until this moment
     until: float | None = None
+    #: ``too_many_help_calls``: seconds until another call is accepted
+    retry_after: float | None = None
+
+
+HelpStatus = Literal["open", "acknowledged", "resolved"]
+
+
+class HelpCall(Wire):
+    """A player's call for staff (``call_staff``), as the player's reply and staff's list
+    show it."""
+
+    id: str
+    user: str
+    device_id: str
+    topic: HelpTopic
+    message: str | None = None
+    status: HelpStatus
+    created_at: float
+    acknowledged_at: float | None = None
+    acknowledged_by: str | None = None
+    resolved_at: float | None = None
+    resolved_by: str | None = None
 
 
 class Reply(Wire):
@@ -386,6 +422,8 @@ class Reply(Wire):
     party_id: str | None = None
     #: a waitlist command: the entry, with its position
     entry: WaitlistEntryPublic | None = None
+    #: call_staff, help_ack, help_resolve: the call as it now is
+    help: HelpCall | None = None
 
 
 ReservationEventType = Literal[
@@ -432,6 +470,8 @@ NotificationType = Literal[
     "waitlist_removed",
     "booking_suspended",
     "suspension_lifted",
+    "help_acknowledged",
+    "help_resolved",
 ]
 
 
@@ -474,6 +514,8 @@ class NotificationEvent(Wire):
     waitlist_offer: WaitlistOffer | None = None
     #: ``booking_suspended``: until when
     until: float | None = None
+    #: ``help_acknowledged``, ``help_resolved``: the call
+    help: HelpCall | None = None
 
 
 class NotificationAck(Wire):
@@ -506,7 +548,11 @@ class Notice(Wire):
     message_en: str | None = None
 
 
-AdminOp = Literal["sync_device", "remove_device", "notice"]
+AdminOp = Literal[
+    "sync_device", "remove_device", "notice", "help_ack", "help_resolve", "device_state"
+]
+#: what staff may set a machine without an agent to (``device_state``)
+ManagedState = Literal["idle", "in_use", "fault"]
 
 
 class AdminCommand(Wire):
@@ -521,6 +567,11 @@ class AdminCommand(Wire):
     #: for ``notice``: its id (a retry with the same id publishes nothing twice) and author
     notice_id: str | None = Field(default=None, pattern=r"^[a-f0-9]{32}$")
     author: str | None = Field(default=None, max_length=48)
+    #: help_ack and help_resolve: the call
+    help_id: str | None = Field(default=None, pattern=r"^[a-f0-9]{1,32}$")
+    #: device_state (a machine without an agent): its new state, and a fault's description
+    state: ManagedState | None = None
+    fault: str | None = Field(default=None, max_length=200)
 
 
 class ServiceStatus(Wire):

@@ -131,6 +131,8 @@ class Settings(BaseSettings):
     #: live entries per line (machine kind), and lines one player may stand in at once
     waitlist_max_length: int = Field(default=50, ge=1, le=1000)
     waitlist_max_per_player: int = Field(default=2, ge=1, le=10)
+    #: calling staff (issue 18): calls one player may make in any hour (one open at a time)
+    help_per_hour: int = Field(default=6, ge=1, le=60)
     #: this many no-shows within no_show_window (seconds) suspend a player's self-service
     #: booking for no_show_suspension (seconds)
     no_show_strikes: int = Field(default=3, ge=1)

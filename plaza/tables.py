@@ -51,6 +51,9 @@ class DeviceBase(SQLModel):
     zone: str = Field(default="main", max_length=40)
     auto_approve: bool = False
     maintenance: bool = False
+    #: False: a machine without an agent (a console, a cabinet, a VR rig): staff set its
+    #: state and check its players in at the desk; it is never shown offline
+    agent: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
 
 
 class Device(DeviceBase, table=True):
@@ -246,6 +249,28 @@ class Outbox(SQLModel, table=True):
     published_at: datetime | None = _ts(default=None, index=True)
     dead_at: datetime | None = _ts(default=None)
     dead_reason: str | None = Field(default=None, max_length=200)
+
+
+class HelpCallRow(SQLModel, table=True):
+    """A player's call for staff: ``open`` until someone acknowledges it (on the way), then
+    ``resolved``. ``device_id`` follows the player when they check in elsewhere. At most one
+    call per player is open or acknowledged (the bridge's rule, plaza.help)."""
+
+    __tablename__ = "help_call"
+    __table_args__ = (sa.Index("ix_help_call_player_created", "player", "created_at"),)
+
+    id: str = Field(primary_key=True, max_length=32)
+    player: str = Field(max_length=48)
+    device_id: str = Field(max_length=48)
+    topic: str = Field(max_length=20)
+    message: str | None = Field(default=None, max_length=280)
+    status: str = Field(index=True, max_length=12)
+    request_key: str = Field(unique=True, max_length=120)
+    created_at: datetime = _ts(default_factory=utcnow)
+    acknowledged_at: datetime | None = _ts(default=None)
+    acknowledged_by: str | None = Field(default=None, max_length=48)
+    resolved_at: datetime | None = _ts(default=None)
+    resolved_by: str | None = Field(default=None, max_length=48)
 
 
 # -- people ----------------------------------------------------------------------------------

@@ -38,6 +38,8 @@ class DeviceSpec:
     name: str
     kind: str
     zone: str
+    #: False: no agent (staff set its state; the simulator starts none for it)
+    agent: bool = True
 
 
 def demo_fleet(count: int) -> list[DeviceSpec]:
@@ -55,6 +57,15 @@ def demo_fleet(count: int) -> list[DeviceSpec]:
         n = numbers[kind]
         fleet.append(DeviceSpec(f"{kind}-{n:0{width}d}", f"{_NAMES[kind]} {n}", kind, zone))
     return fleet
+
+
+def desk_consoles(count: int) -> list[DeviceSpec]:
+    """The demo venue's machines without an agent: ``count`` consoles at the desk (ids
+    ``desk-console-N``), whose state staff set and whose players staff check in."""
+    return [
+        DeviceSpec(f"desk-console-{n}", f"Desk console {n}", "console", "console-corner", False)
+        for n in range(1, count + 1)
+    ]
 
 
 def bridge_accounts(username: str, password: str, bridge_id: str) -> list[BrokerClient]:

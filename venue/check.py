@@ -90,6 +90,8 @@ class DeviceRow:
     zone: str
     maintenance: bool
     board_version: int
+    #: False: a machine without an agent (staff-managed: no presence, never offline)
+    agent: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -426,7 +428,10 @@ def _entry_problems(
     current: Slot | None,
     nxt: Slot | None,
 ) -> Iterator[str]:
-    if presence is not None:
+    if not device.agent:  # staff set its state: no presence or state of its own to compare
+        if entry.managed != "staff" or not entry.online:
+            yield "a machine without an agent not shown as staff-managed and online"
+    elif presence is not None:
         # a machine that never connected shows no epoch on the board (null)
         seen = -1 if entry.epoch is None else entry.epoch
         if presence.epoch > seen:
@@ -446,7 +451,7 @@ def _entry_problems(
             )
     elif entry.online:
         yield "board says online but the machine has no retained presence"
-    if state is not None and state.state is not entry.state:
+    if device.agent and state is not None and state.state is not entry.state:
         yield f"board says state {entry.state.value} but the machine reports {state.state.value}"
     for name in ("name", "kind", "zone"):
         if getattr(entry, name) != getattr(device, name):
@@ -468,6 +473,8 @@ def _entry_problems(
         online=entry.online,
         state=entry.state,
         current_slot=current,
+        next_slot=nxt,
+        agent=device.agent,
     ).derive_status()
     if entry.status is not expected:
         yield (
@@ -528,6 +535,7 @@ async def read_sql(options: CheckOptions, topics: Topics) -> SqlFacts:
                     _DEV.c.zone,
                     _DEV.c.maintenance,
                     _DEV.c.board_version,
+                    _DEV.c.agent,
                 )
             ):
                 facts.devices[row.id] = DeviceRow(*row)

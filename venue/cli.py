@@ -78,6 +78,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     options = UpOptions(
         data_dir=Path(args.data_dir),
         devices=args.devices,
+        consoles=args.consoles,
         mqtt_port=args.mqtt_port,
         ws_port=args.ws_port,
         http_port=args.http_port,
@@ -113,7 +114,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     given = {name: os.environ[var] for name, var in env.items() if os.environ.get(var)}
     tls_dir = Path(args.tls_dir or settings.data_dir / "tls")
     ca = init_tls(args, tls_dir) if args.tls else None
-    secrets, device_ids = init_venue(settings, args.devices, given, ca=ca)
+    secrets, device_ids = init_venue(settings, args.devices, given, ca=ca, consoles=args.consoles)
     dynsec = Path(args.dynsec_file or settings.data_dir / "broker" / "dynamic-security.json")
     write_dynsec(
         dynsec, secrets.broker_clients(settings), secrets.roles(Topics(settings.topic_root))
@@ -395,6 +396,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("up", help="run the whole venue: broker, bridge, api and simulator")
     p.add_argument("--data-dir", default="var", help="data directory (default: ./var)")
     p.add_argument("--devices", type=int, default=20, help="simulated machines (default 20)")
+    p.add_argument(
+        "--consoles",
+        type=int,
+        default=2,
+        help="consoles without an agent, managed by staff at the desk (default 2)",
+    )
     p.add_argument("--mqtt-port", type=int, default=None, help="MQTT TCP port (default 1883)")
     p.add_argument("--ws-port", type=int, default=None, help="MQTT WebSocket port (default 9001)")
     p.add_argument("--http-port", type=int, default=None, help="REST API port (default 8000)")
@@ -426,6 +433,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("init", help="prepare secrets, credentials, database and dynsec file")
     common(p)
     p.add_argument("--devices", type=int, default=20)
+    p.add_argument("--consoles", type=int, default=2, help="consoles without an agent")
     p.add_argument("--dynsec-file", default=None, help="default: DATA_DIR/broker/...")
     p.add_argument("--tls", action="store_true", help="also the venue CA and certificates")
     p.add_argument("--tls-dir", default=None, help="default: DATA_DIR/tls")

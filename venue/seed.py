@@ -44,7 +44,11 @@ async def seed(engine: AsyncEngine, fleet: list[DeviceSpec], secrets: VenueSecre
         known = set((await session.exec(select(Device.id))).all())
         for spec in fleet:
             if spec.id not in known:
-                session.add(Device(id=spec.id, name=spec.name, kind=spec.kind, zone=spec.zone))
+                session.add(
+                    Device(
+                        id=spec.id, name=spec.name, kind=spec.kind, zone=spec.zone, agent=spec.agent
+                    )
+                )
         users = set((await session.exec(select(User.username))).all())
         accounts = [
             ("admin", secrets.admin, "admin"),

@@ -49,6 +49,7 @@ from venue.accounts import (
     OBSERVER_USER,
     VenueSecrets,
     demo_fleet,
+    desk_consoles,
     write_private,
 )
 from venue.broker import (
@@ -83,6 +84,8 @@ class UpError(RuntimeError):
 class UpOptions:
     data_dir: Path
     devices: int = 20
+    #: consoles without an agent at the desk (staff set their state; no simulated agent)
+    consoles: int = 0
     mqtt_port: int | None = None
     ws_port: int | None = None
     http_port: int | None = None
@@ -478,19 +481,24 @@ def init_venue(
     devices: int,
     service_passwords: dict[str, str] | None = None,
     ca: Path | None = None,
+    *,
+    consoles: int = 0,
 ) -> tuple[VenueSecrets, list[str]]:
     """Secrets, the machines' and people's credential files, and the seeded database.
 
     Existing secrets in the data dir are kept; ``service_passwords`` (bridge, api, observer,
     admin) override generated ones, as compose passes them from the environment."""
     data = settings.data_dir
-    fleet = demo_fleet(devices)
+    # `plaza up` and `plaza init` add ``consoles`` consoles without an agent (--consoles)
+    fleet = [*demo_fleet(devices), *desk_consoles(consoles)]
     secrets = VenueSecrets.load_or_create(data / "secrets.json")
     for field_name, password in (service_passwords or {}).items():
         setattr(secrets, field_name, password)
     secrets.ensure_devices([d.id for d in fleet])
     secrets.save(data / "secrets.json")
-    write_private(data / "devices.json", {d.id: secrets.devices[d.id] for d in fleet})
+    # the simulator starts an agent for each of these: none for the machines without one
+    agents = {d.id: secrets.devices[d.id] for d in fleet if d.agent}
+    write_private(data / "devices.json", agents)
     credentials = secrets.credentials()
     if ca is not None:
         credentials["ca"] = str(ca)  # verify the venue's TLS with this (mosquitto_sub --cafile)
@@ -548,7 +556,9 @@ def prepare(options: UpOptions) -> Venue:
         tls_ca=tls.ca if tls else None,
         public_tls=tls is not None,
     )
-    secrets, device_ids = init_venue(settings, options.devices, ca=tls.ca if tls else None)
+    secrets, device_ids = init_venue(
+        settings, options.devices, ca=tls.ca if tls else None, consoles=options.consoles
+    )
     broker_log = RotatingLog(
         data / "broker" / "mosquitto.log", settings.log_max_bytes, settings.log_backups
     )

@@ -34,7 +34,9 @@ BRIDGE_ERRORS = (502, 503, 504)
 
 
 def public(row: Device) -> DevicePublic:
-    return DevicePublic.model_validate(row, from_attributes=True)
+    """A machine without an agent is never offline (as on its board entry)."""
+    out = DevicePublic.model_validate(row, from_attributes=True)
+    return out if row.agent else out.model_copy(update={"online": True})
 
 
 async def _get(session: Db, device_id: str) -> Device:

@@ -33,21 +33,29 @@ class DeviceView:
     since: float = 0.0
     current_slot: Slot | None = None
     next_slot: Slot | None = None
+    #: False: no agent (a console, a cabinet): staff set its state, it is never offline
+    agent: bool = True
 
     def derive_status(self) -> BoardStatus:
         if self.maintenance or self.state is MachineState.MAINTENANCE:
             return BoardStatus.MAINTENANCE
-        if not self.online:
+        if not self.online and self.agent:
             return BoardStatus.OFFLINE
         if self.state is MachineState.FAULT:
             return BoardStatus.FAULT
-        if self.state is MachineState.IN_USE:
+        if self.state is MachineState.IN_USE or self._checked_in_without_agent():
             return BoardStatus.IN_USE
         if self.current_slot is not None and self.current_slot.status == BoardStatus.HELD.value:
             return BoardStatus.HELD
         if self.current_slot is not None:
             return BoardStatus.RESERVED
         return BoardStatus.AVAILABLE
+
+    def _checked_in_without_agent(self) -> bool:
+        """A machine without an agent has no session of its own: a booking checked in at
+        the desk (also early, before its slot) is its session until the slot ends."""
+        slots = (self.current_slot, self.next_slot)
+        return not self.agent and any(s is not None and s.status == "checked_in" for s in slots)
 
     def advanced(self, generation: int, ts: float, **changes: object) -> DeviceView:
         """A copy with ``changes`` applied, the status re-derived and the version bumped."""
@@ -65,7 +73,7 @@ class DeviceView:
             kind=self.kind,
             zone=self.zone,
             status=self.status,
-            online=self.online,
+            online=self.online or not self.agent,
             state=self.state,
             epoch=self.epoch,
             version=self.version,
@@ -74,4 +82,5 @@ class DeviceView:
             next_slot=self.next_slot,
             since=self.since,
             ts=ts,
+            managed=None if self.agent else "staff",
         )

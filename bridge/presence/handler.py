@@ -133,6 +133,9 @@ class PresenceHandler:
         a publish lost while disconnected, or retained messages a crashed broker did not
         save, are restored. Clients treat an equal version as nothing new."""
         ts = now()
+        for effects in self.tracker.settle_managed(ts):
+            if effects.view is not None and self._owns(effects.view.id):
+                await self.apply(effects)
         await self._publish(
             [
                 Outbound(self.topics.board(v.id), v.entry(ts).encode(), retain=True)

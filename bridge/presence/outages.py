@@ -69,7 +69,8 @@ class OutageWatch:
         return {
             device: view
             for device, view in self.tracker.views.items()
-            if view.status in DOWN and view.epoch >= 0 and view.since <= cutoff
+            # a machine without an agent is never offline, and its faults are staff's own word
+            if view.status in DOWN and view.agent and view.epoch >= 0 and view.since <= cutoff
         }
 
     async def check(self, now: datetime) -> int:

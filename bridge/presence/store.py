@@ -45,6 +45,7 @@ def view_from_row(row: Device) -> DeviceView:
         version=row.board_version,
         status=BoardStatus(row.status),
         since=row.since.timestamp(),
+        agent=row.agent,
     )
 
 

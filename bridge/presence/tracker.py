@@ -95,6 +95,9 @@ class PresenceTracker:
 
     def on_presence(self, device: str, presence: Presence, ts: float) -> Effects:
         view = self._view(device)
+        if not view.agent:  # staff set its state; whatever connects under its name is not it
+            self.metrics.fenced_presences += 1
+            return Effects()
         if presence.epoch < view.epoch:
             self.metrics.fenced_presences += 1
             return Effects()
@@ -105,6 +108,9 @@ class PresenceTracker:
 
     def on_state(self, device: str, state: DeviceState, ts: float) -> Effects:
         view = self._view(device)
+        if not view.agent:
+            self.metrics.stale_states += 1
+            return Effects()
         if (state.epoch, state.seq) <= (view.state_epoch, view.state_seq):
             self.metrics.stale_states += 1
             return Effects()
@@ -118,6 +124,28 @@ class PresenceTracker:
             session=state.session,
             fault=state.fault if state.state is MachineState.FAULT else None,
         )
+
+    def set_managed_state(
+        self, device: str, state: MachineState, fault: str | None, ts: float
+    ) -> Effects:
+        """Staff set the state of a machine without an agent (the caller checked it has none)."""
+        view = self._view(device)
+        fault = fault if state is MachineState.FAULT else None
+        if (view.state, view.fault) == (state, fault) and view.version > 0:
+            return Effects()
+        return self._advance(view, ts, state=state, fault=fault, session=None)
+
+    def settle_managed(self, ts: float) -> list[Effects]:
+        """Machines without an agent whose board entry is missing or stale (one seeded
+        before the bridge ever ran, one that had an agent until now): their entry, as staff
+        would see it. Called on connecting, before the board is republished."""
+        return [
+            self._advance(view, ts)
+            for view in list(self.views.values())
+            if not view.agent
+            and view.id not in self.removed
+            and (view.version == 0 or view.status is not view.derive_status())
+        ]
 
     def set_maintenance(self, device: str, on: bool, ts: float) -> Effects:
         view = self._view(device)
@@ -148,11 +176,25 @@ class PresenceTracker:
         effects.publish.append(Outbound(self.topics.admin_alerts, alert.encode()))
 
     def configure(
-        self, device: str, *, name: str, kind: str, zone: str, maintenance: bool, ts: float
+        self,
+        device: str,
+        *,
+        name: str,
+        kind: str,
+        zone: str,
+        maintenance: bool,
+        ts: float,
+        agent: bool = True,
     ) -> Effects:
         """An admin changed the machine's configuration (SQL is already written)."""
         view = self._view(device)
-        changes = {"name": name, "kind": kind, "zone": zone, "maintenance": maintenance}
+        changes = {
+            "name": name,
+            "kind": kind,
+            "zone": zone,
+            "maintenance": maintenance,
+            "agent": agent,
+        }
         if all(getattr(view, k) == v for k, v in changes.items()) and view.version > 0:
             return Effects()
         return self._advance(view, ts, **changes)

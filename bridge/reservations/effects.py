@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from bridge.alerts import make_alert
+from bridge.help_rows import Follow
 from bridge.models import Outbound
 from bridge.notifier import Note
 from bridge.reservations.actors import Job, Outcome
@@ -87,6 +88,12 @@ class ReservationEffects:
             consequence = rules.AMENDED.get(cmd.op) or rules.CONSEQUENCES[after.status]
             self.announce(writes, after, now, name, notify=notify, consequence=consequence)
             self._machine(writes, after, consequence, now)
+            if after.status is Status.CHECKED_IN and (
+                change.before is None or change.before.status is not Status.CHECKED_IN
+            ):  # the player is at this machine now: their help call follows them
+                writes.follows.append(
+                    Follow(after.user, after.device_id, name, self.topics.admin_alerts)
+                )
         entry = self._entry(writes, job, cmd, decision, now, position)
         self._standing(writes, decision, now)
         primary = decision.after

@@ -15,10 +15,12 @@ api only, and the per-player token bucket (a venue request costs one command).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
 
+from bridge.help import CallRequest, HelpDesk
 from bridge.link import Link
 from bridge.metrics import UNKNOWN_OP
 from bridge.models import Incoming, Outbound
@@ -37,8 +39,10 @@ log = logging.getLogger(__name__)
 class VenueDesk:
     """Routes venue requests; see the module docstring."""
 
-    def __init__(self, desk: ReservationDesk) -> None:
+    def __init__(self, desk: ReservationDesk, help_desk: HelpDesk | None = None) -> None:
         self.desk = desk
+        #: ``call_staff`` goes to the help desk, not to the venue's actor (bridge/help.py)
+        self.help = help_desk
 
     def _error(
         self,
@@ -110,6 +114,8 @@ class VenueDesk:
                 "too many commands; slow down and retry with the same request_id",
                 correlation,
             )
+        if request.op == "call_staff":
+            return self._call_staff(request, actor, where.user, reply_to, correlation, started)
         job = Job(
             device_id=VENUE_QUEUE,
             command=venue_command(request, actor),
@@ -127,6 +133,43 @@ class VenueDesk:
             extra={"request_id": request.request_id},
         )
         desk.actors.submit(job)
+        return []
+
+    def _call_staff(
+        self,
+        request: VenueRequest,
+        actor: rules.Actor,
+        sender: str,
+        reply_to: str,
+        correlation: bytes | None,
+        started: float,
+    ) -> list[Outbound]:
+        missing = [
+            name
+            for name, value in (("device_id", request.device_id), ("topic", request.topic))
+            if value is None
+        ]
+        if missing or self.help is None or actor.role is not rules.Role.PLAYER:
+            self.desk.commands.refused(request.op, "invalid")
+            why = f"{' and '.join(missing)} missing" if missing else "call_staff is for players"
+            return self._error(reply_to, request.request_id, "invalid", why, correlation)
+        assert request.device_id is not None
+        assert request.topic is not None
+        future: asyncio.Future[Reply | None] = asyncio.get_running_loop().create_future()
+        self.desk.commands.follow(request.op, future, started)
+        self.help.submit(
+            CallRequest(
+                user=actor.user,
+                request_id=request.request_id,
+                request_key=request_key(sender, request.request_id, request.on_behalf_of),
+                device_id=request.device_id,
+                topic=request.topic,
+                message=request.message,
+                reply_to=reply_to,
+                correlation=correlation,
+                future=future,
+            )
+        )
         return []
 
 

@@ -19,6 +19,7 @@ from plaza.tables import (
     CommandLog,
     Device,
     DeviceStatusChange,
+    HelpCallRow,
     Notification,
     Outbox,
     table_of,
@@ -52,6 +53,11 @@ async def fill(engine: AsyncEngine, now: datetime) -> None:
             {"id": "old", "created_at": now - KEEP.alerts - DAY, "acknowledged_at": now},
             {"id": "new", "created_at": now - KEEP.alerts + DAY},
         ],
+        HelpCallRow: [  # resolved long ago goes; one still waiting stays however old
+            {"id": "old", "request_key": "a", "resolved_at": now - KEEP.alerts - DAY},
+            {"id": "new", "request_key": "b", "resolved_at": now - KEEP.alerts + DAY},
+            {"id": "waiting", "request_key": "c", "status": "open", "resolved_at": None},
+        ],
         Outbox: [
             {"topic": "old-sent", "published_at": now - KEEP.sent_outbox - DAY},
             {"topic": "new-sent", "published_at": now - KEEP.sent_outbox + timedelta(hours=1)},
@@ -72,11 +78,18 @@ async def fill(engine: AsyncEngine, now: datetime) -> None:
         },
         Alert: {"type": "machine_offline", "severity": "high", "message": "m"},
         Outbox: {"payload": b"{}"},
+        HelpCallRow: {
+            "player": "ana",
+            "device_id": "pc-01",
+            "topic": "other",
+            "status": "resolved",
+            "created_at": now - 400 * DAY,
+        },
     }
     async with engine.begin() as conn:
         for model, values in rows.items():
             for v in values:  # one at a time: in order (ids), and each with its own columns
-                row = model(**defaults.get(model, {}), **v).model_dump(exclude_none=True)
+                row = model(**{**defaults.get(model, {}), **v}).model_dump(exclude_none=True)
                 await conn.execute(sa.insert(table_of(model)).values(row))
 
 
@@ -87,6 +100,7 @@ async def left(engine: AsyncEngine) -> dict[str, list[str]]:
         "notifications": table_of(Notification).c.id,
         "alerts": table_of(Alert).c.id,
         "outbox": table_of(Outbox).c.topic,
+        "help_calls": table_of(HelpCallRow).c.id,
     }
     async with engine.connect() as conn:
         return {k: sorted((await conn.execute(sa.select(c))).scalars()) for k, c in columns.items()}
@@ -101,13 +115,14 @@ async def test_one_pass_removes_what_is_past_each_retention_and_keeps_the_newest
         now = datetime.now(UTC)
         await fill(engine, now)
         retention = Retention(session_factory(engine), asyncio.Lock(), KEEP, chunk=1)
-        assert await retention.prune(now) == 6
+        assert await retention.prune(now) == 7
         assert await left(engine) == {
             "status_history": ["new", "newest"],
             "command_log": ["p:new"],
             "notifications": ["new"],
             "alerts": ["new"],
             "outbox": ["new-dead", "new-sent", "unsent"],
+            "help_calls": ["new", "waiting"],
         }
         assert retention.pruned == {
             "command_log": 1,
@@ -115,6 +130,7 @@ async def test_one_pass_removes_what_is_past_each_retention_and_keeps_the_newest
             "notifications": 1,
             "alerts": 1,
             "outbox": 2,
+            "help_calls": 1,
         }
         assert await retention.prune(now) == 0
     finally:

@@ -9,8 +9,16 @@ from pathlib import Path
 
 import pytest
 
+from plaza.messages import BoardEntry, BoardStatus, MachineState, Slot
 from venue.broker import CONFIG_SOURCE, render_config
-from venue.check import ReservationRow, _reachable, broker_port_of, double_bookings
+from venue.check import (
+    DeviceRow,
+    ReservationRow,
+    _entry_problems,
+    _reachable,
+    broker_port_of,
+    double_bookings,
+)
 
 pytestmark = pytest.mark.unit
 T0 = datetime(2026, 12, 1, 10, tzinfo=UTC)
@@ -91,3 +99,26 @@ def test_the_broker_port_is_read_from_the_config_plaza_up_rendered(tmp_path: Pat
         )
     )
     assert broker_port_of(tmp_path) == 18830
+
+
+def test_plaza_check_takes_a_staff_managed_board_entry_as_it_is_meant() -> None:
+    """A machine without an agent has no retained presence, is online on the board and in
+    use while a booking checked in at the desk (also early) is its session."""
+    device = DeviceRow("desk-1", "Desk 1", "console", "c", False, 3, agent=False)
+    checked_in = Slot(reservation_id="r1", starts_at=2e9, ends_at=2e9 + 60, status="checked_in")
+    entry = BoardEntry(
+        device_id="desk-1",
+        name="Desk 1",
+        kind="console",
+        zone="c",
+        status=BoardStatus.IN_USE,
+        online=True,
+        state=MachineState.IDLE,
+        version=3,
+        next_slot=checked_in,
+        ts=1.0,
+        managed="staff",
+    )
+    assert list(_entry_problems(entry, device, None, None, None, checked_in)) == []
+    with_agent = dataclasses.replace(device, agent=True)
+    assert list(_entry_problems(entry, with_agent, None, None, None, checked_in)) != []

@@ -19,6 +19,7 @@ import { Realtime } from "./realtime.js";
 import { MyReservations } from "./reservations.js";
 import { Rest } from "./rest.js";
 import { Waitlist } from "./waitlist.js";
+import { HelpCall, StaffDesk } from "./help.js";
 
 const $ = (selector) => document.querySelector(selector);
 const params = new URLSearchParams(location.search);
@@ -120,6 +121,8 @@ onLocaleChange(() => {
   session.boardView.render();
   session.mine.render();
   session.waitlist.relabel();
+  session.help?.relabel();
+  session.desk?.relabel();
   renderStanding();
   session.notifications.render();
   session.admin?.render();
@@ -390,6 +393,26 @@ function startSession(user) {
     nameOf,
     notify: (text) => flash(text),
   });
+  const help = admin
+    ? null
+    : new HelpCall($("#help"), {
+        board,
+        realtime,
+        rest,
+        mine,
+        nameOf,
+        notify: (text) => flash(text),
+        fail: (text) => flash(text, "error"),
+      });
+  const desk = admin
+    ? new StaffDesk($("#view-admin"), {
+        board,
+        rest,
+        nameOf,
+        notify: (text) => flash(text),
+        fail: (err) => flash(errorText(err), "error"),
+      })
+    : null;
   const adminPanel = admin
     ? new AdminPanel($("#view-admin"), {
         rest,
@@ -408,6 +431,8 @@ function startSession(user) {
     booking,
     waitlist,
     party,
+    help,
+    desk,
     standing: null,
     admin: adminPanel,
     poller: null,
@@ -430,6 +455,8 @@ function startSession(user) {
     session.connects += 1;
     if (!admin) mine.load(rest).catch(() => {});
     if (!admin) waitlist.load(rest).catch(() => {});
+    help?.load().catch(() => {});
+    desk?.load().catch(() => {});
     loadStanding();
     notifications.loadBacklog(rest, { toast: session.connects > 1 });
     adminPanel?.resync();
@@ -449,9 +476,11 @@ function startSession(user) {
   realtime.addEventListener("waitlist", (e) => waitlist.apply(e.detail?.entries || []));
   realtime.addEventListener("waitlist-event", () => adminPanel?.onWaitlistEvent());
   realtime.addEventListener("alert", (e) => adminPanel?.onAlert(e.detail));
+  realtime.addEventListener("alert", (e) => desk?.onAlert(e.detail));
   realtime.addEventListener("notification", (e) => {
     const n = e.detail;
     notifications.add(n);
+    help?.onNotification(n);
     if (n.reservation && !admin) mine.upsert(n.reservation);
     if (n.type === "booking_suspended" || n.type === "suspension_lifted") loadStanding();
   });
@@ -473,8 +502,12 @@ function startSession(user) {
   boardView.render();
   mine.render();
   waitlist.relabel();
+  help?.relabel();
+  desk?.relabel();
   if (!admin) mine.load(rest).catch(() => {});
   if (!admin) waitlist.load(rest).catch(() => {});
+  help?.load().catch(() => {});
+  desk?.load().catch(() => {});
   loadStanding();
   notifications.loadBacklog(rest, { toast: false });
   adminPanel?.start();

@@ -51,6 +51,7 @@ export class Board extends EventTarget {
         since,
         polled: true,
       };
+      if (d.agent === false) entry.managed = "staff"; // no agent: staff set its state
       if (d.status !== "in_use") delete entry.session;
       const same = old?.polled && old.status === entry.status && old.name === entry.name;
       if (same && old.online === entry.online && old.zone === entry.zone && old.kind === entry.kind) continue;
@@ -87,7 +88,7 @@ function compareTiles(a, b) {
  * polled tile only that it is polled (its slots and session may be stale). */
 export function tileLines(entry, now = Date.now() / 1000) {
   if (entry.polled) return [["polled", t("board.stale")]];
-  const lines = [];
+  const lines = entry.managed === "staff" ? [["managed", t("board.managed")]] : [];
   if (entry.status === "in_use" && entry.session?.ends_at) {
     lines.push(["session", t("board.session_left", { time: duration(entry.session.ends_at - now) })]);
   }
