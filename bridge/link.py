@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 
 import aiomqtt
+from paho.mqtt.reasoncodes import ReasonCode
 
 from bridge.metrics import BridgeMetrics
 from bridge.models import Outbound
@@ -27,6 +28,8 @@ from plaza.mqtt import PlazaClient
 log = logging.getLogger(__name__)
 #: messages :meth:`Link.run_posts` publishes at a time
 POST_BATCH = 200
+#: messages :meth:`Link.publish_behind` lets wait for acknowledgement at once
+BEHIND = 2000
 
 
 class Link:
@@ -41,6 +44,9 @@ class Link:
         self.connections = 0
         self._posts: list[Outbound] = []
         self._posted = asyncio.Event()
+        #: acknowledgements awaited behind publish_behind: the task, and its message count
+        self._behind: dict[asyncio.Task[None], int] = {}
+        self._behind_count = 0
 
     @property
     def client(self) -> PlazaClient | None:
@@ -82,12 +88,39 @@ class Link:
         self.connected.clear()
 
     async def publish(self, outbound: Sequence[Outbound]) -> None:
-        """Publish ``outbound`` now; while disconnected, log and drop (nothing committed).
-        A message the broker could not take is dropped and counted, never sent."""
+        """Publish ``outbound`` now and wait for the broker's acknowledgements; while
+        disconnected, log and drop (nothing committed). A message the broker could not take
+        is dropped and counted, never sent."""
+        acks = self._dispatch(outbound)
+        if acks is not None:
+            await self._settle(acks)
+
+    async def publish_behind(self, outbound: Sequence[Outbound]) -> None:
+        """Like :meth:`publish`, but return once the messages are handed to the connection
+        (in order with every other publish), with their acknowledgements awaited behind:
+        the presence path, which would otherwise wait a broker round trip per board entry.
+        At most ``BEHIND`` messages wait for acknowledgement; past that this waits too."""
+        acks = self._dispatch(outbound)
+        if acks is None:
+            return
+        task = asyncio.ensure_future(self._settle(acks))
+        self._behind[task] = len(acks[0])
+        self._behind_count += len(acks[0])
+        task.add_done_callback(self._done_behind)
+        while self._behind_count > BEHIND:
+            await asyncio.wait(set(self._behind), return_when=asyncio.FIRST_COMPLETED)
+
+    def _done_behind(self, task: asyncio.Task[None]) -> None:
+        self._behind_count -= self._behind.pop(task, 0)
+
+    def _dispatch(
+        self, outbound: Sequence[Outbound]
+    ) -> tuple[list[Outbound], list[asyncio.Future[ReasonCode | None]]] | None:
+        """Hand what can be sent to the connection, in order; None when nothing went."""
         client = self._client
         if client is None:
             log.warning("not connected; %d messages not published", len(outbound))
-            return
+            return None
         limit = self.max_packet
         sendable = []
         for o in outbound:
@@ -97,15 +130,24 @@ class Link:
                 continue
             self._metrics.unsendable += 1
             log.warning("not published to %s: %s", o.topic, reason, extra={"sender": "bridge"})
+        acks = []
         try:
-            refusals = await asyncio.gather(
-                *(
-                    client.publish_acked(
+            for o in sendable:
+                acks.append(
+                    client.dispatch(
                         o.topic, o.payload, qos=o.qos, retain=o.retain, properties=o.properties()
                     )
-                    for o in sendable
                 )
-            )
+        except aiomqtt.MqttError as exc:
+            log.warning("publish failed (%s); boards are re-published on reconnect", exc)
+        return sendable[: len(acks)], acks
+
+    async def _settle(
+        self, sent: tuple[list[Outbound], list[asyncio.Future[ReasonCode | None]]]
+    ) -> None:
+        sendable, acks = sent
+        try:
+            refusals = await asyncio.gather(*acks)
         except aiomqtt.MqttError as exc:
             log.warning("publish failed (%s); boards are re-published on reconnect", exc)
             return

@@ -13,7 +13,6 @@ as success).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import random
 import socket
 import ssl
@@ -57,18 +56,17 @@ def client_options(settings: Settings) -> dict[str, Any]:
     }
 
 
-#: the packet id paho gave the last publish of this task (read back by publish_acked)
-_LAST_MID: contextvars.ContextVar[int] = contextvars.ContextVar("plaza_last_mid", default=0)
-
-
 class PlazaClient(aiomqtt.Client):
-    """aiomqtt's client that keeps the broker's Maximum Packet Size (CONNACK) and tells a
-    publish the broker refused (:meth:`publish_acked`).
+    """aiomqtt's client that keeps the broker's Maximum Packet Size (CONNACK), tells a
+    publish the broker refused (:meth:`publish_acked`), and can hand a message over without
+    waiting for its acknowledgement (:meth:`dispatch`).
 
-    Written for aiomqtt 2.5 (pinned ``<3``): it overrides two of its paho callbacks and
-    wraps the paho client's ``publish`` to learn each message's packet id; every override
-    calls through, so aiomqtt behaves as before (tests/integration/test_hostile_clients.py
-    checks both against a real broker)."""
+    Written for aiomqtt 2.5 (pinned ``<3``): it overrides two of its paho callbacks, wraps
+    the paho client's ``publish`` to forget a stale refusal of a reused packet id, and
+    registers its own publishes in aiomqtt's pending-publish table (which aiomqtt's
+    ``on_publish`` completes); every override calls through, so aiomqtt behaves as before
+    (tests/integration/test_hostile_clients.py and test_bridge_link.py check them against a
+    real broker)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -80,7 +78,6 @@ class PlazaClient(aiomqtt.Client):
         def publish(*a: Any, **kw: Any) -> paho.MQTTMessageInfo:
             info = paho_publish(*a, **kw)
             self._refused.pop(info.mid, None)  # a stale refusal of an earlier use of the id
-            _LAST_MID.set(info.mid)
             return info
 
         self._client.publish = publish  # type: ignore[method-assign]
@@ -135,32 +132,66 @@ class PlazaClient(aiomqtt.Client):
         properties: Properties | None = None,
     ) -> ReasonCode | None:
         """Publish like :meth:`publish`; return the broker's refusal (a PUBACK reason code
-        of 0x80 or more), or None when it took the message (QoS 0: always None).
+        of 0x80 or more), or None when it took the message (QoS 0: always None)."""
+        return await self.dispatch(topic, payload, qos=qos, retain=retain, properties=properties)
 
-        A connection lost while the PUBACK is awaited raises MqttError at once: aiomqtt
-        would wait out its whole timeout (``PLAZA_SERVICE_TIMEOUT``) for an acknowledgement
-        that can no longer come, holding its caller (the bridge's main loop, behind a board
-        publish, for 10 s after every broker restart)."""
+    def dispatch(
+        self,
+        topic: str,
+        payload: bytes,
+        *,
+        qos: int,
+        retain: bool = False,
+        properties: Properties | None = None,
+    ) -> asyncio.Future[ReasonCode | None]:
+        """Hand the message to paho now, and return a future of what :meth:`publish_acked`
+        returns. Messages leave in the order of these calls, whichever task awaits their
+        acknowledgements, so a caller may go on before the broker has acknowledged (the
+        bridge's presence path: a PUBACK round trip per board entry capped it at about 20
+        machines a second on a busy broker).
+
+        A connection lost while the PUBACK is awaited fails the future at once with
+        MqttError (aiomqtt would wait out its whole timeout, ``PLAZA_SERVICE_TIMEOUT``, for an
+        acknowledgement that can no longer come); no PUBACK within that timeout fails it
+        with MqttError too. Not connected, or a message paho refuses: MqttError raised here."""
+        loop = asyncio.get_running_loop()
         gone = self._disconnected
         if gone.done():
             raise aiomqtt.MqttError("not connected: the connection was lost")
+        info = self._client.publish(topic, payload, qos, retain, properties)
+        if info.rc != paho.MQTT_ERR_SUCCESS:
+            raise aiomqtt.MqttCodeError(info.rc, "Could not publish message")
+        mid = info.mid
+        result: asyncio.Future[ReasonCode | None] = loop.create_future()
+        if not qos or info.is_published():
+            result.set_result(self._refused.pop(mid, None) if qos else None)
+            return result
+        confirmation = asyncio.Event()
+        self._pending_publishes[mid] = confirmation  # set by aiomqtt's on_publish
+        waiter = asyncio.ensure_future(confirmation.wait())
 
-        async def sent() -> int:  # the packet id, read in the task that published it
-            await self.publish(topic, payload, qos=qos, retain=retain, properties=properties)
-            return _LAST_MID.get()
+        def settle(_: object = None) -> None:
+            if result.done():
+                return
+            timer.cancel()
+            waiter.cancel()
+            gone.remove_done_callback(settle)  # one per message: do not let them pile up
+            self._pending_publishes.pop(mid, None)
+            if confirmation.is_set():
+                result.set_result(self._refused.pop(mid, None))
+            elif gone.done():
+                result.set_exception(
+                    aiomqtt.MqttError("the connection was lost before the broker acknowledged it")
+                )
+            else:
+                result.set_exception(aiomqtt.MqttError("Operation timed out"))
 
-        send = asyncio.ensure_future(sent())
-        waiting: set[asyncio.Future[Any]] = {send, gone}
-        try:
-            await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            lost = not send.done()
-            if lost:
-                send.cancel()
-        if lost:
-            raise aiomqtt.MqttError("the connection was lost before the broker acknowledged it")
-        mid = send.result()
-        return self._refused.pop(mid, None) if qos else None
+        timer = loop.call_later(self.timeout, settle)
+        waiter.add_done_callback(settle)
+        gone.add_done_callback(settle)
+        # a caller that never awaits (it gave up) must not leave "never retrieved" behind
+        result.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return result
 
 
 def service_client(

@@ -43,6 +43,9 @@ class PresenceHandler:
         self.topics = ctx.topics
         self._metrics = ctx.metrics
         self._publish = ctx.link.publish
+        #: a machine's change goes out without waiting for its PUBACK (in order with every
+        #: other publish): the main loop reads the next message meanwhile
+        self._publish_behind = ctx.link.publish_behind
         self._limit = ctx.settings.max_payload_bytes
         self.tracker = tracker
         self.store = store
@@ -100,7 +103,7 @@ class PresenceHandler:
         if effects.view is not None and not self._owns(effects.view.id):
             return
         if effects.publish:
-            await self._publish(effects.publish)
+            await self._publish_behind(effects.publish)
         self.store.enqueue(
             effects.view,
             effects.status_changed,

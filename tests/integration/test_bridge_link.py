@@ -1,0 +1,125 @@
+"""The bridge's publishing link against a real broker behind a slow network.
+
+A machine's change is handed to the connection without waiting for its PUBACK
+(:meth:`Link.publish_behind`), in order with every other publish: the presence path used to
+wait a broker round trip per board entry, which capped a reconnect storm's births at about
+20 machines a second on a busy broker (`plaza bench storm`: the board right again only after
+92-142 s, with every machine reconnected after 10 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from bridge.link import Link
+from bridge.metrics import BridgeMetrics
+from bridge.models import Outbound
+from plaza.mqtt import service_client
+from plaza.settings import Settings
+from tests.conftest import BrokerHandle
+from venue.accounts import BRIDGE_USER
+
+pytestmark = [pytest.mark.integration, pytest.mark.anyio]
+DELAY = 0.3  # each way through the proxy: no PUBACK is back within 2 x DELAY
+
+
+class DelayingProxy:
+    """Forwards TCP to the broker, holding each chunk ``delay`` seconds in both directions."""
+
+    def __init__(self, host: str, port: int, delay: float) -> None:
+        self.upstream = (host, port)
+        self.delay = delay
+        self.port = 0
+        self._server: asyncio.Server | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def __aenter__(self) -> DelayingProxy:
+        self._server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for task in list(self._tasks):
+            task.cancel()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.upstream)
+        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
+            task = asyncio.get_running_loop().create_task(pump)
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+
+        async def release() -> None:
+            while True:
+                due, data = await held.get()
+                await asyncio.sleep(max(0.0, due - time.monotonic()))
+                writer.write(data)
+                await writer.drain()
+
+        releaser = asyncio.get_running_loop().create_task(release())
+        try:
+            with contextlib.suppress(OSError):
+                while data := await reader.read(65536):
+                    held.put_nowait((time.monotonic() + self.delay, data))
+            while not held.empty():  # noqa: ASYNC110 - the releaser drains it
+                await asyncio.sleep(0.05)
+        finally:
+            releaser.cancel()
+            writer.close()
+
+
+async def retained(broker: BrokerHandle, topic: str) -> bytes:
+    async with broker.client("observer", broker.secrets.observer) as sub:
+        await sub.subscribe(topic, qos=1)
+        async with asyncio.timeout(10):
+            async for message in sub.messages:
+                assert isinstance(message.payload, bytes)
+                return message.payload
+    raise AssertionError("no retained message")
+
+
+async def test_publish_behind_hands_board_entries_over_without_waiting_and_keeps_their_order(
+    broker: BrokerHandle, tmp_path: Path
+) -> None:
+    metrics = BridgeMetrics()
+    link = Link(metrics)
+    topic = broker.topics.board("pc-01")
+    async with DelayingProxy(broker.host, broker.port, DELAY) as proxy:
+        settings = Settings(
+            data_dir=tmp_path,
+            mqtt_host="127.0.0.1",
+            mqtt_port=proxy.port,
+            mqtt_username=BRIDGE_USER,
+            mqtt_password=broker.secrets.bridge,
+            service_timeout=10.0,
+        )
+        async with service_client(settings, settings.bridge_id, persistent=False) as client:
+            link.client = client
+            t0 = time.monotonic()
+            for n in range(50):
+                await link.publish_behind(
+                    [Outbound(topic, json.dumps({"n": n}).encode(), retain=True)]
+                )
+            handed = time.monotonic() - t0
+            # an ordinary publish after them waits for its own acknowledgement, and its
+            # message still goes out after the fifty
+            await link.publish([Outbound(topic, b'{"n":50}', retain=True)])
+            acked = time.monotonic() - t0
+            async with asyncio.timeout(10):
+                while metrics.board_published < 51:  # noqa: ASYNC110 - counted behind
+                    await asyncio.sleep(0.05)
+    assert handed < 2 * DELAY, f"50 entries handed over in {handed:.2f} s: it waited for PUBACKs"
+    assert acked >= 2 * DELAY, "the plain publish waited for its acknowledgement"
+    assert json.loads(await retained(broker, topic)) == {"n": 50}, "sent in call order"
+    assert metrics.unsendable == 0
