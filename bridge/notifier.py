@@ -50,6 +50,7 @@ from plaza.inbox import mark_read
 from plaza.messages import (
     AlertSeverity,
     DigestItem,
+    ExtendOffer,
     NotificationAck,
     NotificationEvent,
     NotificationType,
@@ -82,6 +83,10 @@ class Note:
     waitlist_offer: WaitlistOffer | None = None
     #: a suspension: until when
     until: float | None = None
+    #: ``session_ending``: the extension on offer, or when the machine's next booking starts
+    #: (``params`` carries both as local times, ``until`` and ``next``)
+    extend: ExtendOffer | None = None
+    next_starts_at: float | None = None
 
 
 def _texts(note: Note, locale: str) -> tuple[str, str]:
@@ -90,6 +95,9 @@ def _texts(note: Note, locale: str) -> tuple[str, str]:
     params = dict(note.params)
     if note.offer is not None:
         params["offer"] = render("offer", locale, {"alt": note.offer.name})[0]
+    if note.type == "session_ending":
+        then = "extend" if note.extend else "next" if note.next_starts_at else "none"
+        params["then"] = render(f"session_then_{then}", locale, params)[1]
     return render(note.type, locale, params)
 
 
@@ -142,6 +150,8 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[Outb
             offer=note.offer,
             waitlist_offer=note.waitlist_offer,
             until=note.until,
+            extend=note.extend,
+            next_starts_at=note.next_starts_at,
         )
         data: dict[str, Any] = {}
         if note.reservation is not None:
@@ -152,6 +162,10 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[Outb
             data["waitlist_offer"] = note.waitlist_offer.model_dump()
         if note.until is not None:
             data["until"] = note.until
+        if note.extend is not None:
+            data["extend"] = note.extend.model_dump()
+        if note.next_starts_at is not None:
+            data["next_starts_at"] = note.next_starts_at
         rows.append(
             {
                 "id": event.id,
