@@ -6,6 +6,12 @@ Connection sequence (each connection gets a new epoch E):
    presence topics, then publish the retained state (seq restarts at 0 for each epoch);
 3. if the presence topic ever says offline while connected (a late will of an older
    connection overwrote the retained birth), publish the birth again.
+
+The venue floor (docs/protocol.md, "Commands to a machine"): the machine keeps every ``lock``
+by its reason, and no walk-in starts while any is on (:meth:`Machine.walk_in`); a player who
+arrives types their code (:meth:`Machine.start_session_with_code`), which a locked machine
+takes. A warned walk-in (``session_warning``) gets up with probability ``leave_on_warning``
+or plays on into the slot, where the bridge ends the session (``strict``) or tells staff.
 """
 
 from __future__ import annotations
