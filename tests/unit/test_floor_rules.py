@@ -7,6 +7,7 @@ from datetime import UTC, datetime, time, timedelta, timezone
 import pytest
 from pydantic import ValidationError
 
+from bridge.notifier import Note, _texts
 from bridge.presence.board import DeviceView
 from plaza.floor import (
     MAX_POLICY_KINDS,
@@ -21,7 +22,7 @@ from plaza.floor import (
     minutes_left,
     parse_walkin_policy,
 )
-from plaza.messages import MachineState, Slot
+from plaza.messages import AlertSeverity, ExtendOffer, MachineState, Slot
 from plaza.rules import Policy, Status
 from plaza.rules import Slot as RuleSlot
 from plaza.settings import Settings
@@ -222,3 +223,33 @@ def test_a_board_shows_a_machine_kept_free_as_reserved_and_locked(
     assert after.status.value == status
     entry = after.entry(NOW.timestamp())
     assert entry.locked == locked
+
+
+# -- the session_ending texts --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("extend", "next_starts_at", "ko", "en"),
+    [
+        (ExtendOffer(reservation_id="r1", until=1.0), None, "20:10까지 연장", "until 20:10"),
+        (None, 2.0, "다음 예약이 19:30에", "next booking starts at 19:30"),
+        (None, None, "연장할 수 없습니다", "cannot be extended"),
+    ],
+)
+def test_the_session_ending_message_offers_the_extension_or_says_why_not(
+    extend: ExtendOffer | None, next_starts_at: float | None, ko: str, en: str
+) -> None:
+    note = Note(
+        user="ana",
+        topic="plaza/users/ana/notifications",
+        type="session_ending",
+        priority=AlertSeverity.HIGH,
+        params={"name": "PC 7", "minutes": 10, "until": "20:10", "next": "19:30"},
+        extend=extend,
+        next_starts_at=next_starts_at,
+    )
+    title_ko, message_ko = _texts(note, "ko")
+    title_en, message_en = _texts(note, "en")
+    assert (title_ko, title_en) == ("이용 시간 임박", "Session ending")
+    assert message_ko.startswith("PC 7 이용 시간이 10분 남았습니다. ")
+    assert ko in message_ko
+    assert message_en.startswith("Your time on PC 7 ends in 10 min. ")
+    assert en in message_en
