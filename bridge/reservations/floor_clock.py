@@ -183,10 +183,11 @@ class FloorClock:
         if row.ends_at - self.warning > now:
             return Outcome(None)
         writes.changed.append({"id": row.id, "ending_warned_at": now})
-        # the next booking of the machine, or of the player anywhere: an extension stops there
-        after = (
+        # the next booking of the machine, or of the player anywhere (but the seats of the
+        # player's own party, which share the slot): an extension stops there
+        rows = (
             await session.exec(
-                select(Reservation.starts_at, Reservation.device_id)
+                select(Reservation.starts_at, Reservation.device_id, Reservation.party_id)
                 .where(
                     or_(Reservation.device_id == row.device_id, Reservation.player == row.player),
                     is_active(Reservation.status, rules.ACTIVE),
@@ -196,6 +197,8 @@ class FloorClock:
                 .order_by(col(Reservation.starts_at))
             )
         ).all()
+        party = row.party_id
+        after = [(s, d) for s, d, p in rows if d == row.device_id or not party or p != party]
         next_start = min((s for s, _d in after), default=None)
         next_here = min((s for s, d in after if d == row.device_id), default=None)
         slot = slot_of(row)

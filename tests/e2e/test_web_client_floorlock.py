@@ -11,28 +11,18 @@ from __future__ import annotations
 import sqlite3
 import time
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, expect
+from playwright.sync_api import BrowserContext, expect
 
-from tests.e2e.conftest import E2EVenue, log_in, new_context
+from tests.e2e.conftest import E2EVenue, log_in
 from tests.e2e.test_web_client_booking import db_path
 
 pytestmark = pytest.mark.e2e
 SEOUL = ZoneInfo("Asia/Seoul")
 DEVICE = "console-02"
-
-
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = new_context(browser)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
 
 
 def stamp(moment: datetime) -> str:
