@@ -25,6 +25,7 @@ from plaza_sim.machine import Machine
 from tests.conftest import BridgeProcess, BrokerHandle, Seen, Watch, running_bridge
 from tests.integration.helpers import board_of, machine, start, stop
 from tests.integration.reserving import Requester
+from tests.integration.test_keyed_bridges import locks, make_bridge, running, settled
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 LEAD = 3.0  # PLAZA_PRE_SLOT_LOCK in these tests (seconds)
@@ -331,3 +332,35 @@ async def test_the_session_end_warning_comes_once_across_a_bridge_restart_with_a
     finally:
         for b in bridges:
             b.stop()
+
+
+# -- several bridges, keyed routing: the clock is the leader's ----------------------------------
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+async def test_with_keyed_bridges_the_lock_and_the_end_warning_come_once_also_after_failover(
+    broker: BrokerHandle, bridge_settings: Settings, seeded: list[str], db_url: str, tmp_path: Path
+) -> None:
+    kept, playing = seeded[0], seeded[1]
+    env = {"PLAZA_PRE_SLOT_LOCK": str(LEAD), "PLAZA_SESSION_END_WARNING": "6"}
+    bridges = [await make_bridge(broker, bridge_settings, tmp_path, i, **env) for i in range(2)]
+    filters = [f"plaza/devices/{kept}/cmd", f"plaza/devices/{playing}/cmd"]
+    async with (
+        running(bridges),
+        Requester(broker, "player1", broker.secrets.players["player1"]) as p1,
+        Watch(broker.observer(), filters) as watch,
+    ):
+        await settled(db_url, 2)
+        await booked(db_url, kept, start_in=LEAD + 2, user="player2")
+        await booked(db_url, playing, start_in=-600, minutes=10 + 8 / 60, status="checked_in")
+        await watch.wait_for(command(kept, "lock", "reservation"), timeout=10)
+        await p1.notification("session_ending", timeout=10)
+        await watch.wait_for(command(playing, "session_warning", "slot_ending"))
+        _, leader = await locks(db_url)
+        next(b for b in bridges if b.env["PLAZA_BRIDGE_ID"] == leader).kill9()
+        await settled(db_url, 1)
+        await asyncio.sleep(1.5)  # several ticks of the new leader inside both windows
+    locked = [c for c in commands(watch, kept) if c.cmd.value == "lock"]
+    warned = [c for c in commands(watch, playing) if c.cmd.value == "session_warning"]
+    assert len({c.ts for c in locked}) == 1, "locked once (an outbox replay repeats it as is)"
+    assert len({c.ts for c in warned}) == 1
+    assert len({(n.id, n.seq) for n in p1.notifications if n.type == "session_ending"}) == 1
+    assert len(await notes_in_sql(db_url, "session_ending")) == 1
