@@ -1,6 +1,7 @@
-"""Sessions end on time, in the browser (issue 18): the session_ending notification comes as
-a toast with an "extend" button, and the button extends the booking to the offer's end. Real
-venue, real chromium (tests/e2e/conftest.py).
+"""The venue floor in the browser (issue 18): the session_ending notification comes as a
+toast with an "extend" button, and the button extends the booking to the offer's end; a
+machine kept free for a booking says so on its tile. Real venue, real chromium
+(tests/e2e/conftest.py).
 
 The file runs after test_web_client.py (pytest's file order), like the booking file: its
 player keeps a notification in the session-wide e2e venue.
@@ -14,10 +15,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import httpx
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
 from tests.e2e.conftest import E2EVenue, log_in
+from tests.e2e.test_web_client import auth, cancel_all, reserve, tile
 from tests.e2e.test_web_client_booking import db_path
 
 pytestmark = pytest.mark.e2e
@@ -86,3 +89,28 @@ def test_the_session_ending_toast_offers_an_extension_and_its_button_extends(
                 query = "SELECT status FROM reservation WHERE id = ?"
                 (status,) = db.execute(query, (rid,)).fetchone()
         assert status == "completed"
+
+
+def test_a_machine_kept_free_for_a_booking_says_so_on_its_tile_until_the_booking_is_cancelled(
+    e2e_venue: E2EVenue, context: BrowserContext
+) -> None:
+    venue = e2e_venue
+    page = log_in(context, venue, "player1")
+    device = "pc-06"
+    expect(tile(page, device, "available")).to_be_visible()
+    starts = int(time.time()) + 5 * 60  # within PLAZA_PRE_SLOT_LOCK (10 minutes)
+    rid = reserve(venue, "player3", device, starts, 30)
+    try:
+        approved = httpx.post(
+            f"{venue.base_url}/reservations/{rid}/approve",
+            headers=auth(venue, "admin"),
+            timeout=10,
+        )
+        assert approved.status_code == 200, approved.text
+        locked = tile(page, device, "reserved").locator('[data-line="locked"]')
+        expect(locked).to_have_text("예약석 잠김")  # in words, not colour alone
+        assert "예약석 잠김" in (tile(page, device).get_attribute("aria-label") or "")
+    finally:
+        cancel_all(venue, "player3")
+    expect(tile(page, device, "available")).to_be_visible()
+    expect(tile(page, device).locator('[data-line="locked"]')).to_have_count(0)
