@@ -14,13 +14,14 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from sqlalchemy import update
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import make_engine
 from plaza.messages import BoardEntry, DeviceCommand
 from plaza.settings import Settings
-from plaza.tables import Notification, Reservation
+from plaza.tables import Device, Notification, Reservation
 from plaza_sim.machine import Machine
 from tests.conftest import BridgeProcess, BrokerHandle, Seen, Watch, running_bridge
 from tests.integration.helpers import board_of, machine, start, stop
@@ -69,6 +70,18 @@ async def booked(
     finally:
         await engine.dispose()
     return row
+
+
+async def auto_approve(db_url: str, device: str) -> None:
+    engine = make_engine(db_url)
+    try:
+        async with AsyncSession(engine) as session:
+            await session.exec(
+                update(Device).where(col(Device.id) == device).values(auto_approve=True)
+            )
+            await session.commit()
+    finally:
+        await engine.dispose()
 
 
 async def row_of(db_url: str, rid: str) -> Reservation:
@@ -265,6 +278,18 @@ async def test_a_no_show_release_and_a_cancel_unlock_the_machine(
             cancelled = await p2.request(other, op="cancel", reservation_id=c.id)
             assert cancelled.ok, cancelled
             await cmds.wait_for(command(other, "unlock", "reservation"))
+        # a move to another machine unlocks the old one and locks the new one in its turn
+        dest = seeded[4]
+        await auto_approve(db_url, dest)  # (a player's move stays approved there)
+        filters = [f"plaza/devices/{other}/cmd", f"plaza/devices/{dest}/cmd"]
+        async with Watch(broker.observer(), filters) as cmds:
+            mv = await booked(db_url, other, start_in=LEAD, user="player2")
+            await cmds.wait_for(command(other, "lock", "reservation"), timeout=10)
+            mark = cmds.mark()
+            moved = await p2.request(other, op="move", reservation_id=mv.id, device_id=dest)
+            assert moved.ok, moved
+            await cmds.wait_for(command(other, "unlock", "reservation"), since=mark)
+            await cmds.wait_for(command(dest, "lock", "reservation"), since=mark, timeout=10)
 
 
 # -- sessions end on time ------------------------------------------------------------------------
