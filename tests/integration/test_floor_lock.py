@@ -249,7 +249,7 @@ async def test_a_walk_in_overrunning_under_soft_alerts_staff_and_keeps_playing(
         assert m.session.reservation_code is None
 
 
-async def test_a_no_show_release_and_a_cancel_unlock_the_machine(
+async def test_a_no_show_release_a_cancel_and_a_move_unlock_the_machine(
     broker: BrokerHandle, bridge_settings: Settings, seeded: list[str], db_url: str, tmp_path: Path
 ) -> None:
     device, other = seeded[2], seeded[3]
