@@ -129,6 +129,9 @@ class DeviceCommand(Wire):
     reason: str | None = Field(default=None, max_length=200)
     #: ``session_warning``: whole minutes left
     minutes: Annotated[int, Field(ge=0, le=1440)] | None = None
+    #: the venue floor's commands: the reservation concerned (a ``lock`` keeps the machine for
+    #: it, and its ``unlock`` lifts that lock only: two back-to-back slots may each hold one)
+    reservation_id: str | None = Field(default=None, max_length=32)
 
 
 # -- bridge -> everyone ----------------------------------------------------------------------

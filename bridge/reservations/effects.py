@@ -98,7 +98,11 @@ class ReservationEffects:
                 # the machine kept free for this slot is free again (or its player is here)
                 writes.outbox.append(
                     self.device_cmd(
-                        change.before.device_id, CommandName.UNLOCK, now, reason=RESERVATION_LOCK
+                        change.before.device_id,
+                        CommandName.UNLOCK,
+                        now,
+                        reason=RESERVATION_LOCK,
+                        reservation_id=after.id,
                     )
                 )
             self._machine(writes, after, consequence, now)
@@ -407,8 +411,14 @@ class ReservationEffects:
         session: Session | None = None,
         reason: str | None = None,
         minutes: int | None = None,
+        reservation_id: str | None = None,
     ) -> Outbound:
         cmd = DeviceCommand(
-            cmd=name, ts=now.timestamp(), session=session, reason=reason, minutes=minutes
+            cmd=name,
+            ts=now.timestamp(),
+            session=session,
+            reason=reason,
+            minutes=minutes,
+            reservation_id=reservation_id,
         )
         return Outbound(self.topics.cmd(device_id), cmd.encode())

@@ -238,4 +238,7 @@ class FloorClock:
         reason: str,
         minutes: int | None = None,
     ) -> Outbound:
-        return self.effects.device_cmd(row.device_id, name, now, reason=reason, minutes=minutes)
+        """A command to the reservation's machine, naming the reservation."""
+        return self.effects.device_cmd(
+            row.device_id, name, now, reason=reason, minutes=minutes, reservation_id=row.id
+        )

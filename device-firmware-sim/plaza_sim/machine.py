@@ -101,8 +101,9 @@ class Machine:
         self.state = MachineState.IDLE
         self.session: Session | None = None
         self.fault: str | None = None
-        #: the locks the bridge put on the machine, by reason ("reservation", "maintenance"):
-        #: while any is on, no walk-in may start (a reservation's code still may)
+        #: the locks the bridge put on the machine, by reason ("maintenance", or
+        #: "reservation:<id>" for each reservation it is kept for): while any is on, no walk-in
+        #: may start (a reservation's code still may)
         self.locks: set[str] = set()
         #: the last session_warning: (minutes left, reason)
         self.warning: tuple[int, str] | None = None
@@ -268,13 +269,16 @@ class Machine:
             await self._birth()
             await self._publish_state()
         elif cmd.cmd is CommandName.LOCK:
-            self.locks.add(cmd.reason or "lock")
+            self.locks.add(_lock_key(cmd))
         elif cmd.cmd is CommandName.UNLOCK:
-            # a reservation's unlock lifts its own lock only; staff's lifts the rest
-            if cmd.reason == RESERVATION_LOCK:
-                self.locks.discard(RESERVATION_LOCK)
+            # a reservation's unlock lifts its own lock only (one of its reservation's, or
+            # every reservation's when it names none); staff's lifts the rest
+            if cmd.reason == RESERVATION_LOCK and cmd.reservation_id:
+                self.locks.discard(_lock_key(cmd))
+            elif cmd.reason == RESERVATION_LOCK:
+                self.locks = {k for k in self.locks if not _is_reservation_lock(k)}
             else:
-                self.locks &= {RESERVATION_LOCK}
+                self.locks = {k for k in self.locks if _is_reservation_lock(k)}
         elif cmd.cmd is CommandName.START_SESSION:
             await self.set_state(MachineState.IN_USE, cmd.session or self._new_session(3600))
         elif cmd.cmd is CommandName.END_SESSION:
@@ -372,3 +376,13 @@ class Machine:
         await self.set_state(MachineState.FAULT, fault=reason)
         await asyncio.sleep(down_for)
         await self.set_state(MachineState.IDLE)
+
+
+def _lock_key(cmd: DeviceCommand) -> str:
+    """A lock as the machine keeps it: its reason, and the reservation it is for."""
+    reason = cmd.reason or "lock"
+    return f"{reason}:{cmd.reservation_id}" if cmd.reservation_id else reason
+
+
+def _is_reservation_lock(key: str) -> bool:
+    return key == RESERVATION_LOCK or key.startswith(f"{RESERVATION_LOCK}:")

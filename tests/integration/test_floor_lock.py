@@ -166,6 +166,7 @@ async def test_an_idle_machine_is_locked_at_the_lead_time_and_check_in_by_code_u
         lead_left = r.starts_at.timestamp() - time.time()
         assert lead_left <= LEAD + TICK
         assert lead_left > LEAD - 1.5
+        assert DeviceCommand.model_validate_json(locked.payload).reservation_id == r.id
         entry = await watch.wait_for(board(device, lambda e: e.locked == "reservation"))
         assert board_of(entry).status.value == "reserved"
         await asyncio.sleep(0.2)
@@ -177,6 +178,7 @@ async def test_an_idle_machine_is_locked_at_the_lead_time_and_check_in_by_code_u
         unlock = await watch.wait_for(command(device, "unlock", "reservation"), since=mark)
         started = await watch.wait_for(command(device, "start_session"), since=mark)
         assert watch.seen.index(unlock) < watch.seen.index(started), "unlocked, then started"
+        assert DeviceCommand.model_validate_json(unlock.payload).reservation_id == r.id
         await watch.wait_for(
             board(device, lambda e: e.status.value == "in_use" and e.locked is None), since=mark
         )

@@ -1,5 +1,6 @@
-"""The simulated machine keeps its locks by reason (plaza_sim/machine.py): a reservation's
-unlock does not lift staff's maintenance lock, nor the other way round."""
+"""The simulated machine keeps its locks by reason and reservation (plaza_sim/machine.py): a
+reservation's unlock lifts its own lock, not staff's maintenance lock nor another slot's, and
+staff's unlock leaves the reservations' locks on."""
 
 from __future__ import annotations
 
@@ -14,8 +15,11 @@ from plaza_sim.machine import Machine, MachineConfig
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
 
 
-def cmd(name: CommandName, reason: str | None) -> bytes:
-    return DeviceCommand(cmd=name, ts=0.0, reason=reason).encode()
+def cmd(name: CommandName, reason: str | None, reservation: str | None = None) -> bytes:
+    return DeviceCommand(cmd=name, ts=0.0, reason=reason, reservation_id=reservation).encode()
+
+
+LOCK, UNLOCK = CommandName.LOCK, CommandName.UNLOCK
 
 
 @pytest.mark.parametrize(
@@ -40,14 +44,25 @@ def cmd(name: CommandName, reason: str | None) -> bytes:
             {"reservation"},
         ),
         ([(CommandName.LOCK, None), (CommandName.UNLOCK, None)], set()),
+        # back-to-back slots: A's check-in (its unlock) leaves B's lock on
+        ([(LOCK, "reservation", "b"), (UNLOCK, "reservation", "a")], {"reservation:b"}),
+        (
+            [(LOCK, "reservation", "a"), (LOCK, "reservation", "b"), (UNLOCK, "reservation", "a")],
+            {"reservation:b"},
+        ),
+        ([(LOCK, "reservation", "b"), (UNLOCK, "reservation", "b")], set()),
+        (
+            [(LOCK, "reservation", "b"), (LOCK, "maintenance"), (UNLOCK, "maintenance over")],
+            {"reservation:b"},
+        ),
     ],
 )
 async def test_a_machine_keeps_each_lock_until_its_own_unlock(
-    tmp_path: Path, commands: list[tuple[CommandName, str | None]], locks: set[str]
+    tmp_path: Path, commands: list[tuple[CommandName, ...]], locks: set[str]
 ) -> None:
     m = Machine(MachineConfig("pc-01", "pw"), EpochStore(tmp_path / "e.json"), autoplay=False)
-    for name, reason in commands:
-        await m._on_command(cmd(name, reason))
+    for name, *args in commands:
+        await m._on_command(cmd(name, *args))
     assert m.locks == locks
     assert m.locked is bool(locks)
     if locks:
