@@ -29,6 +29,7 @@ from bridge.presence.handler import PresenceHandler
 from bridge.writes import Writes
 from plaza.acl import API_USER
 from plaza.messages import (
+    MAINTENANCE_LOCK,
     AdminCommand,
     CommandName,
     DeviceCommand,
@@ -167,7 +168,7 @@ class AdminDesk:
         )
         if before is None or before.maintenance != row.maintenance:
             name = CommandName.LOCK if row.maintenance else CommandName.UNLOCK
-            reason = "maintenance" if row.maintenance else "maintenance over"
+            reason = MAINTENANCE_LOCK if row.maintenance else "maintenance over"
             cmd = DeviceCommand(cmd=name, ts=ts, reason=reason)
             effects.publish.append(Outbound(self.topics.cmd(device_id), cmd.encode()))
         await self.presence.apply(effects)

@@ -50,6 +50,7 @@ from plaza.inbox import mark_read
 from plaza.messages import (
     AlertSeverity,
     DigestItem,
+    ExtendOffer,
     HelpCall,
     NotificationAck,
     NotificationEvent,
@@ -85,6 +86,10 @@ class Note:
     until: float | None = None
     #: a help call staff acknowledged or resolved
     help: HelpCall | None = None
+    #: ``session_ending``: the extension on offer, or when the machine's next booking starts
+    #: (``params`` carries both as local times, ``until`` and ``next``)
+    extend: ExtendOffer | None = None
+    next_starts_at: float | None = None
 
 
 def _texts(note: Note, locale: str) -> tuple[str, str]:
@@ -93,6 +98,9 @@ def _texts(note: Note, locale: str) -> tuple[str, str]:
     params = dict(note.params)
     if note.offer is not None:
         params["offer"] = render("offer", locale, {"alt": note.offer.name})[0]
+    if note.type == "session_ending":
+        then = "extend" if note.extend else "next" if note.next_starts_at else "none"
+        params["then"] = render(f"session_then_{then}", locale, params)[1]
     return render(note.type, locale, params)
 
 
@@ -146,6 +154,8 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[Outb
             waitlist_offer=note.waitlist_offer,
             until=note.until,
             help=note.help,
+            extend=note.extend,
+            next_starts_at=note.next_starts_at,
         )
         data: dict[str, Any] = {}
         if note.reservation is not None:
@@ -158,6 +168,10 @@ def write_notes(conn: Connection, notes: list[Note], now: datetime) -> list[Outb
             data["until"] = note.until
         if note.help is not None:
             data["help"] = note.help.model_dump(exclude_none=True)
+        if note.extend is not None:
+            data["extend"] = note.extend.model_dump()
+        if note.next_starts_at is not None:
+            data["next_starts_at"] = note.next_starts_at
         rows.append(
             {
                 "id": event.id,

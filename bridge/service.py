@@ -96,6 +96,7 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
         ctx.metrics,
         flap_count=settings.flap_count,
         flap_window=settings.flap_window,
+        pre_slot_lock=settings.pre_slot_lock,
     )
     store = DeviceStore(ctx, removed=tracker.removed)
     boards = BoardRefresher(
@@ -175,7 +176,12 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
         actors=actors,
         desk=desk,
         timers=Timers(
-            ctx, submit=actors.submit, refresh_boards=boards.moved, free=tracker.available
+            ctx,
+            submit=actors.submit,
+            refresh_boards=boards.moved,
+            free=tracker.available,
+            floor=committer.floor,
+            walk_ins=tracker.walk_ins,
         ),
         admin=admin,
         notifier=notifier,

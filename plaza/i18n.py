@@ -129,6 +129,23 @@ TEXTS: dict[str, dict[str, tuple[str, str]]] = {
         "ko": ("도움 요청 완료", "{name}에서의 도움 요청이 처리되었습니다."),
         "en": ("Help call resolved", "Your call for help at {name} is resolved."),
     },
+    # the venue floor (issue 18): ``then`` is one of the three session_then_* texts below
+    "session_ending": {
+        "ko": ("이용 시간 임박", "{name} 이용 시간이 {minutes}분 남았습니다. {then}"),
+        "en": ("Session ending", "Your time on {name} ends in {minutes} min. {then}"),
+    },
+    "session_then_extend": {
+        "ko": ("", "{until}까지 연장할 수 있습니다."),
+        "en": ("", "You can extend it until {until}."),
+    },
+    "session_then_next": {
+        "ko": ("", "다음 예약이 {next}에 시작하여 연장할 수 없습니다."),
+        "en": ("", "The next booking starts at {next}: no extension."),
+    },
+    "session_then_none": {
+        "ko": ("", "연장할 수 없습니다."),
+        "en": ("", "It cannot be extended."),
+    },
 }
 
 
@@ -182,6 +199,12 @@ ALERTS: dict[str, tuple[str, str]] = {
     "help_resolved": (
         "{staff}: {user}님의 호출({name}) 처리 완료",
         "{staff} resolved {user}'s call at {name}",
+    ),
+    "walk_in_overrun": (
+        "{name}({id}) 예약 {start} 시작: 워크인 이용자가 아직 사용 중입니다 (soft 정책, "
+        "세션을 종료하지 않았습니다). 자리를 안내해 주세요.",
+        "{name} ({id}): the {start} booking has started and a walk-in is still playing "
+        "(soft policy: not ended); please seat the player",
     ),
     "bridge_backlog": (
         "브리지 이상: 명령 {count}건 대기 중 (한도 {limit})",

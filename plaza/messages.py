@@ -108,6 +108,16 @@ class CommandName(StrEnum):
     END_SESSION = "end_session"
     #: the session's reservation was extended: ``session.ends_at`` is the new end
     EXTEND_SESSION = "extend_session"
+    #: the session has ``minutes`` left: a walk-in before a reserved slot (reason
+    #: ``reservation``), or a checked-in slot about to end (reason ``slot_ending``)
+    SESSION_WARNING = "session_warning"
+
+
+#: the reason on a reservation's ``lock`` and ``unlock``, and on the ``end_session`` of a
+#: walk-in that overran into a reserved slot (docs/protocol.md, "Commands to a machine")
+RESERVATION_LOCK = "reservation"
+#: the reason on staff's maintenance ``lock``
+MAINTENANCE_LOCK = "maintenance"
 
 
 class DeviceCommand(Wire):
@@ -117,6 +127,11 @@ class DeviceCommand(Wire):
     ts: float
     session: Session | None = None
     reason: str | None = Field(default=None, max_length=200)
+    #: ``session_warning``: whole minutes left
+    minutes: Annotated[int, Field(ge=0, le=1440)] | None = None
+    #: the venue floor's commands: the reservation concerned (a ``lock`` keeps the machine for
+    #: it, and its ``unlock`` lifts that lock only: two back-to-back slots may each hold one)
+    reservation_id: str | None = Field(default=None, max_length=32)
 
 
 # -- bridge -> everyone ----------------------------------------------------------------------
@@ -163,6 +178,9 @@ class BoardEntry(Wire):
     #: ``"staff"``: a machine without an agent (a console, a cabinet); staff set its state and
     #: it is never offline (``online`` is then always true). Absent for machines with an agent.
     managed: Literal["staff"] | None = None
+    #: the machine is locked: ``reservation`` (kept free for the next slot, no walk-in may
+    #: start) or ``maintenance``; absent when it is not
+    locked: Literal["reservation", "maintenance"] | None = None
 
     @field_validator("epoch", mode="before")
     @classmethod
@@ -472,7 +490,15 @@ NotificationType = Literal[
     "suspension_lifted",
     "help_acknowledged",
     "help_resolved",
+    "session_ending",
 ]
+
+
+class ExtendOffer(Wire):
+    """``session_ending``: the slot may be extended (the ``extend`` op) up to ``until``."""
+
+    reservation_id: str
+    until: float
 
 
 class RebookOffer(Wire):
@@ -516,6 +542,10 @@ class NotificationEvent(Wire):
     until: float | None = None
     #: ``help_acknowledged``, ``help_resolved``: the call
     help: HelpCall | None = None
+    #: ``session_ending``: an extension on offer (the machine is free after the slot), or,
+    #: when it is not, when the machine's next booking starts
+    extend: ExtendOffer | None = None
+    next_starts_at: float | None = None
 
 
 class NotificationAck(Wire):

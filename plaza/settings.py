@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from plaza.floor import MAX_POLICY_LENGTH, WalkinPolicies, parse_walkin_policy
 from plaza.topics import valid_id
 
 #: client ids of services (bridge, api, observer) start with this; machine ids may not
@@ -151,6 +152,15 @@ class Settings(BaseSettings):
     flood_disable_after: int = Field(default=50, ge=0)
     cool_off: float = Field(default=300, gt=0)
     timer_tick: float = Field(default=1.0, gt=0)
+    #: the venue floor (issue 18, plaza/floor.py): an approved slot's machine is locked this
+    #: long (seconds) before it starts; a checked-in slot's player and machine are warned this
+    #: long before it ends; the warning offers an extension of at most extension_offer
+    #: (seconds, up to the machine's next booking)
+    pre_slot_lock: float = Field(default=600, ge=0, le=86400)
+    session_end_warning: float = Field(default=600, ge=0, le=86400)
+    extension_offer: float = Field(default=3600, gt=0, le=86400)
+    #: a default and per-kind overrides: "strict", "soft", "strict,console=soft"
+    walkin_policy: str = Field(default="strict", max_length=MAX_POLICY_LENGTH)
     #: several bridges: a distinct client id each, and an MQTT 5 shared-subscription group
     #: for requests (PostgreSQL only: SQL, not one actor, then decides between bridges)
     bridge_id: str = Field(default="plaza-bridge", min_length=1, max_length=64)
@@ -232,6 +242,12 @@ class Settings(BaseSettings):
     log_max_bytes: int = Field(default=10 * 1024 * 1024, ge=1024)
     log_backups: int = Field(default=5, ge=1, le=100)
 
+    @field_validator("walkin_policy")
+    @classmethod
+    def _walkin_policy(cls, value: str) -> str:
+        parse_walkin_policy(value)
+        return value
+
     @field_validator("topic_root")
     @classmethod
     def _root_is_one_level(cls, value: str) -> str:
@@ -295,6 +311,11 @@ class Settings(BaseSettings):
     def intake_id(self) -> str:
         """The client id of the bridge's intake connection (its account is bound to it)."""
         return f"{self.bridge_id}{INTAKE_SUFFIX}"
+
+    @property
+    def walkin_policies(self) -> WalkinPolicies:
+        """PLAZA_WALKIN_POLICY, parsed (validated when the settings were made)."""
+        return parse_walkin_policy(self.walkin_policy)
 
     def mqtt_password_value(self) -> str | None:
         return self.mqtt_password.get_secret_value() if self.mqtt_password else None

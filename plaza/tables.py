@@ -133,6 +133,12 @@ class Reservation(SQLModel, table=True):
     party_id: str | None = Field(default=None, index=True, max_length=32)
     #: a held machine (``status`` held: a waitlist offer) lapses at this moment
     hold_until: datetime | None = _ts(default=None)
+    #: the venue floor's once-markers (plaza/floor.py): the machine was locked for the slot
+    #: (and a walk-in warned), a walk-in still playing at the start was ended or staff
+    #: alerted, the checked-in player was warned before the end
+    locked_at: datetime | None = _ts(default=None)
+    overrun_at: datetime | None = _ts(default=None)
+    ending_warned_at: datetime | None = _ts(default=None)
 
 
 #: PostgreSQL: no two *holding* reservations (:data:`RESERVATION_HOLDING`: approved, checked

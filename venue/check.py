@@ -42,7 +42,7 @@ import os
 import re
 import sys
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -197,6 +197,9 @@ class CheckOptions:
     #: the retained set is complete when no message arrived for this long
     quiet: float = 0.5
     read_timeout: float = 30.0
+    #: PLAZA_PRE_SLOT_LOCK: a board shows a machine locked (and reserved) this long before an
+    #: approved slot
+    pre_slot_lock: float = 600.0
 
 
 # -- the invariants (pure) -------------------------------------------------------------------
@@ -391,8 +394,11 @@ def _slot_text(slot: Slot | None) -> str:
     return "none" if slot is None else f"{slot.reservation_id} ({slot.status})"
 
 
-def board_problems(facts: SqlFacts, retained: Retained) -> list[Problem]:
-    """The retained board against the machines' retained presence and state, and SQL."""
+def board_problems(
+    facts: SqlFacts, retained: Retained, pre_slot_lock: float = 600.0
+) -> list[Problem]:
+    """The retained board against the machines' retained presence and state, and SQL
+    (``pre_slot_lock``: the bridge's PLAZA_PRE_SLOT_LOCK, for the lock a board shows)."""
     problems = [
         Problem("board", topic, f"unreadable retained payload: {why}")
         for topic, why in retained.unreadable
@@ -415,7 +421,21 @@ def board_problems(facts: SqlFacts, retained: Retained) -> list[Problem]:
                     Problem("board", device_id, "no board entry, but the machine has reported")
                 )
             continue
-        found = _entry_problems(entry, device, presence, state, current, nxt)
+        expected = DeviceView(
+            id=device.id,
+            name=device.name,
+            kind=device.kind,
+            zone=device.zone,
+            maintenance=device.maintenance,
+            online=entry.online,
+            state=entry.state,
+            current_slot=current,
+            next_slot=nxt,
+            lock_lead=pre_slot_lock,
+            agent=device.agent,
+        )
+        expected = replace(expected, locked=expected.derive_lock(facts.now.timestamp()))
+        found = _entry_problems(entry, device, presence, state, expected)
         problems += [Problem("board", device_id, message) for message in found]
     return problems
 
@@ -425,9 +445,11 @@ def _entry_problems(
     device: DeviceRow,
     presence: Presence | None,
     state: DeviceState | None,
-    current: Slot | None,
-    nxt: Slot | None,
+    view: DeviceView,
 ) -> Iterator[str]:
+    """What is wrong with one board entry; ``view``: the machine as the board should show it
+    (SQL's slots and the entry's own presence and state)."""
+    current, nxt = view.current_slot, view.next_slot
     if not device.agent:  # staff set its state: no presence or state of its own to compare
         if entry.managed != "staff" or not entry.online:
             yield "a machine without an agent not shown as staff-managed and online"
@@ -464,24 +486,15 @@ def _entry_problems(
         )
     if _slot_differs(entry.next_slot, nxt):
         yield f"board next slot {_slot_text(entry.next_slot)} but SQL has {_slot_text(nxt)}"
-    expected = DeviceView(
-        id=device.id,
-        name=device.name,
-        kind=device.kind,
-        zone=device.zone,
-        maintenance=device.maintenance,
-        online=entry.online,
-        state=entry.state,
-        current_slot=current,
-        next_slot=nxt,
-        agent=device.agent,
-    ).derive_status()
+    expected = view.derive_status()
     if entry.status is not expected:
         yield (
             f"board status {entry.status.value}, but online={entry.online}, state "
             f"{entry.state.value}, maintenance={device.maintenance} and SQL's slots make it "
             f"{expected.value}"
         )
+    if entry.locked != view.locked:
+        yield f"board says locked={entry.locked} but SQL's slots make it locked={view.locked}"
 
 
 def find_problems(facts: SqlFacts, retained: Retained, options: CheckOptions) -> list[Problem]:
@@ -490,7 +503,7 @@ def find_problems(facts: SqlFacts, retained: Retained, options: CheckOptions) ->
         *command_effects(facts),
         *outbox_problems(facts, options.grace),
         *notification_problems(facts, options.digest_interval),
-        *board_problems(facts, retained),
+        *board_problems(facts, retained, options.pre_slot_lock),
     ]
 
 
@@ -713,7 +726,7 @@ async def check(options: CheckOptions) -> Report:
         facts, retained = await asyncio.gather(
             read_sql(options, topics), read_retained(options, topics)
         )
-        again = board_problems(facts, retained)
+        again = board_problems(facts, retained, options.pre_slot_lock)
         problems = [p for p in problems if p.invariant != "board"]
         problems += [p for p in again if (p.invariant, p.subject) in board]
     return Report(sorted(problems), facts, retained)
@@ -751,6 +764,7 @@ def options_from(args: argparse.Namespace, settings: Settings) -> CheckOptions:
         since=timedelta(hours=args.since),
         notification_window=timedelta(seconds=settings.outbox_sent_retention - 3600),
         settle=args.settle,
+        pre_slot_lock=settings.pre_slot_lock,
     )
 
 

@@ -36,6 +36,10 @@ class NotificationPublic(BaseModel):
     #: ``waitlist_offer``: the held machine; ``booking_suspended``: until when (Unix seconds)
     waitlist_offer: dict[str, Any] | None = None
     until: float | None = None
+    #: ``session_ending``: the extension on offer ``{reservation_id, until}``, or when the
+    #: machine's next booking starts (Unix seconds)
+    extend: dict[str, Any] | None = None
+    next_starts_at: float | None = None
 
 
 class NotificationPage(BaseModel):
@@ -71,6 +75,8 @@ def _public(row: Notification) -> NotificationPublic:
         offer=data.get("offer"),
         waitlist_offer=data.get("waitlist_offer"),
         until=data.get("until"),
+        extend=data.get("extend"),
+        next_starts_at=data.get("next_starts_at"),
     )
 
 

@@ -8,8 +8,12 @@ and committed once at bridge start, before anything is published.
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
+from typing import Literal
 
 from plaza.messages import BoardEntry, BoardStatus, MachineState, Session, Slot
+from plaza.rules import Status
+
+LockReason = Literal["reservation", "maintenance"]
 
 GENERATION_SHIFT = 2**32
 
@@ -35,6 +39,21 @@ class DeviceView:
     next_slot: Slot | None = None
     #: False: no agent (a console, a cabinet): staff set its state, it is never offline
     agent: bool = True
+    #: PLAZA_PRE_SLOT_LOCK (seconds): an approved slot's machine is locked this long before
+    lock_lead: float = 0.0
+    #: derived like ``status``: "reservation" or "maintenance" while the machine is locked
+    locked: LockReason | None = None
+
+    def derive_lock(self, ts: float) -> LockReason | None:
+        """Locked for maintenance, or kept free for an approved slot under way or starting
+        within ``lock_lead`` (see plaza/floor.py); None when walk-ins may sit down."""
+        if self.maintenance or self.state is MachineState.MAINTENANCE:
+            return "maintenance"
+        approved = Status.APPROVED.value
+        for slot in (self.current_slot, self.next_slot):
+            if slot and slot.status == approved and slot.starts_at - self.lock_lead <= ts:
+                return "reservation"
+        return None
 
     def derive_status(self) -> BoardStatus:
         if self.maintenance or self.state is MachineState.MAINTENANCE:
@@ -47,7 +66,7 @@ class DeviceView:
             return BoardStatus.IN_USE
         if self.current_slot is not None and self.current_slot.status == BoardStatus.HELD.value:
             return BoardStatus.HELD
-        if self.current_slot is not None:
+        if self.current_slot is not None or self.locked == "reservation":
             return BoardStatus.RESERVED
         return BoardStatus.AVAILABLE
 
@@ -60,6 +79,7 @@ class DeviceView:
     def advanced(self, generation: int, ts: float, **changes: object) -> DeviceView:
         """A copy with ``changes`` applied, the status re-derived and the version bumped."""
         nxt = replace(self, **changes)  # type: ignore[arg-type]
+        nxt = replace(nxt, locked=nxt.derive_lock(ts))
         status = nxt.derive_status()
         base = generation * GENERATION_SHIFT
         version = max(self.version, base) + 1
@@ -83,4 +103,5 @@ class DeviceView:
             since=self.since,
             ts=ts,
             managed=None if self.agent else "staff",
+            locked=self.locked,
         )

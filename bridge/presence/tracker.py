@@ -21,6 +21,7 @@ from bridge.alerts import make_alert
 from bridge.metrics import BridgeMetrics
 from bridge.models import Outbound
 from bridge.presence.board import DeviceView
+from plaza.floor import is_walk_in
 from plaza.messages import (
     AdminAlert,
     AlertSeverity,
@@ -63,8 +64,11 @@ class PresenceTracker:
         *,
         flap_count: int = 4,
         flap_window: float = 300.0,
+        pre_slot_lock: float = 0.0,
     ) -> None:
         self.topics = topics
+        #: PLAZA_PRE_SLOT_LOCK: boards show a machine locked this long before its slot
+        self.pre_slot_lock = pre_slot_lock
         self.flap_count = flap_count
         self.flap_window = flap_window
         #: when each machine came online lately, and when it was last reported as flapping
@@ -202,7 +206,8 @@ class PresenceTracker:
     def set_slots(self, device: str, current: Slot | None, nxt: Slot | None, ts: float) -> Effects:
         """The machine's current and next reservation slots changed (or time moved on)."""
         view = self._view(device)
-        if (view.current_slot, view.next_slot) == (current, nxt):
+        same = (view.current_slot, view.next_slot) == (current, nxt)
+        if same and view.locked == view.derive_lock(ts):  # (a lock window may have opened)
             return Effects()
         return self._advance(view, ts, current_slot=current, next_slot=nxt)
 
@@ -219,7 +224,20 @@ class PresenceTracker:
             )
         ]
 
+    def walk_ins(self) -> set[str]:
+        """The machines in a walk-in session now: online, in use, no reservation code."""
+        return {
+            v.id
+            for v in self.views.values()
+            if v.online
+            and is_walk_in(
+                v.state is MachineState.IN_USE, v.session.reservation_code if v.session else None
+            )
+            and v.id not in self.removed
+        }
+
     def _advance(self, view: DeviceView, ts: float, **changes: object) -> Effects:
+        changes.setdefault("lock_lead", self.pre_slot_lock)
         new = view.advanced(self.generation, ts, **changes)
         self.views[new.id] = new
         effects = Effects(view=new, status_changed=new.status is not view.status)

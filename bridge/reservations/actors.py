@@ -20,7 +20,8 @@ from plaza.messages import Reply
 
 log = logging.getLogger(__name__)
 
-TimerOp = Literal["remind"]
+#: the clock's own jobs: the reminder, and the venue floor's (bridge/reservations/floor_clock.py)
+TimerOp = Literal["remind", "lock", "overrun", "ending"]
 #: the actor of the venue-level commands (parties, the waitlist): a queue of its own, beside
 #: the machines' (no machine id can be this: ``~`` is not allowed in one)
 VENUE_QUEUE = "~venue"
@@ -42,6 +43,8 @@ class Job:
     initiated_by: str | None = None
     #: the clock's job (the leader's, for any machine; see bridge/partitions.py)
     clock: bool = False
+    #: a ``lock`` job: the machine is in a walk-in session (the tracker's view at the tick)
+    walk_in: bool = False
     future: asyncio.Future[Reply | None] = field(
         default_factory=lambda: asyncio.get_running_loop().create_future()
     )

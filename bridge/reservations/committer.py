@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Connection
 from sqlalchemy.exc import IntegrityError
@@ -34,6 +34,7 @@ from bridge.reservations.actors import VENUE_QUEUE, Job, Outcome
 from bridge.reservations.batch_runner import Committed
 from bridge.reservations.board_rows import board_ask, board_slots, by_device
 from bridge.reservations.effects import ReservationEffects
+from bridge.reservations.floor_clock import FLOOR_TIMERS, FloorClock
 from bridge.reservations.slotbook import SlotBook
 from bridge.reservations.slots import policy_from, public, slot_of
 from bridge.reservations.waitlist_rows import line_messages
@@ -61,7 +62,10 @@ class Committer:
         self.settings = ctx.settings
         self.topics = ctx.topics
         self.policy = policy_from(ctx.settings)
-        self.effects = ReservationEffects(ctx.topics, self.policy)
+        self.effects = ReservationEffects(
+            ctx.topics, self.policy, pre_slot_lock=timedelta(seconds=ctx.settings.pre_slot_lock)
+        )
+        self.floor = FloorClock(ctx.settings, ctx.topics, self.effects)
         #: batches redone on the careful path after a constraint refused them
         self.careful_batches = 0
 
@@ -153,6 +157,9 @@ class Committer:
         writes = Writes()
         if job.timer == "remind":
             outcome = await self._remind(session, job, now, writes)
+            return outcome, await writes.flush(session, self._outbox.max_packet)
+        if job.timer in FLOOR_TIMERS:
+            outcome = await self.floor.render(session, job, now, writes)
             return outcome, await writes.flush(session, self._outbox.max_packet)
         cmd = job.command
         assert cmd is not None

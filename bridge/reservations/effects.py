@@ -12,7 +12,7 @@ started: :data:`plaza.rules.REFUSED_CHECK_IN_ON_MACHINE`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from bridge.alerts import make_alert
@@ -23,7 +23,9 @@ from bridge.reservations.actors import Job, Outcome
 from bridge.reservations.slots import entry_public, offer_of, public
 from bridge.writes import Writes
 from plaza import rules
+from plaza.floor import in_lock_window, lock_released
 from plaza.messages import (
+    RESERVATION_LOCK,
     AlertSeverity,
     CommandName,
     ConflictSlot,
@@ -53,9 +55,13 @@ class DeviceFacts(Protocol):
 class ReservationEffects:
     """Renders decisions into :class:`~bridge.writes.Writes` (see the module docstring)."""
 
-    def __init__(self, topics: Topics, policy: rules.Policy) -> None:
+    def __init__(
+        self, topics: Topics, policy: rules.Policy, *, pre_slot_lock: timedelta = timedelta(0)
+    ) -> None:
         self.topics = topics
         self.policy = policy
+        #: PLAZA_PRE_SLOT_LOCK: a slot's machine is locked this long before it starts
+        self.pre_slot_lock = pre_slot_lock
 
     def apply(
         self,
@@ -87,6 +93,19 @@ class ReservationEffects:
             name = names.get(after.device_id, after.device_id)
             consequence = rules.AMENDED.get(cmd.op) or rules.CONSEQUENCES[after.status]
             self.announce(writes, after, now, name, notify=notify, consequence=consequence)
+            if change.before is not None and lock_released(
+                change.before, after, now, self.pre_slot_lock
+            ):
+                # the machine kept free for this slot is free again (or its player is here)
+                writes.outbox.append(
+                    self.device_cmd(
+                        change.before.device_id,
+                        CommandName.UNLOCK,
+                        now,
+                        reason=RESERVATION_LOCK,
+                        reservation_id=after.id,
+                    )
+                )
             self._machine(writes, after, consequence, now)
             if after.status is Status.CHECKED_IN and (
                 change.before is None or change.before.status is not Status.CHECKED_IN
@@ -148,6 +167,9 @@ class ReservationEffects:
                     "reminded_at": None,
                     "party_id": after.party_id or None,
                     "hold_until": after.hold_until,
+                    "locked_at": None,
+                    "overrun_at": None,
+                    "ending_warned_at": None,
                 }
             )
             return
@@ -157,8 +179,12 @@ class ReservationEffects:
         if after.starts_at != before.starts_at:
             row["starts_at"] = after.starts_at
             row["reminded_at"] = None  # a new start: remind again
+        moved = (after.device_id, after.starts_at) != (before.device_id, before.starts_at)
+        if moved and in_lock_window(before, now, self.pre_slot_lock):
+            row["locked_at"] = row["overrun_at"] = None  # lock the new machine / slot again
         if after.ends_at != before.ends_at:
             row["ends_at"] = after.ends_at
+            row["ending_warned_at"] = None  # a new end: warn before it again
         if after.hold_until != before.hold_until:
             row["hold_until"] = after.hold_until
         writes.changed.append(row)
@@ -391,6 +417,15 @@ class ReservationEffects:
         *,
         session: Session | None = None,
         reason: str | None = None,
+        minutes: int | None = None,
+        reservation_id: str | None = None,
     ) -> Outbound:
-        cmd = DeviceCommand(cmd=name, ts=now.timestamp(), session=session, reason=reason)
+        cmd = DeviceCommand(
+            cmd=name,
+            ts=now.timestamp(),
+            session=session,
+            reason=reason,
+            minutes=minutes,
+            reservation_id=reservation_id,
+        )
         return Outbound(self.topics.cmd(device_id), cmd.encode())

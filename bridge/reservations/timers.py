@@ -12,6 +12,9 @@ condition inside the transaction, so nothing is sent twice. Machines whose curre
 slot changed because time passed get their boards refreshed. With several bridges
 (bridge/partitions.py) only the leader submits due jobs (marked ``clock``: the committer
 fences them against the machine's owner); every bridge refreshes the boards it owns.
+The venue floor's timers (keeping a reserved seat free, the warning before a session ends)
+are :class:`FloorClock`'s queries, run here beside the rest; a slot's lock window opening is
+a boundary too (its board shows it locked).
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from bridge.context import BridgeContext
 from bridge.reservations.actors import Job
+from bridge.reservations.floor_clock import FloorClock
 from plaza import rules
 from plaza.tables import Reservation, WaitlistEntry
 
@@ -40,6 +44,8 @@ class Timers:
         submit: Callable[[Job], None],
         refresh_boards: Callable[[set[str]], None],
         free: Callable[[], list[tuple[str, str, float | None]]] = list,
+        floor: FloorClock | None = None,
+        walk_ins: Callable[[], set[str]] = set,
     ) -> None:
         self.settings = ctx.settings
         self._reads = ctx.reads
@@ -49,6 +55,10 @@ class Timers:
         #: the machines free right now (the presence tracker's live view): id, kind, and when
         #: their next reservation starts; the waitlist's offers are made on them
         self._free = free
+        #: the venue floor's jobs (lock before a slot, a walk-in's overrun, the end warning),
+        #: and the machines in a walk-in session right now (the presence tracker's view)
+        self._floor = floor
+        self._walk_ins = walk_ins
         self._in_flight: set[tuple[str, str]] = set()
         #: timer jobs submitted
         self.submitted = 0
@@ -130,16 +140,37 @@ class Timers:
                     )
                     for r in rows
                 ]
-            crossed = (
-                await session.exec(
-                    select(Reservation.device_id).where(
-                        col(Reservation.status).in_(sorted(s.value for s in rules.ACTIVE)),
-                        ((col(Reservation.starts_at) > last) & (col(Reservation.starts_at) <= now))
-                        | ((col(Reservation.ends_at) > last) & (col(Reservation.ends_at) <= now)),
+            crossed = list(
+                (
+                    await session.exec(
+                        select(Reservation.device_id).where(
+                            col(Reservation.status).in_(sorted(s.value for s in rules.ACTIVE)),
+                            (
+                                (col(Reservation.starts_at) > last)
+                                & (col(Reservation.starts_at) <= now)
+                            )
+                            | (
+                                (col(Reservation.ends_at) > last)
+                                & (col(Reservation.ends_at) <= now)
+                            ),
+                        )
                     )
-                )
-            ).all()
+                ).all()
+            )
             jobs += await self._offers(session, now, system)
+            if self._floor is not None:
+                jobs += await self._floor.due(session, now, self._walk_ins)
+                # an approved slot's lock window opened: its board shows it locked
+                lead = self._floor.lead
+                crossed += (
+                    await session.exec(
+                        select(Reservation.device_id).where(
+                            Reservation.status == rules.Status.APPROVED.value,
+                            col(Reservation.starts_at) > last + lead,
+                            col(Reservation.starts_at) <= now + lead,
+                        )
+                    )
+                ).all()
         return jobs, set(crossed)
 
     async def _offers(self, session: AsyncSession, now: datetime, system: rules.Actor) -> list[Job]:

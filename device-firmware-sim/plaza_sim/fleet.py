@@ -134,10 +134,11 @@ class Fleet:
         rebirths = sum(m.stats.rebirths for m in self.machines)
         sessions = sum(m.stats.sessions for m in self.machines)
         commands = sum(m.stats.commands for m in self.machines)
+        bumped = sum(m.stats.bumped for m in self.machines)
         return (
             f"sim summary after {elapsed:.0f}s: {len(self.machines)} machines, "
-            f"{connects} connections, {rebirths} rebirths, {sessions} walk-in sessions, "
-            f"{commands} commands answered; {self.line()}"
+            f"{connects} connections, {rebirths} rebirths, {sessions} walk-in sessions "
+            f"({bumped} ended for a reservation), {commands} commands answered; {self.line()}"
         )
 
     async def _progress(self, every: float, out: TextIO) -> None:

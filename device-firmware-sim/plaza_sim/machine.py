@@ -6,6 +6,12 @@ Connection sequence (each connection gets a new epoch E):
    presence topics, then publish the retained state (seq restarts at 0 for each epoch);
 3. if the presence topic ever says offline while connected (a late will of an older
    connection overwrote the retained birth), publish the birth again.
+
+The venue floor (docs/protocol.md, "Commands to a machine"): the machine keeps every ``lock``
+by its reason, and no walk-in starts while any is on (:meth:`Machine.walk_in`); a player who
+arrives types their code (:meth:`Machine.start_session_with_code`), which a locked machine
+takes. A warned walk-in (``session_warning``) gets up with probability ``leave_on_warning``
+or plays on into the slot, where the bridge ends the session (``strict``) or tells staff.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from plaza.messages import (
+    RESERVATION_LOCK,
     CommandName,
     DeviceCommand,
     DeviceState,
@@ -65,6 +72,10 @@ class MachineStats:
     sessions: int = 0
     commands: int = 0
     bad_commands: int = 0
+    #: session_warning commands received, and sessions ended for a reservation (a walk-in
+    #: that overran into a reserved slot)
+    warnings: int = 0
+    bumped: int = 0
     faults: dict[str, int] = field(default_factory=dict)
 
 
@@ -90,13 +101,24 @@ class Machine:
         self.state = MachineState.IDLE
         self.session: Session | None = None
         self.fault: str | None = None
-        self.locked = False
+        #: the locks the bridge put on the machine, by reason ("maintenance", or
+        #: "reservation:<id>" for each reservation it is kept for): while any is on, no walk-in
+        #: may start (a reservation's code still may)
+        self.locks: set[str] = set()
+        #: the last session_warning: (minutes left, reason)
+        self.warning: tuple[int, str] | None = None
+        #: a warned walk-in leaves with this probability instead of overrunning into the slot
+        self.leave_on_warning = 0.5
         self.epoch = epochs.current(config.device)
         self.seq = -1
         self.relay: Relay | None = None
         self._client: aiomqtt.Client | None = None
         self._down_until = 0.0
         self._stopping = False
+
+    @property
+    def locked(self) -> bool:
+        return bool(self.locks)
 
     # -- lifecycle ---------------------------------------------------------------------------
     async def run(self) -> None:
@@ -247,13 +269,28 @@ class Machine:
             await self._birth()
             await self._publish_state()
         elif cmd.cmd is CommandName.LOCK:
-            self.locked = True
+            self.locks.add(_lock_key(cmd))
         elif cmd.cmd is CommandName.UNLOCK:
-            self.locked = False
+            # a reservation's unlock lifts its own lock only (one of its reservation's, or
+            # every reservation's when it names none); staff's lifts the rest
+            if cmd.reason == RESERVATION_LOCK and cmd.reservation_id:
+                self.locks.discard(_lock_key(cmd))
+            elif cmd.reason == RESERVATION_LOCK:
+                self.locks = {k for k in self.locks if not _is_reservation_lock(k)}
+            else:
+                self.locks = {k for k in self.locks if _is_reservation_lock(k)}
         elif cmd.cmd is CommandName.START_SESSION:
             await self.set_state(MachineState.IN_USE, cmd.session or self._new_session(3600))
         elif cmd.cmd is CommandName.END_SESSION:
+            if cmd.reason == RESERVATION_LOCK:
+                self.stats.bumped += 1
             await self.set_state(MachineState.IDLE)
+        elif cmd.cmd is CommandName.SESSION_WARNING:
+            self.stats.warnings += 1
+            self.warning = (cmd.minutes or 0, cmd.reason or "")
+            walk_in = self.session is not None and not self.session.reservation_code
+            if walk_in and self.autoplay and self.rng.random() < self.leave_on_warning:
+                await self.set_state(MachineState.IDLE)  # the walk-in gets up in time
         elif cmd.cmd is CommandName.EXTEND_SESSION and self.session and cmd.session:
             # the reservation was extended: the session runs to its new end
             longer = self.session.model_copy(update={"ends_at": cmd.session.ends_at})
@@ -276,16 +313,27 @@ class Machine:
             if self.locked or self.state is not MachineState.IDLE:
                 continue
             minutes = self.rng.uniform(20, 90)
-            self.stats.sessions += 1
-            await self.set_state(MachineState.IN_USE, self._new_session(minutes * 60))
+            # (a walk-in may overrun into a reserved slot: the bridge warns, then ends it)
+            if not await self.walk_in(minutes):
+                continue
             session = self.session
             await asyncio.sleep(minutes * 60 / self.speed)
             if self.session is session:  # nobody ended or replaced it meanwhile
                 await self.set_state(MachineState.IDLE)
 
     async def start_session_with_code(self, code: str, minutes: float = 60) -> None:
-        """A player typed a reservation's short code on the machine."""
+        """A player typed a reservation's short code on the machine (a locked machine takes
+        it: the lock keeps the seat for exactly this player)."""
         await self.set_state(MachineState.IN_USE, self._new_session(minutes * 60, code))
+
+    async def walk_in(self, minutes: float = 60) -> bool:
+        """A walk-in player sits down: a session without a code, unless the machine is
+        locked (kept free for a reservation) or busy. True if it started."""
+        if self.locked or self.state is not MachineState.IDLE:
+            return False
+        self.stats.sessions += 1
+        await self.set_state(MachineState.IN_USE, self._new_session(minutes * 60))
+        return True
 
     # -- faults ------------------------------------------------------------------------------
     def _count(self, kind: str) -> None:
@@ -328,3 +376,13 @@ class Machine:
         await self.set_state(MachineState.FAULT, fault=reason)
         await asyncio.sleep(down_for)
         await self.set_state(MachineState.IDLE)
+
+
+def _lock_key(cmd: DeviceCommand) -> str:
+    """A lock as the machine keeps it: its reason, and the reservation it is for."""
+    reason = cmd.reason or "lock"
+    return f"{reason}:{cmd.reservation_id}" if cmd.reservation_id else reason
+
+
+def _is_reservation_lock(key: str) -> bool:
+    return key == RESERVATION_LOCK or key.startswith(f"{RESERVATION_LOCK}:")

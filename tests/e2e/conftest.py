@@ -274,6 +274,16 @@ def new_context(browser: Browser, width: int = 1280, height: int = 860) -> Brows
     return context
 
 
+@pytest.fixture
+def context(browser: Browser) -> Iterator[BrowserContext]:
+    """A fresh browser context for one test (its own storage and cookies), closed after."""
+    ctx = new_context(browser)
+    try:
+        yield ctx
+    finally:
+        ctx.close()
+
+
 def log_in(context: BrowserContext, venue: E2EVenue, user: str, query: str = "") -> Page:
     """Open the web client, log in over its form, and wait until the live link is up."""
     page = context.new_page()

@@ -29,15 +29,6 @@ from tests.e2e.test_web_client import at, auth, book, cancel_all, clock_range, r
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def context(browser: Browser) -> Iterator[BrowserContext]:
-    ctx = new_context(browser)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
-
-
 def api(venue: E2EVenue, method: str, path: str, user: str, **kw: Any) -> httpx.Response:
     reply = httpx.request(
         method, f"{venue.base_url}{path}", headers=auth(venue, user), timeout=10, **kw

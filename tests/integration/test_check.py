@@ -328,4 +328,6 @@ async def test_a_board_that_disagrees_with_the_machines_or_sql_fails_it(venue: V
     assert any(s == d[3] and m.startswith("board version ") for s, m in board)
     assert (d[3], "board current slot none but SQL has now-on-3 (approved)") in board
     assert ("ghost-01", "board entry for a machine SQL does not know") in board
-    assert len(report.problems) == 7, report.summary()  # d[3]'s status too (reserved)
+    # the slot under way keeps d[3] free for its player (issue 18): the board shows no lock
+    assert (d[3], "board says locked=None but SQL's slots make it locked=reservation") in board
+    assert len(report.problems) == 8, report.summary()  # d[3]'s status too (reserved)

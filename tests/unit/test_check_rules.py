@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from bridge.presence.board import DeviceView
 from plaza.messages import BoardEntry, BoardStatus, MachineState, Slot
 from venue.broker import CONFIG_SOURCE, render_config
 from venue.check import (
@@ -119,6 +120,17 @@ def test_plaza_check_takes_a_staff_managed_board_entry_as_it_is_meant() -> None:
         ts=1.0,
         managed="staff",
     )
-    assert list(_entry_problems(entry, device, None, None, None, checked_in)) == []
+    view = DeviceView(
+        id="desk-1",
+        name="Desk 1",
+        kind="console",
+        zone="c",
+        online=True,
+        state=MachineState.IDLE,
+        next_slot=checked_in,
+        agent=False,
+    )
+    assert list(_entry_problems(entry, device, None, None, view)) == []
     with_agent = dataclasses.replace(device, agent=True)
-    assert list(_entry_problems(entry, with_agent, None, None, None, checked_in)) != []
+    agent_view = dataclasses.replace(view, agent=True)
+    assert list(_entry_problems(entry, with_agent, None, None, agent_view)) != []

@@ -11,7 +11,7 @@ import { AdminPanel } from "./admin.js";
 import { Board, BoardView } from "./board.js";
 import { Booking, requestId } from "./booking.js";
 import { errorText, outcomeUnknown } from "./errors.js";
-import { applyI18n, currentLocale, dateTime, onLocaleChange, range, setLocale, t } from "./i18n.js";
+import { applyI18n, clock, currentLocale, dateTime, onLocaleChange, range, setLocale, t } from "./i18n.js";
 import { icon } from "./icons.js";
 import { Notifications } from "./notifications.js";
 import { PartyBooking } from "./party.js";
@@ -274,6 +274,25 @@ async function extendReservation(id) {
   else flash(errorText(reply.error), "error");
 }
 
+/** A session_ending notification's offer: extend the booking to the latest end it allows. */
+async function extendToOffer(offer, reservation) {
+  const id = offer.reservation_id;
+  const device = session.mine.items.get(id)?.device_id || reservation?.device_id;
+  if (!device) return false;
+  const key = `extend:${id}:${offer.until}`;
+  const body = { op: "extend", reservation_id: id, ends_at: offer.until };
+  const reply = await command(device, body, key);
+  if (!outcomeUnknown(reply.error)) requestIds.delete(key);
+  if (reply.ok) {
+    session.mine.upsert(reply.reservation);
+    flash(t("notif.extended", { time: clock(offer.until) }));
+    return true;
+  }
+  if (outcomeUnknown(reply.error)) unconfirmed();
+  else flash(errorText(reply.error), "error");
+  return false;
+}
+
 async function cancelParty(partyId) {
   const key = `cancel-party:${partyId}`;
   const reply = await command(null, { op: "cancel_party", party_id: partyId }, key);
@@ -365,6 +384,7 @@ function startSession(user) {
     user: user.username,
     onOffer: takeOffer,
     onTake: (offer) => session.waitlist.take(offer),
+    onExtend: extendToOffer,
   });
   const booking = new Booking($("#booking"), {
     board,

@@ -89,6 +89,8 @@ function compareTiles(a, b) {
 export function tileLines(entry, now = Date.now() / 1000) {
   if (entry.polled) return [["polled", t("board.stale")]];
   const lines = entry.managed === "staff" ? [["managed", t("board.managed")]] : [];
+  // kept free for a booking (issue 18): no walk-in may start; said in words, not colour
+  if (entry.locked === "reservation") lines.push(["locked", t("board.locked")]);
   if (entry.status === "in_use" && entry.session?.ends_at) {
     lines.push(["session", t("board.session_left", { time: duration(entry.session.ends_at - now) })]);
   }

@@ -4,8 +4,10 @@
 // GET /me/notifications?after=SEQ (the REST backlog, asked on every (re)connect). Each has a
 // per-player `seq`; a seq we already hold is dropped (delivery is at-least-once). Texts come
 // rendered in the player's language by the bridge. The last 50 are kept in localStorage.
-// A waitlist offer's toast counts down to the end of its hold and takes the machine.
+// A waitlist offer's toast counts down to the end of its hold and takes the machine; a
+// session_ending one offers to extend the booking (extend.js).
 
+import { ExtendOffers } from "./extend.js";
 import { dateTime, duration, t, tOr } from "./i18n.js";
 
 const KEEP = 50;
@@ -15,7 +17,7 @@ function keyOf(n) {
 }
 
 export class Notifications extends EventTarget {
-  constructor({ list, toasts, polite, assertive, badge, user, onOffer, onTake = async () => false }) {
+  constructor({ list, toasts, polite, assertive, badge, user, onOffer, onTake = async () => false, onExtend }) {
     super();
     this.list = list;
     this.toasts = toasts;
@@ -38,6 +40,14 @@ export class Notifications extends EventTarget {
     list.addEventListener("click", (e) => this.clickOffer(e));
     toasts.addEventListener("click", (e) => this.clickOffer(e));
     toasts.addEventListener("click", (e) => this.clickTake(e));
+    this.extends = new ExtendOffers({ onExtend }); // session_ending: extend the booking
+    const find = (id) => this.items.find((item) => item.id === id);
+    const used = () => {
+      for (const b of this.toasts.querySelectorAll("button[data-extend-offer]")) b.remove();
+      this.render();
+    };
+    this.extends.bind(list, find, used);
+    this.extends.bind(toasts, find, used);
     this.render();
   }
 
@@ -223,6 +233,8 @@ export class Notifications extends EventTarget {
     body.append(strong, p);
     const offer = this.offerButton(n);
     if (offer) body.append(offer);
+    const extend = this.extends.button(n);
+    if (extend) body.append(extend);
     const holding = this.takeButton(n, body);
     const close = document.createElement("button");
     close.type = "button";
@@ -289,6 +301,8 @@ export class Notifications extends EventTarget {
       li.append(head, p);
       const offer = this.offerButton(n);
       if (offer) li.append(offer);
+      const extend = this.extends?.button(n);
+      if (extend) li.append(extend);
       this.list.append(li);
     }
   }
