@@ -25,6 +25,7 @@ from bridge.context import BridgeContext
 from bridge.models import Incoming, Outbound
 from bridge.notifier import Note
 from bridge.presence.handler import PresenceHandler
+from bridge.presence.store import position_of
 from bridge.writes import Writes
 from plaza.acl import API_USER
 from plaza.messages import (
@@ -149,6 +150,7 @@ class AdminDesk:
             zone=row.zone,
             maintenance=row.maintenance,
             ts=ts,
+            pos=position_of(row),
         )
         if before is None or before.maintenance != row.maintenance:
             name = CommandName.LOCK if row.maintenance else CommandName.UNLOCK

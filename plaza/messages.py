@@ -140,6 +140,13 @@ class Slot(Wire):
     status: str
 
 
+class Position(Wire):
+    """Where a machine stands on the floor map: metres from the top left corner (plaza.floor)."""
+
+    x: float
+    y: float
+
+
 class BoardEntry(Wire):
     """``board/{d}`` (retained): the merged view of one machine. Clients keep the highest
     ``version`` they have seen and ignore anything lower."""
@@ -159,6 +166,8 @@ class BoardEntry(Wire):
     next_slot: Slot | None = None
     #: when ``status`` last changed; absent until it first has (``0`` means never)
     since: float | None = None
+    #: its place on the floor map; absent while it has none
+    pos: Position | None = None
     ts: float
 
     @field_validator("epoch", mode="before")

@@ -51,6 +51,9 @@ class DeviceBase(SQLModel):
     zone: str = Field(default="main", max_length=40)
     auto_approve: bool = False
     maintenance: bool = False
+    #: where it stands on the floor (metres from the floor's top left corner; None: not placed)
+    x: float | None = None
+    y: float | None = None
 
 
 class Device(DeviceBase, table=True):
@@ -75,6 +78,8 @@ class DeviceStatusChange(SQLModel, table=True):
     """Append-only history of a machine's board status."""
 
     __tablename__ = "device_status_change"
+    #: a machine's history in a window, and its last change before it (utilization)
+    __table_args__ = (sa.Index("ix_device_status_change_device_at", "device_id", "at"),)
 
     id: int | None = Field(default=None, primary_key=True)
     device_id: str = Field(foreign_key="device.id", index=True, max_length=48, ondelete="CASCADE")
@@ -83,6 +88,18 @@ class DeviceStatusChange(SQLModel, table=True):
     state: str = Field(max_length=20)
     epoch: int = Field(sa_type=sa.BigInteger)
     at: datetime = _ts(default_factory=utcnow, index=True)
+
+
+class FloorZone(SQLModel, table=True):
+    """A zone of the floor map: ``id`` is the ``zone`` machines name, ``outline_json`` its
+    outline (a JSON list of ``[x, y]`` points, metres; plaza.floor checks it)."""
+
+    __tablename__ = "floor_zone"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=80)
+    outline_json: str
+    updated_at: datetime = _ts(default_factory=utcnow)
 
 
 class Alert(SQLModel, table=True):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 
-from plaza.messages import BoardEntry, BoardStatus, MachineState, Session, Slot
+from plaza.messages import BoardEntry, BoardStatus, MachineState, Position, Session, Slot
 
 GENERATION_SHIFT = 2**32
 
@@ -33,6 +33,7 @@ class DeviceView:
     since: float = 0.0
     current_slot: Slot | None = None
     next_slot: Slot | None = None
+    pos: Position | None = None
 
     def derive_status(self) -> BoardStatus:
         if self.maintenance or self.state is MachineState.MAINTENANCE:
@@ -73,5 +74,6 @@ class DeviceView:
             current_slot=self.current_slot,
             next_slot=self.next_slot,
             since=self.since,
+            pos=self.pos,
             ts=ts,
         )

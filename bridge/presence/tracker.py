@@ -29,6 +29,7 @@ from plaza.messages import (
     DeviceState,
     DeviceStatusEvent,
     MachineState,
+    Position,
     Presence,
     Slot,
 )
@@ -148,11 +149,25 @@ class PresenceTracker:
         effects.publish.append(Outbound(self.topics.admin_alerts, alert.encode()))
 
     def configure(
-        self, device: str, *, name: str, kind: str, zone: str, maintenance: bool, ts: float
+        self,
+        device: str,
+        *,
+        name: str,
+        kind: str,
+        zone: str,
+        maintenance: bool,
+        ts: float,
+        pos: Position | None = None,
     ) -> Effects:
         """An admin changed the machine's configuration (SQL is already written)."""
         view = self._view(device)
-        changes = {"name": name, "kind": kind, "zone": zone, "maintenance": maintenance}
+        changes = {
+            "name": name,
+            "kind": kind,
+            "zone": zone,
+            "maintenance": maintenance,
+            "pos": pos,
+        }
         if all(getattr(view, k) == v for k, v in changes.items()) and view.version > 0:
             return Effects()
         return self._advance(view, ts, **changes)

@@ -1,0 +1,39 @@
+"""The floor map and the occupancy figures (issue 18).
+
+Machines get a position on the floor (``x``, ``y`` in metres, nullable: a machine not placed
+yet); ``floor_zone`` is new (a zone's id, as in ``device.zone``, its name and its outline, a
+JSON list of ``[x, y]`` points). ``device_status_change`` gets a ``(device_id, at)`` index:
+the utilization report reads a machine's history in a window and its last change before it.
+
+Revision 0016, after 0013.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+revision = "0016"
+down_revision = "0013"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("device") as batch:
+        batch.add_column(sa.Column("x", sa.Float(), nullable=True))
+        batch.add_column(sa.Column("y", sa.Float(), nullable=True))
+    op.create_table(
+        "floor_zone",
+        sa.Column("id", sa.String(40), primary_key=True),
+        sa.Column("name", sa.String(80), nullable=False),
+        sa.Column("outline_json", sa.String(), nullable=False),
+        sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    )
+    op.create_index(
+        "ix_device_status_change_device_at", "device_status_change", ["device_id", "at"]
+    )
+
+
+def downgrade() -> None:
+    raise NotImplementedError("downgrades are not supported: restore the backup taken before")
