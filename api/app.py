@@ -35,6 +35,7 @@ from api.metrics import ApiMetrics
 from api.routes import (
     accounts,
     devices,
+    floor,
     notifications,
     operations,
     reservations,
@@ -213,6 +214,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (
         accounts.router,
         devices.router,
+        floor.router,
         reservations.router,
         waitlist.router,
         operations.router,

@@ -79,7 +79,10 @@ class DeviceStatusChange(SQLModel, table=True):
 
     __tablename__ = "device_status_change"
     #: a machine's history in a window, and its last change before it (utilization)
-    __table_args__ = (sa.Index("ix_device_status_change_device_at", "device_id", "at"),)
+    __table_args__ = (
+        sa.Index("ix_device_status_change_device_at", "device_id", "at"),
+        sa.Index("ix_device_status_change_window", "at", "device_id", "status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     device_id: str = Field(foreign_key="device.id", index=True, max_length=48, ondelete="CASCADE")

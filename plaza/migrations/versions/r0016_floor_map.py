@@ -2,8 +2,9 @@
 
 Machines get a position on the floor (``x``, ``y`` in metres, nullable: a machine not placed
 yet); ``floor_zone`` is new (a zone's id, as in ``device.zone``, its name and its outline, a
-JSON list of ``[x, y]`` points). ``device_status_change`` gets a ``(device_id, at)`` index:
-the utilization report reads a machine's history in a window and its last change before it.
+JSON list of ``[x, y]`` points). ``device_status_change`` gets two indexes for the
+utilization report (plaza.history): ``(device_id, at)`` finds a machine's last change before
+a window, and ``(at, device_id, status)`` covers the window's changes.
 
 Revision 0016, after 0013.
 """
@@ -32,6 +33,9 @@ def upgrade() -> None:
     )
     op.create_index(
         "ix_device_status_change_device_at", "device_status_change", ["device_id", "at"]
+    )
+    op.create_index(
+        "ix_device_status_change_window", "device_status_change", ["at", "device_id", "status"]
     )
 
 

@@ -1,0 +1,110 @@
+"""The utilization report's reads: a window of status history and reservations, for
+plaza.utilization (which computes; this module only reads).
+
+Four statements, each bounded by what the window holds:
+
+- the machines (of one zone, or all);
+- each machine's last status change before the window (scalar subqueries per machine, each
+  one probe of the ``(device_id, at)`` index);
+- the changes inside ``[start, end)``: a range of the covering ``(at, device_id, status)``
+  index, never the table (history is kept 400 days: a month is a small part of it), in
+  ``at`` order (the index's), grouped here by machine;
+- the reservations overlapping the window that held or decided a slot.
+
+Times come back as seconds since the epoch, computed by the database (SQLite ``julianday``,
+PostgreSQL ``extract(epoch ...)``): a month of 300 machines is some 150,000 changes, and
+parsing that many datetimes in Python would be most of the report's time
+(`plaza bench utilization`). tests/integration/test_query_plans.py checks on SQLite that no
+statement scans the history.
+"""
+
+from __future__ import annotations
+
+import functools
+import itertools
+from datetime import datetime, tzinfo
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from plaza import utilization
+from plaza.tables import Device, DeviceStatusChange, Reservation, table_of
+
+_DEV = table_of(Device)
+_HIST = table_of(DeviceStatusChange)
+_RES = table_of(Reservation)
+_INNER = _HIST.alias("earlier")
+_UNIX_EPOCH_JULIAN = 2440587.5
+
+
+def epoch(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[float]:
+    """``column`` (a UTC timestamp) as seconds since the epoch, computed in SQL."""
+    if dialect == "sqlite":
+        return (sa.func.julianday(column) - _UNIX_EPOCH_JULIAN) * 86400.0
+    return sa.cast(sa.extract("epoch", column), sa.Float)
+
+
+@functools.cache
+def statements(dialect: str, zoned: bool) -> tuple[sa.Select[Any], ...]:
+    """(machines, last change before, changes inside, reservations) for ``dialect``;
+    ``zoned``: of the ``zone`` bound."""
+    in_zone = (_DEV.c.zone == sa.bindparam("zone"),) if zoned else ()
+    machines = sa.select(_DEV.c.id, _DEV.c.zone).where(*in_zone)
+
+    def last_before(column: sa.ColumnElement[Any]) -> sa.ScalarSelect[Any]:
+        return (
+            sa.select(column)
+            .where(_INNER.c.device_id == _DEV.c.id, _INNER.c.at < sa.bindparam("start"))
+            .order_by(_INNER.c.at.desc())
+            .limit(1)
+            .scalar_subquery()
+        )
+
+    before = sa.select(
+        _DEV.c.id, last_before(epoch(_INNER.c.at, dialect)), last_before(_INNER.c.status)
+    ).where(*in_zone)
+    inside = (
+        sa.select(_HIST.c.device_id, epoch(_HIST.c.at, dialect), _HIST.c.status)
+        .where(_HIST.c.at >= sa.bindparam("start"), _HIST.c.at < sa.bindparam("end"))
+        .order_by(_HIST.c.at)
+    )
+    bookings = sa.select(
+        _RES.c.device_id,
+        epoch(_RES.c.starts_at, dialect).label("starts_at"),
+        epoch(_RES.c.ends_at, dialect).label("ends_at"),
+        _RES.c.status,
+    ).where(
+        _RES.c.starts_at < sa.bindparam("end"),
+        _RES.c.ends_at > sa.bindparam("start"),
+        _RES.c.status.in_(sorted(utilization.BOOKED | utilization.DECIDED)),
+    )
+    return machines, before, inside, bookings
+
+
+async def read(
+    conn: AsyncConnection, *, start: datetime, end: datetime, zone: str | None, tz: tzinfo
+) -> utilization.Utilization:
+    """The figures of ``[start, end)`` (of ``zone``'s machines, or every machine)."""
+    machines, before, inside, bookings = statements(conn.dialect.name, zone is not None)
+    bound: dict[str, Any] = {"start": start, "end": end}
+    if zone is not None:
+        bound["zone"] = zone
+    zones: dict[str, str] = dict((await conn.execute(machines, bound)).tuples().all())
+    # (device, at) order without a sort: the window's rows come in ``at`` order (the index)
+    runs: dict[str, list[tuple[str, float, str]]] = {device: [] for device in zones}
+    for device, at, status in (await conn.execute(before, bound)).tuples():
+        if at is not None and device in runs:
+            runs[device].append((device, at, status))
+    for row in (await conn.execute(inside, bound)).tuples().all():
+        if (run := runs.get(row[0])) is not None:
+            run.append(row)
+    held = (await conn.execute(bookings, bound)).tuples().all()
+    return utilization.compute(
+        start=start.timestamp(),
+        end=end.timestamp(),
+        zones=zones,
+        changes=itertools.chain.from_iterable(runs.values()),
+        bookings=held,
+        tz=tz,
+    )
