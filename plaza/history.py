@@ -39,9 +39,10 @@ _UNIX_EPOCH_JULIAN = 2440587.5
 
 
 def epoch(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[float]:
-    """``column`` (a UTC timestamp) as seconds since the epoch, computed in SQL."""
+    """``column`` (a UTC timestamp) as seconds since the epoch, computed in SQL (SQLite's
+    julianday is a float of days: rounded to the millisecond, so 10:00 is not 09:59:59.9999)."""
     if dialect == "sqlite":
-        return (sa.func.julianday(column) - _UNIX_EPOCH_JULIAN) * 86400.0
+        return sa.func.round((sa.func.julianday(column) - _UNIX_EPOCH_JULIAN) * 86400.0, 3)
     return sa.cast(sa.extract("epoch", column), sa.Float)
 
 
@@ -90,16 +91,16 @@ async def read(
     bound: dict[str, Any] = {"start": start, "end": end}
     if zone is not None:
         bound["zone"] = zone
-    zones: dict[str, str] = dict((await conn.execute(machines, bound)).tuples().all())
+    zones: dict[str, str] = dict((await conn.execute(machines, bound)).all())
     # (device, at) order without a sort: the window's rows come in ``at`` order (the index)
     runs: dict[str, list[tuple[str, float, str]]] = {device: [] for device in zones}
-    for device, at, status in (await conn.execute(before, bound)).tuples():
+    for device, at, status in (await conn.execute(before, bound)):
         if at is not None and device in runs:
             runs[device].append((device, at, status))
-    for row in (await conn.execute(inside, bound)).tuples().all():
+    for row in (await conn.execute(inside, bound)).all():
         if (run := runs.get(row[0])) is not None:
             run.append(row)
-    held = (await conn.execute(bookings, bound)).tuples().all()
+    held = (await conn.execute(bookings, bound)).all()
     return utilization.compute(
         start=start.timestamp(),
         end=end.timestamp(),

@@ -88,7 +88,11 @@ def _hour(moment: datetime) -> datetime:
 @router.get(
     "/admin/utilization",
     tags=["admin"],
-    responses=responses(401, 403, 422),
+    response_model=UtilizationPublic,
+    responses={
+        200: {"content": {"text/csv": {"schema": {"type": "string"}}}},
+        **responses(401, 403, 422),
+    },
     summary="Occupancy per zone and hour, the heatmap, sessions and the no-show rate",
 )
 async def get_utilization(
