@@ -8,7 +8,7 @@ Four statements, each bounded by what the window holds:
   one probe of the ``(device_id, at)`` index);
 - the changes inside ``[start, end)``: a range of the covering ``(at, device_id, status)``
   index, never the table (history is kept 400 days: a month is a small part of it), in
-  ``at`` order (the index's), grouped here by machine;
+  ``at`` order (the index's), so no sort is needed anywhere;
 - the reservations overlapping the window that held or decided a slot.
 
 Times come back as seconds since the epoch, computed by the database (SQLite ``julianday``,
@@ -92,20 +92,15 @@ async def read(
     if zone is not None:
         bound["zone"] = zone
     zones: dict[str, str] = dict((await conn.execute(machines, bound)).all())
-    # (device, at) order without a sort: the window's rows come in ``at`` order (the index)
-    runs: dict[str, list[tuple[str, float, str]]] = {device: [] for device in zones}
-    for device, at, status in (await conn.execute(before, bound)):
-        if at is not None and device in runs:
-            runs[device].append((device, at, status))
-    for row in (await conn.execute(inside, bound)).all():
-        if (run := runs.get(row[0])) is not None:
-            run.append(row)
+    # in time order: every change before the window, then the window's (the index's order)
+    earlier = [row for row in await conn.execute(before, bound) if row[1] is not None]
+    inside_rows = (await conn.execute(inside, bound)).all()
     held = (await conn.execute(bookings, bound)).all()
     return utilization.compute(
         start=start.timestamp(),
         end=end.timestamp(),
         zones=zones,
-        changes=itertools.chain.from_iterable(runs.values()),
+        changes=itertools.chain(earlier, inside_rows),
         bookings=held,
         tz=tz,
     )

@@ -173,9 +173,11 @@ def test_staff_drag_a_machine_and_another_screen_sees_it_move(
         staff.keyboard.press("ArrowLeft")
         keyed = round(dragged_x - 1.0, 1)
         expect(seat(watcher, MOVED)).to_have_attribute("data-x", f"{keyed:g}")
-        # a move off the floor is refused: the map stays where the bridge says
+        # a move past the floor's edge stops at the edge (y = 0), here and everywhere
+        assert dragged_y < 6
         for _ in range(3):
             staff.keyboard.press("Shift+ArrowUp")
+        expect(seat(watcher, MOVED)).to_have_attribute("data-y", "0")
         expect(seat(watcher, MOVED)).to_have_attribute("data-x", f"{keyed:g}")
     finally:
         move(venue, MOVED, headers, x=start[0], y=start[1])

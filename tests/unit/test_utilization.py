@@ -81,7 +81,13 @@ def test_occupancy_and_sessions_follow_the_status_history(
     short: int,
     average: float | None,
 ) -> None:
-    result = compute(start=T0, end=T0 + 2 * H, zones=ZONES, changes=changes, bookings=[])
+    result = compute(
+        start=T0,
+        end=T0 + 2 * H,
+        zones=ZONES,
+        changes=sorted(changes, key=lambda c: c.at),
+        bookings=[],
+    )
     assert hours(result, "a") == [(float(a), float(b), round(c, 4)) for a, b, c in expected_a]
     assert hours(result, "b") == [(0.0, 0.0, 0.0), (0.0, 0.0, 0.0)]
     assert (result.sessions, result.short_sessions, result.average_session) == (
@@ -138,7 +144,13 @@ def test_reservations_give_booked_time_and_the_no_show_rate(
 
 def test_a_partial_hour_counts_only_its_seconds_inside_the_window() -> None:
     changes = [Change("vr-1", T0, "in_use")]
-    result = compute(start=T0 + 30 * M, end=T0 + 90 * M, zones=ZONES, changes=changes, bookings=[])
+    result = compute(
+        start=T0 + 30 * M,
+        end=T0 + 90 * M,
+        zones=ZONES,
+        changes=sorted(changes, key=lambda c: c.at),
+        bookings=[],
+    )
     b = [(r.start, r.seconds, r.in_use, r.occupancy) for r in result.hours if r.zone == "b"]
     assert b == [(T0, 30 * M, 30 * M, 1.0), (T0 + H, 30 * M, 30 * M, 1.0)]
 
@@ -155,7 +167,12 @@ def test_the_heatmap_folds_hours_onto_local_weekday_and_hour() -> None:
         Change("vr-1", T0 + week + 30 * M, "available"),
     ]
     result = compute(
-        start=T0, end=T0 + 2 * week, zones={"vr-1": "b"}, changes=changes, bookings=[], tz=seoul
+        start=T0,
+        end=T0 + 2 * week,
+        zones={"vr-1": "b"},
+        changes=sorted(changes, key=lambda c: c.at),
+        bookings=[],
+        tz=seoul,
     )
     cells = {(c.weekday, c.hour): c.occupancy for c in result.heatmap}
     assert len(cells) == 7 * 24
