@@ -16,6 +16,11 @@ H, M = 3600.0, 60.0
 ZONES = {"pc-1": "a", "pc-2": "a", "vr-1": "b"}
 
 
+def in_time(changes: list[Change]) -> list[Change]:
+    """``compute`` takes the history in time order, as plaza.history reads it."""
+    return sorted(changes, key=lambda c: c.at)
+
+
 def hours(result: object, zone: str) -> list[tuple[float, float, float]]:
     return [
         (round(r.in_use / M, 3), round(r.booked / M, 3), round(r.occupancy, 4))
@@ -85,7 +90,7 @@ def test_occupancy_and_sessions_follow_the_status_history(
         start=T0,
         end=T0 + 2 * H,
         zones=ZONES,
-        changes=sorted(changes, key=lambda c: c.at),
+        changes=in_time(changes),
         bookings=[],
     )
     assert hours(result, "a") == [(float(a), float(b), round(c, 4)) for a, b, c in expected_a]
@@ -148,7 +153,7 @@ def test_a_partial_hour_counts_only_its_seconds_inside_the_window() -> None:
         start=T0 + 30 * M,
         end=T0 + 90 * M,
         zones=ZONES,
-        changes=sorted(changes, key=lambda c: c.at),
+        changes=in_time(changes),
         bookings=[],
     )
     b = [(r.start, r.seconds, r.in_use, r.occupancy) for r in result.hours if r.zone == "b"]
@@ -170,7 +175,7 @@ def test_the_heatmap_folds_hours_onto_local_weekday_and_hour() -> None:
         start=T0,
         end=T0 + 2 * week,
         zones={"vr-1": "b"},
-        changes=sorted(changes, key=lambda c: c.at),
+        changes=in_time(changes),
         bookings=[],
         tz=seoul,
     )
