@@ -141,18 +141,9 @@ def compute(
     acc_of = {d: in_use[z] for d, z in zones.items()}
 
     runs: dict[str, list[Any]] = {}  # device -> [status, since]
-
-    def ended(device: str, since: float, upto: float) -> None:
-        """A run of ``in_use`` from ``since`` to ``upto`` (a change, or the end)."""
-        a, b = max(since, start), min(upto, end)
-        if a < b:
-            _spread(acc_of[device], a, b, first)
-        if upto < end and start <= since:
-            length = upto - since
-            out.sessions += 1
-            out.session_seconds += length
-            out.short_sessions += length < SHORT_SESSION
-
+    sessions = short = 0
+    session_seconds = 0.0
+    # the hot loop (one turn per change): the run's hours and its session, inline
     for device, at, now in changes:
         run = runs.get(device)
         if run is None:
@@ -162,11 +153,26 @@ def compute(
         if now == run[0] or at >= end:
             continue  # the same status again (an online flag changed): one run
         if run[0] == IN_USE:
-            ended(device, run[1], at)
+            since = run[1]
+            if since >= start:
+                length = at - since
+                sessions += 1
+                session_seconds += length
+                short += length < SHORT_SESSION
+            else:
+                since = start
+            if since < at:
+                acc = acc_of[device]
+                i = int((since - first) // HOUR)
+                if at <= first + (i + 1) * HOUR:
+                    acc[i] += at - since  # most runs end in the hour they began
+                else:
+                    _spread(acc, since, at, first)
         run[0], run[1] = now, at
     for device, (status, since) in runs.items():
-        if status == IN_USE:
-            ended(device, since, end)  # still going: its hours count, it is no session
+        if status == IN_USE and max(since, start) < end:
+            _spread(acc_of[device], max(since, start), end, first)  # still going: no session
+    out.sessions, out.short_sessions, out.session_seconds = sessions, short, session_seconds
 
     for held, starts_at, ends_at, outcome in bookings:
         where = zones.get(held)
