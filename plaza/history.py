@@ -9,7 +9,8 @@ Four statements, each bounded by what the window holds:
 - the changes inside ``[start, end)``: a range of the covering ``(at, device_id, status)``
   index, never the table (history is kept 400 days: a month is a small part of it), in
   ``at`` order (the index's), so no sort is needed anywhere;
-- the reservations overlapping the window that held or decided a slot.
+- the reservations overlapping the window that held or decided a slot (a range of the
+  ``ends_at`` index; never the status index, see plaza.tables.is_active).
 
 Times come back as seconds since the epoch, computed by the database (SQLite ``julianday``,
 PostgreSQL ``extract(epoch ...)``): a month of 300 machines is some 150,000 changes, and
@@ -29,8 +30,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from plaza import utilization
-from plaza.tables import Device, DeviceStatusChange, Reservation, table_of
+from plaza import rules, utilization
+from plaza.tables import Device, DeviceStatusChange, Reservation, is_active, table_of
 
 _DEV = table_of(Device)
 _HIST = table_of(DeviceStatusChange)
@@ -77,9 +78,14 @@ def statements(dialect: str, zoned: bool) -> tuple[sa.Select[Any], ...]:
         epoch(_RES.c.ends_at, dialect).label("ends_at"),
         _RES.c.status,
     ).where(
-        _RES.c.starts_at < sa.bindparam("end"),
+        # seek ``ends_at > start`` (the window and later); ``starts_at < end`` holds for every
+        # reservation ever made before it, so it is kept out of the index's reach
+        sa.func.coalesce(_RES.c.starts_at, _RES.c.starts_at) < sa.bindparam("end"),
         _RES.c.ends_at > sa.bindparam("start"),
-        _RES.c.status.in_(sorted(utilization.BOOKED | utilization.DECIDED)),
+        # not the status index: every reservation ever completed shares a few values
+        is_active(
+            _RES.c.status, [rules.Status(s) for s in utilization.BOOKED | utilization.DECIDED]
+        ),
     )
     return machines, before, inside, bookings
 
