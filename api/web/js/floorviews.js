@@ -1,7 +1,7 @@
 // The floor views of a session: the board's grid/map toggle (the choice is kept per browser;
 // the wall screen, ?wall=1, shows the map unless ?view=grid), and for staff the floor editor
-// and the occupancy card. app.js calls reload() at start and on every (re)connect, relabel()
-// when the language changes.
+// and the occupancy card. app.js calls reload() at start and on every (re)connect (the zones;
+// the occupancy figures the first time only), relabel() when the language changes.
 
 import { Occupancy } from "./heatmap.js";
 import { FloorMap } from "./floormap.js";
@@ -37,9 +37,11 @@ export function startFloorViews({ board, rest, admin, wall, fail }) {
   $("#board-views").hidden = wall;
   choose(view);
 
+  let figures = false; // the occupancy figures load once; staff press "Show" for fresh ones
   async function reload() {
     await Promise.all([map.load(), editor?.load()]);
-    if (occupancy) {
+    if (occupancy && !figures) {
+      figures = true;
       const zones = map.zones.length
         ? map.zones.map((z) => [z.id, z.name])
         : [...new Set([...board.entries.values()].map((e) => e.zone))].map((z) => [z, z]);
