@@ -21,6 +21,7 @@ statement scans the history.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import itertools
 from collections.abc import Sequence
@@ -138,11 +139,15 @@ async def read(
     earlier = [row for row in await conn.execute(before, bound) if row[1] is not None]
     inside_rows = await _driver_rows(conn, inside, bound)
     held = (await conn.execute(bookings, bound)).all()
-    return utilization.compute(
-        start=start.timestamp(),
-        end=end.timestamp(),
-        zones=zones,
-        changes=itertools.chain(earlier, inside_rows),
-        bookings=held,
-        tz=tz,
+    # a month is some 150,000 changes: folded off the event loop (the api serves meanwhile)
+    return await asyncio.to_thread(
+        functools.partial(
+            utilization.compute,
+            start=start.timestamp(),
+            end=end.timestamp(),
+            zones=zones,
+            changes=itertools.chain(earlier, inside_rows),
+            bookings=held,
+            tz=tz,
+        )
     )
