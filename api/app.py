@@ -35,6 +35,7 @@ from api.metrics import ApiMetrics
 from api.routes import (
     accounts,
     devices,
+    floor,
     help,
     notifications,
     operations,
@@ -214,6 +215,7 @@ def create_app(settings: Settings) -> FastAPI:
     for router in (
         accounts.router,
         devices.router,
+        floor.router,
         reservations.router,
         waitlist.router,
         help.router,

@@ -6,9 +6,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
 from pydantic import Strict as PydanticStrict
 
+from plaza import floormap
 from plaza.messages import MAX_PARTY_DEVICES, AlertSeverity
 from plaza.settings import SERVICE_ID_PREFIX
 
@@ -146,6 +155,15 @@ class DeviceUpdate(Strict):
     auto_approve: bool | None = None
     maintenance: bool | None = None
     agent: bool | None = None
+    #: its place on the floor map, metres (both or neither; plaza.floormap checks the bounds)
+    x: float | None = None
+    y: float | None = None
+
+    @model_validator(mode="after")
+    def _both_coordinates_or_neither(self) -> DeviceUpdate:
+        if (self.x is None) != (self.y is None):
+            raise ValueError("x and y go together")
+        return self
 
 
 class DevicePublic(BaseModel):
@@ -160,6 +178,8 @@ class DevicePublic(BaseModel):
     status: str
     since: datetime
     last_seen: datetime | None
+    x: float | None = None
+    y: float | None = None
 
 
 class DeviceSecret(BaseModel):
@@ -329,3 +349,58 @@ class AlertPublic(BaseModel):
 class AlertPage(BaseModel):
     items: list[AlertPublic]
     total: int
+
+
+# -- the floor map and utilization -------------------------------------------------------------
+class FloorZoneIn(Strict):
+    id: str = Field(min_length=1, max_length=40, description="the zone machines name")
+    name: str = Field(min_length=1, max_length=80)
+    #: its outline, ``[x, y]`` points in metres (plaza.floormap checks points and bounds)
+    outline: list[list[float]] = Field(max_length=floormap.MAX_OUTLINE_POINTS)
+
+
+class FloorIn(Strict):
+    zones: list[FloorZoneIn] = Field(max_length=floormap.MAX_ZONES)
+
+
+class FloorZonePublic(BaseModel):
+    id: str
+    name: str
+    outline: list[tuple[float, float]]
+
+
+class FloorPublic(BaseModel):
+    """The floor map's zones; machines carry their own place (``x``, ``y`` here in
+    ``GET /devices``, live as ``pos`` in their board entry)."""
+
+    size: float = Field(description="the floor is size x size metres")
+    zones: list[FloorZonePublic]
+
+
+class ZoneHourPublic(BaseModel):
+    zone: str
+    start: datetime
+    machines: int
+    occupancy: float = Field(description="in-use machine time over capacity, 0..1")
+    in_use_minutes: float
+    booked_minutes: float
+
+
+class HeatCell(BaseModel):
+    weekday: int = Field(description="0 Monday .. 6 Sunday, venue time")
+    hour: int = Field(description="0..23, venue time")
+    occupancy: float
+
+
+class UtilizationPublic(BaseModel):
+    start: datetime
+    end: datetime
+    zone: str | None
+    hours: list[ZoneHourPublic]
+    heatmap: list[HeatCell]
+    sessions: int
+    average_session_minutes: float | None
+    short_sessions: int = Field(description="sessions under 10 minutes")
+    reservations_decided: int
+    no_shows: int
+    no_show_rate: float | None

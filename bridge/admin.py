@@ -26,6 +26,7 @@ from bridge.help import HelpDesk
 from bridge.models import Incoming, Outbound
 from bridge.notifier import Note
 from bridge.presence.handler import PresenceHandler
+from bridge.presence.store import position_of
 from bridge.writes import Writes
 from plaza.acl import API_USER
 from plaza.messages import (
@@ -165,6 +166,7 @@ class AdminDesk:
             maintenance=row.maintenance,
             ts=ts,
             agent=row.agent,
+            pos=position_of(row),
         )
         if before is None or before.maintenance != row.maintenance:
             name = CommandName.LOCK if row.maintenance else CommandName.UNLOCK

@@ -155,6 +155,13 @@ class Slot(Wire):
     status: str
 
 
+class Position(Wire):
+    """Where a machine stands on the floor map: metres from the top left corner (plaza.floormap)."""
+
+    x: float
+    y: float
+
+
 class BoardEntry(Wire):
     """``board/{d}`` (retained): the merged view of one machine. Clients keep the highest
     ``version`` they have seen and ignore anything lower."""
@@ -174,6 +181,8 @@ class BoardEntry(Wire):
     next_slot: Slot | None = None
     #: when ``status`` last changed; absent until it first has (``0`` means never)
     since: float | None = None
+    #: its place on the floor map; absent while it has none
+    pos: Position | None = None
     ts: float
     #: ``"staff"``: a machine without an agent (a console, a cabinet); staff set its state and
     #: it is never offline (``online`` is then always true). Absent for machines with an agent.

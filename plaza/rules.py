@@ -64,6 +64,7 @@ from datetime import datetime, time, timedelta, timezone
 from enum import StrEnum
 from typing import Literal
 
+from plaza import floormap
 from plaza.messages import AlertSeverity, CommandName, NotificationType, ReservationEventType
 
 
@@ -362,6 +363,8 @@ class Machine:
     auto_approve: bool = False
     #: its active reservations overlapping the window in question
     slots: tuple[Slot, ...] = ()
+    #: where it stands on the floor map (plaza.floormap), if placed
+    pos: tuple[float, float] | None = None
 
     def taken(
         self, start: datetime, end: datetime, ignore: frozenset[str] = frozenset()
@@ -922,10 +925,16 @@ def _reserve_party(ctx: Context, cmd: Command) -> Decision:
 
 
 def pick_seats(free: list[Machine], everyone: list[Machine], wanted: int) -> list[Machine]:
-    """``wanted`` of the ``free`` machines: in one zone if any zone has enough, there the run
-    of machines next to each other (id order, with the busy ones counted as gaps) that is
-    shortest, the first such zone by name winning a tie; else the first free ones in
-    (zone, id) order."""
+    """``wanted`` of the ``free`` machines, next to each other. On the floor map first: when
+    enough free machines of one zone have a position, the group of them that stands closest
+    together (plaza.floormap.closest_group), the tightest over the zones (then the first zone by
+    name); else, if enough placed free machines exist across zones, the closest group of all.
+    Without positions: in one zone if any zone has enough, there the run of machines next to
+    each other (id order, with the busy ones counted as gaps) that is shortest, the first such
+    zone by name winning a tie; else the first free ones in (zone, id) order."""
+    by_map = _closest_on_the_map(free, wanted)
+    if by_map is not None:
+        return by_map
     best: tuple[int, str, list[Machine]] | None = None
     for zone in sorted({m.zone for m in free}):
         places = {
@@ -940,6 +949,26 @@ def pick_seats(free: list[Machine], everyone: list[Machine], wanted: int) -> lis
     if best is not None:
         return best[2]
     return sorted(free, key=lambda m: (m.zone, m.id))[:wanted]
+
+
+def _closest_on_the_map(free: list[Machine], wanted: int) -> list[Machine] | None:
+    placed = {m.id: m for m in free if m.pos is not None}
+    if len(placed) < wanted:
+        return None
+    best: tuple[float, str, list[str]] | None = None
+    for zone in sorted({m.zone for m in placed.values()}):
+        here = {i: m.pos for i, m in placed.items() if m.zone == zone and m.pos is not None}
+        group = floormap.closest_group(here, wanted)
+        if group is not None:
+            score = floormap.spread(here[i] for i in group)
+            if best is None or score < best[0]:
+                best = (score, zone, group)
+    if best is None:
+        anywhere = {i: m.pos for i, m in placed.items() if m.pos is not None}
+        group = floormap.closest_group(anywhere, wanted)
+        assert group is not None
+        return [placed[i] for i in group]
+    return [placed[i] for i in best[2]]
 
 
 def _cancel_party(ctx: Context, cmd: Command) -> Decision:

@@ -54,6 +54,9 @@ class DeviceBase(SQLModel):
     #: False: a machine without an agent (a console, a cabinet, a VR rig): staff set its
     #: state and check its players in at the desk; it is never shown offline
     agent: bool = Field(default=True, sa_column_kwargs={"server_default": sa.true()})
+    #: where it stands on the floor (metres from the floor's top left corner; None: not placed)
+    x: float | None = None
+    y: float | None = None
 
 
 class Device(DeviceBase, table=True):
@@ -78,6 +81,11 @@ class DeviceStatusChange(SQLModel, table=True):
     """Append-only history of a machine's board status."""
 
     __tablename__ = "device_status_change"
+    #: a machine's history in a window, and its last change before it (utilization)
+    __table_args__ = (
+        sa.Index("ix_device_status_change_device_at", "device_id", "at"),
+        sa.Index("ix_device_status_change_window", "at", "device_id", "status"),
+    )
 
     id: int | None = Field(default=None, primary_key=True)
     device_id: str = Field(foreign_key="device.id", index=True, max_length=48, ondelete="CASCADE")
@@ -86,6 +94,18 @@ class DeviceStatusChange(SQLModel, table=True):
     state: str = Field(max_length=20)
     epoch: int = Field(sa_type=sa.BigInteger)
     at: datetime = _ts(default_factory=utcnow, index=True)
+
+
+class FloorZone(SQLModel, table=True):
+    """A zone of the floor map: ``id`` is the ``zone`` machines name, ``outline_json`` its
+    outline (a JSON list of ``[x, y]`` points, metres; plaza.floormap checks it)."""
+
+    __tablename__ = "floor_zone"
+
+    id: str = Field(primary_key=True, max_length=40)
+    name: str = Field(max_length=80)
+    outline_json: str
+    updated_at: datetime = _ts(default_factory=utcnow)
 
 
 class Alert(SQLModel, table=True):

@@ -364,6 +364,11 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
         args.machines = args.machines or 20
         return run_abuse_bench(args)
+    if args.what == "utilization":
+        from venue.bench_utilization import run_utilization_bench
+
+        args.machines = args.machines or 300
+        return run_utilization_bench(args)
     if args.what == "fanout":
         from venue.bench_fanout import run_fanout_bench
 
@@ -564,10 +569,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="benchmarks (report in docs/benchmarks.md)")
     p.add_argument(
-        "what", choices=["presence", "reservations", "fanout", "scale", "storm", "abuse"]
+        "what",
+        choices=["presence", "reservations", "fanout", "scale", "storm", "abuse", "utilization"],
     )
     p.add_argument(
-        "--machines", type=int, default=None, help="default 200 / 1000 / 20 / 10000 / 2000 / 20"
+        "--machines",
+        type=int,
+        default=None,
+        help="default 200 / 1000 / 20 / 10000 / 2000 / 20 / 300",
     )
     p.add_argument("--trials", type=int, default=100, help="presence: trials")
     p.add_argument("--players", type=int, default=50, help="reservations/abuse: players")
@@ -579,6 +588,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--processes", type=int, default=4, help="fanout/scale/storm: processes")
     p.add_argument("--clients", type=int, default=500, help="storm: board subscribers")
     p.add_argument("--timeout", type=float, default=300, help="scale/storm: seconds to wait")
+    p.add_argument("--days", type=int, default=31, help="utilization: days of history")
     p.add_argument("--sqlite-only", action="store_true", help="reservations: skip PostgreSQL")
     p.add_argument("--postgresql-only", action="store_true", help="reservations: skip SQLite")
     p.add_argument(

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import uuid
+from datetime import UTC, datetime, timedelta, tzinfo
+
+import sqlalchemy as sa
 from pwdlib import PasswordHash
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from plaza.db import migrate
-from plaza.tables import Device, User
+from plaza.tables import Device, DeviceStatusChange, FloorZone, Reservation, User, table_of
 from venue.accounts import DeviceSpec, VenueSecrets
+from venue.floorplan import demo_history, demo_layout
 
 
 async def create_admin(db_url: str, username: str, password: str) -> bool:
@@ -36,19 +42,42 @@ async def create_admin(db_url: str, username: str, password: str) -> bool:
         await engine.dispose()
 
 
-async def seed(engine: AsyncEngine, fleet: list[DeviceSpec], secrets: VenueSecrets) -> None:
-    """Insert missing machines, the demo admin and the demo players; change nothing else."""
+async def seed(
+    engine: AsyncEngine,
+    fleet: list[DeviceSpec],
+    secrets: VenueSecrets,
+    *,
+    floor_plan: bool = False,
+    history_days: int = 0,
+    tz: tzinfo = UTC,
+) -> None:
+    """Insert missing machines, the demo admin and the demo players; change nothing else.
+    ``floor_plan``: the demo floor too (its zones when there are none, a place for each new
+    machine); ``history_days``: that much past play (venue.floorplan) on a database that has
+    no status history yet (``plaza up`` asks for both)."""
     await migrate(engine)
     hasher = PasswordHash.recommended()
+    layout = demo_layout(fleet) if floor_plan else None
     async with AsyncSession(engine, expire_on_commit=False) as session:
         known = set((await session.exec(select(Device.id))).all())
         for spec in fleet:
             if spec.id not in known:
+                x, y = layout.places[spec.id] if layout else (None, None)
                 session.add(
                     Device(
-                        id=spec.id, name=spec.name, kind=spec.kind, zone=spec.zone, agent=spec.agent
+                        id=spec.id,
+                        name=spec.name,
+                        kind=spec.kind,
+                        zone=spec.zone,
+                        agent=spec.agent,
+                        x=x,
+                        y=y,
                     )
                 )
+        if layout and (await session.exec(select(FloorZone.id))).first() is None:
+            for zone in layout.zones:
+                outline = json.dumps([list(p) for p in zone.outline])
+                session.add(FloorZone(id=zone.id, name=zone.name, outline_json=outline))
         users = set((await session.exec(select(User.username))).all())
         accounts = [
             ("admin", secrets.admin, "admin"),
@@ -58,3 +87,45 @@ async def seed(engine: AsyncEngine, fleet: list[DeviceSpec], secrets: VenueSecre
             if username not in users:
                 session.add(User(username=username, password_hash=hasher.hash(password), role=role))
         await session.commit()
+        if history_days and (await session.exec(select(DeviceStatusChange.id))).first() is None:
+            await _history(session, fleet, history_days, tz)
+
+
+async def _history(session: AsyncSession, fleet: list[DeviceSpec], days: int, tz: tzinfo) -> None:
+    changes, bookings = demo_history(fleet, datetime.now(UTC), tz, days=days)
+    conn = await session.connection()
+    if changes:
+        await conn.execute(
+            sa.insert(table_of(DeviceStatusChange)),
+            [
+                {
+                    "device_id": c.device_id,
+                    "status": c.status,
+                    "online": c.status != "offline",
+                    "state": "in_use" if c.status == "in_use" else "idle",
+                    "epoch": -1,
+                    "at": c.at,
+                }
+                for c in changes
+            ],
+        )
+    if bookings:
+        await conn.execute(
+            sa.insert(table_of(Reservation)),
+            [
+                {
+                    "id": (rid := uuid.uuid4().hex),
+                    "device_id": b.device_id,
+                    "player": b.player,
+                    "starts_at": b.starts_at,
+                    "ends_at": b.ends_at,
+                    "status": b.status,
+                    "code": f"{uuid.uuid4().int % 10**6:06d}",
+                    "request_key": f"seed:{rid}",
+                    "created_at": b.starts_at - timedelta(hours=1),
+                    "updated_at": b.ends_at,
+                }
+                for b in bookings
+            ],
+        )
+    await session.commit()

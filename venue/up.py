@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import aiomqtt
 
@@ -507,7 +508,14 @@ def init_venue(
     async def _seed() -> None:
         engine = make_engine(settings.db_url)
         try:
-            await seed(engine, fleet, secrets)
+            await seed(
+                engine,
+                fleet,
+                secrets,
+                floor_plan=True,
+                history_days=7,
+                tz=ZoneInfo(settings.venue_timezone),
+            )
         finally:
             await engine.dispose()
 

@@ -25,7 +25,7 @@ from api.schemas import (
     ProvisionedDevice,
 )
 from api.state import AdminUser, CurrentUser, Db, State
-from plaza import acl
+from plaza import acl, floormap
 from plaza.tables import Device, Reservation, User, is_active
 
 log = logging.getLogger(__name__)
@@ -101,12 +101,17 @@ async def create_device(body: DeviceCreate, _admin: AdminUser, state: State) -> 
 @router.patch(
     "/{device_id}",
     responses=responses(401, 403, 404, 422, *BRIDGE_ERRORS),
-    summary="Change a machine (name, kind, zone, auto-approve, maintenance)",
+    summary="Change a machine (name, kind, zone, auto-approve, maintenance, place on the floor)",
 )
 async def update_device(
     device_id: str, body: DeviceUpdate, _admin: AdminUser, state: State
 ) -> DevicePublic:
     changes = {k: v for k, v in body.model_dump(exclude_unset=True).items() if v is not None}
+    if body.x is not None and body.y is not None:
+        try:
+            changes["x"], changes["y"] = floormap.position(body.x, body.y)
+        except floormap.FloorError as exc:
+            raise ApiError(422, exc.code, exc.message) from exc
     async with state.write() as session:
         row = await _get(session, device_id)
         for key, value in changes.items():

@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from plaza.messages import BoardEntry, BoardStatus, MachineState, Session, Slot
+from plaza.messages import BoardEntry, BoardStatus, MachineState, Position, Session, Slot
 from plaza.rules import Status
 
 LockReason = Literal["reservation", "maintenance"]
@@ -43,6 +43,7 @@ class DeviceView:
     lock_lead: float = 0.0
     #: derived like ``status``: "reservation" or "maintenance" while the machine is locked
     locked: LockReason | None = None
+    pos: Position | None = None
 
     def derive_lock(self, ts: float) -> LockReason | None:
         """Locked for maintenance, or kept free for an approved slot under way or starting
@@ -101,6 +102,7 @@ class DeviceView:
             current_slot=self.current_slot,
             next_slot=self.next_slot,
             since=self.since,
+            pos=self.pos,
             ts=ts,
             managed=None if self.agent else "staff",
             locked=self.locked,

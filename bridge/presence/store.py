@@ -22,7 +22,7 @@ from bridge.alerts import alert_row
 from bridge.context import BridgeContext
 from bridge.presence.board import DeviceView
 from bridge.queues import RetryDelay, next_batch
-from plaza.messages import AdminAlert, BoardStatus, MachineState, Session
+from plaza.messages import AdminAlert, BoardStatus, MachineState, Position, Session
 from plaza.tables import Alert, BridgeMeta, Device, DeviceStatusChange, from_timestamp
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,13 @@ def view_from_row(row: Device) -> DeviceView:
         status=BoardStatus(row.status),
         since=row.since.timestamp(),
         agent=row.agent,
+        pos=position_of(row),
     )
+
+
+def position_of(row: Device) -> Position | None:
+    """The row's place on the floor map, if it has one."""
+    return None if row.x is None or row.y is None else Position(x=row.x, y=row.y)
 
 
 def _apply(row: Device, view: DeviceView, seen: float) -> None:

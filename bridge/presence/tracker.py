@@ -30,6 +30,7 @@ from plaza.messages import (
     DeviceState,
     DeviceStatusEvent,
     MachineState,
+    Position,
     Presence,
     Slot,
 )
@@ -189,6 +190,7 @@ class PresenceTracker:
         maintenance: bool,
         ts: float,
         agent: bool = True,
+        pos: Position | None = None,
     ) -> Effects:
         """An admin changed the machine's configuration (SQL is already written)."""
         view = self._view(device)
@@ -198,6 +200,7 @@ class PresenceTracker:
             "zone": zone,
             "maintenance": maintenance,
             "agent": agent,
+            "pos": pos,
         }
         if all(getattr(view, k) == v for k, v in changes.items()) and view.version > 0:
             return Effects()

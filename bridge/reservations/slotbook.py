@@ -395,6 +395,7 @@ class SlotBook:
                 bool(device.maintenance),
                 bool(device.auto_approve),
                 self._near(self.by_device.get(device_id, set()), span),
+                None if device.x is None or device.y is None else (device.x, device.y),
             )
         return machines
 

@@ -36,6 +36,9 @@ class DeviceRow(NamedTuple):
     auto_approve: bool
     kind: str = "pc"
     zone: str = "main"
+    #: its place on the floor map (metres), if placed
+    x: float | None = None
+    y: float | None = None
 
 
 class EntryRow(NamedTuple):

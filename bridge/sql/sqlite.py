@@ -69,7 +69,7 @@ class SqliteBatchSql(InTurn, BookingSql):
 
     def devices(self, ids: Collection[str]) -> list[DeviceRow]:
         rows = self.raw.execute(_SQL.devices, {"ids": json.dumps(list(ids))})
-        return [DeviceRow(i, n, bool(m), bool(a), k, z) for i, n, m, a, k, z in rows]
+        return [DeviceRow(i, n, bool(m), bool(a), k, z, x, y) for i, n, m, a, k, z, x, y in rows]
 
     def targets(self, ids: Collection[str]) -> list[SlotRow]:
         return _slots(self.raw.execute(_SQL.targets, {"ids": json.dumps(list(ids))}))

@@ -4,6 +4,7 @@ the real bridge and SQLite; accounts come from the demo seeding (admin, player1.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,6 +74,15 @@ async def api(
     port = bridge.service.metrics_port
     assert port
     api_settings = api_settings.model_copy(update={"bridge_metrics_port": port})
+    async with running_api(api_settings, broker, bridge) as running:
+        yield running
+
+
+@contextlib.asynccontextmanager
+async def running_api(
+    api_settings: Settings, broker: BrokerHandle, bridge: RunningService
+) -> AsyncIterator[Api]:
+    """The api in-process (its real lifespan), ready, with a client."""
     app = create_app(api_settings)
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)

@@ -284,12 +284,15 @@ def context(browser: Browser) -> Iterator[BrowserContext]:
         ctx.close()
 
 
-def log_in(context: BrowserContext, venue: E2EVenue, user: str, query: str = "") -> Page:
-    """Open the web client, log in over its form, and wait until the live link is up."""
+def log_in(
+    context: BrowserContext, venue: E2EVenue, user: str, query: str = "", password: str = ""
+) -> Page:
+    """Open the web client, log in over its form, and wait until the live link is up
+    (``password``: an account the test made; else a demo account's)."""
     page = context.new_page()
     page.goto(f"{venue.base_url}/{query}")
     page.fill("#login-form [name=username]", user)
-    page.fill("#login-form [name=password]", venue.password(user))
+    page.fill("#login-form [name=password]", password or venue.password(user))
     page.click("#login-form button[type=submit]")
     page.wait_for_selector("#conn[data-state=live]")
     return page

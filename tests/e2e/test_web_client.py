@@ -408,7 +408,8 @@ def test_the_wall_screen_shows_the_board_only_with_large_tiles(
 ) -> None:
     context = new_context(browser, 1920, 1080)
     try:
-        page = log_in(context, e2e_venue, "player3", "?wall=1")
+        # the wall shows the floor map by default (test_web_client_floormap.py); the tiles here
+        page = log_in(context, e2e_venue, "player3", "?wall=1&view=grid")
         expect(page.locator(".tile[data-device]")).to_have_count(10)
         expect(page.locator("#nav")).to_be_hidden()
         expect(page.locator("#side-mine")).to_be_hidden()

@@ -81,3 +81,68 @@ def test_sqlite_driver_lookups_seek_a_machine_or_player_index_and_never_scan(
             assert_seeks_by_machine_or_player(plan)
     finally:
         raw.close()
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("zoned", [False, True])
+async def test_the_utilization_reads_never_scan_the_history_or_the_reservations(
+    tmp_path: Path, zoned: bool
+) -> None:
+    """plaza.history: the last change before the window is one probe of (device_id, at) per
+    machine, the window a range of the covering (at, device_id, status) index (no table
+    read, no sort), the reservations a range of a time index."""
+    from zoneinfo import ZoneInfo
+
+    from plaza import history
+    from plaza.db import make_engine, migrate
+
+    url = f"sqlite+aiosqlite:///{tmp_path / 'plans.db'}"
+    writer = make_engine(url)
+    await migrate(writer)
+    await writer.dispose()
+    engine = make_engine(url, reader=True)  # as the api reads
+    seen: list[tuple[str, Any]] = []
+
+    @event.listens_for(engine.sync_engine, "before_cursor_execute")
+    def grab(
+        _conn: Connection, _cursor: Any, statement: str, params: Any, _ctx: Any, _many: bool
+    ) -> None:
+        if statement.startswith("SELECT"):
+            seen.append((statement, params))
+
+    bound = {"start": NOW - timedelta(days=31), "end": NOW}
+    async with engine.connect() as conn:
+        await history.read(
+            conn,
+            start=bound["start"],
+            end=bound["end"],
+            zone="pc-zone" if zoned else None,
+            tz=ZoneInfo("Asia/Seoul"),
+        )
+        # the window's rows are read from the driver itself (no SQLAlchemy event): its SQL
+        window = history.statements("sqlite", zoned)[2]
+        seen.insert(2, history.driver_statement(window, conn.dialect, bound))
+    await engine.dispose()
+    assert len(seen) == 4
+    raw = sqlite3.connect(tmp_path / "plans.db")
+    try:
+        plans = [
+            [row[3] for row in raw.execute("EXPLAIN QUERY PLAN " + statement, params)]
+            for statement, params in seen
+        ]
+    finally:
+        raw.close()
+    _machines, before, inside, bookings = plans
+    for plan in plans:
+        assert not [s for s in plan if s.startswith("SCAN device_status_change")], plans
+        assert not [s for s in plan if s.startswith("SCAN reservation")], plans
+    probes = [s for s in before if "earlier" in s]
+    assert len(probes) == 2, before
+    assert all("ix_device_status_change_device_at (device_id=? AND at<?)" in s for s in probes)
+    assert inside == [
+        "SEARCH device_status_change USING COVERING INDEX ix_device_status_change_window "
+        "(at>? AND at<?)"
+    ]
+    assert bookings == ["SEARCH reservation USING INDEX ix_reservation_ends_at (ends_at>?)"], (
+        "a time range, never the status index (every completed reservation ever)"
+    )

@@ -11,6 +11,7 @@ import { AdminPanel } from "./admin.js";
 import { Board, BoardView } from "./board.js";
 import { Booking, requestId } from "./booking.js";
 import { errorText, outcomeUnknown } from "./errors.js";
+import { startFloorViews } from "./floorviews.js";
 import { applyI18n, clock, currentLocale, dateTime, onLocaleChange, range, setLocale, t } from "./i18n.js";
 import { icon } from "./icons.js";
 import { Notifications } from "./notifications.js";
@@ -126,6 +127,7 @@ onLocaleChange(() => {
   renderStanding();
   session.notifications.render();
   session.admin?.render();
+  session.floor.relabel();
   session.booking.relabel();
   renderConnection();
   renderWho();
@@ -461,6 +463,13 @@ function startSession(user) {
     notice: null,
     retryIn: 0,
     connects: 0,
+    floor: startFloorViews({
+      board,
+      rest,
+      admin,
+      wall: WALL,
+      fail: (err) => flash(errorText(err), "error"),
+    }),
   };
   mine.addEventListener("change", () => boardView.setMine(mine.ids()));
 
@@ -480,6 +489,7 @@ function startSession(user) {
     loadStanding();
     notifications.loadBacklog(rest, { toast: session.connects > 1 });
     adminPanel?.resync();
+    session.floor.reload();
     booking.settleAll();
   });
   realtime.addEventListener("board", (e) => board.apply(e.detail.device, e.detail.entry));
@@ -532,6 +542,7 @@ function startSession(user) {
   notifications.loadBacklog(rest, { toast: false });
   adminPanel?.start();
   adminPanel?.render();
+  session.floor.reload();
   realtime.start();
   renderConnection();
   session.ticker = setInterval(() => {

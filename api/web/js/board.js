@@ -52,8 +52,10 @@ export class Board extends EventTarget {
         polled: true,
       };
       if (d.agent === false) entry.managed = "staff"; // no agent: staff set its state
+      if (d.x !== undefined) entry.pos = d.x === null ? undefined : { x: d.x, y: d.y }; // the floor map
       if (d.status !== "in_use") delete entry.session;
-      const same = old?.polled && old.status === entry.status && old.name === entry.name;
+      const samePlace = old?.pos?.x === entry.pos?.x && old?.pos?.y === entry.pos?.y;
+      const same = old?.polled && samePlace && old.status === entry.status && old.name === entry.name;
       if (same && old.online === entry.online && old.zone === entry.zone && old.kind === entry.kind) continue;
       this.entries.set(d.id, entry);
       this.changed(d.id, !old);
