@@ -28,8 +28,10 @@ from plaza.mqtt import PlazaClient
 log = logging.getLogger(__name__)
 #: messages :meth:`Link.run_posts` publishes at a time
 POST_BATCH = 200
-#: messages :meth:`Link.publish_behind` lets wait for acknowledgement at once
-BEHIND = 2000
+#: messages :meth:`Link.publish_behind` lets wait for acknowledgement at once: with 100 in
+#: flight (PLAZA_MQTT_MAX_INFLIGHT) the last is acknowledged within ten broker round trips,
+#: far inside the publish timeout, so a busy broker slows the presence path, never times it out
+BEHIND = 1000
 
 
 class Link:

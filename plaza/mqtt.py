@@ -221,6 +221,10 @@ def service_client(
         properties=connect_properties(settings.bridge_session_expiry if persistent else 0),
         keepalive=keepalive or settings.service_keepalive,
         max_queued_incoming_messages=max_queued_incoming or None,
+        # paho lets 20 QoS 1 messages await their PUBACK and queues the rest, each one's
+        # timeout running meanwhile; the broker's Receive Maximum (Mosquitto's
+        # max_inflight_messages, 100 in broker-config/) is how many it takes at once
+        max_inflight_messages=settings.mqtt_max_inflight,
         timeout=settings.service_timeout,
         will=will,
         queue_type=queue_type,

@@ -104,6 +104,9 @@ class Settings(BaseSettings):
     #: (connect, subscribe, a QoS 1 publish, a disconnect) may take before it fails
     service_keepalive: int = Field(default=30, ge=1, le=65535)
     service_timeout: float = Field(default=10.0, gt=0)
+    #: QoS 1 messages a service (bridge, api) lets await their PUBACK at once; at most the
+    #: broker's Receive Maximum (Mosquitto: max_inflight_messages, 100 in broker-config/)
+    mqtt_max_inflight: int = Field(default=100, ge=1, le=65_535)
     reconnect_min: float = Field(default=0.2, gt=0)
     reconnect_max: float = Field(default=15.0, gt=0)
     max_payload_bytes: int = Field(default=16 * 1024, ge=256, le=1024 * 1024)

@@ -284,6 +284,7 @@ async def _storm(args: argparse.Namespace, work: Path, jitter: bool) -> dict[str
         screens = Screens(venue, args.clients, processes, [], jitter=jitter)
         try:
             await screens.start(len(devices), args.timeout)
+            before = await screens.counts()
             await asyncio.to_thread(venue.broker.stop)
             since = time.strftime("%Y-%m-%dT%H:%M:%S")
             # The bridge sees the machines' wills only from a live broker; after a restart the
@@ -315,10 +316,10 @@ async def _storm(args: argparse.Namespace, work: Path, jitter: bool) -> dict[str
             await asyncio.sleep(1.0)
             log = venue.broker.log_path.read_text(errors="replace")
             result["peak"], result["connects"] = connect_rate(log, since)
+            after = await screens.counts()
+            result["full_boards"] = after["full_boards"] - before["full_boards"]
+            result["screen_connects"] = after["connects"] - before["connects"]
             await screens.stop()
-            first = screens.reports
-            result["full_boards"] = sum(r["full_boards"] for r in first) - args.clients
-            result["screen_connects"] = sum(r["connects"] for r in first) - args.clients
         finally:
             await screens.close()
             watcher.cancel()
@@ -334,10 +335,11 @@ def storm_report(runs: list[dict[str, Any]], args: argparse.Namespace, command: 
         f"{machine_line()}; load average before the run {runs[0]['load']}. {args.machines:,} "
         f"machines (`plaza sim`, reconnect with jittered exponential backoff from 0.2 s) and "
         f"{args.clients} browser-like screens (mqtt.js over WebSocket in node, connected and "
-        "reconnected as the web client: a persistent session, retain handling 1 back within "
-        "8 s); the broker is stopped (SIGTERM), down 1 s, and started again. 'right again' = "
-        "every board entry online with a newer version than before the restart, and every "
-        "screen connected.",
+        "reconnected as the web client: a persistent session, retain handling 1 when it heard "
+        "from the broker within 60 s); the broker is stopped (SIGTERM), down 1 s, and started "
+        "again. 'board right again' = every board entry online with a newer version than "
+        "before the restart (as a fresh subscriber sees it); 'screens all back' = every "
+        "screen connected and subscribed again (the screens' own boards are not compared).",
         "",
         f"Command: `{command}`",
         "",

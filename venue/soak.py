@@ -8,9 +8,10 @@ timed probe changes, and the KPIs they give (read by venue.scenario's soak run).
   spread over several node processes), connected as the web client connects: a persistent
   session, the board subscribed with QoS 1 on every connect, reconnects with backoff and
   jitter. Each counts every board version it receives once.
-- **Reference.** One TCP subscriber of the board with a persistent session (the observer)
-  sees every version the bridge publishes: after the screens are ready, each such version is
-  expected at every screen. Loss = expected deliveries a screen never got.
+- **Reference.** One TCP subscriber of the board with a persistent session (the observer):
+  every version the broker delivered to it after the screens were ready is expected at every
+  screen. Loss = expected deliveries a screen never got: the broker-to-screens path (a version
+  the broker lost before delivering it to anyone is not seen here).
 - **Probes.** A few in-process machines change state at a steady rate; the time from the
   change (the machine's publish) to each screen's receipt of the board entry that shows it is
   the "state change -> client" latency. Changes inside a fault window (its start until every
@@ -127,9 +128,16 @@ class Probes:
             by_device.setdefault(device, []).append((t, version, state))
         for seen in by_device.values():
             seen.sort()
-        for probe in self.changes:
+        following: dict[int, float] = {}
+        last: dict[str, int] = {}
+        for i, probe in enumerate(self.changes):
+            if probe.device in last:
+                following[last[probe.device]] = probe.at
+            last[probe.device] = i
+        for i, probe in enumerate(self.changes):
+            until = following.get(i, float("inf"))  # the machine's next change
             for t, version, state in by_device.get(probe.device, []):
-                if t >= probe.at and state == probe.state:
+                if probe.at <= t < until and state == probe.state:
                     probe.key = f"{probe.device}:{version}"
                     break
 
@@ -187,11 +195,16 @@ class Screens:
         self.ready_at = time.time()
         return time.monotonic() - t0
 
-    async def live(self) -> int:
-        """How many screens are connected now."""
+    async def counts(self) -> dict[str, int]:
+        """Screens connected now, and connects and full-board subscribes so far."""
         for p in self.procs:
             await p.send(cmd="count")
-        return sum([(await p.event("count", 30))["live"] for p in self.procs])
+        answers = [await p.event("count", 30) for p in self.procs]
+        return {k: sum(a[k] for a in answers) for k in ("live", "connects", "full_boards")}
+
+    async def live(self) -> int:
+        """How many screens are connected now."""
+        return (await self.counts())["live"]
 
     async def all_live(self, within: float) -> None:
         async with asyncio.timeout(within):
@@ -319,8 +332,10 @@ def screen_kpis(
             a, b = a / 1000, (b / 1000 if b is not None else end)
             down_by_client[client] = down_by_client.get(client, 0.0) + (b - a)
             downs_total += 1
-            if any(w.holds(a) for w in windows):
+            window = next((w for w in windows if w.holds(a)), None)
+            if window is not None:
                 downs_fault += 1
+                connected_quiet -= max(0.0, b - window.end)  # longer than the fault's own
             else:
                 connected_quiet -= b - a
         connected -= sum(down_by_client.values())
@@ -352,23 +367,27 @@ def screen_kpis(
         quiet: list[float] = []
         faulty: list[float] = []
         last_quiet: list[float] = []
-        unresolved = 0
+        unresolved = unseen = 0
         for p in probes.changes:
             if p.key is None or p.at >= settle_until:
                 unresolved += p.key is None and p.at < settle_until
                 continue
             lat = [t / 1000 - p.at for t in times.get(p.key, [])]
             if not lat:
+                unseen += 1
                 continue
             in_fault = _overlap(p.at, p.at + max(lat), windows)
             (faulty if in_fault else quiet).extend(x * 1000 for x in lat)
             if not in_fault:
                 last_quiet.append(max(lat) * 1000)
+        timed = sum(1 for p in probes.changes if p.key is not None and p.at < settle_until)
         figures["probe changes (outside / inside fault windows)"] = (
-            f"{len(last_quiet)} / {len(probes.changes) - len(last_quiet) - unresolved}"
+            f"{len(last_quiet)} / {timed - unseen - len(last_quiet)}"
         )
         if unresolved:
             problems.append(f"{unresolved} probe changes never showed on the board")
+        if unseen:
+            problems.append(f"{unseen} probe changes on the board reached no screen")
         if quiet:
             figures["state change -> screen p50 / p99 / max (ms), outside faults"] = (
                 f"{statistics.median(quiet):.1f} / {percentile(quiet, 99):.1f} / {max(quiet):.0f}"

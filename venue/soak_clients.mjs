@@ -4,15 +4,17 @@
 // client id on every attempt), the board subscribed with QoS 1 on every connect, and
 // reconnects as the web client: a cap of 0.5 s x 2^attempt up to 15 s, and jitter (a wait
 // in [cap/2, cap]; `--jitter off`: exactly the cap, every client at the same instants). A
-// reconnect to a session the broker kept, after less than 8 s away (the web client's
-// fallbackAfter), subscribes with retain handling 1 (the queued changes, not the whole
-// retained board again); the first connect and longer absences with retain handling 0. Driven by venue/soak.py over stdin/stdout, one JSON object per line.
+// reconnect to a session the broker kept, having heard from the broker within the last 60 s,
+// subscribes with retain handling 1 (the queued changes, not the whole retained board
+// again); the first connect and longer silences use retain handling 0, as the web client
+// does (it also resyncs after being degraded, which these screens never are). Driven by
+// venue/soak.py over stdin/stdout, one JSON object per line.
 //
 // stdin:  {"cmd":"count"}   how many are connected now
 //         {"cmd":"stop"}
 // stdout: {"event":"ready","clients":N,"connect_ms":T}   every client connected and holding
 //                                                         a board entry for --devices machines
-//         {"event":"count","live":L}
+//         {"event":"count","live":L,"connects":C,"full_boards":F}   (so far)
 //         {"event":"done"}                                the report file is written
 //
 // The report (--report, JSON):
@@ -114,11 +116,11 @@ function connectOnce(c) {
       resolve(live);
     };
     client.on('connect', (connack) => {
-      const away = c.downSince === null ? 0 : now() - c.downSince;
-      const rh = connack.sessionPresent && c.upFrom !== null && away < 8000 ? 1 : 0;
-      if (rh === 0) c.fullBoards += 1;
+      const quiet = now() - c.lastHeard;
+      const rh = connack.sessionPresent && c.upFrom !== null && quiet < 60000 ? 1 : 0;
       client.subscribe({ [boardTopic]: { qos: 1, rh } }, (err) => {
         if (err) return finish();
+        if (rh === 0) c.fullBoards += 1;
         live = true;
         connects += 1;
         const t = now();
@@ -128,6 +130,7 @@ function connectOnce(c) {
         c.live = true;
       });
     });
+    client.on('packetreceive', () => { c.lastHeard = now(); });
     client.on('message', (topic, payload) => {
       if (topic.startsWith(boardPrefix) && payload.length) onBoard(c, payload);
     });
@@ -160,7 +163,7 @@ const pace = Number(opt['connect-pace']);
 for (let i = 0; i < n; i++) {
   const c = {
     index: i, id: `${opt.prefix}-${i}`, versions: new Map(), client: null,
-    live: false, upFrom: null, downSince: null, fullBoards: 0,
+    live: false, upFrom: null, downSince: null, fullBoards: 0, lastHeard: 0,
   };
   clients.push(c);
   c.running = run(c);
@@ -176,7 +179,10 @@ say({ event: 'ready', clients: n, connect_ms: now() - started });
 const lines = createInterface({ input: process.stdin });
 for await (const line of lines) {
   const { cmd } = JSON.parse(line);
-  if (cmd === 'count') say({ event: 'count', live: clients.filter((c) => c.live).length });
+  if (cmd === 'count') {
+    const fullBoards = clients.reduce((k, c) => k + c.fullBoards, 0);
+    say({ event: 'count', live: clients.filter((c) => c.live).length, connects, full_boards: fullBoards });
+  }
   if (cmd !== 'stop') continue;
   stopping = true;
   const end = now();

@@ -14,6 +14,9 @@ import { ApiError } from "./rest.js";
 
 const SESSION_EXPIRY = 900; // seconds the broker keeps our session while we are away
 const LEASE_MS = 15000;
+// Heard nothing for this long: resubscribe for the whole board (a keepalive ping answers
+// every 30 s on a quiet board, so a live page always hears within it)
+const RESYNC_AFTER_MS = 60000;
 
 /** Topic strings of the web client (the Python side builds its own in plaza/topics.py). */
 export class Topics {
@@ -108,11 +111,14 @@ export class Realtime extends EventTarget {
     this.lease = null;
     this.onOnline = () => this.wake?.();
     // The page needs the whole retained board (and notice, waitlist) on its next subscribe:
-    // at the start, and after being away long enough to be degraded (REST polls replaced
-    // live values). Otherwise a reconnect to a session the broker kept gets only what changed
-    // meanwhile (the queued QoS 1 messages), not every retained message again: after a broker
-    // restart, 1,000 screens re-sent a 2,000-machine board each is 2 million messages.
+    // at the start, after being degraded (REST polls replaced live values), and after hearing
+    // nothing from the broker for RESYNC_AFTER_MS (a laptop asleep, a frozen tab: the broker
+    // may have dropped what it queued past its bounds). Otherwise a reconnect to a session the
+    // broker kept gets only what changed meanwhile (the queued QoS 1 messages), not every
+    // retained message again: after a broker restart, 1,000 screens re-sent a 2,000-machine
+    // board each is 2 million messages.
     this.resync = true;
+    this.lastHeard = 0; // when the last packet came from the broker (ms)
   }
 
   start() {
@@ -241,7 +247,8 @@ export class Realtime extends EventTarget {
         if (this.admin) topics.push(this.topics.alerts);
         // retain handling 1: retained messages only for a subscription the session does not
         // hold yet (MQTT 5); 0: always
-        const rh = connack.sessionPresent && !this.resync ? 1 : 0;
+        const quiet = Date.now() - this.lastHeard;
+        const rh = connack.sessionPresent && !this.resync && quiet < RESYNC_AFTER_MS ? 1 : 0;
         const map = Object.fromEntries(topics.map((t) => [t, { qos: 1, rh }]));
         client.subscribe(map, (err, granted) => {
           if (this.stopped || this.client !== client) return;
@@ -254,6 +261,9 @@ export class Realtime extends EventTarget {
           );
           for (const id of this.pending.keys()) this.send(id);
         });
+      });
+      client.on("packetreceive", () => {
+        this.lastHeard = Date.now();
       });
       client.on("message", (topic, payload, packet) => {
         if (!this.stopped && this.client === client) this.route(topic, payload, packet);

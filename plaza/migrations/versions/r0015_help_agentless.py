@@ -4,7 +4,7 @@ without an agent (``device.agent``: consoles, cabinets and VR rigs whose state s
 Every machine already known has an agent (``agent`` true); a help call is one row, its
 device following the player, looked up by player and age (the hourly cap).
 
-Revision 0015, after 0013.
+Revision 0015, after 0014.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ JSON list of ``[x, y]`` points). ``device_status_change`` gets two indexes for t
 utilization report (plaza.history): ``(device_id, at)`` finds a machine's last change before
 a window, and ``(at, device_id, status)`` covers the window's changes.
 
-Revision 0016, after 0013.
+Revision 0016, after 0015.
 """
 
 from __future__ import annotations
@@ -21,9 +21,10 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("device") as batch:
-        batch.add_column(sa.Column("x", sa.Float(), nullable=True))
-        batch.add_column(sa.Column("y", sa.Float(), nullable=True))
+    # plain ADD COLUMN, never batch mode on ``device``: on SQLite a batch rebuild of the table
+    # would delete every reservation through its foreign key's cascade (see 0015)
+    op.add_column("device", sa.Column("x", sa.Float(), nullable=True))
+    op.add_column("device", sa.Column("y", sa.Float(), nullable=True))
     op.create_table(
         "floor_zone",
         sa.Column("id", sa.String(40), primary_key=True),
