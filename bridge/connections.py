@@ -306,7 +306,6 @@ class Connections:
                 await self.main_up.wait()
                 return
 
-
     def _decide(self, topic: bytes, retained: bool, empty: bool) -> bool:
         """The intake's drop path (runs for every packet, before any decoding): charge the
         sender; a retained request or receipt is never applied, and is cleared."""
