@@ -121,7 +121,8 @@ async def _history(session: AsyncSession, fleet: list[DeviceSpec], days: int, tz
                     "ends_at": b.ends_at,
                     "status": b.status,
                     "code": f"{uuid.uuid4().int % 10**6:06d}",
-                    "request_key": f"seed:{rid}",
+                    # made by no player's command: system, as the clock's own (plaza check)
+                    "request_key": f"system:seed-{rid}",
                     "created_at": b.starts_at - timedelta(hours=1),
                     "updated_at": b.ends_at,
                 }

@@ -128,14 +128,17 @@ class Probes:
             by_device.setdefault(device, []).append((t, version, state))
         for seen in by_device.values():
             seen.sort()
+        # a machine's changes alternate idle / in use: the one two later is in the same state,
+        # so a version seen after it is that one's, not this one's
+        per_device: dict[str, list[int]] = {}
+        for i, probe in enumerate(self.changes):
+            per_device.setdefault(probe.device, []).append(i)
         following: dict[int, float] = {}
-        last: dict[str, int] = {}
+        for indexes in per_device.values():
+            for a, b in zip(indexes, indexes[2:], strict=False):
+                following[a] = self.changes[b].at
         for i, probe in enumerate(self.changes):
-            if probe.device in last:
-                following[last[probe.device]] = probe.at
-            last[probe.device] = i
-        for i, probe in enumerate(self.changes):
-            until = following.get(i, float("inf"))  # the machine's next change
+            until = following.get(i, float("inf"))
             for t, version, state in by_device.get(probe.device, []):
                 if probe.at <= t < until and state == probe.state:
                     probe.key = f"{probe.device}:{version}"
@@ -368,9 +371,17 @@ def screen_kpis(
         faulty: list[float] = []
         last_quiet: list[float] = []
         unresolved = unseen = 0
+        lost_in_faults = 0
         for p in probes.changes:
-            if p.key is None or p.at >= settle_until:
-                unresolved += p.key is None and p.at < settle_until
+            if p.at >= settle_until:
+                continue
+            if p.key is None:
+                # a change made while the machine or the broker was down may be overtaken
+                # by the next before it is ever published; outside a fault it is a loss
+                if any(w.holds(p.at) for w in windows):
+                    lost_in_faults += 1
+                else:
+                    unresolved += 1
                 continue
             lat = [t / 1000 - p.at for t in times.get(p.key, [])]
             if not lat:
@@ -384,8 +395,13 @@ def screen_kpis(
         figures["probe changes (outside / inside fault windows)"] = (
             f"{len(last_quiet)} / {timed - unseen - len(last_quiet)}"
         )
+        figures["probe changes overtaken before the board showed them, inside faults"] = (
+            lost_in_faults
+        )
         if unresolved:
-            problems.append(f"{unresolved} probe changes never showed on the board")
+            problems.append(
+                f"{unresolved} probe changes outside the fault windows never showed on the board"
+            )
         if unseen:
             problems.append(f"{unseen} probe changes on the board reached no screen")
         if quiet:

@@ -152,6 +152,9 @@ class BatchSqlContract:
                     "created_at": NOW,
                     "updated_at": NOW,
                     "reminded_at": None,
+                    "locked_at": None,
+                    "overrun_at": None,
+                    "ending_warned_at": None,
                 }
             ]
         )
@@ -181,6 +184,9 @@ class BatchSqlContract:
                     "created_at": NOW,
                     "updated_at": updated,
                     "reminded_at": None,
+                    "locked_at": None,
+                    "overrun_at": None,
+                    "ending_warned_at": None,
                 }
                 for r in rows
             ]
@@ -275,6 +281,9 @@ class BatchSqlContract:
             "created_at": NOW,
             "updated_at": NOW,
             "reminded_at": None,
+            "locked_at": None,
+            "overrun_at": None,
+            "ending_warned_at": None,
         }
         log = {
             "request_key": "eve:8",
@@ -334,6 +343,9 @@ def _seed(conn: Connection) -> None:
                 "created_at": NOW,
                 "updated_at": NOW,
                 "reminded_at": None,
+                "locked_at": None,
+                "overrun_at": None,
+                "ending_warned_at": None,
             }
             for r in RESERVATIONS
         ],
@@ -453,6 +465,9 @@ class TestPsycopgPipelines(OnDatabase):
             "created_at": NOW,
             "updated_at": NOW,
             "reminded_at": None,
+            "locked_at": None,
+            "overrun_at": None,
+            "ending_warned_at": None,
         }
         message = Outbound("plaza/board/vr-01", b"one", retain=True)
         try:

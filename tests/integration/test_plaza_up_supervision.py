@@ -71,6 +71,8 @@ class RunningVenue:
                 "up",
                 "--devices",
                 str(DEVICES),
+                "--consoles",  # the simulated machines only: these tests count them
+                "0",
                 "--data-dir",
                 str(data),
                 "--mqtt-port",

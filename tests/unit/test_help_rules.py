@@ -94,8 +94,8 @@ def console(**kw: object) -> DeviceView:
     return DeviceView(id="desk-1", name="Desk 1", kind="console", zone="c", agent=False, **kw)  # type: ignore[arg-type]
 
 
-def slot(status: str) -> Slot:
-    return Slot(reservation_id="r1", starts_at=0, ends_at=1, status=status)
+def slot(status: str, starts_at: float = 0) -> Slot:
+    return Slot(reservation_id="r1", starts_at=starts_at, ends_at=starts_at + 1, status=status)
 
 
 @pytest.mark.parametrize(
@@ -108,7 +108,8 @@ def slot(status: str) -> Slot:
         ({"current_slot": slot("approved")}, BoardStatus.RESERVED),
         ({"current_slot": slot("checked_in")}, BoardStatus.IN_USE),  # checked in at the desk
         ({"next_slot": slot("checked_in")}, BoardStatus.IN_USE),  # early, before its slot
-        ({"next_slot": slot("approved")}, BoardStatus.AVAILABLE),
+        # a later booking (past the pre-slot lock: none here) leaves it free for now
+        ({"next_slot": slot("approved", starts_at=1000)}, BoardStatus.AVAILABLE),
         ({"current_slot": slot("held")}, BoardStatus.HELD),
     ],
 )
