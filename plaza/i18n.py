@@ -201,10 +201,10 @@ ALERTS: dict[str, tuple[str, str]] = {
         "{staff} resolved {user}'s call at {name}",
     ),
     "walk_in_overrun": (
-        "{name}({id}) 예약 {start} 시작: 워크인 이용자가 아직 사용 중입니다 (soft 정책, "
-        "세션을 종료하지 않았습니다). 자리를 안내해 주세요.",
+        "{name}({id}) 예약 {start} 시작: 워크인 이용자가 아직 사용 중입니다 ({why}). "
+        "자리를 안내해 주세요.",
         "{name} ({id}): the {start} booking has started and a walk-in is still playing "
-        "(soft policy: not ended); please seat the player",
+        "({why_en}); please seat the player",
     ),
     "bridge_backlog": (
         "브리지 이상: 명령 {count}건 대기 중 (한도 {limit})",

@@ -63,7 +63,7 @@ class DeviceView:
             return BoardStatus.OFFLINE
         if self.state is MachineState.FAULT:
             return BoardStatus.FAULT
-        if self.state is MachineState.IN_USE or self._checked_in_without_agent():
+        if self.state is MachineState.IN_USE or self.checked_in_without_agent():
             return BoardStatus.IN_USE
         if self.current_slot is not None and self.current_slot.status == BoardStatus.HELD.value:
             return BoardStatus.HELD
@@ -71,7 +71,7 @@ class DeviceView:
             return BoardStatus.RESERVED
         return BoardStatus.AVAILABLE
 
-    def _checked_in_without_agent(self) -> bool:
+    def checked_in_without_agent(self) -> bool:
         """A machine without an agent has no session of its own: a booking checked in at
         the desk (also early, before its slot) is its session until the slot ends."""
         slots = (self.current_slot, self.next_slot)

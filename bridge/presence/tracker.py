@@ -228,14 +228,17 @@ class PresenceTracker:
         ]
 
     def walk_ins(self) -> set[str]:
-        """The machines in a walk-in session now: online, in use, no reservation code."""
+        """The machines in a walk-in session now: online, in use, no reservation code. A
+        machine without an agent is never online in the bridge's view: staff set it in use,
+        and it is a walk-in unless a booking is checked in on it at the desk."""
         return {
             v.id
             for v in self.views.values()
-            if v.online
+            if (v.online or not v.agent)
             and is_walk_in(
                 v.state is MachineState.IN_USE, v.session.reservation_code if v.session else None
             )
+            and not v.checked_in_without_agent()
             and v.id not in self.removed
         }
 

@@ -135,6 +135,8 @@ class FloorClock:
         if row.starts_at - self.lead > now:
             return Outcome(None)
         writes.changed.append({"id": row.id, "locked_at": now})
+        if device is not None and not device.agent:
+            return Outcome(None, touched=True)  # no agent to lock or warn: its board says it
         if device is None or not device.maintenance:  # maintenance locked it already
             writes.outbox.append(self._cmd(row, CommandName.LOCK, now, RESERVATION_LOCK))
         if job.walk_in:
@@ -153,7 +155,8 @@ class FloorClock:
             return Outcome(None)
         writes.changed.append({"id": row.id, "overrun_at": now})
         kind = device.kind if device else "pc"
-        if floor.at_slot_start(self.policies.of(kind)) == "end_session":
+        staff = device is not None and not device.agent  # nothing there to end the session
+        if not staff and floor.at_slot_start(self.policies.of(kind)) == "end_session":
             writes.outbox.append(self._cmd(row, CommandName.END_SESSION, now, RESERVATION_LOCK))
             return Outcome(None)
         start = row.starts_at.astimezone(self.policy.tz).strftime("%H:%M")
@@ -165,6 +168,12 @@ class FloorClock:
             row.device_id,
             name=name,
             start=start,
+            why="직원 관리 기기, 직접 자리를 비워 주세요"
+            if staff
+            else "soft 정책, 세션 종료 안 함",
+            why_en="a staff-managed machine: free it by hand"
+            if staff
+            else "soft policy: not ended",
         )
         writes.alerts.append(alert)
         writes.outbox.append(Outbound(self.topics.admin_alerts, alert.encode()))

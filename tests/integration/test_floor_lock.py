@@ -391,3 +391,51 @@ async def test_with_keyed_bridges_the_lock_and_the_end_warning_come_once_also_af
     assert len({c.ts for c in warned}) == 1
     assert len({(n.id, n.seq) for n in p1.notifications if n.type == "session_ending"}) == 1
     assert len(await notes_in_sql(db_url, "session_ending")) == 1
+
+
+async def test_a_staff_managed_console_in_use_when_its_slot_starts_alerts_staff_under_strict(
+    broker: BrokerHandle, bridge_settings: Settings, seeded: list[str], db_url: str
+) -> None:
+    """A machine without an agent has nothing to lock, warn or end: when staff have it in
+    use (a walk-in) as a booking starts, staff get walk_in_overrun whatever the policy, and no
+    lock, warning or end goes to its empty cmd topic (a no-show's unlock may: harmless)."""
+    from tests.integration.test_booking import api, sql
+    from tests.integration.test_help import CONSOLE, admin
+
+    assert CONSOLE in seeded
+    await sql(db_url, update(Device).where(col(Device.id) == CONSOLE).values(agent=False))
+    topics = [f"plaza/devices/{CONSOLE}/cmd", f"plaza/board/{CONSOLE}", "plaza/admin/alerts"]
+    settings = floor_settings(bridge_settings, walkin_policy="strict")
+    async with (
+        running_bridge(settings),
+        api(broker) as desk,
+        Watch(broker.observer(), topics) as watch,
+    ):
+        in_use = await admin(desk, op="device_state", device_id=CONSOLE, state="in_use")
+        assert in_use.ok, in_use
+        await watch.wait_for(board(CONSOLE, lambda e: e.status.value == "in_use"))
+        r = await booked(db_url, CONSOLE, start_in=LEAD + 1)
+        alert = await watch.wait_for(
+            lambda s: (
+                s.topic == "plaza/admin/alerts"
+                and json.loads(s.payload)["type"] == "walk_in_overrun"
+            ),
+            timeout=10,
+        )
+        body = json.loads(alert.payload)
+        assert body["device_id"] == CONSOLE
+        assert "staff-managed" in body["message_en"]
+        await watch.wait_for(board(CONSOLE, lambda e: e.locked == "reservation"))
+        await asyncio.sleep(1)  # more ticks: one alert, and nothing to lock, warn or end sent
+        sent = {c.cmd.value for c in commands(watch, CONSOLE)}
+        assert not sent & {"lock", "session_warning", "end_session"}, sent
+        alerts = [
+            s
+            for s in watch.seen
+            if s.topic == "plaza/admin/alerts"
+            and json.loads(s.payload)["type"] == "walk_in_overrun"
+        ]
+        assert len(alerts) == 1
+        row = await row_of(db_url, r.id)
+        assert row.overrun_at is not None
+        assert row.locked_at is not None
