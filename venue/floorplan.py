@@ -93,9 +93,10 @@ def demo_history(
     fleet: Sequence[DeviceSpec], end: datetime, tz: tzinfo, *, days: int = 7, seed: int = 18
 ) -> tuple[list[PastChange], list[PastBooking]]:
     """``days`` of play before ``end`` (hourly chances, sessions of 20 min to 3 h, a few short
-    ones); every machine's history ends ``offline`` before ``end``, so nothing seeded says a
-    machine is in use now. One session in four came from a booking (completed); and some
-    bookings were no-shows (the machine stayed free)."""
+    ones); every machine's history ends ``offline`` before ``end`` (one without an agent,
+    never offline, ``available``), so nothing seeded says a machine is in use now. One
+    session in four came from a booking (completed); and some bookings were no-shows (the
+    machine stayed free)."""
     rng = random.Random(seed)
     start = end - timedelta(days=days)
     changes: list[PastChange] = []
@@ -123,6 +124,7 @@ def demo_history(
                 bookings.append(PastBooking(spec.id, guest, at, at + length, "completed"))
             at += length
             changes.append(PastChange(spec.id, at, "available"))
-        last = changes[-1].at + timedelta(minutes=1)
-        changes.append(PastChange(spec.id, max(last, end - timedelta(hours=3)), "offline"))
+        if spec.agent:  # a machine without an agent is never offline: it ends available
+            last = changes[-1].at + timedelta(minutes=1)
+            changes.append(PastChange(spec.id, max(last, end - timedelta(hours=3)), "offline"))
     return changes, bookings

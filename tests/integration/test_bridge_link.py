@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from bridge.link import Link
+from bridge.link import BEHIND, Link
 from bridge.metrics import BridgeMetrics
 from bridge.models import Outbound
 from plaza.mqtt import service_client
@@ -149,3 +149,31 @@ async def test_more_entries_than_paho_s_default_in_flight_window_are_all_acknowl
                 while metrics.board_published < 200:  # noqa: ASYNC110 - counted behind
                     await asyncio.sleep(0.05)
     assert "publish failed" not in caplog.text
+
+
+async def test_past_a_thousand_entries_awaiting_acknowledgement_publish_behind_waits(
+    broker: BrokerHandle, tmp_path: Path
+) -> None:
+    """The presence path's bound (bridge.link.BEHIND): a thousand entries are handed over at
+    once; the next waits until the broker has acknowledged some (a round trip, 2 x DELAY)."""
+    metrics = BridgeMetrics()
+    link = Link(metrics)
+    async with DelayingProxy(broker.host, broker.port, DELAY) as proxy:
+        settings = bridge_settings(broker, tmp_path, proxy.port, 30.0)
+        async with service_client(settings, settings.bridge_id, persistent=False) as client:
+            link.client = client
+            entries = [
+                Outbound(broker.topics.board(f"pc-{n:04d}"), b'{"n":0}', retain=True)
+                for n in range(BEHIND + 1)
+            ]
+            t0 = time.monotonic()
+            for entry in entries[:BEHIND]:
+                await link.publish_behind([entry])
+            handed = time.monotonic() - t0
+            await link.publish_behind([entries[BEHIND]])
+            waited = time.monotonic() - t0
+            async with asyncio.timeout(30):
+                while metrics.board_published < BEHIND + 1:  # noqa: ASYNC110 - counted behind
+                    await asyncio.sleep(0.05)
+    assert handed < 2 * DELAY, f"the first {BEHIND} waited ({handed:.2f} s)"
+    assert waited >= 2 * DELAY * 0.9, "the one past the bound waited for acknowledgements"
