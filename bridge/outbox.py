@@ -91,6 +91,7 @@ class OutboxPublisher:
         self._queue: asyncio.Queue[Stored] = asyncio.Queue()
         self._sent: list[int] = []
         self._known: set[int] = set()  # queued or sent, not yet marked in SQL
+        self._soon: asyncio.Task[None] | None = None
         self.published = 0
         #: dead letters to mark in SQL: (row id, reason)
         self._dead: list[tuple[int, str]] = []
@@ -132,6 +133,26 @@ class OutboxPublisher:
         fresh = [_stored(r) for r in rows if r.id not in self._known]
         self.enqueue(fresh)
         return len(fresh)
+
+    def sweep_soon(self, after: float = 1.0) -> None:
+        """Queue, ``after`` seconds from now, the committed rows nobody queued that are at
+        least that old: another bridge's, when this one takes over its slots (a bridge killed
+        between committing and publishing left them), without waiting for the periodic
+        sweep (up to twice SWEEP_SECONDS). Several calls at once make one sweep."""
+        if self._soon is not None and not self._soon.done():
+            return
+
+        async def sweep() -> None:
+            await asyncio.sleep(after)
+            try:
+                found = await self.load_unsent(older_than=after)
+            except Exception:  # the database may be down: the periodic sweep comes anyway
+                log.exception("outbox sweep after a takeover failed")
+                return
+            if found:
+                log.info("outbox: %d committed rows of another bridge queued", found)
+
+        self._soon = asyncio.ensure_future(sweep())
 
     async def run(self) -> None:
         async with asyncio.TaskGroup() as tg:

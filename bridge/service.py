@@ -256,6 +256,8 @@ def _wire_ownership(
         devices = of_slot(tracker.views, slot)
         await presence.took_over(devices)
         boards.moved(devices)
+        # what the slot's last owner committed but never published (killed in between)
+        ctx.outbox.sweep_soon()
 
     async def releasing(slot: int) -> None:
         # The jobs already taken for the slot are decided here before it is unlocked.
