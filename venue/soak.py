@@ -128,19 +128,13 @@ class Probes:
             by_device.setdefault(device, []).append((t, version, state))
         for seen in by_device.values():
             seen.sort()
-        # a machine's changes alternate idle / in use: the one two later is in the same state,
-        # so a version seen after it is that one's, not this one's
-        per_device: dict[str, list[int]] = {}
-        for i, probe in enumerate(self.changes):
-            per_device.setdefault(probe.device, []).append(i)
-        following: dict[int, float] = {}
-        for indexes in per_device.values():
-            for a, b in zip(indexes, indexes[2:], strict=False):
-                following[a] = self.changes[b].at
-        for i, probe in enumerate(self.changes):
-            until = following.get(i, float("inf"))
+        # The first version in the new state after the change. When the board lags more than
+        # the machine's next two changes, a later change's version can be taken for this one
+        # (its latency then reads longer than it was): bounding the match by the machine's
+        # next changes instead left lagging changes unmatched, which read as lost.
+        for probe in self.changes:
             for t, version, state in by_device.get(probe.device, []):
-                if probe.at <= t < until and state == probe.state:
+                if t >= probe.at and state == probe.state:
                     probe.key = f"{probe.device}:{version}"
                     break
 
