@@ -67,6 +67,7 @@ def incoming(message: aiomqtt.Message) -> Incoming:
         bytes(payload) if isinstance(payload, bytes | bytearray) else b"",
         getattr(props, "ResponseTopic", None),
         getattr(props, "CorrelationData", None),
+        bool(message.retain),
     )
 
 
@@ -227,8 +228,15 @@ class Connections:
                     await self._subscribe(client, self.main_filters())
                     # An older release read requests and receipts on this connection; its
                     # persistent session would still deliver them here too.
+                    # The board is read back on this connection after each connect (board
+                    # sync); a bridge that died while reading left it in its session.
                     await client.unsubscribe(
-                        [self.requests_filter(), self.topics.admin_requests, self.topics.all_acks]
+                        [
+                            self.requests_filter(),
+                            self.topics.admin_requests,
+                            self.topics.all_acks,
+                            self.topics.all_board,
+                        ]
                     )
                     self.link.client = client
                     backoff.reset()

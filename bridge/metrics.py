@@ -174,6 +174,9 @@ class BridgeMetrics:
     bad_payloads: int = _counter("Device messages dropped because their payload was invalid")
     unknown_topics: int = _counter("Messages dropped because the bridge does not handle the topic")
     reconnects: int = _counter("Times the bridge lost the broker and reconnected")
+    board_republished: int = _counter(
+        "Board entries published again after connecting because the broker lacked them"
+    )
     db_batches: int = _counter("Device view batches written to SQL")
     db_errors: int = _counter("Device view batches that failed to write (retried)")
     board_published: int = _counter("Retained board entries published")

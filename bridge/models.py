@@ -33,6 +33,8 @@ class Incoming:
     #: MQTT 5 response topic and correlation data (requests)
     response_topic: str | None = None
     correlation: bytes | None = None
+    #: the broker sent it from its retained store (on subscribing), not as it was published
+    retained: bool = False
 
 
 #: the most a topic (a UTF-8 string with a two-byte length) or binary property may hold

@@ -49,6 +49,7 @@ from plaza.acl import API_USER
 from plaza.settings import Settings
 from plaza.topics import (
     AdminRequestTopic,
+    BoardTopic,
     BrokerSysTopic,
     DeviceTopic,
     RequestTopic,
@@ -134,6 +135,7 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
     )
     router = Router(ctx.topics, ctx.metrics)
     router.route(DeviceTopic, presence.handle)
+    router.route(BoardTopic, presence.board_sync.handle)
     router.route(RequestTopic, _requests(desk, ctx.link, ctx.ownership))
     router.route(
         VenueRequestTopic, venue_route(VenueDesk(desk, help_desk), ctx.link, ctx.ownership)

@@ -9,12 +9,16 @@ check-in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
 
+import aiomqtt
+
 from bridge.context import BridgeContext
 from bridge.models import Incoming, Outbound
+from bridge.presence.board_sync import BoardSync, to_republish
 from bridge.presence.store import DeviceStore
 from bridge.presence.tracker import Effects, PresenceTracker
 from plaza.messages import (
@@ -26,6 +30,7 @@ from plaza.messages import (
     decode,
     now,
 )
+from plaza.mqtt import PlazaClient
 from plaza.topics import DeviceChannel, DeviceTopic
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,9 @@ class PresenceHandler:
         #: several bridges: a machine's board, events, alerts and rows are its owner's alone
         #: (every bridge still tracks every machine, to take it over warm)
         self._owns = ctx.ownership.owns
+        self._link = ctx.link
+        self.board_sync = BoardSync(self.topics, payload_limit=self._limit)
+        self._syncing: asyncio.Future[None] | None = None
 
     async def handle(self, where: DeviceTopic, message: Incoming) -> bool:
         """A presence or state message; False for a machine's cmd topic (not ours to read)."""
@@ -132,17 +140,48 @@ class PresenceHandler:
         self.store.enqueue(None, False, [alert], alert.timestamp)
 
     async def republish_board(self) -> None:
-        """Publish every machine's current board entry (same version) after (re)connecting:
-        a publish lost while disconnected, or retained messages a crashed broker did not
-        save, are restored. Clients treat an equal version as nothing new."""
+        """After (re)connecting: restore what the broker lacks of the board (a publish lost
+        while disconnected, retained messages a crashed broker did not save). The retained
+        board is read back behind this call (:mod:`bridge.presence.board_sync`) and only the
+        entries missing or older there go out again."""
         ts = now()
         for effects in self.tracker.settle_managed(ts):
             if effects.view is not None and self._owns(effects.view.id):
                 await self.apply(effects)
+        client = self._link.client
+        if client is None:
+            return
+        expected = {
+            v.id: v.version
+            for v in self.tracker.views.values()
+            if v.version > 0 and self._owns(v.id)
+        }
+        if self._syncing is not None:
+            self._syncing.cancel()
+        self._syncing = asyncio.ensure_future(self._sync(client, expected))
+
+    async def _sync(self, client: PlazaClient, expected: dict[str, int]) -> None:
+        try:
+            held = await self.board_sync.read(client, expected) if expected else {}
+        except aiomqtt.MqttError as exc:  # the connection went: the next one reads again
+            log.info("board sync stopped: %s", exc)
+            return
+        if self._link.client is not client:
+            return
+        views = self.tracker.views
+        current = {d: v.version for d, v in views.items() if self._owns(d)}
+        again = to_republish(expected, held, current)
+        ts = now()
         await self._publish(
             [
-                Outbound(self.topics.board(v.id), v.entry(ts).encode(), retain=True)
-                for v in self.tracker.views.values()
-                if v.version > 0 and self._owns(v.id)
+                Outbound(self.topics.board(d), views[d].entry(ts).encode(), retain=True)
+                for d in again
             ]
+        )
+        self._metrics.board_republished += len(again)
+        log.info(
+            "board sync: the broker held %d of %d entries; published again: %d",
+            len(expected) - len([d for d in expected if held.get(d, -1) < expected[d]]),
+            len(expected),
+            len(again),
         )
