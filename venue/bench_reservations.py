@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -38,6 +39,8 @@ from venue.benchkit import (
     BENCH_TOOL,
     KEYED,
     BenchVenue,
+    CpuLedger,
+    database_pids,
     drop_pg_database,
     fresh_pg_database,
     machine_line,
@@ -261,7 +264,19 @@ async def _run_db(
             results["paced"] = await paced(args.rate, args.seconds, load.one)
             pids = venue.bridge_pids()
             cpu = [process_cpu(pid) for pid in pids]
+            ledger = CpuLedger(
+                {
+                    "bridge": pids,
+                    "broker": [venue.broker.proc.pid] if venue.broker.proc else [],
+                    "database server": await database_pids(venue.database_url),
+                    "load generator": [os.getpid()],
+                    "echo responder": [echo.pid],
+                    "simulator": [sim.pid],
+                }
+            )
+            ledger.start()
             rate, done = await sustained(args.window, args.seconds, load.one)
+            results["cpu_commands"] = _per_command(ledger.stop(), done)
             results["max"], results["max_done"] = rate, done
             # each bridge's CPU per command of the sustained phase (ms)
             results["cpu_ms"] = [
@@ -270,7 +285,9 @@ async def _run_db(
             ]
             # The same window of bare echoes: what any responder built on aiomqtt (and this
             # load generator) can reach on this machine, the ceiling for the bridge.
-            results["echo_max"], _ = await sustained(args.window, args.seconds / 2, echo_once)
+            ledger.start()
+            results["echo_max"], echoed = await sustained(args.window, args.seconds / 2, echo_once)
+            results["cpu_echoes"] = _per_command(ledger.stop(), echoed)
             results["failures"] = load.failures
             for t in runs:
                 t.cancel()
@@ -278,6 +295,46 @@ async def _run_db(
             child.terminate()
             await child.wait()
     return results
+
+
+def _per_command(used: dict[str, float], done: int) -> dict[str, float]:
+    """CPU ms per command of each role, and the host's busy share of its capacity."""
+    out = {k: v * 1000 / max(1, done) for k, v in used.items() if not k.startswith("host")}
+    out["host busy share"] = used["host busy"] / max(1e-9, used["host capacity"])
+    return out
+
+
+def cpu_report(runs: list[dict[str, object]]) -> list[str]:
+    """Where the sustained phases' CPU went, per command: the bridge's phase against the bare
+    echo's, and what the host's cores allow."""
+    cores = os.cpu_count() or 1
+    lines = [
+        "",
+        "CPU per command in the sustained phases (ms of CPU per command answered, from "
+        "/proc; the database server is the backends of the bench's own database):",
+        "",
+        "| database | phase | "
+        + " | ".join(ROLES)
+        + " | all roles | host busy | cores / all roles (commands/s) |",
+        "|---|---|" + "---|" * (len(ROLES) + 3),
+    ]
+    for run in runs:
+        for phase, key in (("commands", "cpu_commands"), ("bare echo", "cpu_echoes")):
+            cpu = run.get(key)
+            if not isinstance(cpu, dict):
+                continue
+            total = sum(cpu.get(r, 0.0) for r in ROLES)
+            lines.append(
+                f"| {run['label']} | {phase} | "
+                + " | ".join(f"{cpu.get(r, 0.0):.3f}" for r in ROLES)
+                + f" | {total:.3f} | {100 * cpu['host busy share']:.0f} % | "
+                f"{cores * 1000 / max(total, 1e-9):.0f} |"
+            )
+    return lines
+
+
+#: the processes a reservations bench phase is charged to, in report order
+ROLES = ("bridge", "broker", "database server", "load generator", "echo responder", "simulator")
 
 
 def _row(label: str, values: list[float]) -> str:
@@ -325,7 +382,7 @@ def report(runs: list[dict[str, object]], args: argparse.Namespace, command: str
             f"- {run['label']}: sustained {share:.2f} x the bare echo with the same window "
             f"(target >= 0.6 x: {'met' if share >= 0.6 else 'NOT met'})."
         )
-    return "\n".join([*lines, "", *verdicts, ""])
+    return "\n".join([*lines, "", *verdicts, *cpu_report(runs), ""])
 
 
 def bridges_report(runs: list[dict[str, object]], args: argparse.Namespace, command: str) -> str:

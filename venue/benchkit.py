@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -344,6 +345,66 @@ def process_cpu(pid: int) -> float:
     """CPU seconds (user + system) a process has used, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def host_cpu() -> tuple[float, float]:
+    """The whole host's busy and total CPU seconds so far (all cores), from /proc/stat."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    total = sum(ticks[:8])  # guest time is already counted in user
+    hz = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / hz, total / hz
+
+
+async def database_pids(database_url: str) -> list[int]:
+    """The PostgreSQL server processes serving ``database_url``'s database (its backends)."""
+    if not database_url.startswith("postgresql"):
+        return []
+    engine = make_engine(database_url)
+    try:
+        async with engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT pid FROM pg_stat_activity WHERE datname = current_database()")
+            )
+            return [int(pid) for (pid,) in rows]
+    finally:
+        await engine.dispose()
+
+
+class CpuLedger:
+    """CPU seconds per role (a role is a set of processes) and of the whole host, between
+    :meth:`start` and :meth:`stop`: where a benchmark phase's CPU went."""
+
+    def __init__(self, roles: Mapping[str, Sequence[int]]) -> None:
+        self.roles = {name: list(pids) for name, pids in roles.items()}
+        self._before: dict[str, float] = {}
+        self._host: tuple[float, float] = (0.0, 0.0)
+        self._wall = 0.0
+
+    def _read(self) -> dict[str, float]:
+        out = {}
+        for name, pids in self.roles.items():
+            used = 0.0
+            for pid in pids:
+                with contextlib.suppress(OSError):  # a backend that ended: not counted
+                    used += process_cpu(pid)
+            out[name] = used
+        return out
+
+    def start(self) -> None:
+        self._before = self._read()
+        self._host = host_cpu()
+        self._wall = time.monotonic()
+
+    def stop(self) -> dict[str, float]:
+        """Each role's CPU seconds, plus ``host busy`` and ``host capacity`` (cores x wall)
+        over the phase."""
+        after = self._read()
+        busy, total = host_cpu()
+        out = {name: after[name] - self._before.get(name, 0.0) for name in after}
+        out["host busy"] = busy - self._host[0]
+        out["host capacity"] = total - self._host[1]
+        return out
 
 
 def write_report(path: Path, section: str) -> None:
