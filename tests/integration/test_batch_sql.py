@@ -22,6 +22,7 @@ from sqlmodel import Session
 from bridge.models import Outbound
 from bridge.sql import (
     BatchSql,
+    BatchWrites,
     BoardAsk,
     DeviceRow,
     EntryRow,
@@ -295,12 +296,14 @@ class BatchSqlContract:
         }
         messages = [Outbound("plaza/board/vr-01", b"one", retain=True), Outbound("x/y", b"two")]
         board = BoardAsk(["vr-01", "pc-02"], NOW, NOW + 24 * H)
-        stored, rows = sql.write_batch([reservation], [log], messages, NOW, 1500, board)
+        stored, rows = sql.write_batch(
+            BatchWrites([reservation], [log], messages, NOW, 1500, board)
+        )
         assert [m for _, m in stored] == messages
         assert [i for i, _ in stored] == [i for i, *_ in stored_outbox()]
         assert by_id(rows) == [new, RESERVATIONS[3], RESERVATIONS[5]]
         assert sql.logged(["eve:8"]) == [("eve:8", REPLY)]
-        assert sql.write_batch([], [], [], NOW, 1500, None) == ([], [])
+        assert sql.write_batch(BatchWrites([], [], [], NOW, 1500, None)) == ([], [])
 
     def test_outbox_messages_are_stored_in_order_with_growing_ids(
         self, sql: BatchSql, stored_outbox: StoredOutbox
@@ -476,7 +479,9 @@ class TestPsycopgPipelines(OnDatabase):
                 sql = batch_sql(batch)
                 sql.facts(FactsAsk([], ["vr-01"], [], [], None, None, NOW))  # sends BEGIN
                 with pytest.raises(IntegrityError):
-                    sql.write_batch([reservation], [], [message], NOW, 1500, None, commit=True)
+                    sql.write_batch(
+                        BatchWrites([reservation], [], [message], NOW, 1500, None), commit=True
+                    )
                 batch.rollback()
             with engine.connect() as again:  # the same pooled connection, back in transactions
                 raw = again.connection.driver_connection
@@ -518,7 +523,9 @@ class TestPsycopgPipelines(OnDatabase):
         self, sql: BatchSql, db_url: str
     ) -> None:
         message = Outbound("plaza/board/vr-01", b"one", retain=True)
-        [(outbox_id, _)], _ = sql.write_batch([], [], [message], NOW, 1500, None, commit=True)
+        [(outbox_id, _)], _ = sql.write_batch(
+            BatchWrites([], [], [message], NOW, 1500, None), commit=True
+        )
         other = make_sync_engine(db_url)
         assert other is not None
         try:
