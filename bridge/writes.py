@@ -24,7 +24,7 @@ from bridge.alerts import alert_row
 from bridge.help_rows import Follow, follow_rows
 from bridge.models import Outbound, Stored
 from bridge.notifier import Note, write_notes
-from bridge.sql import BoardAsk, SlotRow, batch_sql
+from bridge.sql import BatchWrites, BoardAsk, SlotRow, batch_sql
 from plaza.messages import AdminAlert
 from plaza.tables import Alert, PlayerStanding, Reservation, WaitlistEntry, table_of
 
@@ -87,7 +87,8 @@ class Writes:
         if self.alerts or moved:
             conn.execute(insert(_ALERT), [alert_row(a) for a in (*self.alerts, *moved)])
         messages = self.outbox + moved_out + write_notes(conn, self.notes, now)
-        return sql.write_batch(self.new, self.logs, messages, now, max_packet, board, commit=commit)
+        writes = BatchWrites(self.new, self.logs, messages, now, max_packet, board)
+        return sql.write_batch(writes, commit=commit)
 
     async def flush(self, session: AsyncSession, max_packet: int) -> list[Stored]:
         conn = await session.connection()

@@ -38,6 +38,7 @@ from plaza_sim.machine import Machine, MachineConfig
 from venue.accounts import demo_fleet
 from venue.benchkit import BENCH_SCREENS, BenchVenue, machine_line, percentile, write_report
 from venue.broker import REPO, die_with_parent
+from venue.limits import LimitError, raise_open_files
 
 CLIENTS_JS = Path(__file__).with_name("fanout_clients.mjs")
 WEB_PACKAGE = REPO / "api" / "web" / "package.json"
@@ -82,19 +83,6 @@ def system_cpu() -> tuple[float, float]:
 def load_average() -> str:
     one, five, fifteen = os.getloadavg()
     return f"{one:.2f}, {five:.2f}, {fifteen:.2f}"
-
-
-def raise_open_files(needed: int) -> tuple[int, int]:
-    """Raise this process's soft descriptor limit (inherited by the broker, the bridge and
-    the node processes) to the hard limit; refuse when even that is too low."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        raise SystemExit(
-            f"plaza bench fanout: needs about {needed} open files but the hard limit is {hard}"
-        )
-    if soft < needed:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    return resource.getrlimit(resource.RLIMIT_NOFILE)
 
 
 @dataclass
@@ -162,7 +150,11 @@ async def _bench(opts: FanoutOptions, work: Path) -> FanoutResult:
     if node is None:
         raise SystemExit("plaza bench fanout: node is not installed (scripts/setup.sh)")
     result = FanoutResult(opts, load_before=load_average())
-    result.nofile = raise_open_files(opts.subscribers + opts.machines + 200)
+    try:  # the broker holds a socket per subscriber and per machine; children inherit it
+        raise_open_files(opts.subscribers + opts.machines, "plaza bench fanout")
+    except LimitError as exc:
+        raise SystemExit(str(exc)) from exc
+    result.nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     fleet = demo_fleet(opts.machines)
     async with BenchVenue(work, fleet, seed_devices=True) as venue:
         await venue.wait_bridge_ready()

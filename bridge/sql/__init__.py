@@ -37,6 +37,7 @@ from bridge.sql.core import CoreBatchSql
 from bridge.sql.postgres import PostgresBatchSql
 from bridge.sql.rows import (
     BatchSql,
+    BatchWrites,
     BoardAsk,
     DeviceRow,
     EntryRow,
@@ -49,6 +50,7 @@ from bridge.sql.sqlite import SqliteBatchSql
 
 __all__ = [
     "BatchSql",
+    "BatchWrites",
     "BoardAsk",
     "DeviceRow",
     "EntryRow",

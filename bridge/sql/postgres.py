@@ -28,7 +28,7 @@ from sqlalchemy import Connection
 
 from bridge.models import Outbound, Stored
 from bridge.sql.booking import BookingSql
-from bridge.sql.rows import BoardAsk, DeviceRow, Facts, FactsAsk, SlotRow
+from bridge.sql.rows import BatchWrites, DeviceRow, Facts, FactsAsk, SlotRow
 from bridge.sql.text import RES, as_sqlalchemy_error, statements
 
 _SQL = statements(
@@ -159,16 +159,9 @@ class PostgresBatchSql(BookingSql):
         )
 
     def write_batch(
-        self,
-        reservations: list[dict[str, Any]],
-        logs: list[dict[str, Any]],
-        messages: list[Outbound],
-        now: datetime,
-        max_packet: int,
-        board: BoardAsk | None,
-        *,
-        commit: bool = False,
+        self, writes: BatchWrites, *, commit: bool = False
     ) -> tuple[list[Stored], list[SlotRow]]:
+        reservations, logs, messages, now, max_packet, board = writes
         outbox = board_rows = None
         with _as_sqlalchemy_error(_SQL.insert_outbox), self.raw.pipeline():
             cursor = self.raw.cursor()

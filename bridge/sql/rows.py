@@ -94,6 +94,19 @@ class BoardAsk(NamedTuple):
     horizon: datetime
 
 
+class BatchWrites(NamedTuple):
+    """What a batch writes, and the boards it reads after (see :meth:`BatchSql.write_batch`)."""
+
+    reservations: list[dict[str, Any]]
+    logs: list[dict[str, Any]]
+    messages: list[Outbound]
+    now: datetime
+    #: the broker's maximum packet size: a larger outbox message is written dead-lettered
+    max_packet: int
+    #: the boards to read as the writes leave them (None: none)
+    board: BoardAsk | None
+
+
 class BatchSql(Protocol):
     def logged(self, keys: Collection[str]) -> list[tuple[str, str]]: ...
     def devices(self, ids: Collection[str]) -> list[DeviceRow]: ...
@@ -150,19 +163,11 @@ class BatchSql(Protocol):
         ...
 
     def write_batch(
-        self,
-        reservations: list[dict[str, Any]],
-        logs: list[dict[str, Any]],
-        messages: list[Outbound],
-        now: datetime,
-        max_packet: int,
-        board: BoardAsk | None,
-        *,
-        commit: bool = False,
+        self, writes: BatchWrites, *, commit: bool = False
     ) -> tuple[list[Stored], list[SlotRow]]:
-        """Insert the reservations, the log rows and the outbox messages (as
-        :meth:`insert_outbox`), then read ``board`` as the writes leave it. ``commit``: the
-        caller commits the transaction right after, so an implementation may send the
+        """Insert the reservations, the log rows and the outbox messages of ``writes`` (as
+        :meth:`insert_outbox`), then read its ``board`` as the writes leave it. ``commit``:
+        the caller commits the transaction right after, so an implementation may send the
         COMMIT with the writes (the caller's own commit is then a no-op)."""
         ...
 
@@ -189,18 +194,10 @@ class InTurn:
         )
 
     def write_batch(
-        self,
-        reservations: list[dict[str, Any]],
-        logs: list[dict[str, Any]],
-        messages: list[Outbound],
-        now: datetime,
-        max_packet: int,
-        board: BoardAsk | None,
-        *,
-        commit: bool = False,
+        self, writes: BatchWrites, *, commit: bool = False
     ) -> tuple[list[Stored], list[SlotRow]]:
-        sql = cast("BatchSql", self)
-        sql.insert_reservations(reservations)
-        sql.insert_logs(logs)
-        stored = sql.insert_outbox(messages, now, max_packet)
+        sql, board = cast("BatchSql", self), writes.board
+        sql.insert_reservations(writes.reservations)
+        sql.insert_logs(writes.logs)
+        stored = sql.insert_outbox(writes.messages, writes.now, writes.max_packet)
         return stored, sql.board_rows(*board) if board and board.devices else []

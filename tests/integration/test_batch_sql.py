@@ -12,6 +12,7 @@ import asyncio
 import logging
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from sqlmodel import Session
 from bridge.models import Outbound
 from bridge.sql import (
     BatchSql,
+    BatchWrites,
     BoardAsk,
     DeviceRow,
     EntryRow,
@@ -74,6 +76,23 @@ LOGS = [("ana:1", REPLY)]
 #: reads the outbox as stored: (id, topic, payload, qos, retain, props_json) per row
 AddEntries = Callable[[list[EntryRow]], None]
 StoredOutbox = Callable[[], list[tuple[int, str, bytes, int, bool, str | None, str | None]]]
+
+
+def reservation_row(r: SlotRow, **overrides: Any) -> dict[str, Any]:
+    """``r`` as a reservations row to insert: request key ``player:id``, created and updated
+    at NOW, no reminder and none of the floor's markers (locked, overrun, ending warned) set;
+    ``overrides`` replace any of those."""
+    return {
+        **r._asdict(),
+        "request_key": f"{r.player}:{r.id}",
+        "created_at": NOW,
+        "updated_at": NOW,
+        "reminded_at": None,
+        "locked_at": None,
+        "overrun_at": None,
+        "ending_warned_at": None,
+        **overrides,
+    }
 
 
 def by_id(rows: list[SlotRow]) -> list[SlotRow]:
@@ -144,20 +163,7 @@ class BatchSqlContract:
 
     def test_inserted_reservations_and_logs_read_back_the_same(self, sql: BatchSql) -> None:
         new = _row("n1", "vr-01", "eve", 5 * H, 6 * H, "pending")
-        sql.insert_reservations(
-            [
-                {
-                    **new._asdict(),
-                    "request_key": "eve:7",
-                    "created_at": NOW,
-                    "updated_at": NOW,
-                    "reminded_at": None,
-                    "locked_at": None,
-                    "overrun_at": None,
-                    "ending_warned_at": None,
-                }
-            ]
-        )
+        sql.insert_reservations([reservation_row(new, request_key="eve:7")])
         sql.insert_logs(
             [
                 {
@@ -176,21 +182,7 @@ class BatchSqlContract:
 
     # -- the booking reads (bridge/sql/booking.py: every implementation serves them) ----------
     def _insert(self, sql: BatchSql, rows: list[SlotRow], updated: datetime = NOW) -> None:
-        sql.insert_reservations(
-            [
-                {
-                    **r._asdict(),
-                    "request_key": f"{r.player}:{r.id}",
-                    "created_at": NOW,
-                    "updated_at": updated,
-                    "reminded_at": None,
-                    "locked_at": None,
-                    "overrun_at": None,
-                    "ending_warned_at": None,
-                }
-                for r in rows
-            ]
-        )
+        sql.insert_reservations([reservation_row(r, updated_at=updated) for r in rows])
 
     def test_party_seats_are_read_in_any_status_and_a_party_counts_once(
         self, sql: BatchSql
@@ -275,16 +267,7 @@ class BatchSqlContract:
         self, sql: BatchSql, stored_outbox: StoredOutbox
     ) -> None:
         new = _row("n2", "vr-01", "eve", 2 * H, 3 * H, "approved")
-        reservation = {
-            **new._asdict(),
-            "request_key": "eve:8",
-            "created_at": NOW,
-            "updated_at": NOW,
-            "reminded_at": None,
-            "locked_at": None,
-            "overrun_at": None,
-            "ending_warned_at": None,
-        }
+        reservation = reservation_row(new, request_key="eve:8")
         log = {
             "request_key": "eve:8",
             "device_id": "vr-01",
@@ -295,12 +278,14 @@ class BatchSqlContract:
         }
         messages = [Outbound("plaza/board/vr-01", b"one", retain=True), Outbound("x/y", b"two")]
         board = BoardAsk(["vr-01", "pc-02"], NOW, NOW + 24 * H)
-        stored, rows = sql.write_batch([reservation], [log], messages, NOW, 1500, board)
+        stored, rows = sql.write_batch(
+            BatchWrites([reservation], [log], messages, NOW, 1500, board)
+        )
         assert [m for _, m in stored] == messages
         assert [i for i, _ in stored] == [i for i, *_ in stored_outbox()]
         assert by_id(rows) == [new, RESERVATIONS[3], RESERVATIONS[5]]
         assert sql.logged(["eve:8"]) == [("eve:8", REPLY)]
-        assert sql.write_batch([], [], [], NOW, 1500, None) == ([], [])
+        assert sql.write_batch(BatchWrites([], [], [], NOW, 1500, None)) == ([], [])
 
     def test_outbox_messages_are_stored_in_order_with_growing_ids(
         self, sql: BatchSql, stored_outbox: StoredOutbox
@@ -336,19 +321,7 @@ def _seed(conn: Connection) -> None:
         session.flush()
     conn.execute(
         sa.insert(table_of(Reservation)),
-        [
-            {
-                **r._asdict(),
-                "request_key": f"{r.player}:{r.id}",
-                "created_at": NOW,
-                "updated_at": NOW,
-                "reminded_at": None,
-                "locked_at": None,
-                "overrun_at": None,
-                "ending_warned_at": None,
-            }
-            for r in RESERVATIONS
-        ],
+        [reservation_row(r) for r in RESERVATIONS],
     )
     conn.execute(
         sa.insert(table_of(CommandLog)),
@@ -459,16 +432,7 @@ class TestPsycopgPipelines(OnDatabase):
         engine = make_sync_engine(db_url)
         assert engine is not None
         twice = _row("r1", "vr-01", "eve", 5 * H, 6 * H, "pending")  # r1 exists
-        reservation = {
-            **twice._asdict(),
-            "request_key": "eve:9",
-            "created_at": NOW,
-            "updated_at": NOW,
-            "reminded_at": None,
-            "locked_at": None,
-            "overrun_at": None,
-            "ending_warned_at": None,
-        }
+        reservation = reservation_row(twice, request_key="eve:9")
         message = Outbound("plaza/board/vr-01", b"one", retain=True)
         try:
             with engine.connect() as batch:
@@ -476,7 +440,9 @@ class TestPsycopgPipelines(OnDatabase):
                 sql = batch_sql(batch)
                 sql.facts(FactsAsk([], ["vr-01"], [], [], None, None, NOW))  # sends BEGIN
                 with pytest.raises(IntegrityError):
-                    sql.write_batch([reservation], [], [message], NOW, 1500, None, commit=True)
+                    sql.write_batch(
+                        BatchWrites([reservation], [], [message], NOW, 1500, None), commit=True
+                    )
                 batch.rollback()
             with engine.connect() as again:  # the same pooled connection, back in transactions
                 raw = again.connection.driver_connection
@@ -518,7 +484,9 @@ class TestPsycopgPipelines(OnDatabase):
         self, sql: BatchSql, db_url: str
     ) -> None:
         message = Outbound("plaza/board/vr-01", b"one", retain=True)
-        [(outbox_id, _)], _ = sql.write_batch([], [], [message], NOW, 1500, None, commit=True)
+        [(outbox_id, _)], _ = sql.write_batch(
+            BatchWrites([], [], [message], NOW, 1500, None), commit=True
+        )
         other = make_sync_engine(db_url)
         assert other is not None
         try:

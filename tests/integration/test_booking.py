@@ -14,16 +14,23 @@ from typing import Any
 
 import pytest
 from sqlalchemy import update
-from sqlmodel import select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from plaza.db import make_engine
-from plaza.messages import BoardEntry, DeviceCommand, Reply
+from plaza.messages import BoardEntry, DeviceCommand
 from plaza.settings import Settings
 from plaza.tables import Device, PlayerStanding, Reservation, WaitlistEntry
 from plaza.topics import Topics
 from tests.conftest import BridgeProcess, BrokerHandle, RunningService, Watch, running_bridge
-from tests.integration.helpers import is_board, machine, start, stop
+from tests.integration.helpers import (
+    api,
+    code_of,
+    is_board,
+    machine,
+    player,
+    rows,
+    sql,
+    start,
+    stop,
+)
 from tests.integration.reserving import Requester, as_admin, slot
 from venue.accounts import bridge_accounts
 from venue.check import CheckOptions, command_effects, double_bookings, read_sql
@@ -31,45 +38,8 @@ from venue.check import CheckOptions, command_effects, double_bookings, read_sql
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
 
-async def sql(db_url: str, *statements: Any) -> None:
-    engine = make_engine(db_url)
-    try:
-        async with AsyncSession(engine) as session:
-            for statement in statements:
-                if isinstance(statement, Reservation):
-                    session.add(statement)
-                else:
-                    await session.exec(statement)
-            await session.commit()
-    finally:
-        await engine.dispose()
-
-
-async def rows(db_url: str, model: Any) -> list[Any]:
-    """Every row of ``model``, read without the write lock (SQLite: a deferred transaction),
-    so a read after a bridge stopped never waits on what it may have left behind."""
-    engine = make_engine(db_url, reader=True)
-    try:
-        async with AsyncSession(engine) as session:
-            return list((await session.exec(select(model))).all())
-    finally:
-        await engine.dispose()
-
-
-def player(broker: BrokerHandle, name: str = "player1") -> Requester:
-    return Requester(broker, name, broker.secrets.players[name])
-
-
 def racer(broker: BrokerHandle, i: int) -> Requester:
     return Requester(broker, f"racer{i:03d}", f"racer-pw-{i:03d}")
-
-
-def api(broker: BrokerHandle) -> Requester:
-    return Requester(broker, "api", broker.secrets.api)
-
-
-def code_of(reply: Reply) -> str | None:
-    return reply.error.code if reply.error else None
 
 
 async def sql_invariants(db_url: str) -> list[str]:

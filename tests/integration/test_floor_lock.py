@@ -24,7 +24,7 @@ from plaza.settings import Settings
 from plaza.tables import Device, Notification, Reservation
 from plaza_sim.machine import Machine
 from tests.conftest import BridgeProcess, BrokerHandle, Seen, Watch, running_bridge
-from tests.integration.helpers import board_of, machine, start, stop
+from tests.integration.helpers import CONSOLE, admin, api, board_of, machine, sql, start, stop
 from tests.integration.reserving import Requester
 from tests.integration.test_keyed_bridges import locks, make_bridge, running, settled
 
@@ -399,9 +399,6 @@ async def test_a_staff_managed_console_in_use_when_its_slot_starts_alerts_staff_
     """A machine without an agent has nothing to lock, warn or end: when staff have it in
     use (a walk-in) as a booking starts, staff get walk_in_overrun whatever the policy, and no
     lock, warning or end goes to its empty cmd topic (a no-show's unlock may: harmless)."""
-    from tests.integration.test_booking import api, sql
-    from tests.integration.test_help import CONSOLE, admin
-
     assert CONSOLE in seeded
     await sql(db_url, update(Device).where(col(Device.id) == CONSOLE).values(agent=False))
     topics = [f"plaza/devices/{CONSOLE}/cmd", f"plaza/board/{CONSOLE}", "plaza/admin/alerts"]

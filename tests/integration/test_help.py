@@ -7,30 +7,24 @@ from __future__ import annotations
 
 import asyncio
 import json
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from sqlalchemy import update
 from sqlmodel import col
 
-from plaza.messages import AdminAlert, BoardStatus, Reply
+from plaza.messages import AdminAlert, BoardStatus
 from plaza.settings import Settings
 from plaza.tables import Device, HelpCallRow, Reservation
 from tests.conftest import BrokerHandle, RunningService, Watch, running_bridge
-from tests.integration.helpers import board_of
-from tests.integration.reserving import Requester, as_admin
-from tests.integration.test_booking import api, code_of, player, rows, sql
+from tests.integration.helpers import CONSOLE, admin, api, board_of, code_of, player, rows, sql
+from tests.integration.reserving import as_admin
 from venue.up import init_venue
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
-CONSOLE = "console-01"  # the seeded fleet's console: made a machine without an agent here
 PER_HOUR = 3
 
 
@@ -49,17 +43,6 @@ async def bridge(
     await sql(db_url, update(Device).where(col(Device.id) == CONSOLE).values(agent=False))
     async with running_bridge(bridge_settings) as running:
         yield running
-
-
-async def admin(requester: Requester, **body: Any) -> Reply:
-    """An admin command (``admin/requests``) as the api sends it."""
-    body.setdefault("request_id", uuid.uuid4().hex)
-    props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-    props.ResponseTopic = requester.broker.topics.replies(requester.user)
-    props.CorrelationData = uuid.uuid4().bytes
-    topic = requester.broker.topics.admin_requests
-    await requester.client.publish(topic, json.dumps(body).encode(), qos=1, properties=props)
-    return await requester.reply(body["request_id"])
 
 
 def alerts_of(watch: Watch, kind: str) -> list[AdminAlert]:

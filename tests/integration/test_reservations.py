@@ -23,24 +23,10 @@ from plaza.messages import BoardEntry, Reply
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Reservation
 from tests.conftest import BrokerHandle, RunningService, Seen, Watch
-from tests.integration.helpers import is_board, machine, start, stop
-from tests.integration.reserving import Requester, as_admin, race, slot
+from tests.integration.helpers import api, is_board, machine, player, sql, start, stop
+from tests.integration.reserving import as_admin, race, slot
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
-
-
-async def sql(db_url: str, *statements: object) -> None:
-    engine = make_engine(db_url)
-    try:
-        async with AsyncSession(engine) as session:
-            for statement in statements:
-                if isinstance(statement, Reservation):
-                    session.add(statement)
-                else:
-                    await session.exec(statement)  # type: ignore[call-overload]
-            await session.commit()
-    finally:
-        await engine.dispose()
 
 
 async def auto_approve(db_url: str, device: str) -> None:
@@ -54,14 +40,6 @@ async def reservations(db_url: str) -> list[Reservation]:
             return list((await session.exec(select(Reservation))).all())
     finally:
         await engine.dispose()
-
-
-def player(broker: BrokerHandle, name: str = "player1") -> Requester:
-    return Requester(broker, name, broker.secrets.players[name])
-
-
-def api(broker: BrokerHandle) -> Requester:
-    return Requester(broker, "api", broker.secrets.api)
 
 
 async def test_a_hundred_clients_race_for_overlapping_slots_and_exactly_one_wins(
