@@ -27,7 +27,11 @@ async def test_staff_replace_the_zones_and_everyone_reads_them(api: Api) -> None
     admin, p1 = await api.headers("admin"), await api.headers("player1")
     empty = await api.client.get("/floor", headers=p1)
     assert empty.status_code == 200
-    assert empty.json() == {"size": floormap.FLOOR_SIZE, "zones": []}
+    assert empty.json() == {
+        "size": floormap.FLOOR_SIZE,
+        "zones": [],
+        "limits": {"zones": 32, "min_points": 3, "max_points": 32},
+    }
     body = {"zones": [zone("pc-zone"), zone("sim-bay", [[12, 0], [20.04, 0], [16, 9]])]}
     put = await api.client.put("/floor", headers=admin, json=body)
     assert put.status_code == 200, put.text
