@@ -87,6 +87,16 @@ def corner(page: Page, index: int) -> Locator:
     return page.locator(f'#floor-admin .zone-corner[data-corner="{index}"]')
 
 
+def place(handle: Locator) -> tuple[float, float]:
+    return float(handle.get_attribute("data-x") or "nan"), float(
+        handle.get_attribute("data-y") or "nan"
+    )
+
+
+def name_of(page: Page, zone: str) -> Locator:
+    return page.locator(f'#floor .floor-zone[data-zone="{zone}"] text')
+
+
 def drag(page: Page, handle: Locator, dx: float, dy: float) -> None:
     """A pointer drag of ``handle`` by (dx, dy) screen pixels, in small steps."""
     handle.scroll_into_view_if_needed()
@@ -122,20 +132,14 @@ def test_staff_edit_the_zones_and_every_screen_redraws_them_live(
         # select the zone (here from the list: the keyboard's way) and drag its second corner
         staff.select_option("#zone-select", ZONE)
         expect(staff.locator("#floor-admin .zone-corner")).to_have_count(len(start))
-        expect(
-            staff.locator(f'#floor-admin .floor-zone.selected[data-zone="{ZONE}"]')
-        ).to_have_count(1)
+        chosen = staff.locator(f'#floor-admin .floor-zone.selected[data-zone="{ZONE}"]')
+        expect(chosen).to_have_count(1)  # drawn solid and thick: not colour alone
         moved = corner(staff, 1)
-        x0, y0 = (
-            float(moved.get_attribute("data-x") or "nan"),
-            float(moved.get_attribute("data-y") or "nan"),
-        )
+        x0, y0 = place(moved)
         drag(staff, moved, 60, 40)
-        x1, y1 = (
-            float(moved.get_attribute("data-x") or "nan"),
-            float(moved.get_attribute("data-y") or "nan"),
-        )
-        assert x1 > x0 + 0.5 and y1 > y0 + 0.5, (x0, y0, x1, y1)
+        x1, y1 = place(moved)
+        assert x1 > x0 + 0.5, (x0, x1)
+        assert y1 > y0 + 0.5, (y0, y1)
         expect(staff.locator("#zone-status")).not_to_be_empty()
         dragged = [list(p) for p in start]
         dragged[1] = [x1, y1]
@@ -168,15 +172,11 @@ def test_staff_edit_the_zones_and_every_screen_redraws_them_live(
         staff.click("#zone-add")
         for page in (watcher, wall):
             expect(polygon(page, "vr-nook")).to_have_count(1)
-            expect(page.locator('#floor .floor-zone[data-zone="vr-nook"] text')).to_have_text(
-                "VR nook"
-            )
+            expect(name_of(page, "vr-nook")).to_have_text("VR nook")
         expect(staff.locator("#zone-select")).to_have_value("vr-nook")
         staff.fill("#zone-name", "VR corner")
         staff.click("#zone-rename")
-        expect(watcher.locator('#floor .floor-zone[data-zone="vr-nook"] text')).to_have_text(
-            "VR corner"
-        )
+        expect(name_of(watcher, "vr-nook")).to_have_text("VR corner")
         nook = outline_of(venue, headers, "vr-nook")
         assert len(nook) == 4
 

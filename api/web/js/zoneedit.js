@@ -24,6 +24,7 @@ const STEP = 0.5;
 const BIG_STEP = 2;
 const KEY_SAVE_AFTER = 400;
 const NEW_SIDE = 4; // metres: a new zone's square
+const ARROWS = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] };
 
 function el(name, attrs = {}) {
   const node = document.createElementNS(SVG, name);
@@ -57,6 +58,7 @@ export class ZoneEditor {
     this.rest = rest;
     this.saved = []; // the zones as the server last said
     this.selected = null; // a zone id
+    this.named = null; // the zone whose name the name field holds
     this.corner = null; // the selected corner's index
     this.drag = null;
     this.keyTimer = null;
@@ -97,14 +99,18 @@ export class ZoneEditor {
       return l;
     };
     const edit = html("div", { class: "zone-edit-row" });
-    edit.append(label(f.pickLabel, f.pick), label(f.nameLabel, f.name), f.rename, f.addCorner, f.removeCorner, f.remove);
+    edit.append(label(f.pickLabel, f.pick), label(f.nameLabel, f.name));
+    edit.append(f.rename, f.addCorner, f.removeCorner, f.remove);
     const form = html("form", { id: "zone-new", class: "zone-edit-row" });
     form.append(f.newTitle, label(f.newIdLabel, f.newId), label(f.newNameLabel, f.newName), f.add);
     panel.replaceChildren(f.hint, edit, form, f.error, f.status);
 
     f.pick.addEventListener("change", () => this.select(f.pick.value || null));
     f.rename.addEventListener("click", () => this.rename());
-    f.addCorner.addEventListener("click", () => this.addCorner(this.corner ?? this.zone()?.outline.length - 1));
+    f.addCorner.addEventListener("click", () => {
+      const zone = this.zone();
+      if (zone) this.addCorner(this.corner ?? zone.outline.length - 1);
+    });
     f.removeCorner.addEventListener("click", () => this.removeCorner(this.corner));
     f.remove.addEventListener("click", () => this.deleteZone());
     form.addEventListener("submit", (e) => {
@@ -143,8 +149,11 @@ export class ZoneEditor {
     f.pick.replaceChildren(...options);
     const zone = this.zone();
     for (const b of [f.name, f.rename, f.addCorner, f.removeCorner, f.remove]) b.disabled = !zone;
-    if (zone && document.activeElement !== f.name) f.name.value = zone.name;
-    if (!zone) f.name.value = "";
+    // the name field follows the selection, not every redraw (staff may be typing in it)
+    if (this.named !== (zone?.id ?? null)) {
+      this.named = zone?.id ?? null;
+      f.name.value = zone ? zone.name : "";
+    }
   }
 
   zone(zones = this.map.zones) {
@@ -241,12 +250,12 @@ export class ZoneEditor {
 
   // -- editing ------------------------------------------------------------------------------
   /** Change a copy of the zones with `change(zones)`; show it; save it unless `later`. */
-  edit(change, what, { later = false } = {}) {
+  edit(change, what, { later = false, saved = () => {} } = {}) {
     const zones = clone(this.map.zones);
     if (change(zones) === false) return;
     this.map.zones = zones;
     this.map.render();
-    if (!later) this.save(what);
+    if (!later) this.save(what, saved);
   }
 
   say(text) {
@@ -262,20 +271,31 @@ export class ZoneEditor {
     this.fields.status.textContent = "";
   }
 
-  addCorner(after) {
+  /** A corner in the middle of the edge after corner `after`, selected; false (and said
+   * why) when the outline has as many as the floor allows. */
+  insert(after, { later = false } = {}) {
     const zone = this.zone();
-    if (!zone || after === null || after === undefined || after < 0) return;
     if (zone.outline.length >= this.map.limits.max_points) {
-      return this.refuse(t("zone.max_points", { n: this.map.limits.max_points }), "max_points");
+      this.refuse(t("zone.max_points", { n: this.map.limits.max_points }), "max_points");
+      return false;
     }
     const n = zone.outline.length;
     const [x, y] = zone.outline[after];
     const [nx, ny] = zone.outline[(after + 1) % n];
     this.corner = after + 1;
-    this.edit((zones) => {
-      this.zone(zones).outline.splice(after + 1, 0, [snap((x + nx) / 2), snap((y + ny) / 2)]);
-    }, t("zone.corner_added"));
-    this.refocus();
+    this.edit(
+      (zones) => {
+        this.zone(zones).outline.splice(after + 1, 0, [snap((x + nx) / 2), snap((y + ny) / 2)]);
+      },
+      t("zone.corner_added"),
+      { later },
+    );
+    return true;
+  }
+
+  addCorner(after) {
+    if (!this.zone() || after === null || after === undefined || after < 0) return;
+    if (this.insert(after)) this.refocus();
   }
 
   removeCorner(index) {
@@ -295,9 +315,13 @@ export class ZoneEditor {
     const name = this.fields.name.value.trim();
     const zone = this.zone();
     if (!zone || !name || name === zone.name) return;
-    this.edit((zones) => {
-      this.zone(zones).name = name;
-    }, t("zone.renamed", { name }));
+    this.edit(
+      (zones) => {
+        this.zone(zones).name = name;
+      },
+      t("zone.renamed", { name }),
+      { saved: () => (this.named = null) }, // the field shows the name the server keeps
+    );
   }
 
   async deleteZone() {
@@ -340,14 +364,18 @@ export class ZoneEditor {
     ];
     this.selected = id;
     this.corner = null;
-    this.edit((zones) => {
-      zones.push({ id, name, outline });
-    }, t("zone.added", { name }));
+    this.edit(
+      (zones) => {
+        zones.push({ id, name, outline });
+      },
+      t("zone.added", { name }),
+      { saved: () => (this.fields.newId.value = this.fields.newName.value = "") },
+    );
   }
 
   /** PUT /floor with the zones as shown now; in order, one at a time. A refusal puts back
    * what the server holds. */
-  save(what) {
+  save(what, saved = () => {}) {
     const zones = clone(this.map.zones);
     this.pending += 1;
     this.queue = this.queue.then(async () => {
@@ -357,7 +385,7 @@ export class ZoneEditor {
         this.say(what);
         if (this.pending === 1 && !this.drag && !this.keyTimer) this.show(floor);
         if (this.selected && !floor.zones.some((z) => z.id === this.selected)) this.select(null);
-        this.fields.newId.value = this.fields.newName.value = "";
+        saved(floor);
       } catch (err) {
         const words = err.message && err.message !== err.code ? ` (${err.message})` : "";
         this.refuse(`${errorText(err)}${words}`, err.code);
@@ -402,18 +430,8 @@ export class ZoneEditor {
         let index = Number(corner ? corner.dataset.corner : mid.dataset.edge);
         let inserted = false;
         if (mid) {
-          const zone = this.zone();
-          if (zone.outline.length >= this.map.limits.max_points) {
-            return this.refuse(t("zone.max_points", { n: this.map.limits.max_points }), "max_points");
-          }
-          const n = zone.outline.length;
-          const [x, y] = zone.outline[index];
-          const [nx, ny] = zone.outline[(index + 1) % n];
+          if (!this.insert(index, { later: true })) return; // saved when the drag ends
           index += 1;
-          this.corner = index;
-          this.edit((zones) => {
-            this.zone(zones).outline.splice(index, 0, [snap((x + nx) / 2), snap((y + ny) / 2)]);
-          }, "", { later: true });
           inserted = true;
         } else {
           this.corner = index;
@@ -423,7 +441,8 @@ export class ZoneEditor {
         }
         const [x, y] = this.zone().outline[index];
         svg.setPointerCapture(e.pointerId);
-        this.drag = { index, pointer: e.pointerId, start: this.map.toFloor(e), at: { x, y }, moved: inserted, inserted };
+        const start = this.map.toFloor(e);
+        this.drag = { index, pointer: e.pointerId, start, at: { x, y }, moved: inserted, inserted };
         this.layer.querySelector(`.zone-corner[data-corner="${index}"]`)?.classList.add("dragging");
         return;
       }
@@ -456,7 +475,9 @@ export class ZoneEditor {
       const corner = e.target.closest?.(".zone-corner");
       if (!corner) return;
       this.corner = Number(corner.dataset.corner);
-      for (const c of this.layer.querySelectorAll(".zone-corner")) c.classList.toggle("selected", c === corner);
+      for (const c of this.layer.querySelectorAll(".zone-corner")) {
+        c.classList.toggle("selected", c === corner);
+      }
     });
     svg.addEventListener("keydown", (e) => {
       const corner = e.target.closest(".zone-corner");
@@ -470,7 +491,7 @@ export class ZoneEditor {
         e.preventDefault();
         return this.addCorner(index);
       }
-      const delta = { ArrowLeft: [-1, 0], ArrowRight: [1, 0], ArrowUp: [0, -1], ArrowDown: [0, 1] }[e.key];
+      const delta = ARROWS[e.key];
       if (!delta) return;
       e.preventDefault();
       const step = e.shiftKey ? BIG_STEP : STEP;
