@@ -333,7 +333,7 @@ async def test_a_board_that_disagrees_with_the_machines_or_sql_fails_it(venue: V
     assert len(report.problems) == 8, report.summary()  # d[3]'s status too (reserved)
 
 
-@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
 async def test_a_board_whose_place_on_the_floor_disagrees_with_sql_fails_it(venue: Venue) -> None:
     # the floor map (issue 18): every screen draws a machine where its board entry's `pos`
     # says, so that must be SQL's x/y (and its zone SQL's zone)
