@@ -59,6 +59,7 @@ export class ZoneEditor {
     this.saved = []; // the zones as the server last said
     this.selected = null; // a zone id
     this.named = null; // the zone whose name the name field holds
+    this.listed = null; // what the zone list holds now
     this.corner = null; // the selected corner's index
     this.drag = null;
     this.keyTimer = null;
@@ -140,13 +141,16 @@ export class ZoneEditor {
   controls() {
     const f = this.fields;
     const zones = this.map.zones;
-    const options = [html("option", { value: "" }, t("zone.none"))];
-    for (const z of zones) {
-      const o = html("option", { value: z.id }, `${this.map.zoneName(z)} (${z.id})`);
-      if (z.id === this.selected) o.selected = true;
-      options.push(o);
+    const labels = zones.map((z) => [z.id, `${this.map.zoneName(z)} (${z.id})`]);
+    const listed = JSON.stringify([t("zone.none"), labels]);
+    if (listed !== this.listed) {
+      // rebuilt only when the zones or their names change (not under an open list)
+      this.listed = listed;
+      const options = [html("option", { value: "" }, t("zone.none"))];
+      for (const [id, text] of labels) options.push(html("option", { value: id }, text));
+      f.pick.replaceChildren(...options);
     }
-    f.pick.replaceChildren(...options);
+    f.pick.value = this.zone() ? this.selected : "";
     const zone = this.zone();
     for (const b of [f.name, f.rename, f.addCorner, f.removeCorner, f.remove]) b.disabled = !zone;
     // the name field follows the selection, not every redraw (staff may be typing in it)
@@ -178,6 +182,7 @@ export class ZoneEditor {
       g.classList.toggle("selected", g.dataset.zone === this.selected);
     }
     const zone = this.zone();
+    const focused = this.layer.contains(document.activeElement);
     if (!zone) return this.layer.replaceChildren();
     const s = this.handleSize();
     const n = zone.outline.length;
@@ -194,6 +199,7 @@ export class ZoneEditor {
     });
     zone.outline.forEach((point, i) => nodes.push(this.cornerNode(zone, i, s)));
     this.layer.replaceChildren(...nodes);
+    if (focused) this.refocus(); // a redraw (a machine that moved, say) keeps the focus
   }
 
   cornerNode(zone, i, s) {
@@ -399,9 +405,7 @@ export class ZoneEditor {
   }
 
   show(floor) {
-    const focused = this.layer.contains(document.activeElement);
     this.map.setFloor({ ...floor, zones: clone(floor.zones) }); // edited in place: our own copy
-    if (focused) this.refocus();
   }
 
   /** A floor from GET /floor or an event: shown unless staff are in the middle of an edit
