@@ -26,7 +26,7 @@ from sqlalchemy import delete
 from sqlmodel import col, select
 
 from api.link import LinkDown
-from api.problems import ApiError, responses
+from api.problems import ApiError, responses, too_many
 from api.schemas import (
     FloorIn,
     FloorPublic,
@@ -68,10 +68,18 @@ async def get_floor(_user: CurrentUser, session: Db) -> FloorPublic:
 @router.put(
     "/floor",
     tags=["floor"],
-    responses=responses(401, 403, 422),
+    responses=responses(401, 403, 422, 429),
     summary="Replace the floor map's zones (their outlines)",
 )
 async def put_floor(body: FloorIn, _admin: AdminUser, state: State) -> FloorPublic:
+    """Announced on ``events/floor`` to every open screen once committed, so the venue has
+    one budget of writes (``PLAZA_FLOOR_WRITES_BURST``, refilled at
+    ``PLAZA_FLOOR_WRITES_PER_MINUTE``), charged for refused floors too: 429
+    ``rate_limited`` past it."""
+    wait = state.floor_budget.take("floor")
+    if wait > 0:
+        state.metrics.limited.labels("floor").inc()
+        raise too_many("rate_limited", "too many floor changes", wait)
     try:
         zones = floormap.zones((z.id, z.name, z.outline) for z in body.zones)
     except floormap.FloorError as exc:
