@@ -182,6 +182,7 @@ def create_app(settings: Settings) -> FastAPI:
         credentials_budget=RateLimiter(
             settings.mqtt_credentials_per_minute, settings.mqtt_credentials_burst
         ),
+        floor_budget=RateLimiter(settings.floor_writes_per_minute, settings.floor_writes_burst),
     )
     metrics.broker_connected.set_function(lambda: float(state.link.connected.is_set()))
 

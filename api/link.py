@@ -8,6 +8,8 @@ holds over it.
   sent once more with the same request id (the bridge applies it once and answers again).
 - **The bridge's status.** The bridge's retained ``services/bridge/status`` (birth,
   heartbeats, will) is kept as :attr:`BrokerLink.bridge_status`; ``/readyz`` reads it.
+- **The floor map.** ``announce_floor`` publishes a changed floor on ``events/floor`` (QoS 1,
+  not retained): the zones live only in SQL, which the api writes, so the api says so.
 - **Dynamic security.** Broker accounts and roles are managed by publishing JSON commands to
   ``$CONTROL/dynamic-security/v1``; each command carries ``correlationData`` and the plugin's
   response is matched by it.
@@ -40,6 +42,7 @@ from plaza import dynsec
 from plaza.acl import API_USER, DYNSEC_COMMAND, DYNSEC_RESPONSE
 from plaza.messages import (
     AdminCommand,
+    FloorEvent,
     PayloadError,
     Reply,
     ReservationRequest,
@@ -155,6 +158,13 @@ class BrokerLink:
         if self.client is None:
             raise LinkDown("the api is not connected to the broker")
         return self.client
+
+    async def announce_floor(self, event: FloorEvent) -> None:
+        """Publish ``event`` on ``events/floor``; :class:`LinkDown` when it could not be sent."""
+        try:
+            await self._client().publish(self.topics.floor_events, event.encode(), qos=1)
+        except aiomqtt.MqttError as exc:
+            raise LinkDown(f"publish failed: {exc}") from exc
 
     # -- bridge requests ---------------------------------------------------------------------
     async def reservation(self, device: str, request: ReservationRequest) -> Reply:

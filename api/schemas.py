@@ -369,12 +369,25 @@ class FloorZonePublic(BaseModel):
     outline: list[tuple[float, float]]
 
 
+class FloorLimitsPublic(BaseModel):
+    """What ``PUT /floor`` accepts, for editors to keep to before they ask."""
+
+    zones: int = Field(description="zones on a floor, at most")
+    min_points: int = Field(description="corners of an outline, at least")
+    max_points: int = Field(description="corners of an outline, at most")
+
+
 class FloorPublic(BaseModel):
     """The floor map's zones; machines carry their own place (``x``, ``y`` here in
     ``GET /devices``, live as ``pos`` in their board entry)."""
 
     size: float = Field(description="the floor is size x size metres")
     zones: list[FloorZonePublic]
+    limits: FloorLimitsPublic = FloorLimitsPublic(
+        zones=floormap.MAX_ZONES,
+        min_points=floormap.MIN_OUTLINE_POINTS,
+        max_points=floormap.MAX_OUTLINE_POINTS,
+    )
 
 
 class ZoneHourPublic(BaseModel):

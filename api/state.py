@@ -44,6 +44,8 @@ class AppState:
     metrics: ApiMetrics
     #: POST /auth/mqtt per user
     credentials_budget: RateLimiter
+    #: PUT /floor, for the whole venue (key ``floor``)
+    floor_budget: RateLimiter
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 

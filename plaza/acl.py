@@ -160,8 +160,9 @@ def intake_role(topics: Topics) -> Role:
 
 def api_role(topics: Topics) -> Role:
     """The api reads everything of the venue (the bridge's status among it, for readiness),
-    sends requests in its own name, and manages broker identities through the
-    dynamic-security control topic."""
+    sends requests in its own name, announces a changed floor map (the zones live only in
+    SQL, which the api writes), and manages broker identities through the dynamic-security
+    control topic."""
     return Role(
         "svc-api",
         (
@@ -170,6 +171,7 @@ def api_role(topics: Topics) -> Role:
             Acl("publishClientSend", topics.requests_by(API_USER)),
             Acl("publishClientSend", topics.venue_request(API_USER)),
             Acl("publishClientSend", topics.admin_requests),
+            Acl("publishClientSend", topics.floor_events),
             Acl("publishClientSend", DYNSEC_COMMAND),
             *_read_literal(DYNSEC_RESPONSE),
         ),

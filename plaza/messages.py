@@ -398,6 +398,40 @@ class WaitlistEvent(Wire):
     timestamp: float
 
 
+class ZoneOutline(Wire):
+    """A zone of the floor map: ``id`` is the ``zone`` machines name; its outline in metres."""
+
+    id: str
+    name: str
+    outline: list[tuple[float, float]]
+
+
+class FloorLimits(Wire):
+    """What ``PUT /floor`` accepts (plaza.floormap): editors keep to it before asking."""
+
+    zones: int
+    min_points: int
+    max_points: int
+
+
+class FloorSnapshot(Wire):
+    """The floor map's zones as ``GET /floor`` answers them."""
+
+    size: float
+    zones: list[ZoneOutline]
+    limits: FloorLimits
+
+
+class FloorEvent(Wire):
+    """``events/floor``: staff changed the zones (``PUT /floor``); the api publishes the whole
+    floor after it commits, so open screens redraw it without asking. Not retained: a screen
+    loads ``GET /floor`` when it starts and on every reconnect."""
+
+    type: Literal["floor_changed"] = "floor_changed"
+    floor: FloorSnapshot
+    timestamp: float
+
+
 class ConflictSlot(Wire):
     reservation_id: str
     starts_at: float

@@ -67,6 +67,10 @@ class Settings(BaseSettings):
     #: POST /auth/mqtt per user: a token bucket (every tab asks before each reconnect)
     mqtt_credentials_per_minute: float = Field(default=20, gt=0)
     mqtt_credentials_burst: int = Field(default=10, ge=1)
+    #: PUT /floor for the whole venue: a token bucket (each saved floor is announced to every
+    #: open screen; the zone editor saves once per drag, or 400 ms after the last key)
+    floor_writes_per_minute: float = Field(default=120, gt=0)
+    floor_writes_burst: int = Field(default=20, ge=1)
     #: expired browser accounts deleted per dynamic-security command list, and the pause
     #: between lists (Mosquitto 2.0.11 rewrites its whole file per command, in its one thread)
     mqtt_expiry_batch: int = Field(default=20, ge=1, le=1000)

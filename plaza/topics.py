@@ -22,6 +22,7 @@ a topic, which would widen an ACL or a subscription.
     plaza/events/reservations                ReservationEvent
     plaza/events/devices                     DeviceStatusEvent
     plaza/events/waitlist                    WaitlistEvent (a line changed; no identities)
+    plaza/events/floor                       FloorEvent (api -> screens: the zones changed)
     plaza/admin/alerts                       operator alerts
     plaza/admin/requests                     api -> bridge admin commands (machines, notices)
     plaza/notices                            current system notice (retained)
@@ -200,6 +201,11 @@ class Topics:
     @property
     def waitlist_events(self) -> str:
         return f"{self.root}/events/waitlist"
+
+    @property
+    def floor_events(self) -> str:
+        """``{root}/events/floor``: the floor map's zones changed (the api writes it)."""
+        return f"{self.root}/events/floor"
 
     @property
     def admin_alerts(self) -> str:

@@ -23,8 +23,9 @@ Invariants (each problem names its invariant, its subject and what is wrong):
   passed.
 - ``board``: every retained ``board/{device}`` agrees with the machine's retained presence
   (epoch, online) and state, with SQL (the machine exists, its name, kind, zone, maintenance,
-  its current and next reservation, a version no older than SQL's) and with the status these
-  imply. The board and SQL move while the check reads them, so board problems are read again
+  its current and next reservation, its place on the floor map: ``pos`` is SQL's ``x``/``y``,
+  or absent when the machine has none; a version no older than SQL's) and with the status
+  these imply. The board and SQL move while the check reads them, so board problems are read again
   after ``--settle`` seconds and only those found both times are reported.
 
 The checks are pure functions of two snapshots (:class:`SqlFacts`, :class:`Retained`), so
@@ -92,6 +93,9 @@ class DeviceRow:
     board_version: int
     #: False: a machine without an agent (staff-managed: no presence, never offline)
     agent: bool = True
+    #: its place on the floor map (metres); both None while it has none
+    x: float | None = None
+    y: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -390,6 +394,16 @@ def _slot_differs(shown: Slot | None, expected: Slot | None) -> bool:
     )
 
 
+def _place_differs(shown: tuple[float, float] | None, sql: tuple[float, float] | None) -> bool:
+    if shown is None or sql is None:
+        return shown is not sql
+    return any(abs(a - b) > 0.001 for a, b in zip(shown, sql, strict=True))
+
+
+def _place_text(place: tuple[float, float] | None) -> str:
+    return "none" if place is None else f"x={place[0]:g}, y={place[1]:g}"
+
+
 def _slot_text(slot: Slot | None) -> str:
     return "none" if slot is None else f"{slot.reservation_id} ({slot.status})"
 
@@ -478,6 +492,10 @@ def _entry_problems(
     for name in ("name", "kind", "zone"):
         if getattr(entry, name) != getattr(device, name):
             yield f"board {name} {getattr(entry, name)!r} but SQL has {getattr(device, name)!r}"
+    shown = None if entry.pos is None else (entry.pos.x, entry.pos.y)
+    placed = None if device.x is None or device.y is None else (device.x, device.y)
+    if _place_differs(shown, placed):
+        yield f"board pos {_place_text(shown)} but SQL has {_place_text(placed)}"
     if entry.version < device.board_version:
         yield f"board version {entry.version} is older than SQL's {device.board_version}"
     if _slot_differs(entry.current_slot, current):
@@ -549,6 +567,8 @@ async def read_sql(options: CheckOptions, topics: Topics) -> SqlFacts:
                     _DEV.c.maintenance,
                     _DEV.c.board_version,
                     _DEV.c.agent,
+                    _DEV.c.x,
+                    _DEV.c.y,
                 )
             ):
                 facts.devices[row.id] = DeviceRow(*row)

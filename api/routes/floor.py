@@ -2,8 +2,12 @@
 report (admins).
 
 Zones live only in SQL: every screen loads them with ``GET /floor`` when it starts and on
-every reconnect. A machine's place is part of its row (``PATCH /devices/{id}`` with ``x``,
-``y``) and reaches every screen live in its board entry (``pos``), like any other change.
+every reconnect, and a ``PUT /floor`` that commits is announced on ``events/floor`` with the
+whole floor (``FloorEvent``), so open screens redraw it at once. An announcement that cannot
+be sent (the api's broker link is down) is logged; screens then see the zones on their next
+reconnect or reload, as SQL has them. A machine's place is part of its row
+(``PATCH /devices/{id}`` with ``x``, ``y``) and reaches every screen live in its board entry
+(``pos``), like any other change.
 """
 
 from __future__ import annotations
@@ -11,6 +15,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Literal
 from zoneinfo import ZoneInfo
@@ -19,7 +25,8 @@ from fastapi import APIRouter, Query, Response
 from sqlalchemy import delete
 from sqlmodel import col, select
 
-from api.problems import ApiError, responses
+from api.link import LinkDown
+from api.problems import ApiError, responses, too_many
 from api.schemas import (
     FloorIn,
     FloorPublic,
@@ -30,9 +37,11 @@ from api.schemas import (
 )
 from api.state import AdminUser, CurrentUser, Db, State
 from plaza import floormap, history, utilization
+from plaza.messages import FloorEvent, FloorSnapshot
 from plaza.tables import FloorZone, from_timestamp
 
 router = APIRouter()
+log = logging.getLogger(__name__)
 
 
 def _public(rows: list[FloorZone]) -> FloorPublic:
@@ -59,10 +68,18 @@ async def get_floor(_user: CurrentUser, session: Db) -> FloorPublic:
 @router.put(
     "/floor",
     tags=["floor"],
-    responses=responses(401, 403, 422),
+    responses=responses(401, 403, 422, 429),
     summary="Replace the floor map's zones (their outlines)",
 )
 async def put_floor(body: FloorIn, _admin: AdminUser, state: State) -> FloorPublic:
+    """Announced on ``events/floor`` to every open screen once committed, so the venue has
+    one budget of writes (``PLAZA_FLOOR_WRITES_BURST``, refilled at
+    ``PLAZA_FLOOR_WRITES_PER_MINUTE``), charged for refused floors too: 429
+    ``rate_limited`` past it."""
+    wait = state.floor_budget.take("floor")
+    if wait > 0:
+        state.metrics.limited.labels("floor").inc()
+        raise too_many("rate_limited", "too many floor changes", wait)
     try:
         zones = floormap.zones((z.id, z.name, z.outline) for z in body.zones)
     except floormap.FloorError as exc:
@@ -78,7 +95,13 @@ async def put_floor(body: FloorIn, _admin: AdminUser, state: State) -> FloorPubl
                 )
             )
         await session.commit()
-        return _public(await _zones(session))
+        public = _public(await _zones(session))
+    snapshot = FloorSnapshot.model_validate_json(public.model_dump_json())
+    try:
+        await state.link.announce_floor(FloorEvent(floor=snapshot, timestamp=time.time()))
+    except LinkDown as exc:
+        log.warning("the new floor is saved but could not be announced: %s", exc)
+    return public
 
 
 def _hour(moment: datetime) -> datetime:

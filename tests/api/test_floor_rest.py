@@ -12,7 +12,9 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from plaza import floormap, utilization
-from tests.api.conftest import Api, assert_problem
+from plaza.settings import Settings
+from tests.api.conftest import Api, assert_problem, running_api
+from tests.conftest import BrokerHandle, RunningService
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -27,7 +29,11 @@ async def test_staff_replace_the_zones_and_everyone_reads_them(api: Api) -> None
     admin, p1 = await api.headers("admin"), await api.headers("player1")
     empty = await api.client.get("/floor", headers=p1)
     assert empty.status_code == 200
-    assert empty.json() == {"size": floormap.FLOOR_SIZE, "zones": []}
+    assert empty.json() == {
+        "size": floormap.FLOOR_SIZE,
+        "zones": [],
+        "limits": {"zones": 32, "min_points": 3, "max_points": 32},
+    }
     body = {"zones": [zone("pc-zone"), zone("sim-bay", [[12, 0], [20.04, 0], [16, 9]])]}
     put = await api.client.put("/floor", headers=admin, json=body)
     assert put.status_code == 200, put.text
@@ -134,3 +140,25 @@ async def test_utilization_as_json_and_as_csv(api: Api) -> None:
         [zones[0], "2025-03-09T16:00:00+00:00"],
     ]
     assert {r[3] for r in rows[1:]} == {"0.0000"}
+
+
+async def test_floor_writes_are_capped_for_the_venue_because_each_reaches_every_screen(
+    api_settings: Settings, broker: BrokerHandle, bridge: RunningService
+) -> None:
+    # every saved floor is announced to every open screen (up to 32 KiB each): a token
+    # bucket for the whole venue, whoever writes; refused floors are charged too
+    settings = api_settings.model_copy(
+        update={"floor_writes_burst": 3, "floor_writes_per_minute": 1.0}
+    )
+    async with running_api(settings, broker, bridge) as api:
+        admin = await api.headers("admin")
+        for name in ("one", "two"):
+            put = await api.client.put("/floor", headers=admin, json={"zones": [zone(name)]})
+            assert put.status_code == 200, put.text
+        bad = {"zones": [zone("a", SQUARE[:2])]}
+        assert_problem(await api.client.put("/floor", headers=admin, json=bad), 422, "bad_outline")
+        refused = await api.client.put("/floor", headers=admin, json={"zones": [zone("three")]})
+        assert_problem(refused, 429, "rate_limited")
+        assert int(refused.headers["Retry-After"]) >= 1
+        kept = (await api.client.get("/floor", headers=admin)).json()["zones"]
+        assert [z["id"] for z in kept] == ["two"]

@@ -18,7 +18,7 @@ import pytest
 import sqlalchemy as sa
 
 from plaza.db import make_engine
-from plaza.messages import BoardEntry, BoardStatus, MachineState
+from plaza.messages import BoardEntry, BoardStatus, MachineState, Position
 from plaza.settings import Settings
 from plaza.tables import CommandLog, Device, Notification, Outbox, Reservation
 from plaza_sim.machine import Machine
@@ -331,3 +331,35 @@ async def test_a_board_that_disagrees_with_the_machines_or_sql_fails_it(venue: V
     # the slot under way keeps d[3] free for its player (issue 18): the board shows no lock
     assert (d[3], "board says locked=None but SQL's slots make it locked=reservation") in board
     assert len(report.problems) == 8, report.summary()  # d[3]'s status too (reserved)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite", "postgresql"], indirect=True)
+async def test_a_board_whose_place_on_the_floor_disagrees_with_sql_fails_it(venue: Venue) -> None:
+    # the floor map (issue 18): every screen draws a machine where its board entry's `pos`
+    # says, so that must be SQL's x/y (and its zone SQL's zone)
+    d, broker, topics = venue.devices, venue.broker, venue.broker.topics
+    before = await venue.check()
+    board = before.retained.board
+    assert all(board[i].pos is None for i in d[:4]), "the demo fleet starts unplaced here"
+    placed = board[d[1]].model_copy(update={"pos": Position(x=1.0, y=1.5)})
+    # in its place, but in another zone
+    elsewhere = board[d[2]].model_copy(update={"zone": "nowhere", "pos": Position(x=3.0, y=3.0)})
+    wrong_place = board[d[3]].model_copy(update={"pos": Position(x=8.0, y=2.0)})
+    async with broker.client("bridge", broker.secrets.bridge) as bridge_account:
+        for entry in (placed, elsewhere, wrong_place):
+            await bridge_account.publish(
+                topics.board(entry.device_id), entry.encode(), qos=1, retain=True
+            )
+    await venue.sql(
+        sa.update(DEV).where(DEV.c.id == d[0]).values(x=4.0, y=2.0),
+        sa.update(DEV).where(DEV.c.id == d[2]).values(x=3.0, y=3.0),
+        sa.update(DEV).where(DEV.c.id == d[3]).values(x=8.0, y=2.5),
+    )
+    report = await venue.check()
+    zone = board[d[2]].zone
+    assert sorted(report.problems) == [
+        Problem("board", d[0], "board pos none but SQL has x=4, y=2"),
+        Problem("board", d[1], "board pos x=1, y=1.5 but SQL has none"),
+        Problem("board", d[2], f"board zone 'nowhere' but SQL has {zone!r}"),
+        Problem("board", d[3], "board pos x=8, y=2 but SQL has x=8, y=2.5"),
+    ], report.summary()

@@ -92,3 +92,40 @@ async def test_a_party_gets_the_seats_next_to_each_other_on_the_map(api: Api) ->
     assert booked.status_code == 200, booked.text
     seats = sorted(r["device_id"] for r in booked.json()["reservations"])
     assert seats == sorted([pcs[0], pcs[-1]]), json.dumps(booked.json())
+
+
+async def test_new_zones_reach_every_screen_live_and_a_refused_floor_publishes_nothing(
+    api: Api, broker: BrokerHandle
+) -> None:
+    # screens load GET /floor at start; a change while they are open comes as an event on
+    # `events/floor` (a player's role reads it) carrying the whole floor, as GET /floor says
+    admin = await api.headers("admin")
+    outline = [[0, 0], [6, 0], [6, 4], [3, 5], [0, 4]]
+    body = {"zones": [{"id": "pc-zone", "name": "PC zone", "outline": outline}]}
+    player = broker.client("player1", broker.secrets.players["player1"])
+    async with Watch(player, [broker.topics.events_tree]) as watch:
+        put = await api.client.put("/floor", headers=admin, json=body)
+        assert put.status_code == 200, put.text
+        seen = await watch.wait_for(lambda s: s.topic == broker.topics.floor_events)
+        assert not seen.retain
+        event = json.loads(seen.payload)
+        assert event["type"] == "floor_changed"
+        assert event["floor"] == put.json()
+        assert event["floor"]["zones"][0]["outline"] == outline
+        first_ts = event["timestamp"]
+        too_many = [[i % 2, i / 10] for i in range(33)]
+        off_the_floor = [[0, 0], [250, 0], [0, 9]]
+        for points, code in ((too_many, "validation_error"), (off_the_floor, "out_of_bounds")):
+            zones = [{"id": "pc-zone", "name": "PC", "outline": points}]
+            assert_problem(
+                await api.client.put("/floor", headers=admin, json={"zones": zones}), 422, code
+            )
+        again = {"zones": [{**body["zones"][0], "name": "PCs"}]}
+        assert (await api.client.put("/floor", headers=admin, json=again)).status_code == 200
+        last = await watch.wait_for(
+            lambda s: s.topic == broker.topics.floor_events and b'"PCs"' in s.payload
+        )
+        assert len([s for s in watch.seen if s.topic == broker.topics.floor_events]) == 2, (
+            "the refused floors published nothing"
+        )
+        assert json.loads(last.payload)["timestamp"] >= first_ts

@@ -6,7 +6,9 @@ from __future__ import annotations
 import pytest
 
 from plaza import floormap
+from plaza.messages import FloorEvent, FloorLimits, FloorSnapshot, ZoneOutline
 from plaza.rules import Machine, pick_seats
+from plaza.settings import Settings
 
 pytestmark = pytest.mark.unit
 
@@ -140,3 +142,25 @@ def test_a_party_gets_the_seats_that_stand_together_on_the_map(
     free: list[Machine], wanted: int, expected: list[str]
 ) -> None:
     assert [m.id for m in pick_seats(free, free, wanted)] == expected
+
+
+def test_the_largest_floor_announced_fits_in_one_mqtt_packet() -> None:
+    # PUT /floor publishes the whole floor on events/floor: at the caps (32 zones of 32
+    # points, ids of 40 and names of 80 four-byte characters) it stays under the broker's
+    # max_packet_size, which would disconnect the api for a larger one
+    corners = [(199.9 - i * 0.1, 199.9 - i * 0.1) for i in range(floormap.MAX_OUTLINE_POINTS)]
+    zones = [
+        ZoneOutline(id=f"{i:02d}".ljust(40, "z"), name="\U0001f3ae" * 80, outline=corners)
+        for i in range(floormap.MAX_ZONES)
+    ]
+    limits = FloorLimits(
+        zones=floormap.MAX_ZONES,
+        min_points=floormap.MIN_OUTLINE_POINTS,
+        max_points=floormap.MAX_OUTLINE_POINTS,
+    )
+    event = FloorEvent(
+        floor=FloorSnapshot(size=floormap.FLOOR_SIZE, zones=zones, limits=limits),
+        timestamp=1.8e9,
+    )
+    size = len(event.encode())
+    assert 25_000 < size < Settings().mqtt_max_packet_size - 1024, size

@@ -503,6 +503,7 @@ function startSession(user) {
     adminPanel?.onEvent(e.detail);
   });
   realtime.addEventListener("device-event", () => adminPanel?.onDeviceEvent());
+  realtime.addEventListener("floor-event", (e) => session.floor.apply(e.detail));
   realtime.addEventListener("waitlist", (e) => waitlist.apply(e.detail?.entries || []));
   realtime.addEventListener("waitlist-event", () => adminPanel?.onWaitlistEvent());
   realtime.addEventListener("alert", (e) => adminPanel?.onAlert(e.detail));

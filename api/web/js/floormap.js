@@ -9,6 +9,12 @@
 // saved with PATCH /devices/{id} {x, y} when the drag ends (for keys: 400 ms after the last
 // press); the bridge then publishes the board entry, which every screen applies. A refused
 // move (out of bounds) snaps back and says why.
+//
+// The zones come from GET /floor (load(), at start and on every reconnect) and live from a
+// floor event (setFloor(), on events/floor when staff change them); a load that an event
+// overtook is dropped. Staff edit the outlines with js/zoneedit.js, which draws its handles
+// over this map (afterRender) and decides what an incoming floor does to a draft (accept).
+// A zone shows the name staff gave it; the demo seed's names ("Pc Zone") are translated.
 
 import { t, tOr } from "./i18n.js";
 import { icon } from "./icons.js";
@@ -43,6 +49,10 @@ export class FloorMap {
     this.fail = fail;
     this.size = 200;
     this.zones = [];
+    this.limits = { zones: 32, min_points: 3, max_points: 32 }; // GET /floor says them
+    this.floorSeq = 0; // floors applied: a GET answered after a newer event is dropped
+    this.accept = (floor) => this.setFloor(floor);
+    this.afterRender = () => {};
     this.moving = new Map(); // device -> {x, y} shown while a move is unsaved
     this.keyTimers = new Map();
     this.drag = null;
@@ -60,14 +70,32 @@ export class FloorMap {
   }
 
   async load() {
+    const asked = this.floorSeq;
     try {
       const floor = await this.rest.get("/floor");
-      this.size = floor.size;
-      this.zones = floor.zones;
+      if (this.floorSeq === asked) return this.accept(floor);
     } catch {
       // the machines still show where they stand; the outlines come with the next load
     }
     this.render();
+  }
+
+  /** A floor as GET /floor answers it (from a load or an `events/floor` event). */
+  setFloor(floor) {
+    this.floorSeq += 1;
+    this.size = floor.size;
+    this.zones = floor.zones;
+    if (floor.limits) this.limits = floor.limits;
+    this.render();
+  }
+
+  zoneName(zone) {
+    // the demo seed names a zone after its id (Python's str.title()): translate those
+    const seeded = zone.id
+      .split("-")
+      .map((w) => w.charAt(0).toUpperCase() + w.slice(1).toLowerCase())
+      .join(" ");
+    return zone.name === seeded ? tOr(`zone.${zone.id}`, zone.name) : zone.name;
   }
 
   /** The drawing's extent: the zones and the machines, with a margin. */
@@ -100,7 +128,7 @@ export class FloorMap {
           Infinity,
         ]);
         const name = el("text", { x, y: y - 0.25, class: "floor-zone-name" });
-        name.textContent = tOr(`zone.${z.id}`, z.name);
+        name.textContent = this.zoneName(z);
         g.append(name);
         return g;
       }),
@@ -115,6 +143,7 @@ export class FloorMap {
       ? t("floor.unplaced", { names: unplaced.join(", ") })
       : "";
     this.unplaced.hidden = !unplaced.length;
+    this.afterRender();
   }
 
   seat(entry) {

@@ -293,6 +293,7 @@ export class Realtime extends EventTarget {
     if (rel[0] === "events" && rel[1] === "waitlist") return emit("waitlist-event", body);
     if (rel[0] === "events" && rel[1] === "reservations") return emit("reservation-event", body);
     if (rel[0] === "events" && rel[1] === "devices") return emit("device-event", body);
+    if (rel[0] === "events" && rel[1] === "floor") return emit("floor-event", body); // zones changed
     if (rel[0] === "admin" && rel[1] === "alerts") return emit("alert", body);
     if (rel[0] === "users" && rel[2] === "notifications") return emit("notification", body);
     if (rel[0] === "users" && rel[2] === "replies") {
