@@ -37,16 +37,28 @@ class ClosedBeforeConnack(aiomqtt.MqttError):
 
 def refused(exc: BaseException) -> bool:
     """True when ``exc`` (what aiomqtt's ``__aenter__`` raised) is a refused TCP connect, or
-    a connection closed before the broker said anything (:class:`ClosedBeforeConnack`).
+    a connection closed before the broker said anything (:class:`ClosedBeforeConnack`)."""
+    return never_sent(exc) or any(isinstance(e, ClosedBeforeConnack) for e in _chain(exc))
+
+
+def never_sent(exc: BaseException) -> bool:
+    """The TCP connect itself was refused: nothing reached the broker, not even the CONNECT
+    and its will (so the attempt's epoch is still unused).
 
     aiomqtt 2.5 turns the socket's OSError into ``MqttError(str(exc)) from None``: the
     OSError is still the exception's ``__context__`` (``from None`` only hides it)."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ConnectionRefusedError | ClosedBeforeConnack):
-            return True
-        seen = seen.__cause__ or seen.__context__
+    if any(isinstance(e, ConnectionRefusedError) for e in _chain(exc)):
+        return True
     return isinstance(exc, aiomqtt.MqttError) and "Connection refused" in str(exc)
+
+
+def _chain(exc: BaseException) -> list[BaseException]:
+    seen: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in seen:
+        seen.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    return seen
 
 
 @dataclass

@@ -61,6 +61,12 @@ class Relay:
         try:
             up_r, up_w = await asyncio.open_connection(*self.upstream)
         except OSError:
+            # The broker refused (it is down): close, but only once the machine's CONNECT has
+            # arrived. Closed sooner, paho (whose connect() runs in an executor thread) may
+            # still register the closed socket with the event loop ("Bad file descriptor").
+            with contextlib.suppress(OSError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await down_r.read(1)
             down_w.close()
             return
         for w in (down_w, up_w):

@@ -9,12 +9,18 @@ connection ended without an error, which none does).
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import json
 import random
 import socket
+from pathlib import Path
 
 import aiomqtt
 import pytest
 
+from plaza_sim.epochs import EpochStore
+from plaza_sim.machine import Machine, MachineConfig
 from plaza_sim.reconnect import BASE, CAP, REFUSED_CAP, ClosedBeforeConnack, Reconnect, refused
 
 pytestmark = [pytest.mark.unit, pytest.mark.anyio]
@@ -83,3 +89,33 @@ async def test_a_connect_to_a_port_nothing_listens_on_reads_as_refused() -> None
     assert refused(ClosedBeforeConnack())
     assert not refused(aiomqtt.MqttError("Operation timed out"))
     assert not refused(aiomqtt.MqttCodeError(0x86, "bad user name or password"))
+
+
+async def test_refused_attempts_retry_within_the_cap_and_use_no_new_epoch(tmp_path: Path) -> None:
+    """A machine whose broker refuses (nothing listens): it tries again at least every
+    REFUSED_CAP, and every attempt after the first reuses the first one's epoch (none of
+    them reached the broker), so the epoch file is not rewritten per attempt."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+        epochs = EpochStore(tmp_path / "epochs.json")
+        m = Machine(MachineConfig("pc-01", "pw", port=port), epochs, autoplay=False)
+        attempts: list[float] = []
+        real_client_for = m._client_for
+
+        def counted(epoch: int) -> aiomqtt.Client:
+            attempts.append(asyncio.get_running_loop().time())
+            assert epoch == 1
+            return real_client_for(epoch)
+
+        m._client_for = counted  # type: ignore[method-assign]
+        task = asyncio.get_running_loop().create_task(m.run())
+        await asyncio.sleep(3 * REFUSED_CAP)
+        m._stopping = True
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert len(attempts) >= 3
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert max(gaps) < REFUSED_CAP + 0.5  # the delay, plus a refused connect
+    assert epochs.current("pc-01") == 1
+    assert json.loads((tmp_path / "epochs.json").read_text()) == {"pc-01": 1}
