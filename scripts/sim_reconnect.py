@@ -99,7 +99,11 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     args = parser.parse_args()
     for _ in range(args.runs):
-        print(asyncio.run(run(args.machines, args.down, args.relay)), flush=True)
+        try:
+            line = asyncio.run(run(args.machines, args.down, args.relay))
+        except Exception as exc:  # e.g. another process took the port while the broker was down
+            line = f"run failed: {exc!r}"[:500]
+        print(line, flush=True)
 
 
 if __name__ == "__main__":

@@ -5,13 +5,15 @@ A connection that was up and ended: the first attempt after ``U(base/2, base)``.
 attempt doubles the ceiling up to ``cap`` and the delay is drawn from ``U(base/2, ceiling)``
 (full jitter, as the services' :class:`plaza.mqtt.Backoff`), except after an attempt the
 broker's host *refused* (ECONNREFUSED: nothing listens on the port, so the broker is stopped
-or restarting). A refused connect costs the broker nothing (the kernel answers it), so that
-delay is at most ``refused_cap``: a machine that kept trying through a broker restart tries
-again within ``refused_cap`` of the broker listening again, not after the several seconds its
-backoff would have grown to meanwhile, and the machines' arrivals are spread over that window
-by the jitter. Any other failure (the broker took the TCP connection but refused the CONNECT,
-did not answer it in time, or dropped it during the set-up) means a live but unwilling broker:
-those delays grow to ``cap``, so a struggling broker is not hammered.
+or restarting; or the connection closed before any CONNACK, as the machine's relay does when
+its own connect is refused). A refused connect costs the broker nothing (the kernel answers
+it), so that delay is at most ``refused_cap``: a machine that kept trying through a broker
+restart tries again within ``refused_cap`` of the broker listening again, not after the
+several seconds its backoff would have grown to meanwhile, and the machines' arrivals are
+spread over that window by the jitter. Any other failure (the broker took the TCP connection
+but refused the CONNECT, did not answer it in time, or dropped it during the set-up) means a
+live but unwilling broker: those delays grow to ``cap``, so a struggling broker is not
+hammered.
 """
 
 from __future__ import annotations
@@ -47,9 +49,7 @@ def never_sent(exc: BaseException) -> bool:
 
     aiomqtt 2.5 turns the socket's OSError into ``MqttError(str(exc)) from None``: the
     OSError is still the exception's ``__context__`` (``from None`` only hides it)."""
-    if any(isinstance(e, ConnectionRefusedError) for e in _chain(exc)):
-        return True
-    return isinstance(exc, aiomqtt.MqttError) and "Connection refused" in str(exc)
+    return any(isinstance(e, ConnectionRefusedError) for e in _chain(exc))
 
 
 def _chain(exc: BaseException) -> list[BaseException]:
