@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -89,6 +90,7 @@ async def run(machines: int, down: float, relay: int) -> str:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         broker.stop()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 def main() -> None:
