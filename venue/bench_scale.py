@@ -333,7 +333,8 @@ def storm_report(runs: list[dict[str, Any]], args: argparse.Namespace, command: 
         "## Reconnect storm (`plaza bench storm`)",
         "",
         f"{machine_line()}; load average before the run {runs[0]['load']}. {args.machines:,} "
-        f"machines (`plaza sim`, reconnect with jittered exponential backoff from 0.2 s) and "
+        "machines (`plaza sim`, reconnecting with jittered backoff from 0.2 s, at most 1 s "
+        "apart while the broker refuses: docs/protocol.md, Reconnecting) and "
         f"{args.clients} browser-like screens (mqtt.js over WebSocket in node, connected and "
         "reconnected as the web client: a persistent session, retain handling 1 when it heard "
         "from the broker within 60 s); the broker is stopped (SIGTERM), down 1 s, and started "
