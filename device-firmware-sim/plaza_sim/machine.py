@@ -109,6 +109,9 @@ class Machine:
         self.warning: tuple[int, str] | None = None
         #: a warned walk-in leaves with this probability instead of overrunning into the slot
         self.leave_on_warning = 0.5
+        #: the code of the last session the bridge started (``start_session``): a player at
+        #: the machine sees their code taken (plaza_sim/arrivals.py)
+        self.started_code: str | None = None
         self.epoch = epochs.current(config.device)
         self.seq = -1
         self.relay: Relay | None = None
@@ -280,6 +283,7 @@ class Machine:
             else:
                 self.locks = {k for k in self.locks if _is_reservation_lock(k)}
         elif cmd.cmd is CommandName.START_SESSION:
+            self.started_code = cmd.session.reservation_code if cmd.session else None
             await self.set_state(MachineState.IN_USE, cmd.session or self._new_session(3600))
         elif cmd.cmd is CommandName.END_SESSION:
             if cmd.reason == RESERVATION_LOCK:
