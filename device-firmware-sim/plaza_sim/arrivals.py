@@ -394,8 +394,8 @@ async def _sleep_until(at: float) -> None:
     await asyncio.sleep(max(0.0, at - time.time()))
 
 
-async def _until(check: Callable[[], bool], timeout: float, every: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
+async def _until(check: Callable[[], bool], within: float, every: float = 0.05) -> bool:
+    deadline = time.monotonic() + within
     while not check():
         if time.monotonic() >= deadline:
             return False

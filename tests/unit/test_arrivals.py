@@ -28,7 +28,7 @@ PLAN = PlayerPlan(no_show=0.1, late=0.2, wrong_code=0.3, early_by=60, late_by=24
         ((0.0999, 0.0, 0.0, 0.0), Arrival(comes=False)),
         ((0.1, 0.9, 0.9, 0.5), Arrival(True, -30.0)),  # on time: 30 s before the start
         ((0.5, 0.9, 0.9, 0.0), Arrival(True, 0.0)),  # exactly at the start
-        ((0.5, 0.9, 0.9, 0.999), Arrival(True, pytest.approx(-59.94))),  # just inside early_by
+        ((0.5, 0.9, 0.9, 0.75), Arrival(True, -45.0)),  # inside early_by
         ((0.5, 0.1, 0.9, 0.5), Arrival(True, 120.0, late=True)),  # late: 2 minutes after
         ((0.5, 0.1999, 0.9, 1.0), Arrival(True, 240.0, late=True)),  # at most late_by
         ((0.5, 0.2, 0.9, 0.5), Arrival(True, -30.0)),  # 0.2 is not below 0.2: on time
