@@ -73,6 +73,8 @@ MAX_LATE_BY = 3600.0
 #: a request unanswered this long is sent again (same request id), at most this many times
 REQUEST_TIMEOUT = 5.0
 REQUEST_TRIES = 4
+#: machines a player tries for one slot when they are taken
+BOOKING_TRIES = 3
 #: how long a player at the machine waits for the bridge to answer a code it typed
 ANSWER_WAIT = 10.0
 
@@ -295,27 +297,27 @@ class Player:
             if bookings is None or done < bookings:
                 await asyncio.sleep(self.rng.uniform(self.plan.pace / 2, self.plan.pace))
 
-    def _pick(self) -> Machine | None:
-        online = [m for m in self.machines if m.connected.is_set()]
-        return self.rng.choice(online) if online else None
-
     async def one_booking(self) -> None:
         """Book, wait for approval, arrive (or not), play to the end of the slot."""
-        machine = self._pick()
-        if machine is None:
-            return
+        online = [m for m in self.machines if m.connected.is_set()]
         start = time.time() + self.plan.book_ahead
         end = start + self.rng.uniform(*self.plan.slot_minutes) * 60
-        body = {
-            "request_id": f"sim-{uuid.uuid4().hex[:16]}",
-            "op": "reserve",
-            "starts_at": round(start, 3),
-            "ends_at": round(end, 3),
-        }
-        reply = await self.request(machine.device, body)
-        if reply is None or not reply.ok or reply.reservation is None:
+        # a machine taken for that slot: the player tries another, as on a phone
+        for machine in self.rng.sample(online, min(BOOKING_TRIES, len(online))):
+            body = {
+                "request_id": f"sim-{uuid.uuid4().hex[:16]}",
+                "op": "reserve",
+                "starts_at": round(start, 3),
+                "ends_at": round(end, 3),
+            }
+            reply = await self.request(machine.device, body)
+            if reply is not None and reply.ok and reply.reservation is not None:
+                break
             self.stats.refused += 1
             log.debug("player %s: booking %s refused: %s", self.name, machine.device, reply)
+            if reply is None or reply.error is None or reply.error.code != "conflict":
+                return
+        else:
             return
         self.stats.booked += 1
         self.holding = reply.reservation

@@ -12,16 +12,19 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import uvicorn
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from api.app import create_app
 from plaza.db import make_engine
 from plaza.settings import Settings
 from plaza.tables import Reservation
 from plaza_sim.arrivals import ArrivalStats, Player, PlayerLink, PlayerPlan
+from plaza_sim.desk import Desk
 from plaza_sim.machine import Machine
 from tests.conftest import BrokerHandle, Watch, running_bridge
-from tests.integration.reserving import Requester, as_admin
+from tests.integration.reserving import Requester, as_admin, slot
 from tests.integration.test_floor_lock import (
     LEAD,
     auto_approve,
@@ -30,6 +33,7 @@ from tests.integration.test_floor_lock import (
     floor,
     floor_settings,
 )
+from venue.broker import free_port
 
 pytestmark = [pytest.mark.integration, pytest.mark.anyio]
 
@@ -199,3 +203,62 @@ async def test_a_simulated_player_never_approved_cancels_at_the_slots_start(
             await stats_show(p, "not_approved")
         assert (p.stats.booked, p.stats.checked_in) == (1, 0)
         assert m.state.value == "idle"
+
+
+@contextlib.asynccontextmanager
+async def serving_api(settings: Settings) -> AsyncIterator[str]:
+    """The real api over real HTTP (uvicorn, its lifespan and broker link), as `plaza up`
+    runs it; its base URL."""
+    port = free_port()
+    app = create_app(settings.model_copy(update={"http_port": port}))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    )
+    task = asyncio.get_running_loop().create_task(server.serve())
+    try:
+        async with asyncio.timeout(15):
+            while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
+                await asyncio.sleep(0.05)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.gather(task, return_exceptions=True)
+
+
+async def test_the_simulated_desk_approves_the_players_bookings_over_rest_and_no_one_elses(
+    broker: BrokerHandle,
+    bridge_settings: Settings,
+    api_settings: Settings,
+    seeded: list[str],
+    db_url: str,
+    tmp_path: Path,
+) -> None:
+    device = seeded[4]  # not auto-approved
+    async with (
+        running_bridge(floor_settings(bridge_settings)),
+        serving_api(api_settings) as api,
+        floor(broker, device, tmp_path) as (m, _watch),
+        Requester(broker, "player2", broker.secrets.players["player2"]) as person,
+    ):
+        theirs = await person.request(seeded[5], op="reserve", **slot(3600, 30))
+        assert theirs.reservation is not None
+        assert theirs.reservation.status == "pending"
+        desk = Desk(api, "admin", broker.secrets.admin, frozenset({"player1"}), every=1.0)
+        p = simulated_player(broker, m, plan(book_ahead=LEAD + 4))
+        async with playing(p), desk_running(desk):
+            await status_becomes(db_url, "player1", "checked_in", timeout=20)
+            await stats_show(p, "checked_in")
+        assert desk.stats.approved == 1
+        assert p.stats.approved_later == 1
+        (still,) = await rows_of(db_url, "player2")
+        assert still.status == "pending", "a person's booking is left for a person"
+
+
+@contextlib.asynccontextmanager
+async def desk_running(desk: Desk) -> AsyncIterator[None]:
+    task = asyncio.get_running_loop().create_task(desk.run())
+    try:
+        yield
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
