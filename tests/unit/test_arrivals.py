@@ -3,8 +3,14 @@ decision from four draws, the mistyped code, and the caps on every option."""
 
 from __future__ import annotations
 
+import argparse
+import json
+import re
+from pathlib import Path
+
 import pytest
 
+from plaza.settings import Settings
 from plaza_sim.arrivals import (
     MAX_PLAYERS,
     Arrival,
@@ -14,6 +20,8 @@ from plaza_sim.arrivals import (
     plan_arrival,
     wrong_code,
 )
+from plaza_sim.desk import Desk
+from venue.cli import build_parser, sim_players
 
 pytestmark = pytest.mark.unit
 
@@ -86,7 +94,7 @@ def test_a_mistyped_code_is_six_digits_and_never_the_right_one(code: str, draw: 
     ],
 )
 def test_every_option_of_the_players_is_capped(changes: dict[str, object], message: str) -> None:
-    with pytest.raises(ValueError, match=message):
+    with pytest.raises(ValueError, match=re.escape(message)):
         PlayerPlan(**changes)  # type: ignore[arg-type]
 
 
@@ -95,3 +103,47 @@ def test_the_number_of_players_in_one_simulator_is_capped() -> None:
     with pytest.raises(ValueError, match=f"at most {MAX_PLAYERS} simulated players"):
         Arrivals(too_many, [], link=PlayerLink())
     assert len(Arrivals(dict(list(too_many.items())[:MAX_PLAYERS]), [], link=PlayerLink()).players)
+
+
+def sim_args(tmp_path: Path, *extra: str) -> tuple[argparse.Namespace, Settings]:
+    args = build_parser().parse_args(["sim", "--data-dir", str(tmp_path), *extra])
+    return args, Settings(data_dir=tmp_path)
+
+
+def test_plaza_sim_takes_the_first_players_of_the_file_and_their_options(tmp_path: Path) -> None:
+    (tmp_path / "players.json").write_text(
+        json.dumps({"sim-player-002": "b", "sim-player-001": "a", "sim-player-003": "c"})
+    )
+    args, settings = sim_args(
+        tmp_path, "--players", "2", "--slot-minutes", "5-10", "--no-show", "0.5"
+    )
+    players, plan, desk = sim_players(args, settings)
+    assert players == {"sim-player-001": "a", "sim-player-002": "b"}
+    assert (plan.slot_minutes, plan.no_show, plan.late) == ((5.0, 10.0), 0.5, 0.2)
+    assert desk is None
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--players", "201"], "--players must be within 0..200"),
+        (["--players", "-1"], "--players must be within 0..200"),
+        (["--players", "4"], "has 3 accounts"),
+        (["--late", "1.1"], "late is a probability"),
+        (["--player-pace", "0.1"], "pace must be within 1..3600"),
+        (["--players", "1", "--desk", "http://127.0.0.1:1"], "credentials.json not found"),
+    ],
+)
+def test_plaza_sim_refuses_options_past_their_caps(
+    tmp_path: Path, extra: list[str], message: str
+) -> None:
+    (tmp_path / "players.json").write_text(json.dumps({f"p{i}": "pw" for i in range(3)}))
+    args, settings = sim_args(tmp_path, *extra)
+    with pytest.raises(ValueError, match=re.escape(message)):
+        sim_players(args, settings)
+
+
+@pytest.mark.parametrize("every", [0.5, 3601.0])
+def test_the_desk_looks_at_the_pending_list_at_most_once_a_second(every: float) -> None:
+    with pytest.raises(ValueError, match=re.escape("desk-every must be within 1..3600")):
+        Desk("http://127.0.0.1:1", "admin", "pw", frozenset(), every=every)
