@@ -25,6 +25,8 @@ _MIX = (
 _NAMES = {"pc": "PC", "console": "Console", "racing": "Racing rig", "vr": "VR booth"}
 
 DEMO_PLAYERS = ("player1", "player2", "player3")
+#: the simulator's players (``plaza up --players``): sim-player-001, ... (plaza_sim/arrivals.py)
+SIM_PLAYER_PREFIX = "sim-player-"
 BRIDGE_USER = "bridge"
 API_USER = acl.API_USER
 OBSERVER_USER = "observer"
@@ -98,12 +100,27 @@ class VenueSecrets:
     admin: str = field(default_factory=_pw)
     players: dict[str, str] = field(default_factory=lambda: {p: _pw() for p in DEMO_PLAYERS})
     devices: dict[str, str] = field(default_factory=dict)
+    #: the simulator's players (DIR/players.json): accounts like the demo players', played
+    #: by `plaza sim --players`, never handed to people
+    sim_players: dict[str, str] = field(default_factory=dict)
     #: the api's JWT signing key
     jwt: str = field(default_factory=lambda: secrets.token_urlsafe(48))
 
     def ensure_devices(self, device_ids: list[str]) -> None:
         for device in device_ids:
             self.devices.setdefault(device, _pw())
+
+    def ensure_sim_players(self, count: int) -> list[str]:
+        """At least ``count`` simulated players (new ones get new passwords); the first
+        ``count`` names."""
+        names = [f"{SIM_PLAYER_PREFIX}{n:03d}" for n in range(1, count + 1)]
+        for name in names:
+            self.sim_players.setdefault(name, _pw())
+        return names
+
+    def people(self) -> dict[str, str]:
+        """Every player account: the demo players and the simulator's."""
+        return {**self.players, **self.sim_players}
 
     def broker_clients(self, settings: Settings) -> list[BrokerClient]:
         """Every account, each bound to its client id: the services to the ids in
@@ -122,7 +139,7 @@ class VenueSecrets:
         ]
         clients += [
             BrokerClient(u, pw, (acl.player_role_name(u),), f"player {u}", u)
-            for u, pw in self.players.items()
+            for u, pw in self.people().items()
         ]
         return clients
 
@@ -149,7 +166,7 @@ class VenueSecrets:
             acl.observer_role(topics),
         ]
         roles += [acl.device_role(topics, d) for d in self.devices]
-        roles += [acl.player_role(topics, u) for u in self.players]
+        roles += [acl.player_role(topics, u) for u in self.people()]
         return roles
 
     def save(self, path: Path) -> None:

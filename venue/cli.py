@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import ssl
@@ -13,7 +14,7 @@ import subprocess
 import sys
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -22,6 +23,10 @@ from plaza.logs import setup_logging
 from plaza.mqtt import stop_task
 from plaza.settings import Settings
 from venue.accounts import API_USER, BRIDGE_USER, OBSERVER_USER, VenueSecrets
+
+if TYPE_CHECKING:
+    from plaza_sim.arrivals import PlayerPlan
+    from plaza_sim.desk import Desk
 
 
 def _settings(args: argparse.Namespace, user: str | None = None) -> Settings:
@@ -79,6 +84,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         data_dir=Path(args.data_dir),
         devices=args.devices,
         consoles=args.consoles,
+        players=args.players,
         mqtt_port=args.mqtt_port,
         ws_port=args.ws_port,
         http_port=args.http_port,
@@ -90,6 +96,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
     )
+    from plaza_sim.arrivals import MAX_PLAYERS
+
+    if not 0 <= args.players <= MAX_PLAYERS:
+        print(f"error: --players must be within 0..{MAX_PLAYERS}", file=sys.stderr)
+        return 2
     try:
         return up(options)
     except UpError as exc:
@@ -252,6 +263,11 @@ def cmd_sim(args: argparse.Namespace) -> int:
         every=args.fault_every,
         down_for=args.down_for,
     )
+    try:
+        players, plan, desk = sim_players(args, settings)
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     fleet = Fleet(
         load_devices(devices_file, args.count),
         host=settings.mqtt_host,
@@ -266,21 +282,80 @@ def cmd_sim(args: argparse.Namespace) -> int:
         seed=args.seed,
         tls_ca=settings.tls_ca,
         tls=settings.mqtt_tls,
+        players=players,
+        player_plan=plan,
+        desk=desk,
     )
     from venue.limits import LimitError, raise_open_files
 
     try:
-        if note := raise_open_files(len(fleet.machines), "plaza sim"):
+        if note := raise_open_files(len(fleet.machines) + len(players), "plaza sim"):
             print(note, flush=True)
     except LimitError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     print(
-        f"sim: starting {len(fleet.machines)} machines against "
-        f"{settings.mqtt_host}:{settings.mqtt_port}",
+        f"sim: starting {len(fleet.machines)} machines and {len(players)} players against "
+        f"{settings.mqtt_host}:{settings.mqtt_port}"
+        + (f"; the desk approves their bookings through {desk.api}" if desk else ""),
         flush=True,
     )
     return _run(fleet.run(args.duration, args.progress_every))
+
+
+def slot_minutes(text: str) -> tuple[float, float]:
+    """``--slot-minutes``: ``A-B`` (between A and B minutes) or ``A``."""
+    low, _, high = text.partition("-")
+    try:
+        return float(low), float(high or low)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: minutes as A-B or A") from exc
+
+
+def sim_players(
+    args: argparse.Namespace, settings: Settings
+) -> tuple[dict[str, str], PlayerPlan, Desk | None]:
+    """`plaza sim`'s players (``--players`` of DIR/players.json), how they behave, and the
+    desk that approves their bookings (``--desk``); ValueError says what is wrong."""
+    from plaza_sim.arrivals import MAX_PLAYERS, PlayerPlan
+    from plaza_sim.desk import Desk
+
+    plan = PlayerPlan(
+        book_ahead=args.book_ahead,
+        slot_minutes=args.slot_minutes,
+        pace=args.player_pace,
+        no_show=args.no_show,
+        late=args.late,
+        wrong_code=args.wrong_code,
+        early_by=args.early_by,
+        late_by=args.late_by,
+    )
+    if not 0 <= args.players <= MAX_PLAYERS:
+        raise ValueError(f"--players must be within 0..{MAX_PLAYERS}")
+    players: dict[str, str] = {}
+    if args.players:
+        path = Path(args.players_file or settings.data_dir / "players.json")
+        if not path.exists():
+            raise ValueError(f"{path} not found; run `plaza up` once or pass --players-file")
+        accounts: dict[str, str] = json.loads(path.read_text())
+        if len(accounts) < args.players:
+            raise ValueError(f"--players {args.players}: {path} has {len(accounts)} accounts")
+        players = dict(sorted(accounts.items())[: args.players])
+    desk = None
+    if args.desk:
+        path = Path(args.desk_credentials or settings.data_dir / "credentials.json")
+        if not path.exists():
+            raise ValueError(f"{path} not found; pass --desk-credentials")
+        admin = json.loads(path.read_text())["admin"]
+        desk = Desk(
+            args.desk,
+            admin["username"],
+            admin["password"],
+            frozenset(players),
+            every=args.desk_every,
+            ca=settings.tls_ca,
+        )
+    return players, plan, desk
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -407,6 +482,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=2,
         help="consoles without an agent, managed by staff at the desk (default 2)",
     )
+    p.add_argument(
+        "--players",
+        type=int,
+        default=8,
+        help="simulated players who book, get approved at the desk and check in by code, "
+        "0..200 (default 8)",
+    )
     p.add_argument("--mqtt-port", type=int, default=None, help="MQTT TCP port (default 1883)")
     p.add_argument("--ws-port", type=int, default=None, help="MQTT WebSocket port (default 9001)")
     p.add_argument("--http-port", type=int, default=None, help="REST API port (default 8000)")
@@ -481,6 +563,50 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--duration", type=float, default=None, help="stop after N seconds")
     p.add_argument("--progress-every", type=float, default=10.0)
     p.add_argument("--seed", type=int, default=None)
+    g = p.add_argument_group("players who book and arrive (docs/operations.md, The simulator)")
+    g.add_argument("--players", type=int, default=0, help="simulated players, 0..200 (default 0)")
+    g.add_argument("--players-file", default=None, help="default: DATA_DIR/players.json")
+    g.add_argument(
+        "--book-ahead",
+        type=float,
+        default=720.0,
+        help="seconds from a booking to its slot, 0..3600 (default 720)",
+    )
+    g.add_argument(
+        "--slot-minutes",
+        type=slot_minutes,
+        default=(20.0, 45.0),
+        help="slot length, A-B minutes within 0.05..240 (default 20-45)",
+    )
+    g.add_argument(
+        "--player-pace",
+        type=float,
+        default=60.0,
+        help="seconds a player waits between bookings, 1..3600 (default 60)",
+    )
+    g.add_argument("--no-show", type=float, default=0.1, help="P(never comes), default 0.1")
+    g.add_argument("--late", type=float, default=0.2, help="P(comes late), default 0.2")
+    g.add_argument(
+        "--wrong-code", type=float, default=0.1, help="P(types a wrong code first), default 0.1"
+    )
+    g.add_argument(
+        "--early-by", type=float, default=60.0, help="on time: up to N s early (default 60)"
+    )
+    g.add_argument(
+        "--late-by", type=float, default=240.0, help="late: up to N s late (default 240)"
+    )
+    g.add_argument(
+        "--desk",
+        default=None,
+        metavar="URL",
+        help="the api: staff there approve the players' pending bookings",
+    )
+    g.add_argument(
+        "--desk-credentials", default=None, help="default: DATA_DIR/credentials.json (its admin)"
+    )
+    g.add_argument(
+        "--desk-every", type=float, default=5.0, help="seconds between desk rounds, 1..3600"
+    )
     p.set_defaults(func=cmd_sim)
 
     p = sub.add_parser("check", help="check the venue's invariants over SQL and the broker")

@@ -51,7 +51,8 @@ async def seed(
     history_days: int = 0,
     tz: tzinfo = UTC,
 ) -> None:
-    """Insert missing machines, the demo admin and the demo players; change nothing else.
+    """Insert missing machines, the demo admin, the demo players and the simulator's players;
+    change nothing else.
     ``floor_plan``: the demo floor too (its zones when there are none, a place for each new
     machine); ``history_days``: that much past play (venue.floorplan) on a database that has
     no status history yet (``plaza up`` asks for both)."""
@@ -81,7 +82,7 @@ async def seed(
         users = set((await session.exec(select(User.username))).all())
         accounts = [
             ("admin", secrets.admin, "admin"),
-            *((u, p, "player") for u, p in secrets.players.items()),
+            *((u, p, "player") for u, p in secrets.people().items()),
         ]
         for username, password, role in accounts:
             if username not in users:

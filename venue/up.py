@@ -87,6 +87,9 @@ class UpOptions:
     devices: int = 20
     #: consoles without an agent at the desk (staff set their state; no simulated agent)
     consoles: int = 0
+    #: simulated players who book machines, get approved at the simulated desk and arrive to
+    #: check in with their codes (`plaza sim --players`; 0: none)
+    players: int = 0
     mqtt_port: int | None = None
     ws_port: int | None = None
     http_port: int | None = None
@@ -484,6 +487,7 @@ def init_venue(
     ca: Path | None = None,
     *,
     consoles: int = 0,
+    players: int = 0,
 ) -> tuple[VenueSecrets, list[str]]:
     """Secrets, the machines' and people's credential files, and the seeded database.
 
@@ -496,10 +500,14 @@ def init_venue(
     for field_name, password in (service_passwords or {}).items():
         setattr(secrets, field_name, password)
     secrets.ensure_devices([d.id for d in fleet])
+    # the simulator's players (`plaza sim --players`): their own accounts, not the demo
+    # players people log in with
+    sim_players = secrets.ensure_sim_players(players)
     secrets.save(data / "secrets.json")
     # the simulator starts an agent for each of these: none for the machines without one
     agents = {d.id: secrets.devices[d.id] for d in fleet if d.agent}
     write_private(data / "devices.json", agents)
+    write_private(data / "players.json", {u: secrets.sim_players[u] for u in sim_players})
     credentials = secrets.credentials()
     if ca is not None:
         credentials["ca"] = str(ca)  # verify the venue's TLS with this (mosquitto_sub --cafile)
@@ -565,7 +573,11 @@ def prepare(options: UpOptions) -> Venue:
         public_tls=tls is not None,
     )
     secrets, device_ids = init_venue(
-        settings, options.devices, ca=tls.ca if tls else None, consoles=options.consoles
+        settings,
+        options.devices,
+        ca=tls.ca if tls else None,
+        consoles=options.consoles,
+        players=options.players,
     )
     broker_log = RotatingLog(
         data / "broker" / "mosquitto.log", settings.log_max_bytes, settings.log_backups
@@ -681,6 +693,13 @@ def summary(venue: Venue, elapsed: float) -> str:
         f"  Logs              {venue.log_dir}/ (rotated at {s.log_max_bytes // 1024} KiB, "
         f"{s.log_backups} kept; mosquitto's in {venue.broker.log_path.parent}/)",
         "  Supervised        a bridge, api, simulator or broker that stops is restarted",
+    ]
+    if venue.options.players:
+        lines.append(
+            f"  Simulated players {venue.options.players} book ahead, staff at the simulated "
+            "desk approve, they check in by code (some late, some no-shows)"
+        )
+    lines += [
         "  Watch it live:",
         f'    mosquitto_sub -h {host} -p {s.mqtt_port}{cafile} -u observer -P "{read_pw}" '
         f"-i {OBSERVER_CLIENT_ID} -t '{s.topic_root}/board/+' -v",
@@ -689,10 +708,28 @@ def summary(venue: Venue, elapsed: float) -> str:
     return "\n".join(lines)
 
 
+def sim_player_args(options: UpOptions, api: str) -> list[str]:
+    """The demo's players for `plaza sim`: they book a little ahead, the simulated desk
+    approves their bookings over REST (``api``), and they arrive to type their codes."""
+    if not options.players:
+        return []
+    data = options.data_dir.resolve()
+    return [
+        "--players",
+        str(options.players),
+        "--players-file",
+        str(data / "players.json"),
+        "--desk",
+        api,
+        "--desk-credentials",
+        str(data / "credentials.json"),
+    ]
+
+
 def up(options: UpOptions) -> int:
     started = time.monotonic()
     try:  # before anything starts; the broker and the simulator inherit the raised limit
-        if note := raise_open_files(options.devices, "plaza up"):
+        if note := raise_open_files(options.devices + options.players, "plaza up"):
             print(note, flush=True)
     except LimitError as exc:
         raise UpError(str(exc)) from exc
@@ -733,6 +770,7 @@ def up(options: UpOptions) -> int:
                 str(options.data_dir.resolve() / "devices.json"),
                 "--speed",
                 str(options.sim_speed),
+                *sim_player_args(options, api),
             ],
             None,
             None,

@@ -1,4 +1,6 @@
-"""The simulator process: a fleet of machines, fault injection, progress and a summary."""
+"""The simulator process: a fleet of machines, fault injection, the players who book them and
+arrive (plaza_sim/arrivals.py) and the staff who approve those bookings at the desk
+(plaza_sim/desk.py), progress and a summary."""
 
 from __future__ import annotations
 
@@ -16,6 +18,8 @@ from pathlib import Path
 from typing import TextIO
 
 from plaza.messages import MachineState
+from plaza_sim.arrivals import Arrivals, PlayerLink, PlayerPlan
+from plaza_sim.desk import Desk
 from plaza_sim.epochs import EpochStore
 from plaza_sim.machine import Machine, MachineConfig
 
@@ -70,6 +74,9 @@ class Fleet:
         seed: int | None = None,
         tls_ca: Path | None = None,
         tls: bool = False,
+        players: dict[str, str] | None = None,
+        player_plan: PlayerPlan | None = None,
+        desk: Desk | None = None,
     ) -> None:
         self.faults = faults or FaultPlan()
         self.rng = random.Random(seed)
@@ -87,6 +94,19 @@ class Fleet:
             )
             for device, pw in devices.items()
         ]
+        #: simulated players who book these machines and arrive to type their codes
+        self.arrivals = (
+            Arrivals(
+                players,
+                self.machines,
+                link=PlayerLink(host, port, topic_root, context),
+                plan=player_plan,
+                rng=random.Random(self.rng.random()),
+            )
+            if players
+            else None
+        )
+        self.desk = desk
 
     def online(self) -> int:
         return sum(m.connected.is_set() for m in self.machines)
@@ -97,10 +117,15 @@ class Fleet:
         for m in self.machines:
             faults.update(m.stats.faults)
         fault_text = " ".join(f"{k} {faults[k]}" for k in FAULT_KINDS if faults[k]) or "none"
-        return (
+        line = (
             f"sim: {self.online()}/{len(self.machines)} online, "
             f"{states[MachineState.IN_USE.value]} in use, faults injected: {fault_text}"
         )
+        if self.arrivals is not None:
+            line += f"; {self.arrivals.line()}"
+        if self.desk is not None:
+            line += f"; {self.desk.line()}"
+        return line
 
     async def run(
         self,
@@ -118,6 +143,10 @@ class Fleet:
             helpers = [tg.create_task(self._progress(progress_every, out))]
             if self.faults.kinds:
                 helpers.append(tg.create_task(self._inject(tg, helpers)))
+            if self.arrivals is not None:
+                helpers.append(tg.create_task(self.arrivals.run(), name="players"))
+            if self.desk is not None:
+                helpers.append(tg.create_task(self.desk.run(), name="desk"))
             try:
                 if duration is None:
                     await asyncio.Event().wait()

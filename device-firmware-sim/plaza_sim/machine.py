@@ -9,9 +9,10 @@ Connection sequence (each connection gets a new epoch E):
 
 The venue floor (docs/protocol.md, "Commands to a machine"): the machine keeps every ``lock``
 by its reason, and no walk-in starts while any is on (:meth:`Machine.walk_in`); a player who
-arrives types their code (:meth:`Machine.start_session_with_code`), which a locked machine
-takes. A warned walk-in (``session_warning``) gets up with probability ``leave_on_warning``
-or plays on into the slot, where the bridge ends the session (``strict``) or tells staff.
+arrives types their code (:meth:`Machine.start_session_with_code`; the simulator's players
+do, plaza_sim/arrivals.py), which a locked machine takes. A warned walk-in
+(``session_warning``) gets up with probability ``leave_on_warning`` or plays on into the
+slot, where the bridge ends the session (``strict``) or tells staff.
 """
 
 from __future__ import annotations
@@ -111,6 +112,9 @@ class Machine:
         self.warning: tuple[int, str] | None = None
         #: a warned walk-in leaves with this probability instead of overrunning into the slot
         self.leave_on_warning = 0.5
+        #: the code of the last session the bridge started (``start_session``): a player at
+        #: the machine sees their code taken (plaza_sim/arrivals.py)
+        self.started_code: str | None = None
         self.epoch = epochs.current(config.device)
         self.seq = -1
         self.relay: Relay | None = None
@@ -303,6 +307,7 @@ class Machine:
             else:
                 self.locks = {k for k in self.locks if _is_reservation_lock(k)}
         elif cmd.cmd is CommandName.START_SESSION:
+            self.started_code = cmd.session.reservation_code if cmd.session else None
             await self.set_state(MachineState.IN_USE, cmd.session or self._new_session(3600))
         elif cmd.cmd is CommandName.END_SESSION:
             if cmd.reason == RESERVATION_LOCK:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -141,3 +143,60 @@ def test_plaza_up_moves_off_a_busy_default_port_and_says_so(
     assert (
         f"MQTT default port {default} is busy; using {chosen} (set --mqtt-port to choose)" in note
     )
+
+
+def test_plaza_ups_demo_players_book_and_the_simulated_desk_approves_them(
+    tmp_path: Path,
+) -> None:
+    """Issue 18: a fresh venue has simulated players with their own accounts (not the ones
+    handed to people) who book machines a little ahead, and staff at the simulated desk
+    who approve those bookings through the api."""
+    ports = [free_port() for _ in range(3)]
+    proc = plaza(
+        "up",
+        "--devices",
+        "3",
+        "--players",
+        "3",
+        "--data-dir",
+        str(tmp_path),
+        "--mqtt-port",
+        str(ports[0]),
+        "--ws-port",
+        str(ports[1]),
+        "--http-port",
+        str(ports[2]),
+    )
+    assert proc.stdout is not None
+    try:
+        lines: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and not (lines and lines[-1].startswith("Press")):
+            line = proc.stdout.readline()
+            if not line:
+                break
+            lines.append(line)
+        output = "".join(lines)
+        assert "Simulated players 3 book ahead" in output, output
+        players = json.loads((tmp_path / "players.json").read_text())
+        assert sorted(players) == ["sim-player-001", "sim-player-002", "sim-player-003"]
+        assert oct((tmp_path / "players.json").stat().st_mode & 0o777) == "0o600"
+        creds = json.loads((tmp_path / "credentials.json").read_text())
+        assert [p["username"] for p in creds["players"]] == ["player1", "player2", "player3"]
+        approved: list[tuple[str, str]] = []
+        deadline = time.monotonic() + 60  # players spread their first booking over 30 s
+        while time.monotonic() < deadline and not approved:
+            time.sleep(1)
+            with contextlib.closing(sqlite3.connect(tmp_path / "plaza.db")) as db:
+                approved = db.execute(
+                    "SELECT player, status FROM reservation "
+                    "WHERE player LIKE 'sim-player-%' AND status = 'approved'"
+                ).fetchall()
+        assert approved, (tmp_path / "logs" / "sim.log").read_text()[-3000:]
+    finally:
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=30)
+    assert proc.returncode == 0, rest
+    sim_log = (tmp_path / "logs" / "sim.log").read_text()
+    assert "and 3 players against" in sim_log
+    assert "desk: " in sim_log
