@@ -390,6 +390,7 @@ class BridgeService:
             tg.create_task(ctx.ownership.run(parts.connections.ready), name="partitions")
             leading = ctx.ownership.while_leading
             tg.create_task(parts.boards.run(), name="boards")
+            tg.create_task(parts.presence.run_board_sync(), name="board-sync")
             tg.create_task(leading(parts.notifier.run_digests, "digests"), name="lead-digests")
             tg.create_task(parts.notifier.run_acks(), name="read-receipts")
             tg.create_task(parts.admin.run(), name="admin-commands")

@@ -60,7 +60,8 @@ class PresenceHandler:
         self._owns = ctx.ownership.owns
         self._link = ctx.link
         self.board_sync = BoardSync(self.topics, payload_limit=self._limit)
-        self._syncing: asyncio.Future[None] | None = None
+        self._sync_wanted = asyncio.Event()
+        self._sync_for: tuple[PlazaClient, dict[str, int]] | None = None
 
     async def handle(self, where: DeviceTopic, message: Incoming) -> bool:
         """A presence or state message; False for a machine's cmd topic (not ours to read)."""
@@ -156,9 +157,25 @@ class PresenceHandler:
             for v in self.tracker.views.values()
             if v.version > 0 and self._owns(v.id)
         }
-        if self._syncing is not None:
-            self._syncing.cancel()
-        self._syncing = asyncio.ensure_future(self._sync(client, expected))
+        self._sync_for = (client, expected)
+        self._sync_wanted.set()
+
+    async def run_board_sync(self) -> None:
+        """The board reads :meth:`republish_board` asks for, one at a time: a new connect
+        cancels the read of the last one (its client is gone), and so does the bridge's
+        stop."""
+        while True:
+            await self._sync_wanted.wait()
+            self._sync_wanted.clear()
+            assert self._sync_for is not None
+            reading = asyncio.ensure_future(self._sync(*self._sync_for))
+            wanted = asyncio.ensure_future(self._sync_wanted.wait())
+            try:
+                await asyncio.wait({reading, wanted}, return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                for task in (reading, wanted):
+                    task.cancel()
+                await asyncio.gather(reading, wanted, return_exceptions=True)
 
     async def _sync(self, client: PlazaClient, expected: dict[str, int]) -> None:
         try:
@@ -166,6 +183,9 @@ class PresenceHandler:
         except aiomqtt.MqttError as exc:  # the connection went: the next one reads again
             log.info("board sync stopped: %s", exc)
             return
+        except Exception:  # a bug must not take the bridge down; every entry goes out again
+            log.exception("board sync failed; publishing every entry again")
+            held = {}
         if self._link.client is not client:
             return
         views = self.tracker.views
