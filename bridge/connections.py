@@ -33,7 +33,7 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import cast
 
 import aiomqtt
@@ -118,6 +118,7 @@ class Connections:
         gate: FloodGate,
         dynsec: Dynsec,
         on_main_connected: Callable[[], Awaitable[None]],
+        markers: Mapping[str, Callable[[bytes], None]] | None = None,
         ready: asyncio.Event | None = None,
     ) -> None:
         self.settings = settings
@@ -128,6 +129,8 @@ class Connections:
         self.gate = gate
         self.dynsec = dynsec
         self._on_main_connected = on_main_connected
+        #: the main connection's own marker topics (board sync): topic -> who hears it
+        self.markers = dict(markers or {})
         self.sweeper = RetainedSweeper(link)
         self.status_topic = topics.service_status(BRIDGE_SERVICE)
         #: set while both connections are up and subscribed
@@ -236,6 +239,7 @@ class Connections:
                             self.topics.admin_requests,
                             self.topics.all_acks,
                             self.topics.all_board,
+                            *self.markers,
                         ]
                     )
                     self.link.client = client
@@ -262,6 +266,11 @@ class Connections:
 
     async def _serve_main(self, client: PlazaClient) -> None:
         async for message in client.messages:
+            marker = self.markers.get(message.topic.value)
+            if marker is not None:
+                payload = message.payload
+                marker(bytes(payload) if isinstance(payload, bytes) else b"")
+                continue
             if message.topic.value == DYNSEC_RESPONSE:
                 payload = message.payload
                 self.dynsec.answer(bytes(payload) if isinstance(payload, bytes) else b"")

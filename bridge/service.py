@@ -162,6 +162,7 @@ async def assemble(ctx: BridgeContext, ready: asyncio.Event | None = None) -> Pa
         gate=gate,
         dynsec=dynsec,
         on_main_connected=presence.republish_board,
+        markers={presence.board_sync.marker_topic: presence.board_sync.marked},
         ready=ready,
     )
     _wire_ownership(

@@ -219,6 +219,12 @@ class Topics:
     def notices(self) -> str:
         return f"{self.root}/notices"
 
+    def board_sync_marker(self, client_id: str) -> str:
+        """``{root}/services/{client_id}/board-sync``: the bridge's own end-of-read marker
+        when it reads the retained board back after connecting (bridge.presence.board_sync);
+        only that connection subscribes to it."""
+        return f"{self.root}/services/{valid_id(client_id, 'client id')}/board-sync"
+
     def service_status(self, service: str) -> str:
         """``{root}/services/{service}/status`` (retained): birth and heartbeats say online,
         the will (or a clean stop) offline."""

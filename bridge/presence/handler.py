@@ -10,9 +10,11 @@ check-in.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 import aiomqtt
 
@@ -23,6 +25,7 @@ from bridge.presence.store import DeviceStore
 from bridge.presence.tracker import Effects, PresenceTracker
 from plaza.messages import (
     AdminAlert,
+    BoardEntry,
     DeviceState,
     MachineState,
     PayloadError,
@@ -34,6 +37,13 @@ from plaza.mqtt import PlazaClient
 from plaza.topics import DeviceChannel, DeviceTopic
 
 log = logging.getLogger(__name__)
+
+
+def _body(entry: BoardEntry) -> dict[str, Any]:
+    """An entry as the broker holds it, without ``ts``: JSON, as the board sync reads it."""
+    body: dict[str, Any] = json.loads(entry.encode())
+    body.pop("ts", None)
+    return body
 
 
 class PresenceHandler:
@@ -59,7 +69,7 @@ class PresenceHandler:
         #: (every bridge still tracks every machine, to take it over warm)
         self._owns = ctx.ownership.owns
         self._link = ctx.link
-        self.board_sync = BoardSync(self.topics, payload_limit=self._limit)
+        self.board_sync = BoardSync(self.topics, ctx.settings.bridge_id, payload_limit=self._limit)
         self._sync_wanted = asyncio.Event()
         self._sync_for: tuple[PlazaClient, dict[str, int]] | None = None
 
@@ -180,9 +190,14 @@ class PresenceHandler:
     async def _sync(self, client: PlazaClient, expected: dict[str, int]) -> None:
         try:
             held = await self.board_sync.read(client, expected) if expected else {}
-        except aiomqtt.MqttError as exc:  # the connection went: the next one reads again
-            log.info("board sync stopped: %s", exc)
-            return
+        except aiomqtt.MqttError as exc:
+            if self._link.client is not client:  # the connection went: the next one reads
+                log.info("board sync stopped: %s", exc)
+                return
+            # a SUBACK that timed out on a live connection, a refused subscription: what the
+            # broker holds is unknown, so every entry goes out again
+            log.warning("board sync could not read the board (%s); publishing every entry", exc)
+            held = {}
         except Exception:  # a bug must not take the bridge down; every entry goes out again
             log.exception("board sync failed; publishing every entry again")
             held = {}
@@ -190,18 +205,28 @@ class PresenceHandler:
             return
         views = self.tracker.views
         current = {d: v.version for d, v in views.items() if self._owns(d)}
-        again = to_republish(expected, held, current)
+        versions = {d: int(body["version"]) for d, body in held.items()}
         ts = now()
-        await self._publish(
-            [
-                Outbound(self.topics.board(d), views[d].entry(ts).encode(), retain=True)
-                for d in again
-            ]
-        )
+        stale = [
+            d
+            for d, v in expected.items()
+            if versions.get(d) == v and current.get(d) == v and _body(views[d].entry(ts)) != held[d]
+        ]
+        again = to_republish(expected, versions, current, stale)
+        out = [
+            Outbound(self.topics.board(d), views[d].entry(ts).encode(), retain=True) for d in again
+        ]
+        # a machine removed while the broker was away: its entry is cleared again
+        gone = [d for d in held if d in self.tracker.removed and self._owns(d)]
+        out += [Outbound(self.topics.board(d), b"", retain=True) for d in gone]
+        await self._publish(out)
         self._metrics.board_republished += len(again)
         log.info(
-            "board sync: the broker held %d of %d entries; published again: %d",
-            len(expected) - len([d for d in expected if held.get(d, -1) < expected[d]]),
+            "board sync: the broker held %d of %d entries (%d of an older content); "
+            "published again: %d; cleared: %d",
+            sum(1 for d, v in expected.items() if versions.get(d, -1) >= v),
             len(expected),
+            len(stale),
             len(again),
+            len(gone),
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from bridge.presence.board_sync import retained_version, to_republish
+from bridge.presence.board_sync import entry_body, to_republish
 
 
 @pytest.mark.parametrize(
@@ -37,23 +37,35 @@ def test_to_republish(
     assert to_republish(expected, held, current) == again
 
 
+def test_an_entry_at_the_same_version_but_of_an_older_content_goes_out_again() -> None:
+    """An upgrade that adds a field to the board (pos, managed, locked did) leaves every
+    unchanged machine's retained entry without it at the same version."""
+    assert to_republish({"a": 5, "b": 7}, {"a": 5, "b": 7}, {"a": 5, "b": 7}, ["b"]) == ["b"]
+    # ...unless the view moved meanwhile (its new entry is on its way)
+    assert to_republish({"a": 5}, {"a": 5}, {"a": 6}, ["a"]) == []
+
+
 @pytest.mark.parametrize(
-    ("payload", "version"),
+    ("payload", "body"),
     [
-        (b'{"device_id":"a","version":4294967298,"ts":1}', 4294967298),
+        (
+            b'{"device_id":"a","version":4294967298,"ts":1}',
+            {"device_id": "a", "version": 4294967298},  # without ts: every publish renews it
+        ),
         (b"", None),  # a cleared (removed) machine's topic
         (b"{broken", None),
         (b'{"version":"7"}', None),
         (b'{"version":true}', None),
         (b"[1,2]", None),
         (b'{"version":-1}', None),
+        (b'{"ts":3}', None),
     ],
 )
-def test_retained_version(payload: bytes, version: int | None) -> None:
-    assert retained_version(payload, limit=1024) == version
+def test_entry_body(payload: bytes, body: dict[str, object] | None) -> None:
+    assert entry_body(payload, limit=1024) == body
 
 
 def test_a_retained_entry_past_the_payload_limit_is_not_read() -> None:
     big = b'{"version":3,"pad":"' + b"x" * 2000 + b'"}'
-    assert retained_version(big, limit=1024) is None
-    assert retained_version(big, limit=4096) == 3
+    assert entry_body(big, limit=1024) is None
+    assert entry_body(big, limit=4096) == {"version": 3, "pad": "x" * 2000}
