@@ -204,8 +204,17 @@ class Screens:
         return (await self.counts())["live"]
 
     async def all_live(self, within: float) -> None:
+        """Until every screen is connected (TimeoutError after ``within`` seconds). A node
+        process busy with a storm may take long to answer a count: that is not yet known,
+        not yet failed (a 30 s count timeout used to end the wait early, reported as
+        screens not back within 120 s)."""
         async with asyncio.timeout(within):
-            while await self.live() < self.count:  # noqa: ASYNC110 - asks the node processes
+            while True:
+                try:
+                    if await self.live() >= self.count:
+                        return
+                except TimeoutError:
+                    continue
                 await asyncio.sleep(0.2)
 
     async def stop(self) -> None:
