@@ -276,7 +276,8 @@ async def _run_db(
             )
             ledger.start()
             rate, done = await sustained(args.window, args.seconds, load.one)
-            results["cpu_commands"] = _per_command(ledger.stop(), done)
+            backends = {"database server": await database_pids(venue.database_url)}
+            results["cpu_commands"] = _per_command(ledger.stop(backends), done)
             results["max"], results["max_done"] = rate, done
             # each bridge's CPU per command of the sustained phase (ms)
             results["cpu_ms"] = [
@@ -287,7 +288,8 @@ async def _run_db(
             # load generator) can reach on this machine, the ceiling for the bridge.
             ledger.start()
             results["echo_max"], echoed = await sustained(args.window, args.seconds / 2, echo_once)
-            results["cpu_echoes"] = _per_command(ledger.stop(), echoed)
+            backends = {"database server": await database_pids(venue.database_url)}
+            results["cpu_echoes"] = _per_command(ledger.stop(backends), echoed)
             results["failures"] = load.failures
             for t in runs:
                 t.cancel()

@@ -16,7 +16,6 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import time
 import uuid
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
@@ -373,35 +372,38 @@ async def database_pids(database_url: str) -> list[int]:
 
 class CpuLedger:
     """CPU seconds per role (a role is a set of processes) and of the whole host, between
-    :meth:`start` and :meth:`stop`: where a benchmark phase's CPU went."""
+    :meth:`start` and :meth:`stop`: where a benchmark phase's CPU went. Counted per process:
+    one that starts during the phase counts from zero; one that ends during it is not
+    counted (its CPU is lost: an undercount, never a negative). ``stop(more=...)`` adds
+    processes found at the end (a database server's backends that connected meanwhile)."""
 
     def __init__(self, roles: Mapping[str, Sequence[int]]) -> None:
         self.roles = {name: list(pids) for name, pids in roles.items()}
-        self._before: dict[str, float] = {}
+        self._before: dict[int, float] = {}
         self._host: tuple[float, float] = (0.0, 0.0)
-        self._wall = 0.0
 
-    def _read(self) -> dict[str, float]:
+    @staticmethod
+    def _cpu(pids: Sequence[int]) -> dict[int, float]:
         out = {}
-        for name, pids in self.roles.items():
-            used = 0.0
-            for pid in pids:
-                with contextlib.suppress(OSError):  # a backend that ended: not counted
-                    used += process_cpu(pid)
-            out[name] = used
+        for pid in pids:
+            with contextlib.suppress(OSError):  # ended: not counted
+                out[pid] = process_cpu(pid)
         return out
 
     def start(self) -> None:
-        self._before = self._read()
+        self._before = self._cpu([pid for pids in self.roles.values() for pid in pids])
         self._host = host_cpu()
-        self._wall = time.monotonic()
 
-    def stop(self) -> dict[str, float]:
+    def stop(self, more: Mapping[str, Sequence[int]] | None = None) -> dict[str, float]:
         """Each role's CPU seconds, plus ``host busy`` and ``host capacity`` (cores x wall)
         over the phase."""
-        after = self._read()
+        for name, pids in (more or {}).items():
+            self.roles[name] = sorted({*self.roles.get(name, []), *pids})
         busy, total = host_cpu()
-        out = {name: after[name] - self._before.get(name, 0.0) for name in after}
+        out = {}
+        for name, pids in self.roles.items():
+            after = self._cpu(pids)
+            out[name] = sum(max(0.0, t - self._before.get(pid, 0.0)) for pid, t in after.items())
         out["host busy"] = busy - self._host[0]
         out["host capacity"] = total - self._host[1]
         return out
