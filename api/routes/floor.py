@@ -38,7 +38,7 @@ from api.schemas import (
 from api.state import AdminUser, CurrentUser, Db, State
 from plaza import floormap, history, utilization
 from plaza.messages import FloorEvent, FloorSnapshot
-from plaza.tables import FloorZone, from_timestamp
+from plaza.tables import Device, FloorZone, from_timestamp
 
 router = APIRouter()
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ async def get_floor(_user: CurrentUser, session: Db) -> FloorPublic:
 @router.put(
     "/floor",
     tags=["floor"],
-    responses=responses(401, 403, 422, 429),
+    responses=responses(401, 403, 409, 422, 429),
     summary="Replace the floor map's zones (their outlines)",
 )
 async def put_floor(body: FloorIn, _admin: AdminUser, state: State) -> FloorPublic:
@@ -85,6 +85,17 @@ async def put_floor(body: FloorIn, _admin: AdminUser, state: State) -> FloorPubl
     except floormap.FloorError as exc:
         raise ApiError(422, exc.code, exc.message) from exc
     async with state.write() as session:
+        gone = {z.id for z in await _zones(session)} - {z.id for z in zones}
+        used = sorted(
+            (await session.exec(select(Device.zone).where(col(Device.zone).in_(gone)))).all()
+        )
+        if used:
+            raise ApiError(
+                409,
+                "zone_in_use",
+                f"machines stand in {', '.join(sorted(set(used)))}: move them to another zone "
+                "before the zone goes",
+            )
         await session.exec(delete(FloorZone))
         for zone in zones:
             session.add(

@@ -43,8 +43,16 @@ async def test_staff_replace_the_zones_and_everyone_reads_them(api: Api) -> None
         {"id": "pc-zone", "name": "PC-ZONE", "outline": SQUARE},
         {"id": "sim-bay", "name": "SIM-BAY", "outline": [[12, 0], [20.0, 0], [16, 9]]},
     ]
-    again = await api.client.put("/floor", headers=admin, json={"zones": [zone("only")]})
-    assert [z["id"] for z in again.json()["zones"]] == ["only"], "replaced, not merged"
+    # a zone machines stand in stays (the editor checks first; the server too)
+    in_use = await api.client.put("/floor", headers=admin, json={"zones": [zone("only")]})
+    assert_problem(in_use, 409, "zone_in_use")
+    assert "pc-zone" in in_use.json()["detail"]
+    assert "sim-bay" in in_use.json()["detail"]
+    assert (await api.client.get("/floor", headers=p1)).json() == read, "nothing changed"
+    kept = [zone("pc-zone"), zone("sim-bay", [[12, 0], [20.04, 0], [16, 9]])]
+    await api.client.put("/floor", headers=admin, json={"zones": [*kept, zone("lounge")]})
+    again = await api.client.put("/floor", headers=admin, json={"zones": kept})
+    assert [z["id"] for z in again.json()["zones"]] == ["pc-zone", "sim-bay"], "replaced"
     assert_problem(await api.client.put("/floor", headers=p1, json=body), 403, "forbidden")
     assert_problem(await api.client.get("/floor"), 401, "not_authenticated")
 
