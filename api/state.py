@@ -48,6 +48,9 @@ class AppState:
     floor_budget: RateLimiter
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     session_locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+    #: PUT /floor, one at a time from commit to announcement: two saves at once could
+    #: interleave their delete and inserts, or announce in the other order than committed
+    floor_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def session_lock(self, client: str) -> asyncio.Lock:
         """Serializes re-keying and expiring one browser session's broker account (keyed

@@ -22,6 +22,9 @@ AclType = Literal[
 
 #: the api's broker account: the only one that may send a request ``on_behalf_of`` someone
 API_USER = "api"
+#: the simulator's players' names (``plaza up --players``: sim-player-001, ...): nobody else may
+#: register one (the simulated staff desk approves their bookings)
+SIM_PLAYER_PREFIX = "sim-player-"
 
 DYNSEC_CONTROL = "$CONTROL/dynamic-security/#"
 DYNSEC_COMMAND = "$CONTROL/dynamic-security/v1"

@@ -26,7 +26,7 @@ _NAMES = {"pc": "PC", "console": "Console", "racing": "Racing rig", "vr": "VR bo
 
 DEMO_PLAYERS = ("player1", "player2", "player3")
 #: the simulator's players (``plaza up --players``): sim-player-001, ... (plaza_sim/arrivals.py)
-SIM_PLAYER_PREFIX = "sim-player-"
+SIM_PLAYER_PREFIX = acl.SIM_PLAYER_PREFIX
 BRIDGE_USER = "bridge"
 API_USER = acl.API_USER
 OBSERVER_USER = "observer"

@@ -37,33 +37,36 @@ def _text(limit: int) -> str:
     return "unlimited" if limit == resource.RLIM_INFINITY else f"{limit:,}"
 
 
-def plan(needed: int, soft: int, hard: int, who: str, machines: int) -> Plan:
-    """What to do with limits (``soft``, ``hard``) for ``needed`` descriptors (pure)."""
+def plan(needed: int, soft: int, hard: int, who: str, machines: int, players: int = 0) -> Plan:
+    """What to do with limits (``soft``, ``hard``) for ``needed`` descriptors (pure);
+    ``players``: the simulated players' connections counted in ``needed`` beside the
+    machines'."""
     infinite = resource.RLIM_INFINITY
+    asked = f"{machines:,} machines" + (f" and {players:,} simulated players" if players else "")
     if hard != infinite and hard < needed:
         raise LimitError(
-            f"{who}: {machines:,} machines need about {needed:,} open files per process "
+            f"{who}: {asked} need about {needed:,} open files per process "
             f"(broker, simulator), but the hard limit (ulimit -Hn) is {hard:,}; raise it "
             f"(e.g. LimitNOFILE= in systemd, nofile in /etc/security/limits.conf, "
             f"`ulimit -Hn {needed}` as root) or ask for at most "
-            f"{max(0, hard - HEADROOM):,} machines"
+            f"{max(0, hard - HEADROOM - players):,} machines"
         )
     if soft != infinite and soft < needed:
         return Plan(
             hard,
             f"{who}: raised the open-file soft limit from {_text(soft)} to {_text(hard)} "
-            f"(the hard limit) for the broker and the simulator ({machines:,} machines need "
+            f"(the hard limit) for the broker and the simulator ({asked} need "
             f"about {needed:,})",
         )
     return Plan(soft, None)
 
 
-def raise_open_files(machines: int, who: str) -> str | None:
+def raise_open_files(machines: int, who: str, players: int = 0) -> str | None:
     """Raise this process's soft RLIMIT_NOFILE (inherited by the children it starts) to the
     hard limit when ``machines`` need more than it; return the note to print, or None.
     Raises :class:`LimitError` before anything starts when the hard limit is too low."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    decided = plan(needed_for(machines), soft, hard, who, machines)
+    decided = plan(needed_for(machines + players), soft, hard, who, machines, players)
     if decided.soft != soft:
         resource.setrlimit(resource.RLIMIT_NOFILE, (decided.soft, hard))
     return decided.note

@@ -729,7 +729,7 @@ def sim_player_args(options: UpOptions, api: str) -> list[str]:
 def up(options: UpOptions) -> int:
     started = time.monotonic()
     try:  # before anything starts; the broker and the simulator inherit the raised limit
-        if note := raise_open_files(options.devices + options.players, "plaza up"):
+        if note := raise_open_files(options.devices, "plaza up", options.players):
             print(note, flush=True)
     except LimitError as exc:
         raise UpError(str(exc)) from exc

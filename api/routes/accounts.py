@@ -83,7 +83,7 @@ async def register(body: RegisterIn, request: Request, state: State) -> UserPubl
     if wait > 0:
         raise too_many("login_rate_limited", "too many attempts from this address", wait)
     reserved = {"api", "bridge", "observer", "system"}
-    if body.username in reserved:
+    if body.username in reserved or body.username.startswith(acl.SIM_PLAYER_PREFIX):
         raise ApiError(409, "username_taken", f"{body.username!r} is reserved")
     async with state.write() as session:  # a machine's id is its broker name: not a person's
         if await session.get(Device, body.username) is not None:

@@ -84,34 +84,35 @@ async def put_floor(body: FloorIn, _admin: AdminUser, state: State) -> FloorPubl
         zones = floormap.zones((z.id, z.name, z.outline) for z in body.zones)
     except floormap.FloorError as exc:
         raise ApiError(422, exc.code, exc.message) from exc
-    async with state.write() as session:
-        gone = {z.id for z in await _zones(session)} - {z.id for z in zones}
-        used = sorted(
-            (await session.exec(select(Device.zone).where(col(Device.zone).in_(gone)))).all()
-        )
-        if used:
-            raise ApiError(
-                409,
-                "zone_in_use",
-                f"machines stand in {', '.join(sorted(set(used)))}: move them to another zone "
-                "before the zone goes",
+    async with state.floor_lock:
+        async with state.write() as session:
+            gone = {z.id for z in await _zones(session)} - {z.id for z in zones}
+            used = sorted(
+                (await session.exec(select(Device.zone).where(col(Device.zone).in_(gone)))).all()
             )
-        await session.exec(delete(FloorZone))
-        for zone in zones:
-            session.add(
-                FloorZone(
-                    id=zone.id,
-                    name=zone.name,
-                    outline_json=json.dumps([list(p) for p in zone.outline]),
+            if used:
+                raise ApiError(
+                    409,
+                    "zone_in_use",
+                    f"machines stand in {', '.join(sorted(set(used)))}: move them to another zone "
+                    "before the zone goes",
                 )
-            )
-        await session.commit()
-        public = _public(await _zones(session))
-    snapshot = FloorSnapshot.model_validate_json(public.model_dump_json())
-    try:
-        await state.link.announce_floor(FloorEvent(floor=snapshot, timestamp=time.time()))
-    except LinkDown as exc:
-        log.warning("the new floor is saved but could not be announced: %s", exc)
+            await session.exec(delete(FloorZone))
+            for zone in zones:
+                session.add(
+                    FloorZone(
+                        id=zone.id,
+                        name=zone.name,
+                        outline_json=json.dumps([list(p) for p in zone.outline]),
+                    )
+                )
+            await session.commit()
+            public = _public(await _zones(session))
+        snapshot = FloorSnapshot.model_validate_json(public.model_dump_json())
+        try:
+            await state.link.announce_floor(FloorEvent(floor=snapshot, timestamp=time.time()))
+        except LinkDown as exc:
+            log.warning("the new floor is saved but could not be announced: %s", exc)
     return public
 
 

@@ -77,6 +77,8 @@ REQUEST_TRIES = 4
 BOOKING_TRIES = 3
 #: how long a player at the machine waits for the bridge to answer a code it typed
 ANSWER_WAIT = 10.0
+#: reservations a player remembers from notifications (an approval that overtook its booking)
+HEARD = 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +164,8 @@ class ArrivalStats:
     checked_in: int = 0
     #: came, but the seat stayed taken or the code was not taken (released meanwhile)
     turned_away: int = 0
+    #: bookings that ended in an unexpected error (logged with its traceback)
+    errors: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +194,8 @@ class Player:
     _client: aiomqtt.Client | None = None
     _waiting: dict[str, asyncio.Future[Reply]] = field(default_factory=dict)
     _changed: asyncio.Condition = field(default_factory=asyncio.Condition)
+    #: the last reservations notifications told of, by id (at most HEARD)
+    _heard: dict[str, ReservationPublic] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.topics = Topics(self.link.topic_root)
@@ -251,7 +257,14 @@ class Player:
 
     async def _on_notification(self, note: NotificationEvent) -> None:
         r = note.reservation
-        if r is not None and self.holding is not None and r.id == self.holding.id:
+        if r is None:
+            return
+        # kept for the booking being made: an approval can come in right behind the reply,
+        # before the booking is held (the message loop does not yield between them)
+        self._heard[r.id] = r
+        while len(self._heard) > HEARD:
+            self._heard.pop(next(iter(self._heard)))
+        if self.holding is not None and r.id == self.holding.id:
             async with self._changed:
                 self.holding = r
                 self._changed.notify_all()
@@ -292,7 +305,11 @@ class Player:
         await asyncio.sleep(self.rng.uniform(0, self.plan.pace / 2))  # players spread out
         done = 0
         while bookings is None or done < bookings:
-            await self.one_booking()
+            try:
+                await self.one_booking()
+            except Exception:  # one player's surprise must not end every machine's run
+                self.stats.errors += 1
+                log.exception("player %s: booking failed", self.name)
             done += 1
             if bookings is None or done < bookings:
                 await asyncio.sleep(self.rng.uniform(self.plan.pace / 2, self.plan.pace))
@@ -320,7 +337,7 @@ class Player:
         else:
             return
         self.stats.booked += 1
-        self.holding = reply.reservation
+        self.holding = self._heard.pop(reply.reservation.id, reply.reservation)
         try:
             await self._through(machine, reply.reservation)
         finally:
@@ -386,7 +403,8 @@ class Player:
         if mistype:
             self.stats.wrong_codes += 1
             await machine.start_session_with_code(wrong_code(code, self.rng.random()), minutes)
-            await _until(seat_free, ANSWER_WAIT)  # the bridge refuses it: end_session
+            if not await _until(seat_free, ANSWER_WAIT):  # the bridge refuses it: end_session
+                return False  # (a late refusal would end the real session)
         machine.started_code = None
         await machine.start_session_with_code(code, minutes)
         return await _until(lambda: machine.started_code == code, ANSWER_WAIT)

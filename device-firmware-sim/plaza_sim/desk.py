@@ -72,6 +72,10 @@ class Desk:
                 self.stats.failed_rounds += 1
                 log.info("desk: round failed: %s", exc)
                 self._token = None
+            except Exception:  # http.client's IncompleteRead, say: never end the simulator
+                self.stats.failed_rounds += 1
+                log.exception("desk: round failed")
+                self._token = None
             await asyncio.sleep(self.every)
 
     def round(self) -> int:

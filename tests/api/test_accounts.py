@@ -38,7 +38,8 @@ async def test_a_player_registers_logs_in_and_reads_their_account(api: Api) -> N
 
 
 async def test_a_taken_or_reserved_username_is_409(api: Api) -> None:
-    for name in ("player1", "bridge"):
+    # sim-player-NNN: the simulator's players, whose bookings its staff desk approves
+    for name in ("player1", "bridge", "sim-player-009", "sim-player-x"):
         reply = await api.client.post(
             "/auth/register", json={"username": name, "password": "long-enough-pw"}
         )

@@ -10,6 +10,7 @@ chromium (tests/e2e/conftest.py); the floor is put back as it was.
 from __future__ import annotations
 
 import asyncio
+import re
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -150,6 +151,11 @@ def test_staff_edit_the_zones_and_every_screen_redraws_them_live(
         # a corner added on the first edge (drag its "+"), then moved down with the keyboard
         drag(staff, staff.locator('#floor-admin .zone-midpoint[data-edge="0"]'), 0, -30)
         expect(staff.locator("#floor-admin .zone-corner")).to_have_count(len(start) + 1)
+        # the corner is in the editor's draft at once; wait for the saved floor to reach
+        # another screen before reading it over REST
+        expect(polygon(watcher, ZONE)).to_have_attribute(
+            "points", re.compile(rf"^(\S+ ){{{len(start)}}}\S+$")
+        )
         added = outline_of(venue, headers, ZONE)
         assert len(added) == len(start) + 1
         expect(polygon(watcher, ZONE)).to_have_attribute("points", points(added))

@@ -158,10 +158,10 @@ async def test_a_simulated_no_show_leaves_the_seat_to_the_no_show_rule(
             await watch.wait_for(command(device, "unlock", "reservation"), since=mark, timeout=15)
             row = await status_becomes(db_url, "player1", "no_show")
             await stats_show(p, "no_shows")
-            await asyncio.sleep(0.2)
+            async with asyncio.timeout(15):  # the release's notification reaches the player
+                while p.holding is None or p.holding.status != "no_show":  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
             assert not m.locked
-            assert p.holding is not None
-            assert p.holding.status == "no_show", "the player heard of the release"
         assert row.locked_at is not None, "the seat was kept for the player"
         assert "start_session" not in [n for n, _ in session_commands(watch, device)]
         assert (p.stats.booked, p.stats.no_shows, p.stats.checked_in) == (1, 1, 0)

@@ -5,6 +5,7 @@ machines that stand together on the map (the bridge reads the places with the ba
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 from typing import Any
@@ -129,3 +130,44 @@ async def test_new_zones_reach_every_screen_live_and_a_refused_floor_publishes_n
             "the refused floors published nothing"
         )
         assert json.loads(last.payload)["timestamp"] >= first_ts
+
+
+async def test_floors_saved_at_once_are_one_at_a_time_and_announced_in_their_order(
+    api: Api, broker: BrokerHandle
+) -> None:
+    """Two staff (or two tabs) saving at once: each save replaces the whole floor, so one
+    must not interleave its delete and inserts with another's (PostgreSQL's READ COMMITTED
+    let a second delete miss the first's new rows), and the last announcement a screen
+    gets is the floor that stands."""
+    admin = await api.headers("admin")
+    square = [[0, 0], [6, 0], [6, 4], [0, 4]]
+    keep = [
+        {"id": z, "name": z, "outline": [[x + i * 10, y] for x, y in square]}
+        for i, z in enumerate(("pc-zone", "sim-bay", "console-corner"))
+    ]
+    floors = [
+        {"zones": [*keep, {"id": f"extra-{n}", "name": f"Extra {n}", "outline": square}]}
+        for n in range(6)
+    ]
+    player = broker.client("player1", broker.secrets.players["player1"])
+    async with Watch(player, [broker.topics.events_tree]) as watch:
+        puts = await asyncio.gather(
+            *(api.client.put("/floor", headers=admin, json=f) for f in floors)
+        )
+        assert [p.status_code for p in puts] == [200] * len(floors), [p.text for p in puts]
+        stands = (await api.client.get("/floor", headers=admin)).json()
+        assert len(stands["zones"]) == len(keep) + 1, "one floor, not a merge of several"
+        events = await watch.wait_for(
+            lambda s: (
+                s.topic == broker.topics.floor_events
+                and len([x for x in watch.seen if x.topic == broker.topics.floor_events])
+                == len(floors)
+            )
+        )
+        del events
+        announced = [
+            json.loads(s.payload)["floor"]
+            for s in watch.seen
+            if s.topic == broker.topics.floor_events
+        ]
+    assert announced[-1] == stands, "the last announcement is the floor that stands"

@@ -33,11 +33,13 @@ def test_plaza_up_stops_before_starting_when_the_hard_limit_is_too_low(tmp_path:
     proc = up_with_limits(tmp_path, 256, 512, devices=1000)
     out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 2, out
+    players = 8  # plaza up's default simulated players: one connection each
     assert (
-        f"error: plaza up: 1,000 machines need about {1000 + HEADROOM:,} open files per process "
-        "(broker, simulator), but the hard limit (ulimit -Hn) is 512;"
+        f"error: plaza up: 1,000 machines and {players} simulated players need about "
+        f"{1000 + players + HEADROOM:,} open files per process (broker, simulator), but the "
+        "hard limit (ulimit -Hn) is 512;"
     ) in out
-    assert f"ask for at most {512 - HEADROOM} machines" in out
+    assert f"ask for at most {512 - HEADROOM - players} machines" in out
     assert not (tmp_path / "broker").exists(), "nothing was started or written"
 
 
