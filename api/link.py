@@ -56,6 +56,10 @@ from plaza.topics import BRIDGE_SERVICE, Topics
 
 log = logging.getLogger(__name__)
 
+#: how long PUT /floor waits for the broker to take its announcement (seconds): the floor is
+#: committed by then, and a stalled broker must not hold the answer for aiomqtt's 10 s
+ANNOUNCE_TIMEOUT = 3.0
+
 
 class LinkError(RuntimeError):
     pass
@@ -162,7 +166,9 @@ class BrokerLink:
     async def announce_floor(self, event: FloorEvent) -> None:
         """Publish ``event`` on ``events/floor``; :class:`LinkDown` when it could not be sent."""
         try:
-            await self._client().publish(self.topics.floor_events, event.encode(), qos=1)
+            await self._client().publish(
+                self.topics.floor_events, event.encode(), qos=1, timeout=ANNOUNCE_TIMEOUT
+            )
         except aiomqtt.MqttError as exc:
             raise LinkDown(f"publish failed: {exc}") from exc
 

@@ -58,6 +58,13 @@ from plaza_sim.machine import Machine
 log = logging.getLogger(__name__)
 NODELAY = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 
+
+def _session(expiry: int) -> Properties:
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = expiry
+    return props
+
+
 #: at most this many simulated players in one simulator process (each is a connection)
 MAX_PLAYERS = 200
 #: the furthest ahead a player books, and the longest and shortest slot it asks for
@@ -79,6 +86,8 @@ BOOKING_TRIES = 3
 ANSWER_WAIT = 10.0
 #: reservations a player remembers from notifications (an approval that overtook its booking)
 HEARD = 16
+#: how long the broker keeps a simulated player's session while it is away (seconds)
+SESSION_EXPIRY = 900
 
 
 @dataclass(frozen=True, slots=True)
@@ -218,6 +227,10 @@ class Player:
                 password=self.password,
                 identifier=self.name,  # a player's account is bound to its own name
                 protocol=aiomqtt.ProtocolVersion.V5,
+                # a persistent session, as a phone's: staff's approval sent while the player
+                # is away (a broker restart) is queued, not lost
+                clean_start=False,
+                properties=_session(SESSION_EXPIRY),
                 keepalive=30,
                 socket_options=NODELAY,
                 tls_context=self.link.tls,

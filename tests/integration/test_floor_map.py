@@ -73,7 +73,8 @@ async def test_a_moved_machine_reaches_the_board_with_its_place_and_a_bad_place_
         Watch(broker.observer(), [broker.topics.board("pc-02")]) as watch,
         running_bridge(bridge_settings),
     ):
-        again = entry_of((await watch.wait_for(placed("pc-02", 14.0, 5.0))).payload)
+        # (the new bridge reads the retained board back first: board sync)
+        again = entry_of((await watch.wait_for(placed("pc-02", 14.0, 5.0), timeout=15)).payload)
         assert again.version == second.version, "the same entry, from SQL"
 
 
