@@ -93,19 +93,21 @@ class Link:
         """Publish ``outbound`` now and wait for the broker's acknowledgements; while
         disconnected, log and drop (nothing committed). A message the broker could not take
         is dropped and counted, never sent."""
+        client = self._client
         acks = self._dispatch(outbound)
         if acks is not None:
-            await self._settle(acks)
+            await self._settle(acks, client)
 
     async def publish_behind(self, outbound: Sequence[Outbound]) -> None:
         """Like :meth:`publish`, but return once the messages are handed to the connection
         (in order with every other publish), with their acknowledgements awaited behind:
         the presence path, which would otherwise wait a broker round trip per board entry.
         At most ``BEHIND`` messages wait for acknowledgement; past that this waits too."""
+        client = self._client
         acks = self._dispatch(outbound)
         if acks is None:
             return
-        task = asyncio.ensure_future(self._settle(acks))
+        task = asyncio.ensure_future(self._settle(acks, client))
         self._behind[task] = len(acks[0])
         self._behind_count += len(acks[0])
         task.add_done_callback(self._done_behind)
@@ -114,6 +116,17 @@ class Link:
 
     def _done_behind(self, task: asyncio.Task[None]) -> None:
         self._behind_count -= self._behind.pop(task, 0)
+
+    def _wedged(self, client: PlazaClient | None, exc: aiomqtt.MqttError) -> None:
+        """No PUBACK within the timeout on the connection that is still the link's: it no
+        longer moves (a half-open link; a socket whose writer the event loop lost, as uvloop
+        can after a broker restart reuses a descriptor). Shut its socket: the connection ends
+        and the bridge reconnects now, not when the keepalive runs out (43 s in one CI run)."""
+        if client is None or client is not self._client or "timed out" not in str(exc):
+            return
+        if client.shut():
+            self._metrics.wedged += 1
+            log.warning("no acknowledgement on a live connection: closed it to reconnect")
 
     def _dispatch(
         self, outbound: Sequence[Outbound]
@@ -145,13 +158,16 @@ class Link:
         return sendable[: len(acks)], acks
 
     async def _settle(
-        self, sent: tuple[list[Outbound], list[asyncio.Future[ReasonCode | None]]]
+        self,
+        sent: tuple[list[Outbound], list[asyncio.Future[ReasonCode | None]]],
+        client: PlazaClient | None,
     ) -> None:
         sendable, acks = sent
         try:
             refusals = await asyncio.gather(*acks)
         except aiomqtt.MqttError as exc:
             log.warning("publish failed (%s); boards are re-published on reconnect", exc)
+            self._wedged(client, exc)
             return
         for o, refused in zip(sendable, refusals, strict=True):
             if refused is not None:

@@ -185,6 +185,9 @@ class BridgeMetrics:
     #: outbox rows the broker could not take (too large, refused, dropping the connection)
     dead_letters: int = _counter("Outbox messages set aside as dead letters (never sent)")
     unsendable: int = _counter("Live messages not published: too large for the broker or refused")
+    wedged: int = _counter(
+        "Connections closed because a publish was not acknowledged in time while they looked up"
+    )
     #: players disabled in the broker for flooding (bridge.cooloff)
     senders_disabled: int = _counter("Players disabled in the broker for flooding (cooling-off)")
     #: messages dropped unread by the intake's flood budget, by reason (bridge.flood)

@@ -115,6 +115,19 @@ class PlazaClient(aiomqtt.Client):
             return gone.exception()
         return None
 
+    def shut(self) -> bool:
+        """Shut the connection's socket down (both ways, without closing the descriptor,
+        which paho owns): paho reads EOF and the connection ends as if the broker had
+        closed it. False when there is no socket."""
+        sock = self._client.socket()
+        if not isinstance(sock, socket.socket):  # none yet (or a WebSocket wrapper)
+            return False
+        try:
+            sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            return False
+        return True
+
     def publish_now(self, topic: str, payload: bytes, *, qos: int, retain: bool = False) -> bool:
         """Queue a publish without waiting for it (nor for its PUBACK): what goes out just
         before a DISCONNECT (a clean stop's last status), or from inside a packet reader.

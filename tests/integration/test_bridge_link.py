@@ -15,6 +15,7 @@ import json
 import time
 from pathlib import Path
 
+import aiomqtt
 import pytest
 
 from bridge.link import BEHIND, Link
@@ -35,6 +36,10 @@ class DelayingProxy:
     def __init__(self, host: str, port: int, delay: float) -> None:
         self.upstream = (host, port)
         self.delay = delay
+        #: while set, nothing the broker sends reaches the client (its PUBACKs included): a
+        #: connection that is up but no longer moves (a half-open link; a socket whose writer
+        #: the event loop lost, as uvloop can after a descriptor is reused)
+        self.frozen = False
         self.port = 0
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task[None]] = set()
@@ -52,18 +57,22 @@ class DelayingProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection(*self.upstream)
-        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer)):
+        for pump in (self._pump(reader, up_writer), self._pump(up_reader, writer, down=True)):
             task = asyncio.get_running_loop().create_task(pump)
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _pump(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pump(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, down: bool = False
+    ) -> None:
         held: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def release() -> None:
             while True:
                 due, data = await held.get()
                 await asyncio.sleep(max(0.0, due - time.monotonic()))
+                while down and self.frozen:  # noqa: ASYNC110 - the test's switch
+                    await asyncio.sleep(0.05)
                 writer.write(data)
                 await writer.drain()
 
@@ -178,3 +187,31 @@ async def test_past_a_thousand_entries_awaiting_acknowledgement_publish_behind_w
                     await asyncio.sleep(0.05)
     assert acknowledged_when_handed < BEHIND, "the thousand were handed over, not each awaited"
     assert acknowledged_when_past > 0, "the one past the bound waited for acknowledgements"
+
+
+async def test_a_connection_that_stops_acknowledging_is_closed_so_the_bridge_reconnects(
+    broker: BrokerHandle, tmp_path: Path
+) -> None:
+    """A publish not acknowledged within the timeout on a connection that still looks up:
+    the link closes the connection's socket, so the bridge reconnects at once instead of
+    waiting for the keepalive (a fresh-clone CI run: the bridge's writes stopped after a
+    broker restart and it stayed wedged for 43 s, until the keepalive ended it)."""
+    metrics = BridgeMetrics()
+    link = Link(metrics)
+    async with DelayingProxy(broker.host, broker.port, 0.0) as proxy:
+        settings = bridge_settings(broker, tmp_path, proxy.port, 1.0)
+        client = service_client(settings, settings.bridge_id, persistent=False)
+        with contextlib.suppress(aiomqtt.MqttError):
+            async with client:
+                link.client = client
+                await link.publish([Outbound(broker.topics.board("pc-01"), b"{}", retain=True)])
+                assert metrics.board_published == 1
+                proxy.frozen = True
+                started = time.monotonic()
+                await link.publish([Outbound(broker.topics.board("pc-01"), b"{}", retain=True)])
+                async with asyncio.timeout(5):
+                    async for _ in client.messages:
+                        pass
+        ended = time.monotonic() - started
+    assert ended < 1.0 + 2.0, f"the wedged connection ended after {ended:.1f} s"
+    assert metrics.wedged == 1
