@@ -10,22 +10,19 @@ check-in.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 import aiomqtt
 
 from bridge.context import BridgeContext
 from bridge.models import Incoming, Outbound
-from bridge.presence.board_sync import BoardSync, to_republish
+from bridge.presence.board_sync import BoardSync, entry_body, to_republish
 from bridge.presence.store import DeviceStore
 from bridge.presence.tracker import Effects, PresenceTracker
 from plaza.messages import (
     AdminAlert,
-    BoardEntry,
     DeviceState,
     MachineState,
     PayloadError,
@@ -37,13 +34,6 @@ from plaza.mqtt import PlazaClient
 from plaza.topics import DeviceChannel, DeviceTopic
 
 log = logging.getLogger(__name__)
-
-
-def _body(entry: BoardEntry) -> dict[str, Any]:
-    """An entry as the broker holds it, without ``ts``: JSON, as the board sync reads it."""
-    body: dict[str, Any] = json.loads(entry.encode())
-    body.pop("ts", None)
-    return body
 
 
 class PresenceHandler:
@@ -207,14 +197,18 @@ class PresenceHandler:
         current = {d: v.version for d, v in views.items() if self._owns(d)}
         versions = {d: int(body["version"]) for d, body in held.items()}
         ts = now()
-        stale = [
-            d
+        # the unchanged views' entries, encoded once: compared with the broker's copy as the
+        # board sync reads it, and published as they are if it differs
+        same = {
+            d: views[d].entry(ts).encode()
             for d, v in expected.items()
-            if versions.get(d) == v and current.get(d) == v and _body(views[d].entry(ts)) != held[d]
-        ]
+            if versions.get(d) == v and current.get(d) == v
+        }
+        stale = [d for d, e in same.items() if entry_body(e, len(e)) != held[d]]
         again = to_republish(expected, versions, current, stale)
         out = [
-            Outbound(self.topics.board(d), views[d].entry(ts).encode(), retain=True) for d in again
+            Outbound(self.topics.board(d), same.get(d) or views[d].entry(ts).encode(), retain=True)
+            for d in again
         ]
         # a machine removed while the broker was away: its entry is cleared again
         gone = [d for d in held if d in self.tracker.removed and self._owns(d)]
