@@ -131,6 +131,9 @@ class Connections:
         self._on_main_connected = on_main_connected
         #: the main connection's own marker topics (board sync): topic -> who hears it
         self.markers = dict(markers or {})
+        #: every topic whose messages answer this connection itself (dynamic security, the
+        #: markers), handed over as they come instead of routed
+        self._answers = {DYNSEC_RESPONSE: dynsec.answer, **self.markers}
         self.sweeper = RetainedSweeper(link)
         self.status_topic = topics.service_status(BRIDGE_SERVICE)
         #: set while both connections are up and subscribed
@@ -266,14 +269,10 @@ class Connections:
 
     async def _serve_main(self, client: PlazaClient) -> None:
         async for message in client.messages:
-            marker = self.markers.get(message.topic.value)
-            if marker is not None:
+            hears = self._answers.get(message.topic.value)
+            if hears is not None:  # the connection's own answers, not venue traffic
                 payload = message.payload
-                marker(bytes(payload) if isinstance(payload, bytes) else b"")
-                continue
-            if message.topic.value == DYNSEC_RESPONSE:
-                payload = message.payload
-                self.dynsec.answer(bytes(payload) if isinstance(payload, bytes) else b"")
+                hears(bytes(payload) if isinstance(payload, bytes) else b"")
                 continue
             await self.router.handle(incoming(message))
 
