@@ -46,7 +46,6 @@ from venue.benchkit import (
     machine_line,
     percentile,
     pg_url,
-    process_cpu,
     slots_settled,
     start_sim,
     write_report,
@@ -263,7 +262,6 @@ async def _run_db(
             results["echo"] = await paced(args.rate, args.seconds / 2, echo_once)
             results["paced"] = await paced(args.rate, args.seconds, load.one)
             pids = venue.bridge_pids()
-            cpu = [process_cpu(pid) for pid in pids]
             ledger = CpuLedger(
                 {
                     "bridge": pids,
@@ -274,22 +272,21 @@ async def _run_db(
                     "simulator": [sim.pid],
                 }
             )
+
+            async def backends() -> dict[str, list[int]]:  # those that connected meanwhile
+                return {"database server": await database_pids(venue.database_url)}
+
             ledger.start()
             rate, done = await sustained(args.window, args.seconds, load.one)
-            backends = {"database server": await database_pids(venue.database_url)}
-            results["cpu_commands"] = _per_command(ledger.stop(backends), done)
+            results["cpu_commands"] = _per_command(ledger.stop(await backends()), done)
             results["max"], results["max_done"] = rate, done
             # each bridge's CPU per command of the sustained phase (ms)
-            results["cpu_ms"] = [
-                (process_cpu(pid) - before) * 1000 / max(1, done)
-                for pid, before in zip(pids, cpu, strict=True)
-            ]
+            results["cpu_ms"] = [ledger.by_pid.get(pid, 0.0) * 1000 / max(1, done) for pid in pids]
             # The same window of bare echoes: what any responder built on aiomqtt (and this
             # load generator) can reach on this machine, the ceiling for the bridge.
             ledger.start()
             results["echo_max"], echoed = await sustained(args.window, args.seconds / 2, echo_once)
-            backends = {"database server": await database_pids(venue.database_url)}
-            results["cpu_echoes"] = _per_command(ledger.stop(backends), echoed)
+            results["cpu_echoes"] = _per_command(ledger.stop(await backends()), echoed)
             results["failures"] = load.failures
             for t in runs:
                 t.cancel()

@@ -381,6 +381,8 @@ class CpuLedger:
         self.roles = {name: list(pids) for name, pids in roles.items()}
         self._before: dict[int, float] = {}
         self._host: tuple[float, float] = (0.0, 0.0)
+        #: each process's CPU seconds over the last phase (by pid), as :meth:`stop` found it
+        self.by_pid: dict[int, float] = {}
 
     @staticmethod
     def _cpu(pids: Sequence[int]) -> dict[int, float]:
@@ -400,10 +402,12 @@ class CpuLedger:
         for name, pids in (more or {}).items():
             self.roles[name] = sorted({*self.roles.get(name, []), *pids})
         busy, total = host_cpu()
-        out = {}
-        for name, pids in self.roles.items():
-            after = self._cpu(pids)
-            out[name] = sum(max(0.0, t - self._before.get(pid, 0.0)) for pid, t in after.items())
+        after = self._cpu([pid for pids in self.roles.values() for pid in pids])
+        self.by_pid = {pid: max(0.0, t - self._before.get(pid, 0.0)) for pid, t in after.items()}
+        out = {
+            name: sum(self.by_pid.get(pid, 0.0) for pid in pids)
+            for name, pids in self.roles.items()
+        }
         out["host busy"] = busy - self._host[0]
         out["host capacity"] = total - self._host[1]
         return out
